@@ -1,0 +1,190 @@
+"""The command line: `imgdl-watch run | fetch | status`.
+
+Every error a user can cause ends here as one line on stderr and an exit
+code: 2 for usage, configuration and unreadable input, 1 when a download
+failed, 130 when interrupted. No traceback reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import trio
+
+from . import __version__
+from .config import OPTIONS, ConfigError, Option, Settings, env_name, resolve
+
+PROG = "imgdl-watch"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
+    flag = "--" + option.name.replace("_", "-")
+    default = option.default
+    if option.name == "output":
+        default = "./downloads for run, . for fetch"
+    shown = f"default: {default}" if default is not None else "default: none"
+    text = f"{option.help} ({shown}; env {env_name(option.name)})"
+    if option.switch:
+        parser.add_argument(flag, dest=option.name, action="store_const", const="true", default=None, help=text)
+    else:
+        parser.add_argument(flag, dest=option.name, metavar=option.metavar, default=None, help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Download every image of URL lists: a daemon that watches an inbox, or a one-shot fetch.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    run = commands.add_parser(
+        "run",
+        help="watch an inbox and download every list dropped into it",
+        description="Watch INBOX for *.txt lists of image URLs and download each into OUTPUT/<stem>/.",
+    )
+    fetch = commands.add_parser(
+        "fetch",
+        help="download lists once, then exit (0 all ok, 1 some failed, 2 usage or input error)",
+        description="Download each LIST into OUTPUT/<stem>/ and exit: 0 when every URL succeeded, "
+        "1 when any failed or was invalid, 2 on a usage, config or unreadable-input error.",
+    )
+    fetch.add_argument("lists", nargs="+", metavar="LIST", help="a file of image URLs, one per line")
+    for sub, name in ((run, "run"), (fetch, "fetch")):
+        sub.add_argument(
+            "--config",
+            metavar="FILE",
+            default=None,
+            help=f"TOML config file (default: none; env {env_name('config')})",
+        )
+        for option in OPTIONS:
+            if name in option.commands:
+                _add_option(sub, option)
+    return parser
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _settings(command: str, args: argparse.Namespace) -> Settings:
+    flags: dict[str, Any] = {o.name: getattr(args, o.name, None) for o in OPTIONS}
+    return resolve(command, flags, env=os.environ, config_path=args.config)
+
+
+def _check_writable_folder(path: str, what: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {what} folder {path}: {exc.strerror}") from None
+    if not os.path.isdir(path):
+        raise ConfigError(f"{what} {path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} folder {path} is not writable")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args.command, args)
+        if args.command == "run":
+            return _run(settings, args)
+        return _fetch(settings, args.lists)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        leaf = _first_leaf(exc)
+        _log_crash(leaf)
+        return _fail(f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", EXIT_FAILED)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _log_crash(exc: BaseException) -> None:
+    import traceback
+
+    import structlog
+
+    try:
+        structlog.get_logger("imgdl_watch").critical(
+            "crashed",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback="".join(traceback.format_exception(exc)),
+        )
+    except Exception:  # noqa: S110 - logging itself failed; the stderr line remains
+        pass
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+    from .logs import configure
+
+    _check_writable_folder(settings.inbox, "inbox")
+    _check_writable_folder(settings.output or "downloads", "output")
+    output = _open_log(settings)
+    daemon = Daemon(settings, reload=lambda: _settings("run", args), log_output=output)
+    try:
+        trio.run(daemon.run)
+    finally:
+        output.close()
+    del configure
+    return EXIT_OK
+
+
+def _open_log(settings: Settings) -> Any:
+    from .logs import configure
+
+    try:
+        return configure(
+            level=settings.log_level,
+            fmt=settings.log_format,  # type: ignore[arg-type]
+            log_file=settings.log_file,
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot open log file {settings.log_file}: {exc.strerror}") from None
+
+
+def _fetch(settings: Settings, lists: list[str]) -> int:
+    from .fetch import fetch_lists
+
+    fds = []
+    for path in lists:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            return _fail(f"cannot read list {path}: {exc.strerror}")
+        if not os.path.isfile(path):
+            os.close(fd)
+            return _fail(f"list {path} is not a regular file")
+        fds.append((path, fd))
+    _check_writable_folder(settings.output or ".", "output")
+    output = _open_log(settings)
+    try:
+        ok = trio.run(fetch_lists, settings, fds)
+    finally:
+        output.close()
+        for _, fd in fds:
+            os.close(fd)
+    return EXIT_OK if ok else EXIT_FAILED

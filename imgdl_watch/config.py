@@ -1,0 +1,235 @@
+"""Configuration: one table of options, read from flags, environment and TOML.
+
+Each option is a flag (`--per-host`), an environment variable
+(`IMGDL_WATCH_PER_HOST`) and a key of the config file (`per_host`, or
+`per-host`). Precedence: flag > environment > file > default. Values are
+checked here, once, so that a bad one stops the program at start-up with one
+clear line (`ConfigError`) rather than somewhere deep inside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from .logs import LEVELS
+
+ENV_PREFIX = "IMGDL_WATCH_"
+USER_AGENT = f"imgdl-watch/{__version__}"
+
+
+class ConfigError(Exception):
+    """A setting is wrong. The message is one line, for the user."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _size(text: str) -> int:
+    """Bytes, with an optional K, M or G suffix (powers of 1024)."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = 1
+    if text and text[-1] in "KMG":
+        factor = 1024 ** ("KMG".index(text[-1]) + 1)
+        text = text[:-1]
+    value = int(float(text) * factor)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError("must be a port number, 1 to 65535")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str = "N"
+    # Which commands take the option.
+    commands: tuple[str, ...] = ("run", "fetch")
+    # Options that are plain switches on the command line.
+    switch: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("inbox", _text, "inbox", "folder watched for lists", "DIR", ("run", "status")),
+    Option("output", _text, None, "folder that receives OUTPUT/<list stem>/ (run: ./downloads, fetch: .)", "DIR"),
+    Option("concurrency", _positive_int, 32, "downloads in flight at once, across all jobs"),
+    Option("per_host", _positive_int, 8, "downloads in flight at once to one host"),
+    Option("max_jobs", _positive_int, 4, "lists processed at once", commands=("run",)),
+    Option("retries", _non_negative_int, 4, "retries of a failed download that a retry can fix"),
+    Option("max_bytes", _size, 32 * 1024**2, "largest image saved, in bytes (K, M, G suffixes)", "BYTES"),
+    Option("settle", _non_negative_float, 1.0, "seconds a list must be unchanged before it is taken", "SECONDS", ("run",)),
+    Option("grace", _non_negative_float, 10.0, "seconds in-flight downloads get to finish on stop", "SECONDS", ("run",)),
+    Option("min_free", _size, 0, "no download starts while the output's free space is below this", "BYTES", ("run", "fetch")),
+    Option("connect_timeout", _positive_float, 10.0, "seconds to connect", "SECONDS"),
+    Option("read_timeout", _positive_float, 30.0, "seconds a read may stall", "SECONDS"),
+    Option("total_timeout", _positive_float, 300.0, "seconds one download attempt may take in all", "SECONDS"),
+    Option("max_redirects", _non_negative_int, 10, "redirects followed per download"),
+    Option("any_type", _bool, False, "save any Content-Type, not only images", "BOOL", switch=True),
+    Option("block_private", _bool, False, "refuse URLs that resolve to loopback, private or link-local addresses", "BOOL", switch=True),
+    Option("user_agent", _text, USER_AGENT, "User-Agent header sent with each request", "TEXT"),
+    Option("log_file", _text, None, "also write JSON log lines to this file", "FILE", ("run", "fetch")),
+    Option("log_level", _choice(*LEVELS), "info", "lowest level logged: " + ", ".join(LEVELS), "LEVEL"),
+    Option("log_format", _choice("auto", "json", "console"), "auto", "stdout format: json, console, or auto (console at a terminal)", "FORMAT"),
+    Option("progress_interval", _positive_float, 5.0, "seconds between job_progress events", "SECONDS"),
+    Option("rescan_interval", _positive_float, 5.0, "seconds between scans of the inbox when no event comes", "SECONDS", ("run",)),
+    Option("force_polling", _bool, False, "poll the inbox instead of inotify (NFS, CIFS)", "BOOL", ("run",), switch=True),
+)
+OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    inbox: str
+    output: str | None
+    concurrency: int
+    per_host: int
+    max_jobs: int
+    retries: int
+    max_bytes: int
+    settle: float
+    grace: float
+    min_free: int
+    connect_timeout: float
+    read_timeout: float
+    total_timeout: float
+    max_redirects: int
+    any_type: bool
+    block_private: bool
+    user_agent: str
+    log_file: str | None
+    log_level: str
+    log_format: str
+    progress_interval: float
+    rescan_interval: float
+    force_polling: bool
+    config: str | None = None
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse(option: Option, raw: Any, where: str) -> Any:
+    if isinstance(raw, bool) and option.parse is not _bool:
+        raise ConfigError(f"{where}: {option.name} must be a {option.metavar.lower()}, not true/false")
+    text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    try:
+        return option.parse(text)
+    except ValueError as exc:
+        detail = str(exc) if "must" in str(exc) else f"{text!r} is not a valid {option.metavar.lower()}"
+        raise ConfigError(f"{where}: {option.name.replace('_', '-')} {detail}") from None
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = data.get("imgdl-watch", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [imgdl-watch] must be a table")
+    return table
+
+
+def resolve(
+    command: str,
+    flags: Mapping[str, Any],
+    *,
+    env: Mapping[str, str],
+    config_path: str | None,
+) -> Settings:
+    """Settings for `command`: flag > environment > file > default."""
+    config_path = config_path or env.get(env_name("config"))
+    file_values: dict[str, Any] = {}
+    if config_path:
+        for key, value in read_config_file(config_path).items():
+            name = key.replace("-", "_")
+            if name not in OPTION_BY_NAME:
+                raise ConfigError(f"config file {config_path}: unknown key {key!r}")
+            file_values[name] = value
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = flags.get(option.name)
+        if raw is not None:
+            values[option.name] = _parse(option, raw, "option --" + option.name.replace("_", "-"))
+        elif env_name(option.name) in env:
+            values[option.name] = _parse(option, env[env_name(option.name)], env_name(option.name))
+        elif option.name in file_values:
+            values[option.name] = _parse(option, file_values[option.name], f"config file {config_path}")
+        else:
+            values[option.name] = option.default
+    if values["output"] is None:
+        values["output"] = "downloads" if command == "run" else "."
+    return Settings(**values, config=config_path)

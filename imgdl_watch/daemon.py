@@ -1,0 +1,307 @@
+"""The daemon's task tree.
+
+    run()                                   one root nursery
+    ├── _signals                            SIGTERM/SIGINT: stop; SIGHUP: reload
+    ├── watchdog, status                    systemd notify (when under systemd)
+    └── work nursery
+        ├── intake nursery                  cancelled first on stop
+        │   ├── watcher.watch               pokes on inbox changes
+        │   └── _intake                     scan → settle → claim → start a job
+        └── _run_job × ≤ max_jobs           each with its own nursery of downloads
+
+Stopping (first SIGTERM or SIGINT): the intake is cancelled, so no new list is
+taken; `fetcher.stopping` is set, so no new download starts; in-flight
+downloads get `grace` seconds, then the work nursery is cancelled. An
+unfinished job stays in `processing/` for the next run. A second signal
+cancels at once. All cleanup is plain system calls, which run even inside a
+cancelled scope.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from functools import partial
+
+import structlog
+import trio
+
+from .config import Settings
+from .fetcher import FetchOptions, Fetcher
+from .inbox import Claim, Inbox, SettleTracker
+from .job import Job, JobError
+from .logs import LogOutput
+from .report import JobReport
+from .retrypolicy import Backoff
+from .sdnotify import Notifier
+from .watcher import ChangeSource, watch, watchfiles_source
+
+# Seconds between STATUS= updates to systemd.
+STATUS_INTERVAL_S = 2.0
+# Names reported by `file_ignored` are remembered so each is reported once;
+# past this many, the memory is cleared rather than grown.
+MAX_IGNORED_REMEMBERED = 10_000
+
+log = structlog.get_logger("imgdl_watch")
+
+
+def fetch_options(settings: Settings) -> FetchOptions:
+    return FetchOptions(
+        concurrency=settings.concurrency,
+        per_host=settings.per_host,
+        retries=settings.retries,
+        max_bytes=settings.max_bytes,
+        user_agent=settings.user_agent,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        total_timeout=settings.total_timeout,
+        max_redirects=settings.max_redirects,
+        any_type=settings.any_type,
+        block_private=settings.block_private,
+        backoff=Backoff(),
+    )
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        change_source: ChangeSource | None = None,
+        notifier: Notifier | None = None,
+        reload: Callable[[], Settings] | None = None,
+        log_output: LogOutput | None = None,
+    ) -> None:
+        self.settings = settings
+        self.inbox = Inbox(settings.inbox)
+        self.output = os.path.abspath(settings.output or "downloads")
+        self._source = change_source or watchfiles_source(
+            rescan_interval_s=settings.rescan_interval, force_polling=settings.force_polling
+        )
+        self._notifier = notifier or Notifier()
+        self._reload = reload
+        self._log_output = log_output
+        self.fetcher = Fetcher(fetch_options(settings))
+        self._job_slots = trio.CapacityLimiter(settings.max_jobs)
+        self.jobs: dict[str, Job] = {}
+        self._queued: list[Claim] = []
+        self._wake_send, self._wake_receive = trio.open_memory_channel[None](1)
+        self._stopping = False
+        self._watch_stop = trio.Event()
+        self._ignored: set[str] = set()
+
+    # -- the tree ---------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            await trio.to_thread.run_sync(self._prepare_folders)
+            async with self.fetcher, trio.open_nursery() as root:
+                async with trio.open_nursery() as work:
+                    intake = await work.start(self._intake_tree, work)
+                    root.start_soon(self._signals, signals, work, intake)
+                    root.start_soon(self._notifier.watchdog_loop)
+                    root.start_soon(self._status_loop)
+                    log.info("daemon_started", inbox=self.inbox.root, output=self.output, pid=os.getpid())
+                    await self._notifier.ready(self._status_text())
+                    task_status.started()
+                root.cancel_scope.cancel()
+        log.info("daemon_stopped")
+        self._notifier.close()
+
+    def _prepare_folders(self) -> None:
+        self.inbox.ensure_layout()
+        os.makedirs(self.output, exist_ok=True)
+
+    async def _intake_tree(
+        self, work: trio.Nursery, *, task_status: trio.TaskStatus[trio.CancelScope]
+    ) -> None:
+        # Jobs that an earlier run left in processing/ come first.
+        self._queued.extend(await trio.to_thread.run_sync(self.inbox.leftovers))
+        for claim in self._queued:
+            log.info("job_resumed", job=claim.stem)
+        async with trio.open_nursery() as intake:
+            await intake.start(
+                partial(watch, source=self._source, stop=self._watch_stop), self.inbox.root, self.poke
+            )
+            intake.start_soon(self._intake, work)
+            task_status.started(intake.cancel_scope)
+
+    def poke(self) -> None:
+        """Wake the intake: something may have changed."""
+        try:
+            self._wake_send.send_nowait(None)
+        except trio.WouldBlock:
+            pass  # a wake-up is already pending; one is enough
+
+    # -- intake -----------------------------------------------------------
+
+    async def _intake(self, work: trio.Nursery) -> None:
+        tracker = SettleTracker(self.settings.settle)
+        next_rescan = trio.current_time()
+        while True:
+            while self._queued:
+                claim = self._queued.pop(0)
+                token = object()
+                await self._job_slots.acquire_on_behalf_of(token)
+                work.start_soon(self._run_job, claim, token)
+            now = trio.current_time()
+            if now >= next_rescan:
+                next_rescan = now + self.settings.rescan_interval
+                # A daemon that shares this inbox may have died: its jobs are ours now.
+                for claim in await trio.to_thread.run_sync(self.inbox.leftovers):
+                    log.info("job_resumed", job=claim.stem)
+                    self._queued.append(claim)
+                if self._queued:
+                    continue
+            await self._scan(tracker)
+            for name in tracker.ready(trio.current_time()):
+                # A list is claimed only once a job slot is free, so that
+                # daemons sharing the inbox share its lists too.
+                token = object()
+                await self._job_slots.acquire_on_behalf_of(token)
+                claim = await trio.to_thread.run_sync(self.inbox.claim, name)
+                if claim is None:
+                    # Taken by another daemon, or its stem is busy: a finished
+                    # job or the next rescan wakes us to try again.
+                    self._job_slots.release_on_behalf_of(token)
+                    continue
+                tracker.forget(name)
+                log.info("list_claimed", job=claim.stem, file=name)
+                work.start_soon(self._run_job, claim, token)
+            wake_at = next_rescan
+            deadline = tracker.next_deadline()
+            if deadline is not None and deadline > trio.current_time():
+                wake_at = min(wake_at, deadline)
+            with trio.move_on_at(wake_at):
+                await self._wake_receive.receive()
+
+    async def _scan(self, tracker: SettleTracker) -> None:
+        try:
+            found, ignored = await trio.to_thread.run_sync(self.inbox.scan)
+        except FileNotFoundError:
+            log.error("inbox_missing", inbox=self.inbox.root, action="recreated")
+            await trio.to_thread.run_sync(self._prepare_folders)
+            return
+        for name in ignored:
+            if name not in self._ignored:
+                if len(self._ignored) >= MAX_IGNORED_REMEMBERED:
+                    self._ignored.clear()
+                self._ignored.add(name)
+                log.info("file_ignored", file=name, reason="not a regular *.txt file")
+        now, wall = trio.current_time(), time.time()
+        for name, seen in found.items():
+            tracker.observe(name, seen, now, wall - seen.mtime_ns / 1e9)
+        tracker.forget_missing(set(found))
+
+    # -- jobs -------------------------------------------------------------
+
+    async def _run_job(self, claim: Claim, slot_token: object) -> None:
+        paths = self.inbox.report_paths(claim.stem)
+        report: JobReport | None = None
+        try:
+            report = JobReport(paths)
+            job = Job(
+                name=claim.stem,
+                list_fd=claim.fd,
+                output=self.output,
+                fetcher=self.fetcher,
+                workers=self.settings.concurrency,
+                report=report,
+                progress_interval_s=self.settings.progress_interval,
+            )
+            self.jobs[claim.stem] = job
+            summary = await job.run()
+            if summary.complete:
+                report.close()
+                await trio.to_thread.run_sync(
+                    lambda: self.inbox.finish(claim, paths, failed=summary.failed)
+                )
+                log.info("job_finished", job=claim.stem, **summary.finished_fields())
+            else:
+                report.discard()
+                claim.release()
+                log.info("job_interrupted", job=claim.stem, **summary.finished_fields())
+        except JobError as exc:
+            log.error("job_failed", job=claim.stem, reason=exc.reason, detail=str(exc))
+            if report is not None:
+                report.discard()
+            await trio.to_thread.run_sync(lambda: self.inbox.fail(claim, paths))
+        except OSError as exc:
+            # The inbox itself failed us (full disk, folder removed): leave the
+            # list where it is, so that a later run can take it again.
+            log.error("job_failed", job=claim.stem, reason="inbox_error", detail=str(exc))
+            if report is not None:
+                report.discard()
+            claim.release()
+        except BaseException:
+            # Cancelled (stop after grace, or a second signal). Plain syscalls:
+            # they run inside the cancelled scope. The list stays in processing/.
+            if report is not None:
+                report.discard()
+            claim.release()
+            raise
+        finally:
+            self.jobs.pop(claim.stem, None)
+            self._job_slots.release_on_behalf_of(slot_token)
+            self.poke()
+
+    # -- signals and systemd ----------------------------------------------
+
+    async def _signals(
+        self, signals: trio.abc.AsyncIterator[int], work: trio.Nursery, intake: trio.CancelScope
+    ) -> None:
+        async for signum in signals:  # pragma: no branch
+            if signum == signal.SIGHUP:
+                await self._reload_config()
+                continue
+            name = signal.Signals(signum).name
+            if self._stopping:
+                log.warning("daemon_stop_now", signal=name)
+                work.cancel_scope.cancel()
+                continue
+            self._stopping = True
+            log.info("daemon_stopping", signal=name, grace_s=self.settings.grace, jobs=len(self.jobs))
+            await self._notifier.stopping()
+            self._watch_stop.set()
+            intake.cancel()
+            self.fetcher.stopping.set()
+            work.cancel_scope.deadline = trio.current_time() + self.settings.grace
+
+    async def _reload_config(self) -> None:
+        if self._log_output is not None:
+            self._log_output.reopen()
+        if self._reload is None:
+            return
+        await self._notifier.reloading()
+        try:
+            new = self._reload()
+        except Exception as exc:  # a bad edit must not stop a running daemon
+            log.error("config_reload_failed", detail=str(exc))
+            await self._notifier.ready()
+            return
+        self.fetcher.set_limits(concurrency=new.concurrency, per_host=new.per_host)
+        self._job_slots.total_tokens = new.max_jobs
+        self.settings = self.settings.replace(
+            concurrency=new.concurrency, per_host=new.per_host, max_jobs=new.max_jobs
+        )
+        log.info(
+            "config_reloaded",
+            concurrency=new.concurrency,
+            per_host=new.per_host,
+            max_jobs=new.max_jobs,
+        )
+        await self._notifier.ready()
+
+    def _status_text(self) -> str:
+        jobs = list(self.jobs.values())
+        done = sum(j.summary.done for j in jobs)
+        return f"{len(jobs)} jobs, {done} images done, {self.fetcher.in_flight} in flight"
+
+    async def _status_loop(self) -> None:
+        if not self._notifier.enabled:
+            return
+        while True:
+            await trio.sleep(STATUS_INTERVAL_S)
+            await self._notifier.status(self._status_text())

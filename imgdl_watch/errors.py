@@ -1,0 +1,109 @@
+"""Why a download failed: one exception type per reason.
+
+httpx and the OS raise many exception types; the fetcher translates them at
+its boundary into this tree, so that everything above it (the retry policy,
+the job, the log) deals in stable reasons. `reason` is what `download_failed`
+logs, and what the report records.
+
+    DownloadError                      any failure of one URL
+    ├── RetryableError                 a later attempt may succeed
+    │   ├── ConnectFailed              connect_error: refused, unreachable, DNS
+    │   ├── TimedOut                   timeout: connect, stalled read, or total
+    │   ├── ConnectionLost             connection_lost: reset or closed mid-way
+    │   ├── Truncated                  truncated: body shorter than Content-Length
+    │   └── HttpStatusError*           http_error: 408, 429, 5xx (status, retry_after)
+    └── PermanentError                 retrying would give the same answer
+        ├── HttpStatusError*           http_error: any other status (status)
+        ├── TooLarge                   too_large: over --max-bytes
+        ├── NotAnImage                 not_an_image: neither image/* nor image bytes
+        ├── RedirectError              redirect_loop, too_many_redirects, bad_redirect
+        ├── BlockedAddress             blocked_address: private-address guard
+        ├── ProtocolError              protocol_error: not speaking HTTP
+        └── WriteFailed                write_error, or disk_full on ENOSPC
+
+    * HttpStatusError is retryable or not by its status, so it sits on both
+      branches: `retryable` says which.
+
+`Interrupted` is not a failure: the daemon is stopping, and the URL stays in
+the job for the next run.
+"""
+
+from __future__ import annotations
+
+
+class DownloadError(Exception):
+    """A URL could not be downloaded. `reason` is a stable identifier."""
+
+    reason = "download_error"
+    retryable = False
+
+    def __init__(self, detail: str = "", *, reason: str | None = None) -> None:
+        super().__init__(detail)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def detail(self) -> str:
+        return str(self)
+
+
+class RetryableError(DownloadError):
+    retryable = True
+
+
+class PermanentError(DownloadError):
+    retryable = False
+
+
+class ConnectFailed(RetryableError):
+    reason = "connect_error"
+
+
+class TimedOut(RetryableError):
+    reason = "timeout"
+
+
+class ConnectionLost(RetryableError):
+    reason = "connection_lost"
+
+
+class Truncated(RetryableError):
+    reason = "truncated"
+
+
+class HttpStatusError(DownloadError):
+    reason = "http_error"
+
+    def __init__(self, status: int, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class TooLarge(PermanentError):
+    reason = "too_large"
+
+
+class NotAnImage(PermanentError):
+    reason = "not_an_image"
+
+
+class RedirectError(PermanentError):
+    reason = "too_many_redirects"
+
+
+class BlockedAddress(PermanentError):
+    reason = "blocked_address"
+
+
+class ProtocolError(PermanentError):
+    reason = "protocol_error"
+
+
+class WriteFailed(PermanentError):
+    reason = "write_error"
+
+
+class Interrupted(Exception):
+    """The daemon is stopping: the download was not tried, or not finished."""

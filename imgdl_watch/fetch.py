@@ -1,0 +1,41 @@
+"""The one-shot `fetch` command: the same job engine, without an inbox."""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from .config import Settings
+from .daemon import fetch_options
+from .fetcher import Fetcher
+from .job import Job, JobError
+from .naming import job_stem
+
+log = structlog.get_logger("imgdl_watch")
+
+
+async def fetch_lists(settings: Settings, lists: list[tuple[str, int]]) -> bool:
+    """Run each list in turn. True when every URL of every list succeeded."""
+    all_ok = True
+    output = os.path.abspath(settings.output or ".")
+    async with Fetcher(fetch_options(settings)) as fetcher:
+        for path, fd in lists:
+            stem = job_stem(os.path.basename(path))
+            job = Job(
+                name=stem,
+                list_fd=fd,
+                output=output,
+                fetcher=fetcher,
+                workers=settings.concurrency,
+                progress_interval_s=settings.progress_interval,
+            )
+            try:
+                summary = await job.run()
+            except JobError as exc:
+                log.error("job_failed", job=stem, reason=exc.reason, detail=str(exc))
+                all_ok = False
+                continue
+            log.info("job_finished", job=stem, **summary.finished_fields())
+            all_ok = all_ok and not (summary.failed or summary.invalid)
+    return all_ok

@@ -1,0 +1,360 @@
+"""Fetching: one URL to one file, with limits, retries and the rules of the web.
+
+Design notes
+------------
+**Connections.** httpcore's pool checks every pooled connection on each
+request it assigns (httpcore PR #928), so one client with 64 connections
+spends most of its CPU there. Instead, the fetcher owns one small client per
+*slot*: a download first takes one of `concurrency` global slots and then uses
+that slot's client, whose pool holds at most `SLOT_CONNECTIONS` connections.
+The pool scan stays short, connections are reused by the slot that owns them,
+and all clients share one `ssl.SSLContext`, which is the costly part of a
+client to build.
+
+**Limits.** A download holds, in this order, a per-host slot (adaptive, see
+`hostlimits`) and a global slot. The host slot comes first, so that a busy
+host makes its own downloads wait without holding global capacity. The
+global limiter is a `trio.CapacityLimiter`, which serves waiters in FIFO
+order: running jobs take turns, so a short list is not starved behind a huge
+one. Both are released during a retry's backoff.
+
+**Retries.** stamina runs the loop; `retrypolicy` decides what is retried
+and for how long to wait. Every attempt gets a total deadline on top of
+httpx's per-read timeout, which alone would let a slow drip last forever.
+
+**Bodies.** We ask for `Accept-Encoding: identity` and save `aiter_raw()`:
+the file is exactly what the server holds, and a compressed bomb cannot
+inflate in memory. The size cap is checked against Content-Length before
+the body is read, and again against the bytes as they stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import random
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+import certifi
+import httpx
+import stamina
+import stamina.instrumentation
+import structlog
+import trio
+
+from . import errors as err
+from .filesink import FileSink
+from .hostlimits import HostLimits
+from .imagecheck import SNIFF_BYTES, is_image_type, sniff
+from .naming import extension_for, has_extension
+from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, parse_retry_after, status_is_retryable
+
+# Connections each slot's client may keep. Two lets a slot alternate between
+# two hosts without reconnecting, while keeping httpcore's pool scan short.
+SLOT_CONNECTIONS = 2
+# Idle keep-alive connections are closed after this long.
+KEEPALIVE_S = 15.0
+# Statuses that mean "it is elsewhere"; we follow them ourselves, so that every
+# hop is checked for its scheme, for loops and by the private-address guard.
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+# Statuses whose body is the image. 203 is a 200 passed on by a proxy.
+_OK: Final = frozenset({200, 203})
+
+log = structlog.get_logger("imgdl_watch")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """Everything that shapes a download, as one value object."""
+
+    # Downloads in flight at once, across all jobs.
+    concurrency: int = 32
+    # Downloads in flight at once to one host (the ceiling of its adaptive limit).
+    per_host: int = 8
+    # Retries after the first attempt.
+    retries: int = 4
+    # Largest body we save, in bytes.
+    max_bytes: int = 32 * 1024 * 1024
+    user_agent: str = "imgdl-watch"
+    # Seconds to establish a connection (TCP and TLS).
+    connect_timeout: float = 10.0
+    # Seconds a read may stall before the attempt fails.
+    read_timeout: float = 30.0
+    # Seconds one attempt may take in all, however the bytes trickle in.
+    total_timeout: float = 300.0
+    # Redirects followed before giving up.
+    max_redirects: int = 10
+    # Save any Content-Type, not only images.
+    any_type: bool = False
+    # Refuse loopback, private, link-local and other non-public addresses.
+    block_private: bool = False
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    url: str
+    file: str
+    bytes: int
+    elapsed_s: float
+    attempts: int
+
+
+def _translate(exc: httpx.HTTPError) -> err.DownloadError:
+    """The most specific `DownloadError` for an httpx exception."""
+    if isinstance(exc, httpx.TimeoutException):
+        return err.TimedOut(type(exc).__name__)
+    if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
+        return err.ConnectFailed(str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        text = str(exc)
+        if "incomplete" in text or "complete message body" in text:
+            return err.Truncated(text)
+        if "disconnected" in text or "closed" in text:
+            return err.ConnectionLost(text)
+        return err.ProtocolError(text)
+    if isinstance(exc, httpx.NetworkError):
+        return err.ConnectionLost(str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        return err.ProtocolError(str(exc))
+    return err.ConnectionLost(str(exc) or type(exc).__name__)
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class Fetcher:
+    """Downloads URLs into job folders. Use as an async context manager."""
+
+    def __init__(self, options: FetchOptions, *, transport: httpx.AsyncBaseTransport | None = None):
+        self.options = options
+        self._transport = transport
+        self._ssl: ssl.SSLContext | None = None
+        self._global = trio.CapacityLimiter(options.concurrency)
+        self._free_slots = list(range(options.concurrency))
+        self._clients: dict[int, httpx.AsyncClient] = {}
+        self.hosts = HostLimits(options.per_host)
+        # Set when the daemon stops: no new attempt starts after it.
+        self.stopping = trio.Event()
+        # We log each retry ourselves, with the URL; stamina's own hooks would
+        # add an event of another shape (and a metric) for each one.
+        stamina.instrumentation.set_on_retry_hooks([])
+        self._rand = random.Random()
+        self._timeout = httpx.Timeout(
+            connect=options.connect_timeout,
+            read=options.read_timeout,
+            write=options.read_timeout,
+            # Our own limiters bound the waiting; the pool never queues.
+            pool=None,
+        )
+        self._headers = {
+            "User-Agent": options.user_agent,
+            "Accept": "image/avif,image/webp,image/apng,image/*;q=0.9,*/*;q=0.5",
+            "Accept-Encoding": "identity",
+        }
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        with trio.CancelScope(shield=True):
+            for client in clients:
+                await client.aclose()
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._global.borrowed_tokens)
+
+    def set_limits(self, *, concurrency: int, per_host: int) -> None:
+        """Apply new limits while running (config reload)."""
+        current = int(self._global.total_tokens)
+        if concurrency > current:
+            self._free_slots.extend(range(current, concurrency))
+        self._global.total_tokens = concurrency
+        self.hosts.set_ceiling(per_host)
+
+    def _client(self, slot: int) -> httpx.AsyncClient:
+        client = self._clients.get(slot)
+        if client is None:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+            client = httpx.AsyncClient(
+                verify=self._ssl,
+                limits=httpx.Limits(
+                    max_connections=SLOT_CONNECTIONS,
+                    max_keepalive_connections=SLOT_CONNECTIONS,
+                    keepalive_expiry=KEEPALIVE_S,
+                ),
+                timeout=self._timeout,
+                headers=self._headers,
+                follow_redirects=False,
+                transport=self._transport,
+            )
+            self._clients[slot] = client
+        return client
+
+    async def download(self, url: str, *, dir_fd: int, name: str) -> Downloaded:
+        """Download `url` into the folder `dir_fd` under `name`.
+
+        An extension-less `name` gets its extension from the response. Raises
+        a `DownloadError` (with `attempts` set) or `Interrupted`.
+        """
+        started = time.monotonic()
+        attempts = 0
+        host = httpx.URL(url).host
+
+        def retry_delay(exc: Exception) -> bool | float:
+            if not isinstance(exc, err.DownloadError) or not exc.retryable:
+                return False
+            retry_after = None
+            if isinstance(exc, err.HttpStatusError) and exc.status in RETRY_AFTER_STATUSES:
+                self.hosts.busy(host)
+                retry_after = exc.retry_after
+            delay = self.options.backoff.delay(
+                attempts, rand=self._rand.random, retry_after=retry_after
+            )
+            log.info(
+                "download_retry",
+                url=url,
+                attempt=attempts,
+                reason=exc.reason,
+                status=getattr(exc, "status", None),
+                delay_s=round(delay, 3),
+            )
+            return delay
+
+        try:
+            async for attempt in stamina.retry_context(
+                on=retry_delay, attempts=self.options.retries + 1, timeout=None
+            ):
+                with attempt:
+                    if self.stopping.is_set():
+                        raise err.Interrupted
+                    attempts += 1
+                    file, size = await self._attempt(url, host, dir_fd, name)
+        except err.DownloadError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            raise
+        self.hosts.good(host)
+        return Downloaded(url, file, size, time.monotonic() - started, attempts)
+
+    async def _attempt(self, url: str, host: str, dir_fd: int, name: str) -> tuple[str, int]:
+        async with self.hosts.slot(host), self._global:
+            slot = self._free_slots.pop()
+            try:
+                with trio.move_on_after(self.options.total_timeout):
+                    return await self._follow(self._client(slot), url, dir_fd, name)
+                raise err.TimedOut(f"no complete answer within {self.options.total_timeout:g} s")
+            finally:
+                self._free_slots.append(slot)
+
+    async def _follow(
+        self, client: httpx.AsyncClient, url: str, dir_fd: int, name: str
+    ) -> tuple[str, int]:
+        seen = {url}
+        current = httpx.URL(url)
+        for _hop in range(self.options.max_redirects + 1):
+            if self.options.block_private:
+                await self._guard(current)
+            try:
+                async with client.stream("GET", current) as response:
+                    status = response.status_code
+                    location = response.headers.get("location")
+                    if status in _REDIRECTS and location:
+                        current = self._next_hop(current, location, seen)
+                        continue
+                    if status not in _OK:
+                        raise self._status_error(response)
+                    return await self._save(response, dir_fd, name)
+            except httpx.HTTPError as exc:
+                raise _translate(exc) from exc
+        raise err.RedirectError(f"more than {self.options.max_redirects} redirects")
+
+    @staticmethod
+    def _next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:
+        try:
+            target = current.join(location)
+        except httpx.InvalidURL as exc:
+            raise err.RedirectError("unparseable Location", reason="bad_redirect") from exc
+        if target.scheme not in ("http", "https") or not target.host:
+            raise err.RedirectError(f"redirect to {target.scheme}:", reason="bad_redirect")
+        key = str(target.copy_with(fragment=None))
+        if key in seen:
+            raise err.RedirectError("redirect loop", reason="redirect_loop")
+        seen.add(key)
+        return target
+
+    @staticmethod
+    def _status_error(response: httpx.Response) -> err.HttpStatusError:
+        status = response.status_code
+        retry_after = None
+        if status in RETRY_AFTER_STATUSES:
+            retry_after = parse_retry_after(
+                response.headers.get("retry-after"), now=dt.datetime.now(dt.UTC)
+            )
+        return err.HttpStatusError(
+            status, retryable=status_is_retryable(status), retry_after=retry_after
+        )
+
+    async def _guard(self, url: httpx.URL) -> None:
+        try:
+            infos = await trio.socket.getaddrinfo(url.host, url.port or 443, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            raise err.ConnectFailed(f"cannot resolve {url.host}") from exc
+        for info in infos:
+            address = str(info[4][0])
+            if not _is_public(address):
+                raise err.BlockedAddress(f"{url.host} resolves to {address}")
+
+    async def _save(self, response: httpx.Response, dir_fd: int, name: str) -> tuple[str, int]:
+        limit = self.options.max_bytes
+        length = _content_length(response)
+        if length is not None and length > limit:
+            raise err.TooLarge(f"Content-Length {length} is over the cap of {limit}")
+        content_type = response.headers.get("content-type")
+        typed_image = is_image_type(content_type)
+        must_sniff = not self.options.any_type and not typed_image
+        want_head = must_sniff or not has_extension(name)
+        head = b""
+        sink = FileSink(dir_fd)
+        try:
+            async for chunk in response.aiter_raw():
+                if sink.size + len(chunk) > limit:
+                    raise err.TooLarge(f"body is over the cap of {limit} bytes")
+                if want_head and len(head) < SNIFF_BYTES:
+                    head += chunk[: SNIFF_BYTES - len(head)]
+                await sink.write(chunk)
+            if length is not None and sink.size < length:
+                raise err.Truncated(f"{sink.size} of {length} bytes")
+            if sink.size == 0:
+                raise err.NotAnImage("empty body")
+            sniffed = sniff(head) if want_head else None
+            if must_sniff and sniffed is None:
+                raise err.NotAnImage(f"Content-Type {content_type or 'missing'}")
+            file = name
+            if not has_extension(name):
+                file += (extension_for(content_type) if typed_image else "") or extension_for(
+                    sniffed
+                )
+            await sink.publish(file)
+            return file, sink.size
+        finally:
+            sink.discard()
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)

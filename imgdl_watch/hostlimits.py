@@ -1,0 +1,86 @@
+"""Per-host concurrency that adapts to how a host answers.
+
+Each host gets a `trio.CapacityLimiter` whose size moves between 1 and the
+per-host cap (the ceiling). A 429 or 503 halves it; a full window of good
+answers at the current size raises it by one (additive increase,
+multiplicative decrease, as TCP does). So a host that pushes back gets fewer
+requests at once, and one that answers well climbs back slowly to the cap.
+
+Limiters of idle hosts at the ceiling are dropped, so that a list with a
+million hosts does not keep a million limiters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+
+@dataclass(slots=True)
+class _Host:
+    limiter: trio.CapacityLimiter
+    good: int = 0
+    users: int = field(default=0)
+
+
+class HostLimits:
+    """Adaptive per-host concurrency with a shared ceiling."""
+
+    def __init__(self, ceiling: int) -> None:
+        self._ceiling = ceiling
+        self._hosts: dict[str, _Host] = {}
+
+    @property
+    def ceiling(self) -> int:
+        return self._ceiling
+
+    def set_ceiling(self, ceiling: int) -> None:
+        """Apply a new per-host cap (config reload) to every known host."""
+        old, self._ceiling = self._ceiling, ceiling
+        for host in self._hosts.values():
+            current = int(host.limiter.total_tokens)
+            # A host at the old cap follows the new one; a throttled host keeps
+            # its lower limit and climbs from there.
+            host.limiter.total_tokens = ceiling if current >= old else min(current, ceiling)
+
+    def limit_of(self, host: str) -> int:
+        entry = self._hosts.get(host)
+        return self._ceiling if entry is None else int(entry.limiter.total_tokens)
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        entry = self._hosts.get(host)
+        if entry is None:
+            entry = self._hosts[host] = _Host(trio.CapacityLimiter(self._ceiling))
+        entry.users += 1
+        try:
+            async with entry.limiter:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0 and entry.limiter.total_tokens >= self._ceiling:
+                del self._hosts[host]
+
+    def busy(self, host: str) -> None:
+        """The host answered 429 or 503: halve its concurrency."""
+        entry = self._hosts.get(host)
+        if entry is None:
+            return
+        entry.good = 0
+        entry.limiter.total_tokens = max(1, int(entry.limiter.total_tokens) // 2)
+
+    def good(self, host: str) -> None:
+        """The host answered well: after a full window of that, allow one more."""
+        entry = self._hosts.get(host)
+        if entry is None:
+            return
+        limit = int(entry.limiter.total_tokens)
+        if limit >= self._ceiling:
+            return
+        entry.good += 1
+        if entry.good >= limit:
+            entry.good = 0
+            entry.limiter.total_tokens = limit + 1

@@ -1,0 +1,52 @@
+"""Is this an image? Content-Type and magic bytes: pure logic, no I/O."""
+
+from __future__ import annotations
+
+# How many leading bytes `sniff` wants to see; SVG needs the most, since its
+# root element may follow an XML declaration, a doctype and comments.
+SNIFF_BYTES = 1024
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"\x00\x00\x01\x00", "image/x-icon"),
+    (b"\xff\x0a", "image/jxl"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "image/jxl"),
+)
+_HEIF_BRANDS = {
+    b"avif": "image/avif",
+    b"avis": "image/avif",
+    b"heic": "image/heic",
+    b"heix": "image/heic",
+    b"heim": "image/heic",
+    b"heis": "image/heic",
+    b"mif1": "image/heif",
+    b"msf1": "image/heif",
+}
+
+
+def sniff(head: bytes) -> str | None:
+    """The image MIME type that the first bytes of a body show, if any."""
+    for signature, mime in _SIGNATURES:
+        if head.startswith(signature):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        return _HEIF_BRANDS.get(head[8:12])
+    text = head[:SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if (text.startswith((b"<?xml", b"<svg", b"<!doctype svg", b"<!--"))) and b"<svg" in text:
+        return "image/svg+xml"
+    return None
+
+
+def is_image_type(content_type: str | None) -> bool:
+    """True for a Content-Type of `image/*`."""
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower().startswith("image/")

@@ -1,0 +1,306 @@
+"""A job: one URL list, downloaded into one folder.
+
+The job reads its list as a stream (`listparse`), drops duplicate URLs, names
+each image (`naming`), skips the ones its folder already holds, and feeds the
+rest through a bounded channel to a nursery of worker tasks that call the
+fetcher. It never holds more of the list than the channel and two digest sets
+(one for URLs seen, one for names given out). Every outcome is logged and
+recorded in the job's report.
+
+The job does not know where its list came from or where it goes afterwards:
+that is the inbox's business (or the `fetch` command's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import structlog
+import trio
+
+from . import errors as err
+from .fetcher import Fetcher
+from .filesink import existing_images, open_job_folder, sweep_temp_files
+from .listparse import InvalidLine, ListedUrl, excerpt, parse_chunks
+from .naming import ADDED_EXTENSIONS, NameRegistry, has_extension
+from .report import JobReport
+
+# Bytes of the list read per system call.
+READ_CHUNK_BYTES = 256 * 1024
+# Entries parsed per hop to a worker thread: the hop costs ~100 µs, parsing
+# an entry a few µs, so a batch amortises the hop without stalling the loop.
+PARSE_BATCH = 1024
+# Longest URL a log line carries; the report has the whole URL.
+LOG_URL_CHARS = 300
+# Seconds between two `job_progress` events.
+PROGRESS_INTERVAL_S = 5.0
+
+log = structlog.get_logger("imgdl_watch")
+
+
+class JobError(Exception):
+    """The job as a whole cannot run: its list is unreadable, or its folder unusable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class JobSummary:
+    """A job's counters, live while it runs and final when it ends."""
+
+    job: str
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    bytes: int = 0
+    # Unique URLs found so far; it is the total once `listed` is True.
+    found: int = 0
+    listed: bool = False
+    # True when every URL of the list got an outcome.
+    complete: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.skipped
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def finished_fields(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "invalid": self.invalid,
+            "duplicates": self.duplicates,
+            "bytes": self.bytes,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    line: int
+    url: str
+    name: str
+
+
+def log_url(url: str) -> str:
+    return url if len(url) <= LOG_URL_CHARS else excerpt(url, LOG_URL_CHARS)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
+    os.lseek(list_fd, 0, os.SEEK_SET)
+    return parse_chunks(iter(lambda: os.read(list_fd, READ_CHUNK_BYTES), b""))
+
+
+class Job:
+    """Runs one list. `summary` is live while `run()` runs."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        list_fd: int,
+        output: str,
+        fetcher: Fetcher,
+        workers: int,
+        report: JobReport | None = None,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
+    ) -> None:
+        self.name = name
+        self.summary = JobSummary(name)
+        self._list_fd = list_fd
+        self._output = output
+        self._fetcher = fetcher
+        self._workers = max(1, workers)
+        self._report = report
+        self._progress_interval_s = progress_interval_s
+        self._existing: set[str] = set()
+        self._dir_fd = -1
+        self._stopped_early = False
+        # A failure of the list itself, found by the producer task. It is kept
+        # here rather than raised there, so that it does not reach the caller
+        # wrapped in the nursery's ExceptionGroup.
+        self._list_error: JobError | None = None
+
+    async def run(self) -> JobSummary:
+        """Run the list to its end, or until the fetcher is stopping."""
+        structlog.contextvars.bind_contextvars(job=self.name)
+        log.info("job_started")
+        try:
+            self._dir_fd = await trio.to_thread.run_sync(open_job_folder, self._output, self.name)
+        except OSError as exc:
+            raise JobError("folder_error", f"cannot use {self._output}/{self.name}: {exc.strerror}") from exc
+        try:
+            self._existing = await trio.to_thread.run_sync(self._prepare_folder)
+            send, receive = trio.open_memory_channel[_Work](self._workers)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._progress_loop)
+                async with trio.open_nursery() as workers:
+                    workers.start_soon(self._produce, send)
+                    for _ in range(self._workers):
+                        workers.start_soon(self._work, receive.clone())
+                    await receive.aclose()
+                nursery.cancel_scope.cancel()
+        finally:
+            os.close(self._dir_fd)
+        if self._list_error is not None:
+            raise self._list_error
+        summary = self.summary
+        summary.complete = summary.listed and not self._stopped_early
+        return summary
+
+    def _prepare_folder(self) -> set[str]:
+        swept = sweep_temp_files(self._dir_fd)
+        if swept:
+            log.info("temp_files_removed", count=swept)
+        return existing_images(self._dir_fd)
+
+    def _existing_file(self, name: str) -> str | None:
+        if name in self._existing:
+            return name
+        if not has_extension(name):
+            for ext in ADDED_EXTENSIONS:
+                if name + ext in self._existing:
+                    return name + ext
+        return None
+
+    def _record(self, **fields: Any) -> None:
+        if self._report is not None:
+            self._report.record(**fields)
+
+    async def _produce(self, send: trio.MemorySendChannel[_Work]) -> None:
+        summary = self.summary
+        stopping = self._fetcher.stopping
+        seen: set[bytes] = set()
+        names = NameRegistry()
+        async with send:
+            try:
+                entries = _read_entries(self._list_fd)
+            except OSError as exc:
+                self._list_error = JobError("list_unreadable", exc.strerror or str(exc))
+                return
+            while True:
+                try:
+                    batch = await trio.to_thread.run_sync(lambda: list(islice(entries, PARSE_BATCH)))
+                except OSError as exc:
+                    self._list_error = JobError("list_unreadable", exc.strerror or str(exc))
+                    return
+                if not batch:
+                    summary.listed = True
+                    return
+                for entry in batch:
+                    if stopping.is_set():
+                        self._stopped_early = True
+                        return
+                    if isinstance(entry, InvalidLine):
+                        summary.invalid += 1
+                        log.warning("url_invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt)
+                        self._record(outcome="invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt)
+                        continue
+                    key = _digest(entry.url)
+                    if key in seen:
+                        summary.duplicates += 1
+                        log.debug("url_duplicate", line=entry.line, url=log_url(entry.url))
+                        continue
+                    seen.add(key)
+                    summary.found += 1
+                    name = names.assign(entry.url)
+                    existing = self._existing_file(name)
+                    if existing is not None:
+                        summary.skipped += 1
+                        log.info("download_skipped", url=log_url(entry.url), file=existing)
+                        self._record(outcome="skipped", line=entry.line, url=entry.url, file=existing)
+                        continue
+                    await send.send(_Work(entry.line, entry.url, name))
+
+    async def _work(self, receive: trio.MemoryReceiveChannel[_Work]) -> None:
+        summary = self.summary
+        async with receive:
+            async for item in receive:
+                try:
+                    result = await self._fetcher.download(item.url, dir_fd=self._dir_fd, name=item.name)
+                except err.Interrupted:
+                    self._stopped_early = True
+                    return
+                except err.DownloadError as exc:
+                    summary.failed += 1
+                    status = getattr(exc, "status", None)
+                    attempts = getattr(exc, "attempts", None)
+                    extra = {"status": status} if status is not None else {}
+                    log.warning(
+                        "download_failed",
+                        url=log_url(item.url),
+                        reason=exc.reason,
+                        detail=excerpt(exc.detail, 120),
+                        attempts=attempts,
+                        **extra,
+                    )
+                    self._record(
+                        outcome="failed",
+                        line=item.line,
+                        url=item.url,
+                        reason=exc.reason,
+                        attempts=attempts,
+                        **extra,
+                    )
+                    continue
+                summary.ok += 1
+                summary.bytes += result.bytes
+                self._existing.add(result.file)
+                log.info(
+                    "download_ok",
+                    url=log_url(item.url),
+                    file=result.file,
+                    bytes=result.bytes,
+                    elapsed_s=round(result.elapsed_s, 4),
+                )
+                self._record(
+                    outcome="ok",
+                    line=item.line,
+                    url=item.url,
+                    file=result.file,
+                    bytes=result.bytes,
+                    attempts=result.attempts,
+                )
+
+    async def _progress_loop(self) -> None:
+        summary = self.summary
+        last_at, last_done, last_bytes = trio.current_time(), 0, 0
+        while True:
+            await trio.sleep(self._progress_interval_s)
+            now = trio.current_time()
+            span = max(now - last_at, 1e-9)
+            finished = summary.ok + summary.failed
+            rate = (finished - last_done) / span
+            byte_rate = (summary.bytes - last_bytes) / span
+            remaining = summary.found - summary.done - summary.failed
+            eta = round(remaining / rate, 1) if summary.listed and rate > 0 else None
+            log.info(
+                "job_progress",
+                done=summary.done,
+                failed=summary.failed,
+                total=summary.found,
+                bytes=summary.bytes,
+                rate_img_s=round(rate, 2),
+                rate_bytes_s=round(byte_rate),
+                eta_s=eta,
+            )
+            last_at, last_done, last_bytes = now, finished, summary.bytes

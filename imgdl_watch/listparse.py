@@ -1,0 +1,150 @@
+"""Parsing a URL list: pure logic, no I/O.
+
+A list is one URL per line. The reader hands us raw byte chunks, so that a
+list of a million lines (or one hostile 10 MB line) is handled as a stream:
+`split_lines` cuts chunks into numbered lines without ever holding more than
+`MAX_LINE_BYTES` of one line, and `parse_line` turns each line into a
+`ListedUrl`, an `InvalidLine` with a stable reason, or nothing (blank lines
+and `#` comments).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+# A URL longer than this is junk from a scraper, not an image address: common
+# servers refuse request lines past 8 KiB, so nothing longer could succeed.
+MAX_LINE_BYTES = 8192
+
+# How much of a bad line a log event may echo. Enough to recognise the line,
+# never enough for a hostile input to flood the log.
+EXCERPT_CHARS = 60
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_ALLOWED_SCHEMES = frozenset({"http", "https"})
+# Whitespace or control characters inside a URL: a spreadsheet cell with two
+# values, or binary junk. Both are refused rather than guessed at.
+_BAD_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f]")
+
+
+@dataclass(frozen=True, slots=True)
+class ListedUrl:
+    """A line that holds a URL we can download."""
+
+    line: int
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidLine:
+    """A line that is not a downloadable URL, with why, and a cut excerpt."""
+
+    line: int
+    reason: str
+    excerpt: str
+
+
+@dataclass(frozen=True, slots=True)
+class OverlongLine:
+    """Marker from `split_lines` for a line longer than `MAX_LINE_BYTES`."""
+
+    head: bytes
+
+
+def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """A short, printable excerpt of untrusted input, safe to log."""
+    if isinstance(text, bytes):
+        text = text[: limit * 4].decode("utf-8", "backslashreplace")
+    cut = text[:limit]
+    shown = cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut
+    if len(shown) > limit:
+        shown = shown[:limit]
+    return shown + ("…" if len(text) > limit or len(shown) < len(cut) else "")
+
+
+def split_lines(
+    chunks: Iterable[bytes], *, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, bytes | OverlongLine]]:
+    """Numbered lines (1-based) from a stream of byte chunks.
+
+    A line longer than `max_line_bytes` is yielded as an `OverlongLine` that
+    keeps only its head; the rest of it is dropped as it streams past.
+    """
+    number = 0
+    pending = bytearray()
+    overlong: OverlongLine | None = None
+    for chunk in chunks:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if overlong is None:
+                pending += piece
+                if len(pending) > max_line_bytes:
+                    overlong = OverlongLine(bytes(pending[:EXCERPT_CHARS]))
+                    pending.clear()
+            if end < 0:
+                break
+            number += 1
+            yield number, (overlong if overlong is not None else bytes(pending))
+            pending.clear()
+            overlong = None
+            start = end + 1
+    if pending or overlong is not None:
+        number += 1
+        yield number, (overlong if overlong is not None else bytes(pending))
+
+
+def parse_line(raw: bytes | OverlongLine, line: int) -> ListedUrl | InvalidLine | None:
+    """Classify one line of a list. `None` means: nothing to do (blank or comment)."""
+    if isinstance(raw, OverlongLine):
+        return InvalidLine(line, "line_too_long", excerpt(raw.head))
+    if line == 1 and raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM) :]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidLine(line, "not_utf8", excerpt(raw))
+    text = text.strip()
+    if not text or text.startswith("#"):
+        return None
+    return _check_url(text, line)
+
+
+def _check_url(text: str, line: int) -> ListedUrl | InvalidLine:
+    if _BAD_CHARS.search(text):
+        return InvalidLine(line, "bad_characters", excerpt(text))
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError on a port that is not a number
+    except ValueError:
+        return InvalidLine(line, "malformed_url", excerpt(text))
+    if not parts.scheme or "://" not in text:
+        return InvalidLine(line, "not_a_url", excerpt(text))
+    if parts.scheme.lower() not in _ALLOWED_SCHEMES:
+        return InvalidLine(line, "unsupported_scheme", excerpt(text))
+    if not parts.hostname:
+        return InvalidLine(line, "missing_host", excerpt(text))
+    if port == 0:
+        return InvalidLine(line, "malformed_url", excerpt(text))
+    try:
+        httpx.URL(text)
+    except (httpx.InvalidURL, ValueError):
+        return InvalidLine(line, "malformed_url", excerpt(text))
+    # The fragment never reaches the server: two URLs that differ only there
+    # are the same download.
+    url = text.split("#", 1)[0]
+    return ListedUrl(line, url)
+
+
+def parse_chunks(chunks: Iterable[bytes]) -> Iterator[ListedUrl | InvalidLine]:
+    """Every URL and every invalid line of a list, in list order."""
+    for number, raw in split_lines(chunks):
+        entry = parse_line(raw, number)
+        if entry is not None:
+            yield entry

@@ -1,0 +1,100 @@
+"""Logging set-up: structlog, one JSON object per line, to stdout and a file.
+
+The pipeline is a few small processors: context variables (the job name,
+bound once per job task), log level, an ISO 8601 UTC timestamp. The last step
+hands the event dict to `LogOutput`, which renders it once per format and
+writes a line to each sink: JSON for the log file and for stdout when it is
+not a terminal, or structlog's console rendering for a person at one.
+
+`LogOutput.reopen()` reopens the log file, for logrotate after SIGHUP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import IO, Any, Literal
+
+import structlog
+
+LogFormat = Literal["auto", "json", "console"]
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _json_line(event: dict[str, Any]) -> str:
+    return json.dumps(event, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+class LogOutput:
+    """The sinks of the log: stdout (or another stream) and an optional file."""
+
+    def __init__(self, *, stream: IO[str], console: bool, log_file: str | None) -> None:
+        self._stream = stream
+        self._console = structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console else None
+        self.log_file = log_file
+        self._file: IO[str] | None = None
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Close and open the log file again (after logrotate moved it)."""
+        if self.log_file is None:
+            return
+        old, self._file = self._file, open(self.log_file, "a", encoding="utf-8")  # noqa: SIM115
+        if old is not None:
+            old.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def emit(self, **event: Any) -> None:
+        line = None
+        if self._console is not None:
+            self._stream.write(self._console(None, "", dict(event)) + "\n")
+        else:
+            line = _json_line(event)
+            self._stream.write(line + "\n")
+        self._stream.flush()
+        if self._file is not None:
+            self._file.write((line or _json_line(event)) + "\n")
+            self._file.flush()
+
+    # structlog calls the method named after the level; all of them emit.
+    debug = info = warning = error = critical = msg = emit
+
+
+def wants_console(fmt: LogFormat, stream: IO[str]) -> bool:
+    return fmt == "console" or (fmt == "auto" and stream.isatty())
+
+
+def configure(
+    *,
+    level: str = "info",
+    fmt: LogFormat = "auto",
+    log_file: str | None = None,
+    stream: IO[str] | None = None,
+) -> LogOutput:
+    """Set up structlog for the process. Returns the output, for reopen and close."""
+    stream = stream if stream is not None else sys.stdout
+    output = LogOutput(stream=stream, console=wants_console(fmt, stream), log_file=log_file)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _to_output_kwargs,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=lambda *_args: output,
+        cache_logger_on_first_use=True,
+    )
+    return output
+
+
+def _to_output_kwargs(_logger: object, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    # A dict returned by the last processor reaches the logger as **kwargs.
+    # The fixed keys go first, so that a line reads well before it is parsed.
+    head = {key: event.pop(key) for key in ("timestamp", "level", "event") if key in event}
+    return head | event

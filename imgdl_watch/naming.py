@@ -1,0 +1,163 @@
+"""File and job names from untrusted input: pure logic, no I/O.
+
+A name must be safe on its own (no separators, no control characters, no
+leading dot, at most 255 bytes) and deterministic: the same list always gives
+the same names, whatever order the downloads finish in, so that a restart or
+a re-dropped list finds the images it already has.
+
+Distinct URLs that want the same name are told apart in list order: the first
+URL that wants a name gets it, and each later one gets a short hash of its
+own URL added to the stem (`a.jpg`, `a-3f9c2d1e.jpg`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from urllib.parse import unquote, urlsplit
+
+# The longest file name most Linux filesystems accept, in bytes.
+MAX_NAME_BYTES = 255
+# Room kept free in an extension-less name for the extension that the
+# Content-Type adds later (".jpeg" and ".tiff" are the longest we add).
+EXTENSION_ROOM = 6
+# An extension longer than this is part of the stem, not a type ("a.backup-2024").
+MAX_EXTENSION_CHARS = 8
+# Hex digits of the URL hash that tells colliding names apart: 32 bits, so a
+# clash between two colliding URLs of one list is a one-in-four-billion event.
+HASH_CHARS = 8
+# The name used when nothing usable is left of the URL's last segment.
+FALLBACK_NAME = "image"
+FALLBACK_JOB = "list"
+
+_IMAGE_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/pjpeg": ".jpg",
+    "image/png": ".png",
+    "image/apng": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/avif": ".avif",
+    "image/heic": ".heic",
+    "image/heif": ".heif",
+    "image/bmp": ".bmp",
+    "image/x-ms-bmp": ".bmp",
+    "image/tiff": ".tiff",
+    "image/x-icon": ".ico",
+    "image/vnd.microsoft.icon": ".ico",
+    "image/svg+xml": ".svg",
+    "image/jxl": ".jxl",
+}
+
+# Every extension that `extension_for` may add, so that a caller can look for
+# an extension-less name under each of them.
+ADDED_EXTENSIONS = tuple(sorted(set(_IMAGE_EXTENSIONS.values())))
+
+
+def _is_unsafe_char(char: str) -> bool:
+    # Cc: control characters, NUL included. Cf: invisible format characters
+    # such as right-to-left overrides, which make a name lie about itself.
+    return char in "/\\" or unicodedata.category(char) in ("Cc", "Cf", "Cs")
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def split_extension(name: str) -> tuple[str, str]:
+    """`("photo", ".jpg")` from `"photo.jpg"`; no extension gives `(name, "")`."""
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name, ""
+    ext = name[dot:]
+    if len(ext) - 1 > MAX_EXTENSION_CHARS or not ext[1:].isalnum():
+        return name, ""
+    return name[:dot], ext
+
+
+def safe_name(raw: str, *, fallback: str = FALLBACK_NAME, reserve: int = 0) -> str:
+    """A name that is safe as one entry of a folder.
+
+    `reserve` bytes are kept free below `MAX_NAME_BYTES` for a suffix the
+    caller adds later.
+    """
+    cleaned = "".join("_" if _is_unsafe_char(c) else c for c in raw).strip()
+    cleaned = cleaned.lstrip(".")
+    if not cleaned:
+        cleaned = fallback
+    stem, ext = split_extension(cleaned)
+    budget = MAX_NAME_BYTES - reserve - len(ext.encode("utf-8"))
+    if not ext:
+        budget -= EXTENSION_ROOM
+    stem = _truncate_utf8(stem, budget).rstrip() or fallback
+    return stem + ext
+
+
+def url_hash(url: str) -> str:
+    return hashlib.blake2b(url.encode("utf-8"), digest_size=8).hexdigest()[:HASH_CHARS]
+
+
+def base_name(url: str) -> str:
+    """The safe, percent-decoded last path segment of a URL."""
+    path = urlsplit(url).path
+    segment = path.rsplit("/", 1)[-1]
+    return safe_name(unquote(segment, errors="replace"), reserve=HASH_CHARS + 1)
+
+
+def hashed_name(name: str, url: str) -> str:
+    """`name` told apart from its look-alikes by a short hash of `url`."""
+    stem, ext = split_extension(name)
+    return f"{stem}-{url_hash(url)}{ext}"
+
+
+def has_extension(name: str) -> bool:
+    return bool(split_extension(name)[1])
+
+
+def extension_for(content_type: str | None) -> str:
+    """The extension for an image MIME type, or "" when we do not know it."""
+    if not content_type:
+        return ""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return _IMAGE_EXTENSIONS.get(mime, "")
+
+
+def job_stem(file_name: str) -> str:
+    """The job name for a list file: its stem, made safe (`cats.txt` → `cats`)."""
+    stem = file_name[:-4] if file_name.lower().endswith(".txt") else file_name
+    return safe_name(stem, fallback=FALLBACK_JOB)
+
+
+class NameRegistry:
+    """Hands out one distinct name per URL, deterministically in list order.
+
+    It remembers a 16-byte digest per name given out, not the name itself, so
+    that memory stays small on lists of a million lines.
+    """
+
+    __slots__ = ("_taken",)
+
+    def __init__(self) -> None:
+        self._taken: set[bytes] = set()
+
+    def _claim(self, name: str) -> bool:
+        key = hashlib.blake2b(name.encode("utf-8"), digest_size=16).digest()
+        if key in self._taken:
+            return False
+        self._taken.add(key)
+        return True
+
+    def assign(self, url: str) -> str:
+        name = base_name(url)
+        if self._claim(name):
+            return name
+        hashed = hashed_name(name, url)
+        # A second clash means the list holds the same URL twice, which the
+        # caller removes first, or a 32-bit hash clash: widen the hash then.
+        if not self._claim(hashed):
+            stem, ext = split_extension(name)
+            wide = hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
+            stem = _truncate_utf8(stem, MAX_NAME_BYTES - EXTENSION_ROOM - len(wide) - 1 - len(ext))
+            hashed = f"{stem}-{wide}{ext}"
+            self._claim(hashed)
+        return hashed

@@ -1,0 +1,87 @@
+"""Watching the inbox folder: tells the daemon *that* something changed.
+
+watchfiles reports a file as `added` while it is still being written, drops
+events on an inotify overflow, and never reports files that were there before
+it started (watchfiles #345 and its docs). So the watcher does not trust
+events for *what* changed: each event, and each tick of `rescan_interval_s`
+without one, only pokes the daemon, which then scans the folder itself.
+
+Stopping: awatch runs the Rust watch call in a worker thread that a Trio
+cancel cannot abandon (watchfiles #162). We set `stop_event` first; the Rust
+loop checks it every `step` and returns, so cancelling takes milliseconds,
+not `rust_timeout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import trio
+import watchfiles
+
+from .inbox import is_list_name
+
+# Milliseconds awatch waits for more changes after one before it reports them.
+# Small, so that a list renamed into the inbox is picked up within ~50 ms.
+STEP_MS = 20
+# Milliseconds over which awatch may group a burst of changes.
+DEBOUNCE_MS = 200
+# Seconds between scans when no event comes: they catch what events miss
+# (an inotify overflow, a network filesystem, a claim another daemon gave up).
+RESCAN_INTERVAL_S = 5.0
+
+
+class ChangeSource(Protocol):
+    """Anything that yields once per batch of changes (or per quiet tick)."""
+
+    def __call__(self, folder: str, stop: trio.Event) -> AsyncIterator[object]: ...
+
+
+def inbox_filter(change: watchfiles.Change, path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return is_list_name(name)
+
+
+def watchfiles_source(
+    *, rescan_interval_s: float = RESCAN_INTERVAL_S, force_polling: bool = False
+) -> ChangeSource:
+    """The real change source: awatch on the inbox, not recursive."""
+
+    def source(folder: str, stop: trio.Event) -> AsyncIterator[object]:
+        return watchfiles.awatch(
+            folder,
+            watch_filter=inbox_filter,
+            recursive=False,
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            stop_event=stop,
+            rust_timeout=int(rescan_interval_s * 1000),
+            yield_on_timeout=True,
+            force_polling=force_polling,
+        )
+
+    return source
+
+
+async def watch(
+    folder: str,
+    poke: Callable[[], None],
+    *,
+    source: ChangeSource,
+    stop: trio.Event,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Poke on every batch of changes until `stop` is set (or cancelled).
+
+    Set `stop` *before* cancelling this task: the cancellation cannot reach
+    the worker thread, but the event can.
+    """
+    try:
+        changes = source(folder, stop)
+        task_status.started()
+        async for _batch in changes:
+            poke()
+    finally:
+        # Whatever ended us, make sure the Rust thread ends too.
+        stop.set()
