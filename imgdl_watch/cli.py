@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
+import structlog
 import trio
 
 from . import __version__
 from .config import OPTIONS, ConfigError, Option, Settings, env_name, resolve
+from .daemon import Daemon
+from .fetch import fetch_lists
+from .logs import LogFormat, LogOutput, configure
 
 PROG = "imgdl-watch"
 EXIT_OK = 0
@@ -39,7 +44,9 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     shown = f"default: {default}" if default is not None else "default: none"
     text = f"{option.help} ({shown}; env {env_name(option.name)})"
     if option.switch:
-        parser.add_argument(flag, dest=option.name, action="store_const", const="true", default=None, help=text)
+        parser.add_argument(
+            flag, dest=option.name, action="store_const", const="true", default=None, help=text
+        )
     else:
         parser.add_argument(flag, dest=option.name, metavar=option.metavar, default=None, help=text)
 
@@ -47,7 +54,8 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Download every image of URL lists: a daemon that watches an inbox, or a one-shot fetch.",
+        description="Download every image of URL lists: "
+        "a daemon that watches an inbox, or a one-shot fetch.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -55,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="watch an inbox and download every list dropped into it",
-        description="Watch INBOX for *.txt lists of image URLs and download each into OUTPUT/<stem>/.",
+        description="Watch INBOX for *.txt lists of image URLs "
+        "and download each into OUTPUT/<stem>/.",
     )
     fetch = commands.add_parser(
         "fetch",
@@ -63,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download each LIST into OUTPUT/<stem>/ and exit: 0 when every URL succeeded, "
         "1 when any failed or was invalid, 2 on a usage, config or unreadable-input error.",
     )
-    fetch.add_argument("lists", nargs="+", metavar="LIST", help="a file of image URLs, one per line")
+    fetch.add_argument(
+        "lists", nargs="+", metavar="LIST", help="a file of image URLs, one per line"
+    )
     for sub, name in ((run, "run"), (fetch, "fetch")):
         sub.add_argument(
             "--config",
@@ -113,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: one line, never a traceback
         leaf = _first_leaf(exc)
         _log_crash(leaf)
-        return _fail(f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", EXIT_FAILED)
+        return _fail(
+            f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", EXIT_FAILED
+        )
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -123,10 +136,6 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 
 def _log_crash(exc: BaseException) -> None:
-    import traceback
-
-    import structlog
-
     try:
         structlog.get_logger("imgdl_watch").critical(
             "crashed",
@@ -138,9 +147,6 @@ def _log_crash(exc: BaseException) -> None:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from .daemon import Daemon
-    from .logs import configure
-
     _check_writable_folder(settings.inbox, "inbox")
     _check_writable_folder(settings.output or "downloads", "output")
     output = _open_log(settings)
@@ -149,26 +155,18 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         trio.run(daemon.run)
     finally:
         output.close()
-    del configure
     return EXIT_OK
 
 
-def _open_log(settings: Settings) -> Any:
-    from .logs import configure
-
+def _open_log(settings: Settings) -> LogOutput:
+    fmt = cast(LogFormat, settings.log_format)  # config checked it is one of them
     try:
-        return configure(
-            level=settings.log_level,
-            fmt=settings.log_format,  # type: ignore[arg-type]
-            log_file=settings.log_file,
-        )
+        return configure(level=settings.log_level, fmt=fmt, log_file=settings.log_file)
     except OSError as exc:
         raise ConfigError(f"cannot open log file {settings.log_file}: {exc.strerror}") from None
 
 
 def _fetch(settings: Settings, lists: list[str]) -> int:
-    from .fetch import fetch_lists
-
     fds = []
     for path in lists:
         try:

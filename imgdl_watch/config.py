@@ -10,7 +10,6 @@ clear line (`ConfigError`) rather than somewhere deep inside it.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -115,28 +114,101 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("inbox", _text, "inbox", "folder watched for lists", "DIR", ("run", "status")),
-    Option("output", _text, None, "folder that receives OUTPUT/<list stem>/ (run: ./downloads, fetch: .)", "DIR"),
+    Option(
+        "output",
+        _text,
+        None,
+        "folder that receives OUTPUT/<list stem>/ (run: ./downloads, fetch: .)",
+        "DIR",
+    ),
     Option("concurrency", _positive_int, 32, "downloads in flight at once, across all jobs"),
     Option("per_host", _positive_int, 8, "downloads in flight at once to one host"),
     Option("max_jobs", _positive_int, 4, "lists processed at once", commands=("run",)),
     Option("retries", _non_negative_int, 4, "retries of a failed download that a retry can fix"),
-    Option("max_bytes", _size, 32 * 1024**2, "largest image saved, in bytes (K, M, G suffixes)", "BYTES"),
-    Option("settle", _non_negative_float, 1.0, "seconds a list must be unchanged before it is taken", "SECONDS", ("run",)),
-    Option("grace", _non_negative_float, 10.0, "seconds in-flight downloads get to finish on stop", "SECONDS", ("run",)),
-    Option("min_free", _size, 0, "no download starts while the output's free space is below this", "BYTES", ("run", "fetch")),
+    Option(
+        "max_bytes",
+        _size,
+        32 * 1024**2,
+        "largest image saved, in bytes (K, M, G suffixes)",
+        "BYTES",
+    ),
+    Option(
+        "settle",
+        _non_negative_float,
+        1.0,
+        "seconds a list must be unchanged before it is taken",
+        "SECONDS",
+        ("run",),
+    ),
+    Option(
+        "grace",
+        _non_negative_float,
+        10.0,
+        "seconds in-flight downloads get to finish on stop",
+        "SECONDS",
+        ("run",),
+    ),
+    Option(
+        "min_free",
+        _size,
+        0,
+        "no download starts while the output's free space is below this",
+        "BYTES",
+        ("run", "fetch"),
+    ),
     Option("connect_timeout", _positive_float, 10.0, "seconds to connect", "SECONDS"),
     Option("read_timeout", _positive_float, 30.0, "seconds a read may stall", "SECONDS"),
-    Option("total_timeout", _positive_float, 300.0, "seconds one download attempt may take in all", "SECONDS"),
+    Option(
+        "total_timeout",
+        _positive_float,
+        300.0,
+        "seconds one download attempt may take in all",
+        "SECONDS",
+    ),
     Option("max_redirects", _non_negative_int, 10, "redirects followed per download"),
     Option("any_type", _bool, False, "save any Content-Type, not only images", "BOOL", switch=True),
-    Option("block_private", _bool, False, "refuse URLs that resolve to loopback, private or link-local addresses", "BOOL", switch=True),
+    Option(
+        "block_private",
+        _bool,
+        False,
+        "refuse URLs that resolve to loopback, private or link-local addresses",
+        "BOOL",
+        switch=True,
+    ),
     Option("user_agent", _text, USER_AGENT, "User-Agent header sent with each request", "TEXT"),
-    Option("log_file", _text, None, "also write JSON log lines to this file", "FILE", ("run", "fetch")),
-    Option("log_level", _choice(*LEVELS), "info", "lowest level logged: " + ", ".join(LEVELS), "LEVEL"),
-    Option("log_format", _choice("auto", "json", "console"), "auto", "stdout format: json, console, or auto (console at a terminal)", "FORMAT"),
-    Option("progress_interval", _positive_float, 5.0, "seconds between job_progress events", "SECONDS"),
-    Option("rescan_interval", _positive_float, 5.0, "seconds between scans of the inbox when no event comes", "SECONDS", ("run",)),
-    Option("force_polling", _bool, False, "poll the inbox instead of inotify (NFS, CIFS)", "BOOL", ("run",), switch=True),
+    Option(
+        "log_file", _text, None, "also write JSON log lines to this file", "FILE", ("run", "fetch")
+    ),
+    Option(
+        "log_level", _choice(*LEVELS), "info", "lowest level logged: " + ", ".join(LEVELS), "LEVEL"
+    ),
+    Option(
+        "log_format",
+        _choice("auto", "json", "console"),
+        "auto",
+        "stdout format: json, console, or auto (console at a terminal)",
+        "FORMAT",
+    ),
+    Option(
+        "progress_interval", _positive_float, 5.0, "seconds between job_progress events", "SECONDS"
+    ),
+    Option(
+        "rescan_interval",
+        _positive_float,
+        5.0,
+        "seconds between scans of the inbox when no event comes",
+        "SECONDS",
+        ("run",),
+    ),
+    Option(
+        "force_polling",
+        _bool,
+        False,
+        "poll the inbox instead of inotify (NFS, CIFS)",
+        "BOOL",
+        ("run",),
+        switch=True,
+    ),
 )
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -178,12 +250,16 @@ def env_name(name: str) -> str:
 
 def _parse(option: Option, raw: Any, where: str) -> Any:
     if isinstance(raw, bool) and option.parse is not _bool:
-        raise ConfigError(f"{where}: {option.name} must be a {option.metavar.lower()}, not true/false")
+        raise ConfigError(
+            f"{where}: {option.name} must be a {option.metavar.lower()}, not true/false"
+        )
     text = str(raw).lower() if isinstance(raw, bool) else str(raw)
     try:
         return option.parse(text)
     except ValueError as exc:
-        detail = str(exc) if "must" in str(exc) else f"{text!r} is not a valid {option.metavar.lower()}"
+        detail = (
+            str(exc) if "must" in str(exc) else f"{text!r} is not a valid {option.metavar.lower()}"
+        )
         raise ConfigError(f"{where}: {option.name.replace('_', '-')} {detail}") from None
 
 
@@ -227,7 +303,9 @@ def resolve(
         elif env_name(option.name) in env:
             values[option.name] = _parse(option, env[env_name(option.name)], env_name(option.name))
         elif option.name in file_values:
-            values[option.name] = _parse(option, file_values[option.name], f"config file {config_path}")
+            values[option.name] = _parse(
+                option, file_values[option.name], f"config file {config_path}"
+            )
         else:
             values[option.name] = option.default
     if values["output"] is None:

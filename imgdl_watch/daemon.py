@@ -7,7 +7,7 @@
         ├── intake nursery                  cancelled first on stop
         │   ├── watcher.watch               pokes on inbox changes
         │   └── _intake                     scan → settle → claim → start a job
-        └── _run_job × ≤ max_jobs           each with its own nursery of downloads
+        └── _run_job (at most max_jobs)           each with its own nursery of downloads
 
 Stopping (first SIGTERM or SIGINT): the intake is cancelled, so no new list is
 taken; `fetcher.stopping` is set, so no new download starts; in-flight
@@ -22,14 +22,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 import structlog
 import trio
 
 from .config import Settings
-from .fetcher import FetchOptions, Fetcher
+from .fetcher import Fetcher, FetchOptions
 from .inbox import Claim, Inbox, SettleTracker
 from .job import Job, JobError
 from .logs import LogOutput
@@ -103,7 +103,9 @@ class Daemon:
                     root.start_soon(self._signals, signals, work, intake)
                     root.start_soon(self._notifier.watchdog_loop)
                     root.start_soon(self._status_loop)
-                    log.info("daemon_started", inbox=self.inbox.root, output=self.output, pid=os.getpid())
+                    log.info(
+                        "daemon_started", inbox=self.inbox.root, output=self.output, pid=os.getpid()
+                    )
                     await self._notifier.ready(self._status_text())
                     task_status.started()
                 root.cancel_scope.cancel()
@@ -123,7 +125,9 @@ class Daemon:
             log.info("job_resumed", job=claim.stem)
         async with trio.open_nursery() as intake:
             await intake.start(
-                partial(watch, source=self._source, stop=self._watch_stop), self.inbox.root, self.poke
+                partial(watch, source=self._source, stop=self._watch_stop),
+                self.inbox.root,
+                self.poke,
             )
             intake.start_soon(self._intake, work)
             task_status.started(intake.cancel_scope)
@@ -161,21 +165,24 @@ class Daemon:
                 # daemons sharing the inbox share its lists too.
                 token = object()
                 await self._job_slots.acquire_on_behalf_of(token)
-                claim = await trio.to_thread.run_sync(self.inbox.claim, name)
-                if claim is None:
+                taken = await trio.to_thread.run_sync(self._claim, name)
+                if taken is None:
                     # Taken by another daemon, or its stem is busy: a finished
                     # job or the next rescan wakes us to try again.
                     self._job_slots.release_on_behalf_of(token)
                     continue
                 tracker.forget(name)
-                log.info("list_claimed", job=claim.stem, file=name)
-                work.start_soon(self._run_job, claim, token)
+                log.info("list_claimed", job=taken.stem, file=name)
+                work.start_soon(self._run_job, taken, token)
             wake_at = next_rescan
-            deadline = tracker.next_deadline()
-            if deadline is not None and deadline > trio.current_time():
+            deadline = tracker.next_deadline(trio.current_time())
+            if deadline is not None:
                 wake_at = min(wake_at, deadline)
             with trio.move_on_at(wake_at):
                 await self._wake_receive.receive()
+
+    def _claim(self, name: str) -> Claim | None:
+        return self.inbox.claim(name)
 
     async def _scan(self, tracker: SettleTracker) -> None:
         try:
@@ -250,7 +257,7 @@ class Daemon:
     # -- signals and systemd ----------------------------------------------
 
     async def _signals(
-        self, signals: trio.abc.AsyncIterator[int], work: trio.Nursery, intake: trio.CancelScope
+        self, signals: AsyncIterator[int], work: trio.Nursery, intake: trio.CancelScope
     ) -> None:
         async for signum in signals:  # pragma: no branch
             if signum == signal.SIGHUP:
@@ -262,7 +269,9 @@ class Daemon:
                 work.cancel_scope.cancel()
                 continue
             self._stopping = True
-            log.info("daemon_stopping", signal=name, grace_s=self.settings.grace, jobs=len(self.jobs))
+            log.info(
+                "daemon_stopping", signal=name, grace_s=self.settings.grace, jobs=len(self.jobs)
+            )
             await self._notifier.stopping()
             self._watch_stop.set()
             intake.cancel()

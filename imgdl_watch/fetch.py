@@ -18,7 +18,7 @@ log = structlog.get_logger("imgdl_watch")
 async def fetch_lists(settings: Settings, lists: list[tuple[str, int]]) -> bool:
     """Run each list in turn. True when every URL of every list succeeded."""
     all_ok = True
-    output = os.path.abspath(settings.output or ".")
+    output = os.path.abspath(settings.output or ".")  # noqa: ASYNC240 - no I/O, only the cwd
     async with Fetcher(fetch_options(settings)) as fetcher:
         for path, fd in lists:
             stem = job_stem(os.path.basename(path))

@@ -309,7 +309,9 @@ class Fetcher:
 
     async def _guard(self, url: httpx.URL) -> None:
         try:
-            infos = await trio.socket.getaddrinfo(url.host, url.port or 443, type=trio.socket.SOCK_STREAM)
+            infos = await trio.socket.getaddrinfo(
+                url.host, url.port or 443, type=trio.socket.SOCK_STREAM
+            )
         except OSError as exc:
             raise err.ConnectFailed(f"cannot resolve {url.host}") from exc
         for info in infos:

@@ -137,7 +137,10 @@ def existing_images(dir_fd: int) -> set[str]:
             if entry.name.startswith(TEMP_PREFIX):
                 continue
             try:
-                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size:
+                if (
+                    entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_size
+                ):
                     found.add(entry.name)
             except OSError:
                 continue
@@ -145,7 +148,11 @@ def existing_images(dir_fd: int) -> set[str]:
 
 
 def open_job_folder(parent: str, name: str) -> int:
-    """Create `parent/name` if needed and open it without following symlinks."""
+    """Create `parent/name` if needed and open it without following symlinks.
+
+    The output folder itself is created again if it went away while we ran.
+    """
+    os.makedirs(parent, exist_ok=True)
     try:
         os.mkdir(os.path.join(parent, name), 0o755)
     except FileExistsError:

@@ -83,10 +83,10 @@ class SettleTracker:
         settled = [(t, n) for n, (_, t) in self._since.items() if now - t >= self.settle_s]
         return [n for _, n in sorted(settled)]
 
-    def next_deadline(self) -> float | None:
-        if not self._since:
-            return None
-        return min(t for _, t in self._since.values()) + self.settle_s
+    def next_deadline(self, now: float) -> float | None:
+        """When the next name that is not settled yet will be, if unchanged."""
+        pending = [t + self.settle_s for _, t in self._since.values() if t + self.settle_s > now]
+        return min(pending, default=None)
 
 
 @dataclass(slots=True)

@@ -147,7 +147,9 @@ class Job:
         try:
             self._dir_fd = await trio.to_thread.run_sync(open_job_folder, self._output, self.name)
         except OSError as exc:
-            raise JobError("folder_error", f"cannot use {self._output}/{self.name}: {exc.strerror}") from exc
+            raise JobError(
+                "folder_error", f"cannot use {self._output}/{self.name}: {exc.strerror}"
+            ) from exc
         try:
             self._existing = await trio.to_thread.run_sync(self._prepare_folder)
             send, receive = trio.open_memory_channel[_Work](self._workers)
@@ -199,7 +201,9 @@ class Job:
                 return
             while True:
                 try:
-                    batch = await trio.to_thread.run_sync(lambda: list(islice(entries, PARSE_BATCH)))
+                    batch = await trio.to_thread.run_sync(
+                        lambda: list(islice(entries, PARSE_BATCH))
+                    )
                 except OSError as exc:
                     self._list_error = JobError("list_unreadable", exc.strerror or str(exc))
                     return
@@ -212,8 +216,18 @@ class Job:
                         return
                     if isinstance(entry, InvalidLine):
                         summary.invalid += 1
-                        log.warning("url_invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt)
-                        self._record(outcome="invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt)
+                        log.warning(
+                            "url_invalid",
+                            line=entry.line,
+                            reason=entry.reason,
+                            excerpt=entry.excerpt,
+                        )
+                        self._record(
+                            outcome="invalid",
+                            line=entry.line,
+                            reason=entry.reason,
+                            excerpt=entry.excerpt,
+                        )
                         continue
                     key = _digest(entry.url)
                     if key in seen:
@@ -227,7 +241,9 @@ class Job:
                     if existing is not None:
                         summary.skipped += 1
                         log.info("download_skipped", url=log_url(entry.url), file=existing)
-                        self._record(outcome="skipped", line=entry.line, url=entry.url, file=existing)
+                        self._record(
+                            outcome="skipped", line=entry.line, url=entry.url, file=existing
+                        )
                         continue
                     await send.send(_Work(entry.line, entry.url, name))
 
@@ -236,7 +252,9 @@ class Job:
         async with receive:
             async for item in receive:
                 try:
-                    result = await self._fetcher.download(item.url, dir_fd=self._dir_fd, name=item.name)
+                    result = await self._fetcher.download(
+                        item.url, dir_fd=self._dir_fd, name=item.name
+                    )
                 except err.Interrupted:
                     self._stopped_early = True
                     return

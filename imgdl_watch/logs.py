@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import IO, Any, Literal
 
 import structlog
@@ -86,15 +87,19 @@ def configure(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _to_output_kwargs,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=lambda *_args: output,
         cache_logger_on_first_use=True,
     )
     return output
 
 
-def _to_output_kwargs(_logger: object, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _to_output_kwargs(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> dict[str, Any]:
     # A dict returned by the last processor reaches the logger as **kwargs.
     # The fixed keys go first, so that a line reads well before it is parsed.
     head = {key: event.pop(key) for key in ("timestamp", "level", "event") if key in event}
-    return head | event
+    return head | dict(event)

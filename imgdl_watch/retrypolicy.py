@@ -38,7 +38,7 @@ class Backoff:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.retry_after_cap_s)
         ceiling = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
-        return rand() * ceiling
+        return float(rand() * ceiling)
 
 
 def parse_retry_after(value: str | None, *, now: dt.datetime) -> float | None:

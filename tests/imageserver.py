@@ -20,6 +20,7 @@ what was fetched and how often. Routes, by the first path segment:
     /gzip/...                a gzip bomb: Content-Encoding gzip, 10 MB of zeros inside
     /slow/MS/...             the image, after MS milliseconds
     /typeless/...            200 with no Content-Type, JPEG magic bytes
+    any other *.jpg, *.png…  200, as /img/ (so the seed list works with its host pointed here)
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def _send(self, status: int, body: bytes, ctype: str | None = "image/jpeg", **headers: str) -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str | None = "image/jpeg", **headers: str
+    ) -> None:
         self.send_response(status)
         if ctype:
             self.send_header("Content-Type", ctype)
@@ -79,7 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def _route(self, route: str, seg: list[str], path: str, query: dict[str, list[str]], count: int) -> None:
+    def _route(
+        self, route: str, seg: list[str], path: str, query: dict[str, list[str]], count: int
+    ) -> None:
         if route == "img":
             self._send(200, image_bytes(path))
         elif route == "noext":
@@ -108,7 +113,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "badredirect":
             self._send(302, b"", "text/plain", Location="ftp://example.invalid/x.jpg")
         elif route == "html":
-            self._send(200, b"<!doctype html><html><body>Not found</body></html>", "text/html; charset=utf-8")
+            self._send(
+                200,
+                b"<!doctype html><html><body>Not found</body></html>",
+                "text/html; charset=utf-8",
+            )
         elif route == "big":
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
@@ -150,6 +159,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "slow":
             time.sleep(int(seg[1]) / 1000)
             self._send(200, image_bytes(path))
+        elif path.lower().endswith((".jpg", ".jpeg", ".png", ".gif", ".webp")):
+            # Any other image path (the seed list's, with its host pointed here).
+            self._send(200, image_bytes(path))
         else:
             self._send(404, b"not here", "text/plain")
 
@@ -173,7 +185,9 @@ class ImageServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def start(self) -> ImageServer:
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

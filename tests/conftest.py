@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import stamina
+
+from tests.imageserver import ImageServer
+
+
+@pytest.fixture
+def server() -> Iterator[ImageServer]:
+    with ImageServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def out_fd(tmp_path: Path) -> Iterator[int]:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture(autouse=True)
+def _stamina_active() -> Iterator[None]:
+    # Retries are part of what we test: make sure no other test left them off.
+    stamina.set_active(True)
+    yield

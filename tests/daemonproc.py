@@ -1,0 +1,91 @@
+"""Running the real daemon as a subprocess, and reading its JSON log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class DaemonProcess:
+    def __init__(
+        self, root: Path, *args: str, name: str = "daemon", env: dict[str, str] | None = None
+    ) -> None:
+        self.root = root
+        self.inbox = root / "inbox"
+        self.output = root / "downloads"
+        self.log_path = root / f"{name}.log"
+        self.stderr_path = root / f"{name}.stderr"
+        command = [
+            sys.executable, "-m", "imgdl_watch", "run",
+            "--inbox", str(self.inbox), "--output", str(self.output),
+            "--log-file", str(self.log_path), "--log-format", "json",
+            "--settle", "0.2", "--rescan-interval", "1",
+            *args,
+        ]  # fmt: skip
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            env={**os.environ, **(env or {})},
+        )
+
+    def events(self, name: str | None = None) -> list[Event]:
+        try:
+            lines = self.log_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        parsed = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in parsed if name is None or e["event"] == name]
+
+    def wait_for(
+        self, predicate: Callable[[list[Event]], bool], timeout: float = 60
+    ) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events()
+            if predicate(found):
+                return found
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited with {self.proc.returncode}: {self.stderr_path.read_text()}"
+                )
+            time.sleep(0.02)
+        raise AssertionError(f"timed out; last events: {[e['event'] for e in self.events()][-10:]}")
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 60) -> list[Event]:
+        self.wait_for(lambda evs: sum(e["event"] == name for e in evs) >= count, timeout)
+        return self.events(name)
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._stderr.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._stderr.close()
+
+
+def drop(inbox: Path, name: str, text: str) -> None:
+    """Drop a list the way a careful user does: write aside, rename in."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    tmp = inbox / f".{name}.part"
+    tmp.write_text(text)
+    os.rename(tmp, inbox / name)

@@ -1,0 +1,96 @@
+"""`imgdl-watch fetch` exit codes and user-facing errors, as a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imgdl_watch.config import ConfigError, resolve
+from tests.imageserver import ImageServer
+
+
+def fetch(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imgdl_watch", "fetch", "--log-format", "json", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def one_clean_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_exit_0_when_all_succeed(server: ImageServer, tmp_path: Path) -> None:
+    (tmp_path / "good.txt").write_text(f"{server.base}/img/1.jpg\n{server.base}/img/2.jpg\n")
+    result = fetch(tmp_path, "good.txt", "--output", "out")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "good").iterdir()) == ["1.jpg", "2.jpg"]
+    assert '"event":"job_finished"' in result.stdout
+
+
+def test_default_output_is_the_current_folder(server: ImageServer, tmp_path: Path) -> None:
+    (tmp_path / "here.txt").write_text(f"{server.base}/img/1.jpg\n")
+    assert fetch(tmp_path, "here.txt").returncode == 0
+    assert (tmp_path / "here" / "1.jpg").exists()
+
+
+def test_exit_1_when_any_fails_or_is_invalid(server: ImageServer, tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_text(f"{server.base}/img/1.jpg\n{server.base}/status/404/x.jpg\n")
+    assert fetch(tmp_path, "bad.txt", "--retries", "0").returncode == 1
+    (tmp_path / "junk.txt").write_text(f"{server.base}/img/1.jpg\nnot a url\n")
+    assert fetch(tmp_path, "junk.txt").returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.txt"], "cannot read list missing.txt"),
+        (["list.txt", "--max-bytes", "lots"], "max-bytes"),
+        (["list.txt", "--config", "nope.toml"], "config file nope.toml does not exist"),
+        (["list.txt", "--config", "bad.toml"], "unknown key 'colour'"),
+        (["list.txt", "--config", "broken.toml"], "is not valid TOML"),
+        ([".", "--retries", "1"], "is not a regular file"),
+    ],
+)
+def test_exit_2_on_usage_config_or_input_errors(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "list.txt").write_text("http://127.0.0.1:9/a.jpg\n")
+    (tmp_path / "bad.toml").write_text("colour = 'red'\n")
+    (tmp_path / "broken.toml").write_text("concurrency = \n")
+    result = fetch(tmp_path, *args)
+    assert result.returncode == 2
+    assert message in one_clean_line(result.stderr)
+
+
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    result = fetch(tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("concurrency = 3\nper-host = 5\nretries = 7\n")
+    env = {"IMGDL_WATCH_PER_HOST": "6", "IMGDL_WATCH_RETRIES": "9"}
+    settings = resolve("run", {"retries": "1"}, env=env, config_path=str(config))
+    assert (settings.concurrency, settings.per_host, settings.retries) == (3, 6, 1)
+    assert settings.max_jobs == 4 and settings.output == "downloads"
+    assert resolve("fetch", {}, env={}, config_path=None).output == "."
+
+
+def test_config_errors_are_one_line() -> None:
+    with pytest.raises(ConfigError, match="IMGDL_WATCH_CONCURRENCY: concurrency must be 1 or more"):
+        resolve("run", {}, env={"IMGDL_WATCH_CONCURRENCY": "-1"}, config_path=None)

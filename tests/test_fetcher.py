@@ -1,0 +1,204 @@
+"""The fetcher against a real server on 127.0.0.1 that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import pytest
+import trio
+
+from imgdl_watch import errors as err
+from imgdl_watch.fetcher import Fetcher, FetchOptions
+from imgdl_watch.filesink import TEMP_PREFIX
+from imgdl_watch.retrypolicy import Backoff
+from tests.imageserver import GZIP_BOMB, ImageServer, image_bytes
+
+# Backoff small enough that retries cost milliseconds against a real server.
+FAST = Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01)
+
+
+def options(**changes: Any) -> FetchOptions:
+    base: dict[str, Any] = {"retries": 2, "backoff": FAST, "connect_timeout": 2, "read_timeout": 2}
+    return FetchOptions(**(base | changes))
+
+
+async def get(server: ImageServer, out_fd: int, path: str, **opts: Any) -> str:
+    async with Fetcher(options(**opts)) as fetcher:
+        result = await fetcher.download(
+            server.base + path, dir_fd=out_fd, name=path.rsplit("/", 1)[-1]
+        )
+    return result.file
+
+
+async def fails(server: ImageServer, out_fd: int, path: str, **opts: Any) -> err.DownloadError:
+    with pytest.raises(err.DownloadError) as info:
+        await get(server, out_fd, path, **opts)
+    return info.value
+
+
+def files(out_fd: int) -> list[str]:
+    return sorted(os.listdir(out_fd))
+
+
+async def test_saves_exact_bytes_and_sends_polite_headers(server: ImageServer, out_fd: int) -> None:
+    assert await get(server, out_fd, "/img/a/cat.jpg") == "cat.jpg"
+    with open(f"/proc/self/fd/{out_fd}/cat.jpg", "rb") as handle:
+        assert handle.read() == image_bytes("/img/a/cat.jpg")
+    headers = server.headers_seen[-1]
+    assert headers["Accept-Encoding"] == "identity"
+    assert headers["User-Agent"].startswith("imgdl-watch")
+
+
+async def test_404_is_asked_once(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/status/404/x.jpg")
+    assert isinstance(exc, err.HttpStatusError) and exc.status == 404
+    assert server.counts["/status/404/x.jpg"] == 1
+    assert files(out_fd) == []
+
+
+async def test_500_is_retried_then_fails(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/status/500/x.jpg", retries=3)
+    assert isinstance(exc, err.HttpStatusError) and exc.status == 500
+    assert server.counts["/status/500/x.jpg"] == 4
+    assert exc.attempts == 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "path", ["/flaky/2/503/a.jpg", "/flaky/1/429/b.jpg?ra=1", "/flaky/1/408/c.jpg"]
+)
+async def test_busy_then_ok(server: ImageServer, out_fd: int, path: str) -> None:
+    await get(server, out_fd, path)
+    assert len(files(out_fd)) == 1
+
+
+async def test_redirects_are_followed_with_a_limit(server: ImageServer, out_fd: int) -> None:
+    assert await get(server, out_fd, "/redirect/3/r.jpg") == "r.jpg"
+    exc = await fails(server, out_fd, "/redirect/5/s.jpg", max_redirects=3)
+    assert exc.reason == "too_many_redirects"
+
+
+async def test_redirect_loop_and_bad_scheme(server: ImageServer, out_fd: int) -> None:
+    assert (await fails(server, out_fd, "/loop/a.jpg")).reason == "redirect_loop"
+    assert server.counts["/loop/a.jpg"] == 1  # permanent: not retried
+    assert (await fails(server, out_fd, "/badredirect/x.jpg")).reason == "bad_redirect"
+
+
+async def test_html_served_as_200_is_not_an_image(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/html/x.jpg")
+    assert exc.reason == "not_an_image"
+    assert server.counts["/html/x.jpg"] == 1
+    assert files(out_fd) == []
+    assert await get(server, out_fd, "/html/y.jpg", any_type=True) == "y.jpg"
+
+
+async def test_untyped_image_is_recognised_by_its_bytes(server: ImageServer, out_fd: int) -> None:
+    assert await get(server, out_fd, "/typeless/t.jpg") == "t.jpg"
+
+
+async def test_extension_comes_from_content_type(server: ImageServer, out_fd: int) -> None:
+    assert await get(server, out_fd, "/noext/picture") == "picture.png"
+
+
+async def test_declared_size_over_cap_is_refused_before_the_body(
+    server: ImageServer, out_fd: int
+) -> None:
+    exc = await fails(server, out_fd, "/big/52428800/huge.jpg", max_bytes=1_000_000)
+    assert exc.reason == "too_large"
+    assert server.counts["/big/52428800/huge.jpg"] == 1
+
+
+async def test_undeclared_body_over_cap_is_cut(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/endless/e.jpg", max_bytes=2_000_000)
+    assert exc.reason == "too_large"
+    assert files(out_fd) == []  # the temporary file is gone too
+
+
+async def test_short_body_is_truncated_and_retried(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/short/s.jpg")
+    assert exc.reason == "truncated"
+    assert server.counts["/short/s.jpg"] == 3
+    assert files(out_fd) == []
+
+
+async def test_stalled_body_times_out(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/stall/s.jpg", read_timeout=0.3, retries=0)
+    assert exc.reason == "timeout"
+    assert not [f for f in files(out_fd) if f.startswith(TEMP_PREFIX)]
+
+
+async def test_total_timeout_bounds_a_slow_download(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/slow/1500/s.jpg", total_timeout=0.2, retries=0)
+    assert exc.reason == "timeout"
+
+
+async def test_reset_connection_is_retried(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/reset/r.jpg")
+    assert exc.reason in ("connection_lost", "connect_error")
+    assert server.counts["/reset/r.jpg"] == 3
+
+
+async def test_gzip_bomb_is_saved_raw_not_inflated(server: ImageServer, out_fd: int) -> None:
+    await get(server, out_fd, "/gzip/bomb.jpg", max_bytes=1_000_000)
+    assert os.stat("bomb.jpg", dir_fd=out_fd).st_size == len(GZIP_BOMB)
+
+
+async def test_refused_port_is_a_connect_error(out_fd: int) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with Fetcher(options(retries=1)) as fetcher:
+        with pytest.raises(err.ConnectFailed):
+            await fetcher.download(f"http://127.0.0.1:{port}/a.jpg", dir_fd=out_fd, name="a.jpg")
+
+
+async def test_private_address_guard(server: ImageServer, out_fd: int) -> None:
+    exc = await fails(server, out_fd, "/img/p.jpg", block_private=True)
+    assert exc.reason == "blocked_address"
+    assert server.counts["/img/p.jpg"] == 0
+
+
+async def test_symlink_in_folder_is_not_followed(
+    server: ImageServer, out_fd: int, tmp_path: Any
+) -> None:
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"precious")
+    os.symlink(outside, "link.jpg", dir_fd=out_fd)
+    await get(server, out_fd, "/img/link.jpg")
+    assert outside.read_bytes() == b"precious"
+    assert not os.path.islink(f"/proc/self/fd/{out_fd}/link.jpg")
+
+
+async def test_stopping_interrupts_before_an_attempt(server: ImageServer, out_fd: int) -> None:
+    async with Fetcher(options()) as fetcher:
+        fetcher.stopping.set()
+        with pytest.raises(err.Interrupted):
+            await fetcher.download(server.base + "/img/x.jpg", dir_fd=out_fd, name="x.jpg")
+    assert server.counts["/img/x.jpg"] == 0
+
+
+async def test_global_concurrency_holds(server: ImageServer, out_fd: int) -> None:
+    peak = 0
+    async with Fetcher(options(concurrency=3, per_host=10)) as fetcher:
+
+        async def one(i: int) -> None:
+            nonlocal peak
+            await fetcher.download(
+                server.base + f"/slow/50/{i}.jpg", dir_fd=out_fd, name=f"{i}.jpg"
+            )
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, fetcher.in_flight)
+                await trio.sleep(0.005)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as inner:
+                for i in range(12):
+                    inner.start_soon(one, i)
+            nursery.cancel_scope.cancel()
+    assert peak == 3
+    assert len(files(out_fd)) == 12

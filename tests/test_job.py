@@ -1,0 +1,121 @@
+"""A whole job against a real local server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from imgdl_watch.fetcher import Fetcher, FetchOptions
+from imgdl_watch.filesink import TEMP_PREFIX
+from imgdl_watch.job import Job
+from imgdl_watch.report import JobReport, ReportPaths
+from imgdl_watch.retrypolicy import Backoff
+from tests.helpers import events, open_list, write_list
+from tests.imageserver import ImageServer, image_bytes
+
+FAST = FetchOptions(retries=2, backoff=Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01))
+
+
+async def run(list_path: Path, output: Path, report: JobReport | None = None, workers: int = 8):  # type: ignore[no-untyped-def]
+    fd = open_list(list_path)
+    try:
+        async with Fetcher(FAST) as fetcher:
+            job = Job(
+                name="cats",
+                list_fd=fd,
+                output=str(output),
+                fetcher=fetcher,
+                workers=workers,
+                report=report,
+            )
+            return await job.run()
+    finally:
+        os.close(fd)
+
+
+async def test_mixed_list_end_to_end(server: ImageServer, tmp_path: Path) -> None:
+    b = server.base
+    lines = [
+        f"{b}/img/a.jpg",
+        f"{b}/img/a.jpg",  # duplicate
+        f"{b}/img/x/a.jpg?size=2",  # look-alike name
+        f"{b}/redirect/2/r.jpg",
+        f"{b}/status/404/missing.jpg",
+        f"{b}/status/500/broken.jpg",
+        f"{b}/flaky/1/503/busy.jpg",
+        f"{b}/flaky/1/429/slow.jpg?ra=1",
+        f"{b}/loop/a.jpg",
+        f"{b}/html/page.jpg",
+        "ftp://example.invalid/x.jpg",
+        "# comment",
+        "",
+        "junk \x01 line",
+    ]
+    list_path = write_list(tmp_path / "cats.txt", lines)
+    paths = ReportPaths(str(tmp_path / "report.part"), str(tmp_path / "failed.part"))
+    report = JobReport(paths)
+    with capture_logs() as logs:
+        summary = await run(list_path, tmp_path / "out", report)
+    report.close()
+    assert (summary.ok, summary.failed, summary.invalid, summary.duplicates) == (5, 4, 2, 1)
+    assert summary.complete
+    folder = tmp_path / "out" / "cats"
+    names = sorted(os.listdir(folder))
+    assert len(names) == 5 and "a.jpg" in names
+    assert not [n for n in names if n.startswith(TEMP_PREFIX)]
+    assert (folder / "a.jpg").read_bytes() == image_bytes("/img/a.jpg")
+    assert server.counts["/status/404/missing.jpg"] == 1
+    assert server.counts["/status/500/broken.jpg"] == 3
+    failed = Path(paths.failed).read_text().splitlines()
+    assert sorted(failed) == sorted([lines[4], lines[5], lines[8], lines[9]])
+    invalid = events(logs, "url_invalid")
+    assert [(e["line"], e["reason"]) for e in invalid] == [
+        (11, "unsupported_scheme"),
+        (14, "bad_characters"),
+    ]
+    reasons = {e["url"].rsplit("/", 1)[-1]: e["reason"] for e in events(logs, "download_failed")}
+    assert reasons == {
+        "missing.jpg": "http_error",
+        "broken.jpg": "http_error",
+        "a.jpg": "redirect_loop",
+        "page.jpg": "not_an_image",
+    }
+    assert len(Path(paths.report).read_text().splitlines()) == 5 + 4 + 2
+
+
+async def test_second_run_fetches_nothing(server: ImageServer, tmp_path: Path) -> None:
+    urls = [f"{server.base}/img/{i}.jpg" for i in range(20)] + [
+        f"{server.base}/noext/n{i}" for i in range(3)
+    ]
+    list_path = write_list(tmp_path / "cats.txt", urls)
+    first = await run(list_path, tmp_path / "out")
+    assert first.ok == 23
+    requests = sum(server.counts.values())
+    with capture_logs() as logs:
+        second = await run(list_path, tmp_path / "out")
+    assert (second.ok, second.skipped) == (0, 23)
+    assert sum(server.counts.values()) == requests
+    assert len(events(logs, "download_skipped")) == 23
+
+
+async def test_stale_temp_files_are_swept(server: ImageServer, tmp_path: Path) -> None:
+    folder = tmp_path / "out" / "cats"
+    folder.mkdir(parents=True)
+    (folder / f"{TEMP_PREFIX}dead.part").write_bytes(b"half")
+    summary = await run(
+        write_list(tmp_path / "cats.txt", [f"{server.base}/img/1.jpg"]), tmp_path / "out"
+    )
+    assert summary.ok == 1
+    assert os.listdir(folder) == ["1.jpg"]
+
+
+async def test_empty_and_junk_lists_end_cleanly(server: ImageServer, tmp_path: Path) -> None:
+    empty = tmp_path / "cats.txt"
+    empty.write_bytes(b"")
+    summary = await run(empty, tmp_path / "out")
+    assert (summary.ok, summary.complete) == (0, True)
+    empty.write_bytes(os.urandom(20000))
+    summary = await run(empty, tmp_path / "out")
+    assert summary.complete and summary.ok == 0 and summary.invalid > 0

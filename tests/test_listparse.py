@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from imgdl_watch.listparse import (
+    EXCERPT_CHARS,
+    MAX_LINE_BYTES,
+    InvalidLine,
+    ListedUrl,
+    OverlongLine,
+    parse_chunks,
+    parse_line,
+    split_lines,
+)
+
+
+def entries(text: bytes, chunk: int = 7) -> list[ListedUrl | InvalidLine]:
+    return list(parse_chunks(text[i : i + chunk] for i in range(0, len(text), chunk)))
+
+
+def test_blank_comments_whitespace_crlf_and_bom() -> None:
+    text = b"\xef\xbb\xbfhttp://a.example/1.jpg\r\n\r\n   # note\r\n  https://b.example/2.png  \r\n"
+    assert entries(text) == [
+        ListedUrl(1, "http://a.example/1.jpg"),
+        ListedUrl(4, "https://b.example/2.png"),
+    ]
+
+
+def test_invalid_lines_have_reasons_and_line_numbers() -> None:
+    text = (
+        b"ftp://x.example/a.jpg\n"
+        b"file:///etc/passwd\n"
+        b"javascript:alert(1)\n"
+        b"not a url\n"
+        b"http:///nohost.jpg\n"
+        b"\xff\xfe\x00junk\n"
+        b"http://ok.example/a.jpg\n"
+        b"http://x.example:99999/a.jpg\n"
+    )
+    got = entries(text)
+    assert [(e.line, getattr(e, "reason", None)) for e in got] == [
+        (1, "unsupported_scheme"),
+        (2, "unsupported_scheme"),
+        (3, "not_a_url"),
+        (4, "bad_characters"),
+        (5, "missing_host"),
+        (6, "not_utf8"),
+        (7, None),
+        (8, "malformed_url"),
+    ]
+
+
+def test_overlong_line_is_cut_and_not_held() -> None:
+    huge = b"http://x.example/" + b"a" * 10_000_000
+    got = entries(huge + b"\nhttp://ok.example/a.jpg\n", chunk=65536)
+    assert isinstance(got[0], InvalidLine)
+    assert got[0].reason == "line_too_long"
+    assert len(got[0].excerpt) <= EXCERPT_CHARS + 1
+    assert got[1] == ListedUrl(2, "http://ok.example/a.jpg")
+
+
+def test_split_lines_keeps_only_the_head_of_long_lines() -> None:
+    lines = list(split_lines([b"x" * (MAX_LINE_BYTES + 1), b"\nshort"]))
+    assert isinstance(lines[0][1], OverlongLine)
+    assert lines[1] == (2, b"short")
+
+
+def test_fragment_is_dropped() -> None:
+    assert parse_line(b"http://a.example/x.jpg#frag", 1) == ListedUrl(1, "http://a.example/x.jpg")
+
+
+@given(st.lists(st.binary(max_size=200), max_size=30), st.integers(min_value=1, max_value=50))
+def test_any_bytes_parse_without_error_and_keep_line_numbers(
+    lines: list[bytes], chunk: int
+) -> None:
+    text = b"\n".join(line.replace(b"\n", b"") for line in lines)
+    got = entries(text, chunk)
+    numbers = [e.line for e in got]
+    assert numbers == sorted(numbers)
+    assert all(1 <= n <= max(len(lines), 1) for n in numbers)
+    for entry in got:
+        if isinstance(entry, ListedUrl):
+            assert entry.url.lower().startswith(("http://", "https://"))
+        else:
+            assert len(entry.excerpt) <= EXCERPT_CHARS + 1
+
+
+@given(st.text(max_size=300))
+def test_excerpts_are_short_and_printable(text: str) -> None:
+    entry = parse_line(("ftp://" + text).encode("utf-8", "surrogatepass"), 1)
+    if isinstance(entry, InvalidLine):
+        assert len(entry.excerpt) <= EXCERPT_CHARS + 1
+        assert entry.excerpt.isprintable()

@@ -1,0 +1,122 @@
+"""Retry timing on a fake clock: Retry-After and backoff, with no real sleeps."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from functools import partial
+
+import httpx
+import trio
+import trio.testing
+
+from imgdl_watch.fetcher import Fetcher, FetchOptions
+from imgdl_watch.hostlimits import HostLimits
+from imgdl_watch.retrypolicy import Backoff
+
+JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100
+
+
+def run_on_mock_clock(fn: Callable[[], object]) -> None:
+    trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))  # type: ignore[arg-type]
+
+
+def transport(answers: list[httpx.Response], seen: list[float]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(trio.current_time())
+        return answers.pop(0)
+
+    return httpx.MockTransport(handle)
+
+
+def fetch_with(answers: list[httpx.Response], tmp: str, **opts: object) -> list[float]:
+    seen: list[float] = []
+
+    async def main() -> None:
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            options = FetchOptions(total_timeout=1e9, **opts)  # type: ignore[arg-type]
+            async with Fetcher(options, transport=transport(answers, seen)) as fetcher:
+                await fetcher.download("http://h.example/a.jpg", dir_fd=fd, name="a.jpg")
+        finally:
+            os.close(fd)
+
+    run_on_mock_clock(main)
+    return seen
+
+
+def ok() -> httpx.Response:
+    return httpx.Response(
+        200, stream=httpx.ByteStream(JPEG), headers={"Content-Type": "image/jpeg"}
+    )
+
+
+def test_retry_after_seconds_is_honoured(tmp_path: os.PathLike[str]) -> None:
+    seen = fetch_with([httpx.Response(429, headers={"Retry-After": "7"}), ok()], str(tmp_path))
+    assert 7 <= seen[1] - seen[0] < 7.5
+
+
+def test_retry_after_date_is_honoured(tmp_path: os.PathLike[str]) -> None:
+    when = httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"})
+    seen = fetch_with([when, ok()], str(tmp_path), backoff=Backoff(retry_after_cap_s=90))
+    # A date far away is capped: we wait the cap, not until 2099.
+    assert 90 <= seen[1] - seen[0] < 90.5
+
+
+def test_backoff_is_exponential_with_full_jitter(tmp_path: os.PathLike[str]) -> None:
+    answers = [httpx.Response(500) for _ in range(4)] + [ok()]
+    seen = fetch_with(answers, str(tmp_path), retries=4, backoff=Backoff(base_s=1.0, cap_s=100))
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    ceilings = [1.0, 2.0, 4.0, 8.0]
+    assert len(gaps) == 4
+    assert all(0 <= gap <= ceiling + 0.01 for gap, ceiling in zip(gaps, ceilings, strict=True))
+
+
+def test_host_limit_halves_on_busy_and_climbs_back_slowly() -> None:
+    async def main() -> None:
+        hosts = HostLimits(8)
+        async with hosts.slot("h"):
+            hosts.busy("h")
+            assert hosts.limit_of("h") == 4
+            hosts.busy("h")
+            assert hosts.limit_of("h") == 2
+            for _ in range(2):
+                hosts.good("h")
+            assert hosts.limit_of("h") == 3
+            for _ in range(3):
+                hosts.good("h")
+            assert hosts.limit_of("h") == 4
+            hosts.set_ceiling(3)
+            assert hosts.limit_of("h") == 3
+        # an idle host below its ceiling is remembered; at the ceiling, forgotten
+        assert hosts.limit_of("h") == 3
+
+    trio.run(main)
+
+
+def test_busy_host_gets_fewer_requests_at_once(tmp_path: os.PathLike[str]) -> None:
+    """Four downloads to a host that answers 503 once each: its limit drops."""
+    limits: list[int] = []
+
+    async def main() -> None:
+        fd = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
+        answers = {
+            f"/{i}.jpg": [httpx.Response(503, headers={"Retry-After": "1"}), ok()] for i in range(4)
+        }
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            return answers[request.url.path].pop(0)
+
+        options = FetchOptions(per_host=4, total_timeout=1e9)
+        mock = httpx.MockTransport(handle)
+        async with Fetcher(options, transport=mock) as fetcher, trio.open_nursery() as nursery:
+            for i in range(4):
+                url = f"http://h.example/{i}.jpg"
+                nursery.start_soon(partial(fetcher.download, url, dir_fd=fd, name=f"{i}.jpg"))
+            await trio.sleep(0.5)
+            limits.append(fetcher.hosts.limit_of("h.example"))
+        os.close(fd)
+
+    run_on_mock_clock(main)
+    assert limits == [1]

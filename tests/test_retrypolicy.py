@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from imgdl_watch.retrypolicy import Backoff, parse_retry_after, status_is_retryable
+
+NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def test_retryable_statuses() -> None:
+    assert all(status_is_retryable(s) for s in (408, 429, 500, 502, 503, 504))
+    assert not any(status_is_retryable(s) for s in (400, 401, 403, 404, 410, 451))
+
+
+def test_full_jitter_backoff_grows_and_is_capped() -> None:
+    policy = Backoff(base_s=0.5, cap_s=4.0)
+    assert policy.delay(1, rand=lambda: 1.0) == 0.5
+    assert policy.delay(3, rand=lambda: 1.0) == 2.0
+    assert policy.delay(10, rand=lambda: 1.0) == 4.0
+    assert policy.delay(3, rand=lambda: 0.0) == 0.0
+    assert policy.delay(3, rand=lambda: 0.5) == 1.0
+
+
+def test_retry_after_wins_and_is_capped() -> None:
+    policy = Backoff(retry_after_cap_s=60)
+    assert policy.delay(1, rand=lambda: 1.0, retry_after=7) == 7
+    assert policy.delay(1, rand=lambda: 1.0, retry_after=86400) == 60
+
+
+def test_parse_retry_after_seconds_and_dates() -> None:
+    assert parse_retry_after("120", now=NOW) == 120
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=NOW) == 30
+    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now=NOW) == 0
+    assert parse_retry_after("soon", now=NOW) is None
+    assert parse_retry_after(None, now=NOW) is None

@@ -1,0 +1,35 @@
+"""The watcher on a real folder with real watchfiles, under Trio."""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from imgdl_watch.watcher import watch, watchfiles_source
+
+
+async def test_real_watchfiles_pokes_on_a_new_list_and_stops_fast(tmp_path: Path) -> None:
+    poked = trio.Event()
+    stop = trio.Event()
+    source = watchfiles_source(rescan_interval_s=30)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(watch, source=source, stop=stop), str(tmp_path), poked.set)
+        await trio.sleep(0.2)  # let the Rust watcher start
+        (tmp_path / "ignored.csv").write_text("x")
+        (tmp_path / ".hidden.txt").write_text("x")
+        await trio.sleep(0.3)
+        assert not poked.is_set()
+        tmp = tmp_path / "x.part"
+        tmp.write_text("http://a.example/a.jpg\n")
+        os.rename(tmp, tmp_path / "cats.txt")
+        with trio.fail_after(5):
+            await poked.wait()
+        started = time.monotonic()
+        stop.set()
+        nursery.cancel_scope.cancel()
+    # rust_timeout is 30 s here: only the stop event can end it this fast.
+    assert time.monotonic() - started < 1.0
