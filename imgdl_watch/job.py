@@ -233,6 +233,7 @@ class Job:
                     if key in seen:
                         summary.duplicates += 1
                         log.debug("url_duplicate", line=entry.line, url=log_url(entry.url))
+                        self._record(outcome="duplicate", line=entry.line, url=entry.url)
                         continue
                     seen.add(key)
                     summary.found += 1

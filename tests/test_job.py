@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -82,7 +83,14 @@ async def test_mixed_list_end_to_end(server: ImageServer, tmp_path: Path) -> Non
         "a.jpg": "redirect_loop",
         "page.jpg": "not_an_image",
     }
-    assert len(Path(paths.report).read_text().splitlines()) == 5 + 4 + 2
+    report_lines = [json.loads(line) for line in Path(paths.report).read_text().splitlines()]
+    outcomes = sorted(r["outcome"] for r in report_lines)
+    assert outcomes == ["duplicate"] + ["failed"] * 4 + ["invalid"] * 2 + ["ok"] * 5
+    for record in report_lines:
+        if record["outcome"] == "ok":
+            assert record["file"] and record["bytes"] > 0 and record["attempts"] >= 1
+        if record["outcome"] == "failed":
+            assert record["reason"] and record["attempts"] >= 1
 
 
 async def test_second_run_fetches_nothing(server: ImageServer, tmp_path: Path) -> None:

@@ -1,0 +1,81 @@
+"""Issue #3's promise, through the real daemon: a list of everything that goes
+wrong on the web ends with every good image saved once, every failure
+explained, and nothing written outside the job folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from tests.daemonproc import DaemonProcess, drop
+from tests.imageserver import ImageServer, image_bytes
+
+
+def refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_mixed_hostile_list(server: ImageServer, tmp_path: Path) -> None:
+    b = server.base
+    lines = [
+        f"{b}/img/good/1.jpg",
+        f"{b}/img/good/2.png",
+        f"{b}/redirect/2/moved.jpg",
+        f"{b}/status/404/gone.jpg",
+        f"{b}/status/500/broken.jpg",
+        f"{b}/flaky/1/503/busy.jpg",
+        f"{b}/flaky/1/429/later.jpg?ra=0",
+        f"{b}/loop/a.jpg",
+        f"{b}/html/page.jpg",
+        f"{b}/big/52428800/huge.jpg",
+        f"http://127.0.0.1:{refused_port()}/refused.jpg",
+        "javascript:alert(1)",
+        "\x00\x01 binary junk",
+        "x" * 100_000,
+        f"{b}/img/good/1.jpg",  # duplicate
+        f"{b}/img/other/1.jpg",  # look-alike name
+        f"{b}/img/..%2F..%2Fescape.jpg",
+        f"{b}/img/%2e%2e",
+    ]
+    daemon = DaemonProcess(tmp_path, "--retries", "2", "--max-bytes", "10M")
+    try:
+        daemon.wait_event("daemon_started")
+        drop(daemon.inbox, "mixed.txt", "\n".join(lines) + "\n")
+        summary = daemon.wait_event("job_finished", timeout=90)[0]
+        assert daemon.proc.poll() is None  # still running
+    finally:
+        assert daemon.stop() == 0
+    assert (summary["ok"], summary["failed"], summary["invalid"], summary["duplicates"]) == (8, 6, 3, 1)
+
+    reasons = {e["url"].rsplit("/", 1)[-1]: e["reason"] for e in daemon.events("download_failed")}
+    assert reasons == {
+        "gone.jpg": "http_error",
+        "broken.jpg": "http_error",
+        "a.jpg": "redirect_loop",
+        "page.jpg": "not_an_image",
+        "huge.jpg": "too_large",
+        "refused.jpg": "connect_error",
+    }
+    invalid = sorted((e["line"], e["reason"]) for e in daemon.events("url_invalid"))
+    assert invalid == [(12, "not_a_url"), (13, "bad_characters"), (14, "line_too_long")]
+    assert all(len(str(e.get("excerpt", ""))) <= 61 for e in daemon.events())
+    assert server.counts["/status/404/gone.jpg"] == 1
+    assert server.counts["/status/500/broken.jpg"] == 3
+    assert server.counts["/big/52428800/huge.jpg"] == 1
+
+    folder = daemon.output / "mixed"
+    saved = sorted(os.listdir(folder))
+    assert len(saved) == 8
+    # hostile names were made safe, inside the folder
+    assert "_.._escape.jpg" in saved and "image.jpg" in saved
+    assert "1.jpg" in saved and len([n for n in saved if n.startswith("1-")]) == 1
+    assert (folder / "1.jpg").read_bytes() == image_bytes("/img/good/1.jpg")
+    # nothing anywhere but the job folder, the inbox and our logs
+    everything = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
+    assert everything <= {"downloads", "inbox", "daemon.log", "daemon.stderr"}
+    assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["mixed"]
+    failed = (daemon.inbox / "failed" / "mixed.txt").read_text().splitlines()
+    assert len(failed) == 6
