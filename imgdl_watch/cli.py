@@ -8,10 +8,11 @@ failed, 130 when interrupted. No traceback reaches the terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, cast
 
 import structlog
@@ -122,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, never a traceback
-        leaf = _first_leaf(exc)
-        _log_crash(leaf)
+        leaf = _first_leaf(exc.__cause__ if isinstance(exc, _Logged) and exc.__cause__ else exc)
+        if not isinstance(exc, _Logged):
+            _log_crash(leaf)
         return _fail(
             f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", EXIT_FAILED
         )
@@ -151,11 +153,25 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     _check_writable_folder(settings.output or "downloads", "output")
     output = _open_log(settings)
     daemon = Daemon(settings, reload=lambda: _settings("run", args), log_output=output)
-    try:
+    with _closing_log(output):
         trio.run(daemon.run)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _closing_log(output: LogOutput) -> Iterator[None]:
+    """Close the log at the end, after a crash is logged to it."""
+    try:
+        yield
+    except Exception as exc:
+        _log_crash(_first_leaf(exc))
+        raise _Logged(exc) from exc
     finally:
         output.close()
-    return EXIT_OK
+
+
+class _Logged(Exception):
+    """A crash already written to the log."""
 
 
 def _open_log(settings: Settings) -> LogOutput:
@@ -180,9 +196,9 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
     _check_writable_folder(settings.output or ".", "output")
     output = _open_log(settings)
     try:
-        ok = trio.run(fetch_lists, settings, fds)
+        with _closing_log(output):
+            ok = trio.run(fetch_lists, settings, fds)
     finally:
-        output.close()
         for _, fd in fds:
             os.close(fd)
     return EXIT_OK if ok else EXIT_FAILED

@@ -23,7 +23,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 
 import structlog
 import trio
@@ -124,13 +123,33 @@ class Daemon:
         for claim in self._queued:
             log.info("job_resumed", job=claim.stem)
         async with trio.open_nursery() as intake:
-            await intake.start(
-                partial(watch, source=self._source, stop=self._watch_stop),
-                self.inbox.root,
-                self.poke,
-            )
+            await intake.start(self._watch_loop)
             intake.start_soon(self._intake, work)
             task_status.started(intake.cancel_scope)
+
+    async def _watch_loop(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the watcher; start a new one when the inbox folder was recreated."""
+        status = task_status
+        while not self._stopping:
+            self._watch_stop = trio.Event()
+            try:
+                await watch(
+                    self.inbox.root,
+                    self.poke,
+                    source=self._source,
+                    stop=self._watch_stop,
+                    task_status=status,
+                )
+            except OSError as exc:
+                # No inotify (watch limit reached, odd filesystem): the
+                # rescans still find every list, only later.
+                # (watch() reports itself started before it iterates, which is
+                # where such errors surface.)
+                log.error("watch_failed", inbox=self.inbox.root, detail=str(exc), fallback="rescan")
+                await trio.sleep(self.settings.rescan_interval)
+            status = trio.TASK_STATUS_IGNORED
 
     def poke(self) -> None:
         """Wake the intake: something may have changed."""
@@ -154,7 +173,11 @@ class Daemon:
             if now >= next_rescan:
                 next_rescan = now + self.settings.rescan_interval
                 # A daemon that shares this inbox may have died: its jobs are ours now.
-                for claim in await trio.to_thread.run_sync(self.inbox.leftovers):
+                try:
+                    leftovers = await trio.to_thread.run_sync(self.inbox.leftovers)
+                except FileNotFoundError:
+                    leftovers = []  # the scan below reports the missing folder and recreates it
+                for claim in leftovers:
                     log.info("job_resumed", job=claim.stem)
                     self._queued.append(claim)
                 if self._queued:
@@ -190,6 +213,7 @@ class Daemon:
         except FileNotFoundError:
             log.error("inbox_missing", inbox=self.inbox.root, action="recreated")
             await trio.to_thread.run_sync(self._prepare_folders)
+            self._watch_stop.set()  # the watcher watched the old folder: start anew
             return
         for name in ignored:
             if name not in self._ignored:
@@ -217,6 +241,7 @@ class Daemon:
                 workers=self.settings.concurrency,
                 report=report,
                 progress_interval_s=self.settings.progress_interval,
+                min_free=self.settings.min_free,
             )
             self.jobs[claim.stem] = job
             summary = await job.run()

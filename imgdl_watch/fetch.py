@@ -29,6 +29,7 @@ async def fetch_lists(settings: Settings, lists: list[tuple[str, int]]) -> bool:
                 fetcher=fetcher,
                 workers=settings.concurrency,
                 progress_interval_s=settings.progress_interval,
+                min_free=settings.min_free,
             )
             try:
                 summary = await job.run()

@@ -117,6 +117,9 @@ class Inbox:
         """Lists in the inbox with their stat, and entries that are ignored."""
         found: dict[str, Seen] = {}
         ignored: list[str] = []
+        for folder in (self.processing, self.done, self.failed):
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(errno.ENOENT, "inbox folder is missing", folder)
         with os.scandir(self.root) as entries:
             for entry in entries:
                 if entry.name in (PROCESSING, DONE, FAILED):

@@ -40,6 +40,8 @@ PARSE_BATCH = 1024
 LOG_URL_CHARS = 300
 # Seconds between two `job_progress` events.
 PROGRESS_INTERVAL_S = 5.0
+# Seconds between checks of free space while it is below --min-free.
+DISK_POLL_S = 5.0
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -123,6 +125,7 @@ class Job:
         workers: int,
         report: JobReport | None = None,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
+        min_free: int = 0,
     ) -> None:
         self.name = name
         self.summary = JobSummary(name)
@@ -132,6 +135,8 @@ class Job:
         self._workers = max(1, workers)
         self._report = report
         self._progress_interval_s = progress_interval_s
+        self._min_free = min_free
+        self._disk_low = False
         self._existing: set[str] = set()
         self._dir_fd = -1
         self._stopped_early = False
@@ -253,6 +258,8 @@ class Job:
         async with receive:
             async for item in receive:
                 try:
+                    if self._min_free:
+                        await self._wait_for_space()
                     result = await self._fetcher.download(
                         item.url, dir_fd=self._dir_fd, name=item.name
                     )
@@ -299,6 +306,26 @@ class Job:
                     bytes=result.bytes,
                     attempts=result.attempts,
                 )
+
+    def _free_bytes(self) -> int:
+        # fstatvfs on the folder we hold: one fast system call, no thread hop.
+        st = os.fstatvfs(self._dir_fd)
+        return st.f_bavail * st.f_frsize
+
+    async def _wait_for_space(self) -> None:
+        """Hold this worker while free space is below --min-free."""
+        stopping = self._fetcher.stopping
+        while (free := self._free_bytes()) < self._min_free:
+            if not self._disk_low:
+                self._disk_low = True
+                log.warning("disk_low", free_bytes=free, min_free=self._min_free)
+            with trio.move_on_after(DISK_POLL_S):
+                await stopping.wait()
+            if stopping.is_set():
+                raise err.Interrupted
+        if self._disk_low:
+            self._disk_low = False
+            log.info("disk_ok", free_bytes=free, min_free=self._min_free)
 
     async def _progress_loop(self) -> None:
         summary = self.summary

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from structlog.typing import EventDict
@@ -15,5 +16,5 @@ def open_list(path: Path) -> int:
     return os.open(path, os.O_RDONLY)
 
 
-def events(logs: list[EventDict], name: str) -> list[EventDict]:
+def events(logs: Sequence[EventDict], name: str) -> list[EventDict]:
     return [e for e in logs if e["event"] == name]

@@ -48,7 +48,12 @@ def test_mixed_hostile_list(server: ImageServer, tmp_path: Path) -> None:
         assert daemon.proc.poll() is None  # still running
     finally:
         assert daemon.stop() == 0
-    assert (summary["ok"], summary["failed"], summary["invalid"], summary["duplicates"]) == (8, 6, 3, 1)
+    assert (summary["ok"], summary["failed"], summary["invalid"], summary["duplicates"]) == (
+        8,
+        6,
+        3,
+        1,
+    )
 
     reasons = {e["url"].rsplit("/", 1)[-1]: e["reason"] for e in daemon.events("download_failed")}
     assert reasons == {

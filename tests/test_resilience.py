@@ -1,0 +1,205 @@
+"""Issue #4: disks that fill, floods of lists, fairness, signals, vanishing folders."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import trio
+from structlog.testing import capture_logs
+from structlog.typing import EventDict
+
+import imgdl_watch.filesink as filesink
+from imgdl_watch.fetcher import Fetcher, FetchOptions
+from imgdl_watch.job import Job
+from imgdl_watch.retrypolicy import Backoff
+from tests.daemonproc import DaemonProcess, drop
+from tests.helpers import events, open_list, write_list
+from tests.imageserver import ImageServer
+
+FAST = FetchOptions(retries=1, backoff=Backoff(base_s=0.001, cap_s=0.002))
+
+
+async def run_job(list_path: Path, output: Path) -> tuple[Job, list[EventDict]]:
+    fd = open_list(list_path)
+    try:
+        async with Fetcher(FAST) as fetcher:
+            job = Job(name="j", list_fd=fd, output=str(output), fetcher=fetcher, workers=4)
+            with capture_logs() as logs:
+                await job.run()
+    finally:
+        os.close(fd)
+    return job, logs
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here; test_enospc_injected covers the same path")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_enospc_on_a_real_full_disk(
+    server: ImageServer, tmp_path: Path, tiny_disk: Path
+) -> None:
+    urls = [f"{server.base}/img/full/{i}.jpg" for i in range(12)]
+    job, logs = await run_job(write_list(tmp_path / "j.txt", urls), tiny_disk)
+    summary = job.summary
+    assert summary.complete and summary.failed > 0 and summary.ok + summary.failed == 12
+    assert {e["reason"] for e in events(logs, "download_failed")} == {"disk_full"}
+    # no temporary file is left behind on the full disk
+    assert not [n for n in os.listdir(tiny_disk / "j") if n.startswith(filesink.TEMP_PREFIX)]
+
+
+async def test_enospc_injected(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    urls = [f"{server.base}/img/inj/{i}.jpg" for i in range(3)]
+    job, logs = await run_job(write_list(tmp_path / "j.txt", urls), tmp_path / "out")
+    assert job.summary.failed == 3
+    assert {e["reason"] for e in events(logs, "download_failed")} == {"disk_full"}
+    assert os.listdir(tmp_path / "out" / "j") == []
+
+
+async def test_min_free_holds_downloads_until_stopped(server: ImageServer, tmp_path: Path) -> None:
+    list_path = write_list(
+        tmp_path / "j.txt", [f"{server.base}/img/free/{i}.jpg" for i in range(3)]
+    )
+    fd = open_list(list_path)
+    async with Fetcher(FAST) as fetcher:
+        job = Job(
+            name="j", list_fd=fd, output=str(tmp_path), fetcher=fetcher, workers=2, min_free=1 << 62
+        )
+        with capture_logs() as logs:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(job.run)
+                with trio.fail_after(5):
+                    while not events(logs, "disk_low"):
+                        await trio.sleep(0.01)
+                fetcher.stopping.set()
+    os.close(fd)
+    assert not job.summary.complete
+    assert sum(server.counts.values()) == 0
+
+
+async def test_short_list_is_not_starved_behind_a_huge_one(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    big = write_list(
+        tmp_path / "big.txt", [f"{server.base}/slow/40/big/{i}.jpg" for i in range(160)]
+    )
+    small = write_list(
+        tmp_path / "small.txt", [f"{server.base}/slow/40/small/{i}.jpg" for i in range(8)]
+    )
+    big_fd, small_fd = open_list(big), open_list(small)
+    progress_when_small_done = -1
+    async with Fetcher(FetchOptions(concurrency=4, per_host=4)) as fetcher:
+        big_job = Job(name="big", list_fd=big_fd, output=str(tmp_path), fetcher=fetcher, workers=4)
+        small_job = Job(
+            name="small", list_fd=small_fd, output=str(tmp_path), fetcher=fetcher, workers=4
+        )
+
+        async def run_small() -> None:
+            nonlocal progress_when_small_done
+            while big_job.summary.ok < 8:
+                await trio.sleep(0.01)
+            await small_job.run()
+            progress_when_small_done = big_job.summary.ok
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(big_job.run)
+            nursery.start_soon(run_small)
+    os.close(big_fd)
+    os.close(small_fd)
+    assert small_job.summary.ok == 8 and big_job.summary.ok == 160
+    # with a FIFO global limiter the small list gets half the slots: it ends
+    # long before the big one, not after it
+    assert progress_when_small_done < 60
+
+
+def test_flood_of_lists_respects_max_jobs(server: ImageServer, tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, "--max-jobs", "3", "--concurrency", "8")
+    count = 300
+    peak_fds = 0
+    try:
+        daemon.wait_event("daemon_started")
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        for n in range(count):
+            write_list(
+                staging / f"f{n:03}.txt", [f"{server.base}/img/flood/{n}/{i}.jpg" for i in range(3)]
+            )
+        for n in range(count):
+            os.rename(staging / f"f{n:03}.txt", daemon.inbox / f"f{n:03}.txt")
+        deadline = time.monotonic() + 120
+        while len(daemon.events("job_finished")) < count:
+            assert time.monotonic() < deadline, "flood did not finish"
+            peak_fds = max(peak_fds, len(os.listdir(f"/proc/{daemon.proc.pid}/fd")))
+            time.sleep(0.05)
+    finally:
+        assert daemon.stop() == 0
+    running = peak = 0
+    for event in daemon.events():
+        if event["event"] == "job_started":
+            running += 1
+            peak = max(peak, running)
+        elif event["event"] in ("job_finished", "job_interrupted", "job_failed"):
+            running -= 1
+    assert peak == 3
+    assert sorted(e["job"] for e in daemon.events("job_finished")) == [
+        f"f{n:03}" for n in range(count)
+    ]
+    assert len(server.counts) == count * 3 and set(server.counts.values()) == {1}
+    assert peak_fds < 150  # bounded by max-jobs and concurrency, not by the number of lists
+
+
+def test_second_signal_stops_at_once(server: ImageServer, tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, "--grace", "60", "--concurrency", "4")
+    daemon.wait_event("daemon_started")
+    drop(
+        daemon.inbox,
+        "slow.txt",
+        "\n".join(f"{server.base}/slow/20000/{i}.jpg" for i in range(8)) + "\n",
+    )
+    daemon.wait_for(lambda _: len(server.counts) >= 4, timeout=20)
+    daemon.signal(signal.SIGINT)
+    daemon.wait_event("daemon_stopping")
+    started = time.monotonic()
+    daemon.signal(signal.SIGINT)
+    assert daemon.proc.wait(10) == 0
+    assert time.monotonic() - started < 3
+    kinds = [e["event"] for e in daemon.events()]
+    assert "daemon_stop_now" in kinds and kinds[-1] == "daemon_stopped"
+    assert (daemon.inbox / "processing" / "slow.txt").exists()
+    assert not [p for p in daemon.output.rglob("*") if p.name.startswith(filesink.TEMP_PREFIX)]
+    daemon.stop()
+
+
+def test_deleted_inbox_and_output_are_recreated(server: ImageServer, tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path)
+    try:
+        daemon.wait_event("daemon_started")
+        subprocess.run(["rm", "-rf", str(daemon.inbox), str(daemon.output)], check=True)
+        daemon.wait_event("inbox_missing", timeout=20)
+        drop(daemon.inbox, "back.txt", f"{server.base}/img/back.jpg\n")
+        finished = daemon.wait_event("job_finished", timeout=20)
+        assert finished[0]["ok"] == 1
+        assert (daemon.output / "back" / "back.jpg").exists()
+        assert daemon.proc.poll() is None
+    finally:
+        assert daemon.stop() == 0
