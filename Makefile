@@ -35,5 +35,27 @@ lint: $(VENV)/.dev-installed
 install:
 	$(PYTHON) -m pip install .
 
+# As root: the service, its user and folders, and an example config.
+# DESTDIR stages the files elsewhere (packaging); only a real install runs
+# systemd-sysusers, systemd-tmpfiles and daemon-reload.
+SERVICE_VENV ?= /opt/imgdl-watch
+install-service:
+	@test "$$(id -u)" = 0 || { echo "install-service: run as root: sudo make install-service" >&2; exit 2; }
+	$(PYTHON) -m venv $(DESTDIR)$(SERVICE_VENV)
+	$(DESTDIR)$(SERVICE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DESTDIR)$(SERVICE_VENV)/bin/python -m pip install --quiet .
+	install -D -m 0644 systemd/imgdl-watch.service $(DESTDIR)/etc/systemd/system/imgdl-watch.service
+	install -D -m 0644 systemd/imgdl-watch.sysusers $(DESTDIR)/etc/sysusers.d/imgdl-watch.conf
+	install -D -m 0644 systemd/imgdl-watch.tmpfiles $(DESTDIR)/etc/tmpfiles.d/imgdl-watch.conf
+	install -D -m 0644 systemd/imgdl-watch.logrotate $(DESTDIR)/etc/logrotate.d/imgdl-watch
+	test -e $(DESTDIR)/etc/imgdl-watch/config.toml || \
+		install -D -m 0644 systemd/config.toml.example $(DESTDIR)/etc/imgdl-watch/config.toml
+	if [ -z "$(DESTDIR)" ]; then \
+		systemd-sysusers /etc/sysusers.d/imgdl-watch.conf && \
+		systemd-tmpfiles --create /etc/tmpfiles.d/imgdl-watch.conf && \
+		{ [ ! -d /run/systemd/system ] || systemctl daemon-reload; }; \
+	fi
+	@echo "installed; now: systemctl enable --now imgdl-watch"
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 import trio
@@ -77,7 +78,9 @@ class Notifier:
         await self.send("STOPPING=1")
 
     async def reloading(self) -> None:
-        await self.send("RELOADING=1")
+        # systemd 253+ wants the monotonic time with RELOADING=1.
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        await self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
     async def watchdog_loop(self) -> None:
         """Ping the watchdog every half interval, forever (if asked for)."""
