@@ -12,8 +12,6 @@ million hosts does not keep a million limiters.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -50,19 +48,31 @@ class HostLimits:
         entry = self._hosts.get(host)
         return self._ceiling if entry is None else int(entry.limiter.total_tokens)
 
-    @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
+    async def acquire(self, host: str) -> None:
+        """Wait for a slot of `host`. Pair with `release(host)` in the same task.
+
+        (Plain methods rather than a context manager: this runs once per
+        attempt, and a generator-based context manager costs several times more.)
+        """
         entry = self._hosts.get(host)
         if entry is None:
             entry = self._hosts[host] = _Host(trio.CapacityLimiter(self._ceiling))
         entry.users += 1
         try:
-            async with entry.limiter:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0 and entry.limiter.total_tokens >= self._ceiling:
-                del self._hosts[host]
+            await entry.limiter.acquire()
+        except BaseException:
+            self._forget_if_idle(host, entry)
+            raise
+
+    def release(self, host: str) -> None:
+        entry = self._hosts[host]
+        entry.limiter.release()
+        self._forget_if_idle(host, entry)
+
+    def _forget_if_idle(self, host: str, entry: _Host) -> None:
+        entry.users -= 1
+        if entry.users == 0 and entry.limiter.total_tokens >= self._ceiling:
+            del self._hosts[host]
 
     def busy(self, host: str) -> None:
         """The host answered 429 or 503: halve its concurrency."""

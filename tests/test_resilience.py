@@ -68,7 +68,7 @@ async def test_enospc_injected(
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "fsync", no_space)
+    monkeypatch.setattr(os, "fdatasync", no_space)
     urls = [f"{server.base}/img/inj/{i}.jpg" for i in range(3)]
     job, logs = await run_job(write_list(tmp_path / "j.txt", urls), tmp_path / "out")
     assert job.summary.failed == 3

@@ -76,7 +76,8 @@ def test_backoff_is_exponential_with_full_jitter(tmp_path: os.PathLike[str]) -> 
 def test_host_limit_halves_on_busy_and_climbs_back_slowly() -> None:
     async def main() -> None:
         hosts = HostLimits(8)
-        async with hosts.slot("h"):
+        await hosts.acquire("h")
+        try:
             hosts.busy("h")
             assert hosts.limit_of("h") == 4
             hosts.busy("h")
@@ -89,6 +90,8 @@ def test_host_limit_halves_on_busy_and_climbs_back_slowly() -> None:
             assert hosts.limit_of("h") == 4
             hosts.set_ceiling(3)
             assert hosts.limit_of("h") == 3
+        finally:
+            hosts.release("h")
         # an idle host below its ceiling is remembered; at the ceiling, forgotten
         assert hosts.limit_of("h") == 3
 
