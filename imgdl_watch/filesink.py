@@ -26,12 +26,6 @@ from .errors import WriteFailed
 # then hold at most 16 MiB. Larger bodies stream to disk in writes this big.
 SPILL_BYTES = 256 * 1024
 TEMP_PREFIX = ".imgdl-tmp-"
-# Threads that publish files at once. fdatasync from many threads at once
-# makes the filesystem's journal thrash (on ext4, 40 threads cost ten times
-# the system CPU of a few); a few threads keep the disk just as busy.
-PUBLISH_THREADS = 4
-_publish_limiter: trio.CapacityLimiter | None = None
-
 # Files are readable by the group: members of the service's group read the
 # downloads (the umask narrows this further where the operator wants).
 FILE_MODE = 0o644
@@ -103,12 +97,9 @@ class FileSink:
         self._temp = None
 
     async def publish(self, name: str) -> None:
-        """Write what is left, fsync, and rename to `name`: one thread hop."""
-        global _publish_limiter
-        if _publish_limiter is None:
-            _publish_limiter = trio.CapacityLimiter(PUBLISH_THREADS)
+        """Write what is left, fdatasync, and rename to `name`: one thread hop."""
         try:
-            await trio.to_thread.run_sync(self._publish, name, limiter=_publish_limiter)
+            await trio.to_thread.run_sync(self._publish, name)
         except OSError as exc:
             raise _write_error(exc) from exc
 
