@@ -57,5 +57,15 @@ install-service:
 	fi
 	@echo "installed; now: systemctl enable --now imgdl-watch"
 
+# Benchmarks: Pillow for the corpus, in this environment only. nginx with the
+# echo module, wget2, aria2c and curl are used when installed:
+#   apt-get install nginx-light libnginx-mod-http-echo wget2 aria2 curl
+$(VENV)/.bench-installed: pyproject.toml $(BIN)/imgdl-watch
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks.run $(ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -20,8 +20,6 @@ import trio
 
 from . import __version__
 from .config import OPTIONS, ConfigError, Option, Settings, env_name, resolve
-from .daemon import Daemon
-from .fetch import fetch_lists
 from .logs import LogFormat, LogOutput, configure
 
 PROG = "imgdl-watch"
@@ -149,6 +147,10 @@ def _log_crash(exc: BaseException) -> None:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    # Imported here: `fetch` needs neither the watcher nor its Rust library,
+    # and a one-shot command's start-up time is part of its wall time.
+    from .daemon import Daemon  # noqa: PLC0415
+
     _check_writable_folder(settings.inbox, "inbox")
     _check_writable_folder(settings.output or "downloads", "output")
     output = _open_log(settings)
@@ -183,6 +185,8 @@ def _open_log(settings: Settings) -> LogOutput:
 
 
 def _fetch(settings: Settings, lists: list[str]) -> int:
+    from .fetch import fetch_lists  # noqa: PLC0415 - see _run
+
     fds = []
     for path in lists:
         try:

@@ -33,7 +33,6 @@ from .inbox import Claim, Inbox, SettleTracker
 from .job import Job, JobError
 from .logs import LogOutput
 from .report import JobReport
-from .retrypolicy import Backoff
 from .sdnotify import Notifier
 from .watcher import ChangeSource, watch, watchfiles_source
 
@@ -44,23 +43,6 @@ STATUS_INTERVAL_S = 2.0
 MAX_IGNORED_REMEMBERED = 10_000
 
 log = structlog.get_logger("imgdl_watch")
-
-
-def fetch_options(settings: Settings) -> FetchOptions:
-    return FetchOptions(
-        concurrency=settings.concurrency,
-        per_host=settings.per_host,
-        retries=settings.retries,
-        max_bytes=settings.max_bytes,
-        user_agent=settings.user_agent,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        total_timeout=settings.total_timeout,
-        max_redirects=settings.max_redirects,
-        any_type=settings.any_type,
-        block_private=settings.block_private,
-        backoff=Backoff(),
-    )
 
 
 class Daemon:
@@ -82,7 +64,7 @@ class Daemon:
         self._notifier = notifier or Notifier()
         self._reload = reload
         self._log_output = log_output
-        self.fetcher = Fetcher(fetch_options(settings))
+        self.fetcher = Fetcher(FetchOptions.from_settings(settings))
         self._job_slots = trio.CapacityLimiter(settings.max_jobs)
         self.jobs: dict[str, Job] = {}
         self._queued: list[Claim] = []

@@ -7,8 +7,7 @@ import os
 import structlog
 
 from .config import Settings
-from .daemon import fetch_options
-from .fetcher import Fetcher
+from .fetcher import Fetcher, FetchOptions
 from .job import Job, JobError
 from .naming import job_stem
 
@@ -19,7 +18,7 @@ async def fetch_lists(settings: Settings, lists: list[tuple[str, int]]) -> bool:
     """Run each list in turn. True when every URL of every list succeeded."""
     all_ok = True
     output = os.path.abspath(settings.output or ".")  # noqa: ASYNC240 - no I/O, only the cwd
-    async with Fetcher(fetch_options(settings)) as fetcher:
+    async with Fetcher(FetchOptions.from_settings(settings)) as fetcher:
         for path, fd in lists:
             stem = job_stem(os.path.basename(path))
             job = Job(

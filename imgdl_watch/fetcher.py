@@ -55,6 +55,7 @@ import structlog
 import trio
 
 from . import errors as err
+from .config import Settings
 from .filesink import FileSink
 from .hostlimits import HostLimits
 from .imagecheck import SNIFF_BYTES, is_image_type, sniff
@@ -106,6 +107,22 @@ class FetchOptions:
     # Refuse loopback, private, link-local and other non-public addresses.
     block_private: bool = False
     backoff: Backoff = field(default_factory=Backoff)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchOptions:
+        return cls(
+            concurrency=settings.concurrency,
+            per_host=settings.per_host,
+            retries=settings.retries,
+            max_bytes=settings.max_bytes,
+            user_agent=settings.user_agent,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            total_timeout=settings.total_timeout,
+            max_redirects=settings.max_redirects,
+            any_type=settings.any_type,
+            block_private=settings.block_private,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +282,7 @@ class Fetcher:
             raise err.Interrupted
         attempts = 1
         try:
-            file, size = await self._attempt(parsed, dir_fd, name)
+            file, sink = await self._attempt(parsed, dir_fd, name)
         except err.DownloadError as exc:
             first_failure: err.DownloadError | None = exc
             if not exc.retryable or self.options.retries == 0:
@@ -282,14 +299,24 @@ class Fetcher:
                         if self.stopping.is_set():
                             raise err.Interrupted from None
                         attempts += 1
-                        file, size = await self._attempt(parsed, dir_fd, name)
+                        file, sink = await self._attempt(parsed, dir_fd, name)
             except err.DownloadError as final:
                 final.attempts = attempts  # type: ignore[attr-defined]
                 raise
         self.hosts.good(host)
-        return Downloaded(url, file, size, time.monotonic() - started, attempts)
+        # The body is whole and the slot is free for the next download while
+        # the disk makes the file durable (fdatasync may take milliseconds).
+        try:
+            await sink.publish(file)
+        except err.DownloadError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            raise
+        finally:
+            sink.discard()
+        return Downloaded(url, file, sink.size, time.monotonic() - started, attempts)
 
-    async def _attempt(self, url: httpx.URL, dir_fd: int, name: str) -> tuple[str, int]:
+    async def _attempt(self, url: httpx.URL, dir_fd: int, name: str) -> tuple[str, FileSink]:
+        """One try under the host's and the global limit: a whole body, not yet published."""
         host = url.host
         await self.hosts.acquire(host)
         try:
@@ -306,7 +333,9 @@ class Fetcher:
         finally:
             self.hosts.release(host)
 
-    async def _follow(self, slot: int, url: httpx.URL, dir_fd: int, name: str) -> tuple[str, int]:
+    async def _follow(
+        self, slot: int, url: httpx.URL, dir_fd: int, name: str
+    ) -> tuple[str, FileSink]:
         seen = {str(url)}
         current = url
         for _hop in range(self.options.max_redirects + 1):
@@ -371,7 +400,8 @@ class Fetcher:
             if not _is_public(address):
                 raise err.BlockedAddress(f"{url.host} resolves to {address}")
 
-    async def _save(self, response: httpx.Response, dir_fd: int, name: str) -> tuple[str, int]:
+    async def _save(self, response: httpx.Response, dir_fd: int, name: str) -> tuple[str, FileSink]:
+        """The checked, complete body in a sink, and its file name; the caller publishes."""
         limit = self.options.max_bytes
         length = _content_length(response)
         if length is not None and length > limit:
@@ -401,10 +431,10 @@ class Fetcher:
                 file += (extension_for(content_type) if typed_image else "") or extension_for(
                     sniffed
                 )
-            await sink.publish(file)
-            return file, sink.size
-        finally:
+            return file, sink
+        except BaseException:
             sink.discard()
+            raise
 
 
 def _content_length(response: httpx.Response) -> int | None:

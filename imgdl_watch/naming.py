@@ -93,6 +93,11 @@ def safe_name(raw: str, *, fallback: str = FALLBACK_NAME, reserve: int = 0) -> s
     return stem + ext
 
 
+def fingerprint(text: str) -> int:
+    """A deterministic 60-bit fingerprint: small enough to be a 32-byte int."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()) >> 4
+
+
 def url_hash(url: str) -> str:
     return hashlib.blake2b(url.encode("utf-8"), digest_size=8).hexdigest()[:HASH_CHARS]
 
@@ -131,17 +136,17 @@ def job_stem(file_name: str) -> str:
 class NameRegistry:
     """Hands out one distinct name per URL, deterministically in list order.
 
-    It remembers a 16-byte digest per name given out, not the name itself, so
+    It remembers a fingerprint per name given out, not the name itself, so
     that memory stays small on lists of a million lines.
     """
 
     __slots__ = ("_taken",)
 
     def __init__(self) -> None:
-        self._taken: set[bytes] = set()
+        self._taken: set[int] = set()
 
     def _claim(self, name: str) -> bool:
-        key = hashlib.blake2b(name.encode("utf-8"), digest_size=16).digest()
+        key = fingerprint(name)
         if key in self._taken:
             return False
         self._taken.add(key)
