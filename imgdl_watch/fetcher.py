@@ -40,17 +40,16 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import random
 import ssl
 import time
-import urllib.request
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Final
 
 import certifi
 import httpx
-import stamina
-import stamina.instrumentation
 import structlog
 import trio
 
@@ -171,15 +170,10 @@ class Fetcher:
         self._global = trio.CapacityLimiter(options.concurrency)
         self._free_slots = list(range(options.concurrency))
         self._slots: dict[int, _SlotTransports] = {}
-        self._proxies = {
-            k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")
-        }
+        self._proxies = _environment_proxies()
         self.hosts = HostLimits(options.per_host)
         # Set when the daemon stops: no new attempt starts after it.
         self.stopping = trio.Event()
-        # We log each retry ourselves, with the URL; stamina's own hooks would
-        # add an event of another shape (and a metric) for each one.
-        stamina.instrumentation.set_on_retry_hooks([])
         self._rand = random.Random()
         self._timeout = httpx.Timeout(
             connect=options.connect_timeout,
@@ -225,7 +219,7 @@ class Fetcher:
         if self._injected is not None:
             return self._injected
         proxy = self._proxies.get(url.scheme)
-        if proxy is not None and urllib.request.proxy_bypass(url.host):
+        if proxy is not None and _bypass_proxy(url.host):
             proxy = None
         transports = self._slots.setdefault(slot, {})
         transport = transports.get(proxy)
@@ -288,6 +282,7 @@ class Fetcher:
             if not exc.retryable or self.options.retries == 0:
                 exc.attempts = attempts  # type: ignore[attr-defined]
                 raise
+            stamina = _stamina()
             try:
                 async for attempt in stamina.retry_context(
                     on=retry_delay, attempts=self.options.retries + 1, timeout=None
@@ -435,6 +430,35 @@ class Fetcher:
         except BaseException:
             sink.discard()
             raise
+
+
+# Imported on first use. A one-shot `fetch` pays for its imports in wall time,
+# and these two are needed only by some runs: stamina (with tenacity) after a
+# first failure, urllib.request when a proxy variable is set. Each costs ~10 ms.
+
+
+def _stamina() -> ModuleType:
+    import stamina  # noqa: PLC0415
+    import stamina.instrumentation  # noqa: PLC0415
+
+    # We log each retry ourselves, with the URL; stamina's own hooks would
+    # add an event of another shape (and a metric) for each one.
+    stamina.instrumentation.set_on_retry_hooks([])
+    return stamina
+
+
+def _environment_proxies() -> dict[str, str]:
+    if not any(key.lower().endswith("_proxy") for key in os.environ):
+        return {}
+    import urllib.request  # noqa: PLC0415
+
+    return {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+
+
+def _bypass_proxy(host: str) -> bool:
+    import urllib.request  # noqa: PLC0415
+
+    return bool(urllib.request.proxy_bypass(host))
 
 
 def _content_length(response: httpx.Response) -> int | None:
