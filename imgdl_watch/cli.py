@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any, NoReturn, cast
 
 import structlog
@@ -74,7 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "lists", nargs="+", metavar="LIST", help="a file of image URLs, one per line"
     )
-    for sub, name in ((run, "run"), (fetch, "fetch")):
+    status = commands.add_parser(
+        "status",
+        help="show what a daemon on an inbox is doing (running jobs, queue, last finished)",
+        description="Show the running jobs with their progress and rates, the lists queued in "
+        "the inbox, the last finished jobs, and whether a daemon is alive on the inbox. "
+        "Works from any shell while the daemon runs; exits 0.",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON document instead")
+    for sub, name in ((run, "run"), (fetch, "fetch"), (status, "status")):
         sub.add_argument(
             "--config",
             metavar="FILE",
@@ -114,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args.command, args)
         if args.command == "run":
             return _run(settings, args)
+        if args.command == "status":
+            return _status(settings, json_output=args.json)
         return _fetch(settings, args.lists)
     except ConfigError as exc:
         return _fail(str(exc))
@@ -153,6 +165,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     _check_writable_folder(settings.inbox, "inbox")
     _check_writable_folder(settings.output or "downloads", "output")
+    if settings.metrics_port is not None:
+        from . import metrics  # noqa: PLC0415 - prometheus-client only when asked for
+
+        try:
+            metrics.serve(settings.metrics_port, settings.metrics_bind)
+        except OSError as exc:
+            where = f"{settings.metrics_bind}:{settings.metrics_port}"
+            raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror}") from None
     output = _open_log(settings)
     daemon = Daemon(settings, reload=lambda: _settings("run", args), log_output=output)
     with _closing_log(output):
@@ -176,10 +196,15 @@ class _Logged(Exception):
     """A crash already written to the log."""
 
 
-def _open_log(settings: Settings) -> LogOutput:
+def _open_log(settings: Settings, *, stream_level: str = "debug") -> LogOutput:
     fmt = cast(LogFormat, settings.log_format)  # config checked it is one of them
     try:
-        return configure(level=settings.log_level, fmt=fmt, log_file=settings.log_file)
+        return configure(
+            level=settings.log_level,
+            fmt=fmt,
+            log_file=settings.log_file,
+            stream_level=stream_level,
+        )
     except OSError as exc:
         raise ConfigError(f"cannot open log file {settings.log_file}: {exc.strerror}") from None
 
@@ -198,11 +223,31 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
             return _fail(f"list {path} is not a regular file")
         fds.append((path, fd))
     _check_writable_folder(settings.output or ".", "output")
-    output = _open_log(settings)
+    # At a terminal: a progress bar, warnings above it, a summary after it.
+    interactive = settings.log_format == "auto" and sys.stdout.isatty()
+    output = _open_log(settings, stream_level="warning" if interactive else "debug")
     try:
         with _closing_log(output):
-            ok = trio.run(fetch_lists, settings, fds)
+            if interactive:
+                from .terminal import ProgressView, summary_paragraph  # noqa: PLC0415
+
+                with ProgressView() as view:
+                    ok = trio.run(partial(fetch_lists, view=view), settings, fds)
+                print(summary_paragraph(view.summaries, os.path.abspath(settings.output or ".")))
+            else:
+                ok = trio.run(fetch_lists, settings, fds)
     finally:
         for _, fd in fds:
             os.close(fd)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _status(settings: Settings, *, json_output: bool) -> int:
+    from .status import collect, render  # noqa: PLC0415
+
+    report = collect(settings.inbox)
+    if json_output:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render(report))
+    return EXIT_OK

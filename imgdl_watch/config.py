@@ -209,6 +209,17 @@ OPTIONS: tuple[Option, ...] = (
         ("run",),
         switch=True,
     ),
+    Option(
+        "metrics_port",
+        _port,
+        None,
+        "serve Prometheus metrics on this port (off when unset)",
+        "PORT",
+        ("run",),
+    ),
+    Option(
+        "metrics_bind", _text, "127.0.0.1", "address the metrics server binds to", "ADDR", ("run",)
+    ),
 )
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -238,6 +249,8 @@ class Settings:
     progress_interval: float
     rescan_interval: float
     force_polling: bool
+    metrics_port: int | None
+    metrics_bind: str
     config: str | None = None
 
     def replace(self, **changes: Any) -> Settings:

@@ -27,17 +27,18 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 import trio
 
+from . import metrics
 from .config import Settings
 from .fetcher import Fetcher, FetchOptions
 from .inbox import Claim, Inbox, SettleTracker
 from .job import Job, JobError
 from .logs import LogOutput
+from .progress import RateMeter, Snapshot
 from .report import JobReport
 from .sdnotify import Notifier
+from .status import STATUS_INTERVAL_S, StatusFile
 from .watcher import ChangeSource, watch, watchfiles_source
 
-# Seconds between STATUS= updates to systemd.
-STATUS_INTERVAL_S = 2.0
 # Names reported by `file_ignored` are remembered so each is reported once;
 # past this many, the memory is cleared rather than grown.
 MAX_IGNORED_REMEMBERED = 10_000
@@ -72,6 +73,10 @@ class Daemon:
         self._stopping = False
         self._watch_stop = trio.Event()
         self._ignored: set[str] = set()
+        self._status = StatusFile(self.inbox, self.output)
+        self._meters: dict[str, RateMeter] = {}
+        self._snapshots: list[Snapshot] = []
+        self._queued_lists = 0
 
     # -- the tree ---------------------------------------------------------
 
@@ -84,12 +89,15 @@ class Daemon:
                     root.start_soon(self._signals, signals, work, intake)
                     root.start_soon(self._notifier.watchdog_loop)
                     root.start_soon(self._status_loop)
+                    root.start_soon(self._notify_loop)
                     log.info(
                         "daemon_started", inbox=self.inbox.root, output=self.output, pid=os.getpid()
                     )
                     await self._notifier.ready(self._status_text())
                     task_status.started()
                 root.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._write_status("stopped")
         log.info("daemon_stopped")
         self._notifier.close()
 
@@ -207,6 +215,7 @@ class Daemon:
         for name, seen in found.items():
             tracker.observe(name, seen, now, wall - seen.mtime_ns / 1e9)
         tracker.forget_missing(set(found))
+        self._queued_lists = len(found)
 
     # -- jobs -------------------------------------------------------------
 
@@ -233,6 +242,7 @@ class Daemon:
                     lambda: self.inbox.finish(claim, paths, failed=summary.failed)
                 )
                 log.info("job_finished", job=claim.stem, **summary.finished_fields())
+                self._status.finished(claim.stem, summary.finished_fields())
             else:
                 report.discard()
                 claim.release()
@@ -311,11 +321,42 @@ class Daemon:
         await self._notifier.ready()
 
     def _status_text(self) -> str:
-        jobs = list(self.jobs.values())
-        done = sum(j.summary.done for j in jobs)
-        return f"{len(jobs)} jobs, {done} images done, {self.fetcher.in_flight} in flight"
+        jobs = len(self.jobs)
+        rate = sum(s.rate_img_s for s in self._snapshots)
+        flight, queued = self.fetcher.in_flight, self._queued_lists
+        return f"{jobs} jobs, {rate:.0f} img/s, {flight} in flight, {queued} queued"
+
+    async def _write_status(self, state: str) -> None:
+        now = trio.current_time()
+        self._snapshots = [
+            self._meters.setdefault(name, RateMeter(job.summary, now)).sample(now)
+            for name, job in self.jobs.items()
+        ]
+        for gone in [name for name in self._meters if name not in self.jobs]:
+            del self._meters[gone]
+        metrics.recorder.gauges(
+            jobs=len(self.jobs), queued=self._queued_lists, in_flight=self.fetcher.in_flight
+        )
+        try:
+            await trio.to_thread.run_sync(
+                lambda: self._status.write(
+                    state=state,
+                    jobs=self._snapshots,
+                    in_flight=self.fetcher.in_flight,
+                    queued=self._queued_lists,
+                )
+            )
+        except OSError as exc:  # the inbox may be gone for a moment: the scan recreates it
+            log.debug("status_write_failed", detail=str(exc))
 
     async def _status_loop(self) -> None:
+        """The status file (for `imgdl-watch status`) and the metrics gauges."""
+        while True:
+            await self._write_status("running")
+            await trio.sleep(STATUS_INTERVAL_S)
+
+    async def _notify_loop(self) -> None:
+        """systemd's STATUS= line, sent when it changes."""
         if not self._notifier.enabled:
             return
         while True:

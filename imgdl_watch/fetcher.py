@@ -54,6 +54,7 @@ import structlog
 import trio
 
 from . import errors as err
+from . import metrics
 from .config import Settings
 from .filesink import FileSink
 from .hostlimits import HostLimits
@@ -376,6 +377,7 @@ class Fetcher:
         status = response.status_code
         retry_after = None
         if status in RETRY_AFTER_STATUSES:
+            metrics.recorder.throttled(response.request.url.host, status)
             retry_after = parse_retry_after(
                 response.headers.get("retry-after"), now=dt.datetime.now(dt.UTC)
             )

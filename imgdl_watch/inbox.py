@@ -36,6 +36,7 @@ LIST_SUFFIX = ".txt"
 PROCESSING = "processing"
 DONE = "done"
 FAILED = "failed"
+STATE = ".imgdl-watch"
 # Editors and downloaders write these while a file is not finished yet.
 _TEMP_PREFIXES = (".", "~", "#")
 
@@ -108,9 +109,11 @@ class Inbox:
         self.processing = os.path.join(self.root, PROCESSING)
         self.done = os.path.join(self.root, DONE)
         self.failed = os.path.join(self.root, FAILED)
+        # The daemons' own files (status), hidden from users and from scans.
+        self.state = os.path.join(self.root, STATE)
 
     def ensure_layout(self) -> None:
-        for folder in (self.root, self.processing, self.done, self.failed):
+        for folder in (self.root, self.processing, self.done, self.failed, self.state):
             os.makedirs(folder, exist_ok=True)
 
     def scan(self) -> tuple[dict[str, Seen], list[str]]:

@@ -14,9 +14,8 @@ that is the inbox's business (or the `fetch` command's).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -24,10 +23,12 @@ import structlog
 import trio
 
 from . import errors as err
+from . import metrics
 from .fetcher import Fetcher
 from .filesink import existing_images, open_job_folder, sweep_temp_files
 from .listparse import InvalidLine, ListedUrl, excerpt, parse_chunks
 from .naming import ADDED_EXTENSIONS, NameRegistry, fingerprint, has_extension
+from .progress import PROGRESS_INTERVAL_S, JobSummary, report_progress
 from .report import JobReport
 
 # Bytes of the list read per system call.
@@ -37,8 +38,6 @@ READ_CHUNK_BYTES = 256 * 1024
 PARSE_BATCH = 1024
 # Longest URL a log line carries; the report has the whole URL.
 LOG_URL_CHARS = 300
-# Seconds between two `job_progress` events.
-PROGRESS_INTERVAL_S = 5.0
 # Worker tasks per download slot: while one writes its finished file to disk
 # (fdatasync can take milliseconds), the other already uses the slot for the
 # next download. With one, a slow disk left slots idle (measured: +15% wall
@@ -56,44 +55,6 @@ class JobError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
-
-
-@dataclass(slots=True)
-class JobSummary:
-    """A job's counters, live while it runs and final when it ends."""
-
-    job: str
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    invalid: int = 0
-    duplicates: int = 0
-    bytes: int = 0
-    # Unique URLs found so far; it is the total once `listed` is True.
-    found: int = 0
-    listed: bool = False
-    # True when every URL of the list got an outcome.
-    complete: bool = False
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def done(self) -> int:
-        return self.ok + self.skipped
-
-    @property
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
-
-    def finished_fields(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "invalid": self.invalid,
-            "duplicates": self.duplicates,
-            "bytes": self.bytes,
-            "elapsed_s": round(self.elapsed_s, 3),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +148,7 @@ class Job:
             self._existing = await trio.to_thread.run_sync(self._prepare_folder)
             send, receive = trio.open_memory_channel[_Work](self._workers)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._progress_loop)
+                nursery.start_soon(report_progress, self.summary, self._progress_interval_s)
                 async with trio.open_nursery() as workers:
                     workers.start_soon(self._produce, send)
                     for _ in range(self._workers):
@@ -242,41 +203,44 @@ class Job:
                 if not batch:
                     summary.listed = True
                     return
-                for entry in batch:
+                # The whole batch is classified first, so that `total` (the
+                # URLs found so far) runs ahead of the downloads.
+                for item in self._classify(batch, dedupe):
                     if stopping.is_set():
                         self._stopped_early = True
                         return
-                    if isinstance(entry, InvalidLine):
-                        summary.invalid += 1
-                        log.warning(
-                            "url_invalid",
-                            line=entry.line,
-                            reason=entry.reason,
-                            excerpt=entry.excerpt,
-                        )
-                        self._record(
-                            outcome="invalid",
-                            line=entry.line,
-                            reason=entry.reason,
-                            excerpt=entry.excerpt,
-                        )
-                        continue
-                    if not dedupe.first_time(entry.url):
-                        summary.duplicates += 1
-                        log.debug("url_duplicate", line=entry.line, url=log_url(entry.url))
-                        self._record(outcome="duplicate", line=entry.line, url=entry.url)
-                        continue
-                    summary.found += 1
-                    name = dedupe.name_for(entry.url)
-                    existing = self._existing_file(name)
-                    if existing is not None:
-                        summary.skipped += 1
-                        log.info("download_skipped", url=log_url(entry.url), file=existing)
-                        self._record(
-                            outcome="skipped", line=entry.line, url=entry.url, file=existing
-                        )
-                        continue
-                    await send.send(_Work(entry.line, entry.url, name))
+                    await send.send(item)
+
+    def _classify(self, batch: list[ListedUrl | InvalidLine], dedupe: Dedupe) -> list[_Work]:
+        """Log and record what needs no download; return what does."""
+        summary = self.summary
+        work = []
+        for entry in batch:
+            if isinstance(entry, InvalidLine):
+                summary.invalid += 1
+                log.warning(
+                    "url_invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt
+                )
+                self._record(
+                    outcome="invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt
+                )
+                continue
+            if not dedupe.first_time(entry.url):
+                summary.duplicates += 1
+                log.debug("url_duplicate", line=entry.line, url=log_url(entry.url))
+                self._record(outcome="duplicate", line=entry.line, url=entry.url)
+                continue
+            summary.found += 1
+            name = dedupe.name_for(entry.url)
+            existing = self._existing_file(name)
+            if existing is not None:
+                summary.skipped += 1
+                metrics.recorder.download("skipped")
+                log.info("download_skipped", url=log_url(entry.url), file=existing)
+                self._record(outcome="skipped", line=entry.line, url=entry.url, file=existing)
+                continue
+            work.append(_Work(entry.line, entry.url, name))
+        return work
 
     async def _work(self, receive: trio.MemoryReceiveChannel[_Work]) -> None:
         summary = self.summary
@@ -293,6 +257,7 @@ class Job:
                     return
                 except err.DownloadError as exc:
                     summary.failed += 1
+                    metrics.recorder.download("failed")
                     status = getattr(exc, "status", None)
                     attempts = getattr(exc, "attempts", None)
                     extra = {"status": status} if status is not None else {}
@@ -314,6 +279,7 @@ class Job:
                     )
                     continue
                 summary.ok += 1
+                metrics.recorder.download("ok", size=result.bytes, seconds=result.elapsed_s)
                 summary.bytes += result.bytes
                 self._existing.add(result.file)
                 log.info(
@@ -351,27 +317,3 @@ class Job:
         if self._disk_low:
             self._disk_low = False
             log.info("disk_ok", free_bytes=free, min_free=self._min_free)
-
-    async def _progress_loop(self) -> None:
-        summary = self.summary
-        last_at, last_done, last_bytes = trio.current_time(), 0, 0
-        while True:
-            await trio.sleep(self._progress_interval_s)
-            now = trio.current_time()
-            span = max(now - last_at, 1e-9)
-            finished = summary.ok + summary.failed
-            rate = (finished - last_done) / span
-            byte_rate = (summary.bytes - last_bytes) / span
-            remaining = summary.found - summary.done - summary.failed
-            eta = round(remaining / rate, 1) if summary.listed and rate > 0 else None
-            log.info(
-                "job_progress",
-                done=summary.done,
-                failed=summary.failed,
-                total=summary.found,
-                bytes=summary.bytes,
-                rate_img_s=round(rate, 2),
-                rate_bytes_s=round(byte_rate),
-                eta_s=eta,
-            )
-            last_at, last_done, last_bytes = now, finished, summary.bytes

@@ -21,6 +21,7 @@ import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
+_LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 def _json_line(event: dict[str, Any]) -> str:
@@ -30,9 +31,20 @@ def _json_line(event: dict[str, Any]) -> str:
 class LogOutput:
     """The sinks of the log: stdout (or another stream) and an optional file."""
 
-    def __init__(self, *, stream: IO[str], console: bool, log_file: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        stream: IO[str] | None,
+        console: bool,
+        log_file: str | None,
+        stream_level: str = "debug",
+    ) -> None:
+        # None means "sys.stdout at each write", so that a live progress
+        # display that redirects stdout keeps its bar below our lines.
         self._stream = stream
-        self._console = structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console else None
+        self._stream_level = _LEVEL_NUMBERS[stream_level]
+        colors = (stream or sys.stdout).isatty()
+        self._console = structlog.dev.ConsoleRenderer(colors=colors) if console else None
         self.log_file = log_file
         self._file: IO[str] | None = None
         self.reopen()
@@ -52,12 +64,17 @@ class LogOutput:
 
     def emit(self, **event: Any) -> None:
         line = None
-        if self._console is not None:
-            self._stream.write(self._console(None, "", dict(event)) + "\n")
-        else:
-            line = _json_line(event)
-            self._stream.write(line + "\n")
-        self._stream.flush()
+        if _LEVEL_NUMBERS.get(event.get("level", "info"), 20) >= self._stream_level:
+            stream = self._stream or sys.stdout
+            if self._console is not None:
+                # A person at a terminal gets the one-line error, never a
+                # traceback; the JSON sinks keep it for whoever debugs.
+                shown = {k: v for k, v in event.items() if k != "traceback"}
+                stream.write(self._console(None, "", shown) + "\n")
+            else:
+                line = _json_line(event)
+                stream.write(line + "\n")
+            stream.flush()
         if self._file is not None:
             self._file.write((line or _json_line(event)) + "\n")
             self._file.flush()
@@ -76,10 +93,15 @@ def configure(
     fmt: LogFormat = "auto",
     log_file: str | None = None,
     stream: IO[str] | None = None,
+    stream_level: str = "debug",
 ) -> LogOutput:
-    """Set up structlog for the process. Returns the output, for reopen and close."""
-    stream = stream if stream is not None else sys.stdout
-    output = LogOutput(stream=stream, console=wants_console(fmt, stream), log_file=log_file)
+    """Set up structlog for the process. Returns the output, for reopen and close.
+
+    `stream_level` narrows what reaches stdout (the file gets every event at
+    `level`): `fetch` at a terminal shows only warnings beside its progress bar.
+    """
+    console = wants_console(fmt, stream or sys.stdout)
+    output = LogOutput(stream=stream, console=console, log_file=log_file, stream_level=stream_level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -1,0 +1,175 @@
+"""What `imgdl-watch status` shows, and the file the daemon keeps it in.
+
+Each daemon rewrites `INBOX/.imgdl-watch/status-<host>-<pid>.json` about once
+a second, atomically (a temporary name, then rename), so that a reader never
+sees half a file. Several daemons on one inbox each keep their own. A clean
+stop writes the file one last time with `"state": "stopped"`; a daemon that
+was killed leaves a file that stops changing. So a daemon is alive when its
+file says so and is fresh (and, on this host, its pid exists).
+
+The reader side (`collect`, `render`) is what the `status` command prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .inbox import Inbox, is_list_name
+from .progress import Snapshot
+
+# Seconds between two writes of the status file.
+STATUS_INTERVAL_S = 1.0
+# A status file older than this belongs to a daemon that is not running.
+STALE_AFTER_S = 10.0
+# Finished jobs kept in the status file.
+RECENT_JOBS = 10
+_PREFIX = "status-"
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class StatusFile:
+    """The daemon's side: what it is doing, written where `status` finds it."""
+
+    inbox: Inbox
+    output: str
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+    started_at: str = field(default_factory=_now_iso)
+    recent: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.inbox.state, f"{_PREFIX}{self.host}-{self.pid}.json")
+
+    def finished(self, job: str, fields: dict[str, Any]) -> None:
+        self.recent.insert(0, {"job": job, "finished_at": _now_iso(), **fields})
+        del self.recent[RECENT_JOBS:]
+
+    def write(self, *, state: str, jobs: list[Snapshot], in_flight: int, queued: int) -> None:
+        document = {
+            "state": state,
+            "pid": self.pid,
+            "host": self.host,
+            "inbox": self.inbox.root,
+            "output": self.output,
+            "started_at": self.started_at,
+            "updated_at": _now_iso(),
+            "in_flight": in_flight,
+            "queued": queued,
+            "running": [{**s.fields(), "elapsed_s": s.elapsed_s} for s in jobs],
+            "recent": self.recent,
+        }
+        temp = f"{self.path}.{self.pid}.tmp"
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(document, handle)
+        os.replace(temp, self.path)
+
+
+def _alive(document: dict[str, Any], mtime: float) -> bool:
+    if document.get("state") != "running" or time.time() - mtime > STALE_AFTER_S:
+        return False
+    if document.get("host") == socket.gethostname():
+        try:
+            os.kill(int(document["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
+def collect(inbox_root: str) -> dict[str, Any]:
+    """Everything `status` shows about an inbox, as one JSON-ready document."""
+    inbox = Inbox(inbox_root)
+    daemons: list[dict[str, Any]] = []
+    try:
+        names = [
+            n for n in os.listdir(inbox.state) if n.startswith(_PREFIX) and n.endswith(".json")
+        ]
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        path = os.path.join(inbox.state, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            mtime = os.stat(path).st_mtime
+        except (OSError, ValueError):
+            continue
+        document["alive"] = _alive(document, mtime)
+        daemons.append(document)
+    try:
+        queued = sorted(n for n in os.listdir(inbox.root) if is_list_name(n))
+    except FileNotFoundError:
+        queued = []
+    live = [d for d in daemons if d["alive"]]
+    recent = sorted(
+        (j for d in daemons for j in d.get("recent", [])),
+        key=lambda j: j["finished_at"],
+        reverse=True,
+    )
+    return {
+        "inbox": inbox.root,
+        "daemon_alive": bool(live),
+        "daemons": [
+            {
+                k: d.get(k)
+                for k in ("pid", "host", "state", "alive", "started_at", "updated_at", "in_flight")
+            }
+            for d in daemons
+        ],
+        "running": [job for d in live for job in d.get("running", [])],
+        "queued": queued,
+        "recent": recent[:RECENT_JOBS],
+    }
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The status document as text for a person."""
+    lines = []
+    live = [d for d in report["daemons"] if d["alive"]]
+    if live:
+        who = ", ".join(f"pid {d['pid']} on {d['host']}" for d in live)
+        lines.append(f"daemon: running ({who}) on {report['inbox']}")
+    else:
+        lines.append(f"daemon: no daemon is running on {report['inbox']}")
+    lines.append("")
+    lines.append(f"running jobs: {len(report['running'])}")
+    for job in report["running"]:
+        total = job["total"]
+        pct = f"{100 * (job['done'] + job['failed']) / total:.0f}%" if total else "-"
+        eta = f", eta {job['eta_s']:.0f} s" if job.get("eta_s") is not None else ""
+        lines.append(
+            f"  {job['job']}: {job['done']}/{total} done, {job['failed']} failed ({pct}), "
+            f"{_size(job['bytes'])}, {job['rate_img_s']:.1f} img/s, "
+            f"{_size(job['rate_bytes_s'])}/s{eta}"
+        )
+    lines.append(f"queued lists: {len(report['queued'])}")
+    lines.extend(f"  {name}" for name in report["queued"][:20])
+    if len(report["queued"]) > 20:
+        lines.append(f"  ... and {len(report['queued']) - 20} more")
+    lines.append(f"last finished: {len(report['recent'])}")
+    for job in report["recent"]:
+        lines.append(
+            f"  {job['job']} at {job['finished_at']}: {job['ok']} ok, {job['failed']} failed, "
+            f"{job['skipped']} skipped, {job['invalid']} invalid ({job['elapsed_s']:.1f} s)"
+        )
+    return "\n".join(lines)

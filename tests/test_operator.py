@@ -1,0 +1,174 @@
+"""Issue #7: progress events, `status`, metrics, and `fetch` at a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import trio
+import trio.testing
+from structlog.testing import capture_logs
+
+from imgdl_watch.progress import JobSummary, report_progress
+from tests.daemonproc import DaemonProcess, drop
+from tests.imageserver import ImageServer
+
+
+def test_progress_cadence_and_fields_on_a_fake_clock() -> None:
+    summary = JobSummary("cats", found=100)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(report_progress, summary, 5.0)
+            await trio.sleep(2.5)
+            summary.ok, summary.bytes = 40, 4_000_000
+            await trio.sleep(5.0)  # t = 7.5: the first event (t=5) is out
+            summary.ok, summary.failed, summary.listed, summary.bytes = 80, 10, True, 8_000_000
+            await trio.sleep(5.0)  # t = 12.5: the second (t=10) is out
+            nursery.cancel_scope.cancel()
+
+    with capture_logs() as logs:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    events = [e for e in logs if e["event"] == "job_progress"]
+    assert len(events) == 2  # every 5 s, not once per image
+    first, second = events
+    assert (first["done"], first["total"], first["rate_img_s"], first["eta_s"]) == (
+        40,
+        100,
+        8.0,
+        None,
+    )
+    assert first["rate_bytes_s"] == 800_000
+    assert (second["done"], second["failed"], second["rate_img_s"]) == (80, 10, 10.0)
+    assert second["eta_s"] == 1.0  # 10 left at 10 img/s, now that the list is read
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def status(inbox: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imgdl_watch", "status", "--inbox", str(inbox), *args],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_status_and_metrics_of_a_running_daemon(server: ImageServer, tmp_path: Path) -> None:
+    port = free_port()
+    daemon = DaemonProcess(
+        tmp_path, "--metrics-port", str(port), "--concurrency", "2", "--max-jobs", "1"
+    )
+    try:
+        daemon.wait_event("daemon_started")
+        drop(
+            daemon.inbox,
+            "long.txt",
+            "".join(f"{server.base}/slow/300/{i}.jpg\n" for i in range(40)),
+        )
+        daemon.wait_event("download_ok", count=4)
+        drop(daemon.inbox, "next.txt", f"{server.base}/img/next.jpg\n")  # waits: max-jobs 1
+        time.sleep(1.5)  # the status file is rewritten every second
+
+        report = json.loads(status(daemon.inbox, "--json").stdout)
+        assert report["daemon_alive"] is True
+        running = report["running"]
+        assert [j["job"] for j in running] == ["long"]
+        assert running[0]["total"] == 40 and 4 <= running[0]["done"] < 40
+        assert {"rate_img_s", "rate_bytes_s", "eta_s", "bytes", "failed"} <= running[0].keys()
+        assert report["queued"] == ["next.txt"]
+
+        text = status(daemon.inbox)
+        assert text.returncode == 0
+        assert (
+            "daemon: running" in text.stdout
+            and "long:" in text.stdout
+            and "next.txt" in text.stdout
+        )
+
+        scraped = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
+        for name in (
+            'imgdl_downloads_total{result="ok"}',
+            "imgdl_download_bytes_total",
+            "imgdl_download_duration_seconds_bucket",
+            "imgdl_jobs_running 1.0",
+            "imgdl_downloads_in_flight",
+            "imgdl_lists_queued",
+        ):
+            assert name in scraped, name
+        daemon.wait_event("job_finished", count=2, timeout=60)
+    finally:
+        assert daemon.stop() == 0
+    after = status(daemon.inbox, "--json")
+    report = json.loads(after.stdout)
+    assert after.returncode == 0
+    assert report["daemon_alive"] is False
+    assert sorted(j["job"] for j in report["recent"]) == ["long", "next"]
+    assert "no daemon is running" in status(daemon.inbox).stdout
+
+
+def test_status_without_any_daemon(tmp_path: Path) -> None:
+    result = status(tmp_path / "nothing-here")
+    assert result.returncode == 0
+    assert "no daemon is running" in result.stdout
+
+
+def test_throttled_hosts_are_counted(server: ImageServer, tmp_path: Path) -> None:
+    port = free_port()
+    daemon = DaemonProcess(tmp_path, "--metrics-port", str(port))
+    try:
+        daemon.wait_event("daemon_started")
+        drop(daemon.inbox, "busy.txt", f"{server.base}/flaky/2/429/a.jpg?ra=0\n")
+        daemon.wait_event("job_finished")
+        scraped = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
+    finally:
+        assert daemon.stop() == 0
+    assert 'imgdl_host_throttled_total{host="127.0.0.1",status="429"} 2.0' in scraped
+
+
+def test_fetch_at_a_terminal_shows_a_bar_and_a_summary(server: ImageServer, tmp_path: Path) -> None:
+    (tmp_path / "tty.txt").write_text(
+        "".join(f"{server.base}/img/t{i}.jpg\n" for i in range(30))
+        + f"{server.base}/status/404/x.jpg\n"
+    )
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgdl_watch", "fetch", "tty.txt", "--retries", "0"],
+        cwd=tmp_path, stdin=child, stdout=child, stderr=child, env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+    os.close(child)
+    output = b""
+    while True:
+        ready, _, _ = select.select([main], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    code = proc.wait(30)
+    os.close(main)
+    text = output.decode(errors="replace")
+    assert code == 1
+    assert "Fetched 30 images" in text and "1 failed" in text
+    assert "30/31" in text or "31/31" in text  # the bar counted them
+    assert "download_failed" in text  # warnings above the bar
+    assert "download_ok" not in text  # not one line per image at a terminal
+    assert "Traceback" not in text
