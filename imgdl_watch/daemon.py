@@ -178,7 +178,7 @@ class Daemon:
                 # daemons sharing the inbox share its lists too.
                 token = object()
                 await self._job_slots.acquire_on_behalf_of(token)
-                taken = await trio.to_thread.run_sync(self._claim, name)
+                taken = await trio.to_thread.run_sync(self.inbox.claim, name)
                 if taken is None:
                     # Taken by another daemon, or its stem is busy: a finished
                     # job or the next rescan wakes us to try again.
@@ -193,9 +193,6 @@ class Daemon:
                 wake_at = min(wake_at, deadline)
             with trio.move_on_at(wake_at):
                 await self._wake_receive.receive()
-
-    def _claim(self, name: str) -> Claim | None:
-        return self.inbox.claim(name)
 
     async def _scan(self, tracker: SettleTracker) -> None:
         try:

@@ -39,6 +39,7 @@ the body is read, and again against the bytes as they stream.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import os
 import random
@@ -439,6 +440,7 @@ class Fetcher:
 # first failure, urllib.request when a proxy variable is set. Each costs ~10 ms.
 
 
+@functools.cache
 def _stamina() -> ModuleType:
     import stamina  # noqa: PLC0415
     import stamina.instrumentation  # noqa: PLC0415
