@@ -171,6 +171,7 @@ class Fetcher:
         self._ssl: ssl.SSLContext | None = None
         self._global = trio.CapacityLimiter(options.concurrency)
         self._free_slots = list(range(options.concurrency))
+        self._slot_ids = options.concurrency
         self._slots: dict[int, _SlotTransports] = {}
         self._proxies = _environment_proxies()
         self.hosts = HostLimits(options.per_host)
@@ -210,9 +211,11 @@ class Fetcher:
 
     def set_limits(self, *, concurrency: int, per_host: int) -> None:
         """Apply new limits while running (config reload)."""
-        current = int(self._global.total_tokens)
-        if concurrency > current:
-            self._free_slots.extend(range(current, concurrency))
+        # Slot ids are never taken away: after a decrease, the limiter alone
+        # keeps the extra slots idle, and a later increase reuses them.
+        if concurrency > self._slot_ids:
+            self._free_slots.extend(range(self._slot_ids, concurrency))
+            self._slot_ids = concurrency
         self._global.total_tokens = concurrency
         self.hosts.set_ceiling(per_host)
 

@@ -123,3 +123,16 @@ def test_busy_host_gets_fewer_requests_at_once(tmp_path: os.PathLike[str]) -> No
 
     run_on_mock_clock(main)
     assert limits == [1]
+
+
+def test_reloaded_limits_never_share_a_slot() -> None:
+    async def main() -> None:
+        fetcher = Fetcher(FetchOptions(concurrency=4))
+        fetcher.set_limits(concurrency=2, per_host=8)
+        fetcher.set_limits(concurrency=6, per_host=8)
+        assert sorted(fetcher._free_slots) == list(range(6))  # no id twice
+        assert fetcher._global.total_tokens == 6
+        fetcher.set_limits(concurrency=3, per_host=2)
+        assert fetcher._global.total_tokens == 3 and fetcher.hosts.ceiling == 2
+
+    trio.run(main)
