@@ -129,16 +129,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fetch(settings, args.lists)
     except ConfigError as exc:
         return _fail(str(exc))
+    except BaseExceptionGroup as group:
+        # Trio wraps what its tasks raise. A Ctrl-C before our own signal
+        # handling is in place arrives this way; anything else is a crash.
+        interrupt, rest = group.split(KeyboardInterrupt)
+        if interrupt is not None and rest is None:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if isinstance(group, Exception):
+            return _crash(group)
+        raise
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, never a traceback
-        leaf = _first_leaf(exc.__cause__ if isinstance(exc, _Logged) and exc.__cause__ else exc)
-        if not isinstance(exc, _Logged):
-            _log_crash(leaf)
-        return _fail(
-            f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", EXIT_FAILED
-        )
+        return _crash(exc)
+
+
+def _crash(exc: Exception) -> int:
+    """A bug: log it (once) with its traceback, and tell the user in one line."""
+    leaf = _first_leaf(exc.__cause__ if isinstance(exc, _Logged) and exc.__cause__ else exc)
+    if not isinstance(exc, _Logged):
+        _log_crash(leaf)
+    return _fail(f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", 1)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -210,7 +223,7 @@ def _open_log(settings: Settings, *, stream_level: str = "debug") -> LogOutput:
 
 
 def _fetch(settings: Settings, lists: list[str]) -> int:
-    from .fetch import fetch_lists  # noqa: PLC0415 - see _run
+    from .fetch import Outcome, fetch_lists  # noqa: PLC0415 - see _run
 
     fds = []
     for path in lists:
@@ -232,14 +245,17 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
                 from .terminal import ProgressView, summary_paragraph  # noqa: PLC0415
 
                 with ProgressView() as view:
-                    ok = trio.run(partial(fetch_lists, view=view), settings, fds)
+                    outcome = trio.run(partial(fetch_lists, view=view), settings, fds)
                 print(summary_paragraph(view.summaries, os.path.abspath(settings.output or ".")))
             else:
-                ok = trio.run(fetch_lists, settings, fds)
+                outcome = trio.run(fetch_lists, settings, fds)
     finally:
         for _, fd in fds:
             os.close(fd)
-    return EXIT_OK if ok else EXIT_FAILED
+    if outcome is Outcome.INTERRUPTED:
+        print(f"{PROG}: interrupted; run the same command again to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome is Outcome.OK else EXIT_FAILED
 
 
 def _status(settings: Settings, *, json_output: bool) -> int:

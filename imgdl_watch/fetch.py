@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import os
+import signal
+from collections.abc import AsyncIterator
 
 import structlog
 import trio
@@ -16,19 +19,42 @@ from .terminal import ProgressView
 log = structlog.get_logger("imgdl_watch")
 
 
+class Outcome(enum.Enum):
+    OK = "every URL succeeded"
+    FAILED = "some URL failed or was invalid"
+    INTERRUPTED = "stopped by SIGINT or SIGTERM"
+
+
 async def fetch_lists(
     settings: Settings, lists: list[tuple[str, int]], *, view: ProgressView | None = None
-) -> bool:
-    """Run each list in turn. True when every URL of every list succeeded."""
+) -> Outcome:
+    """Run each list in turn, until done or until SIGINT or SIGTERM.
+
+    A signal cancels everything at once (a one-shot command has no grace
+    period): temporary files go, finished images stay, and the next run
+    skips them.
+    """
     output = os.path.abspath(settings.output or ".")  # noqa: ASYNC240 - no I/O, only the cwd
-    async with Fetcher(FetchOptions.from_settings(settings)) as fetcher:
-        if view is None:
-            return await _run_lists(settings, lists, fetcher, output, None)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(view.refresh_loop)
+    interrupted = False
+
+    async def on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+        nonlocal interrupted
+        async for _signum in signals:  # pragma: no branch
+            interrupted = True
+            scope.cancel()
+
+    all_ok = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        options = FetchOptions.from_settings(settings)
+        async with Fetcher(options) as fetcher, trio.open_nursery() as nursery:
+            nursery.start_soon(on_signal, signals, nursery.cancel_scope)
+            if view is not None:
+                nursery.start_soon(view.refresh_loop)
             all_ok = await _run_lists(settings, lists, fetcher, output, view)
             nursery.cancel_scope.cancel()
-        return all_ok
+    if interrupted:
+        return Outcome.INTERRUPTED
+    return Outcome.OK if all_ok else Outcome.FAILED
 
 
 async def _run_lists(

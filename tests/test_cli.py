@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,36 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
 def test_config_errors_are_one_line() -> None:
     with pytest.raises(ConfigError, match="IMGDL_WATCH_CONCURRENCY: concurrency must be 1 or more"):
         resolve("run", {}, env={"IMGDL_WATCH_CONCURRENCY": "-1"}, config_path=None)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_fetch_interrupted_exits_130_cleanly(
+    server: ImageServer, tmp_path: Path, signum: int
+) -> None:
+    (tmp_path / "slow.txt").write_text(
+        "".join(f"{server.base}/slow/5000/{i}.jpg\n" for i in range(8))
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgdl_watch", "fetch", "slow.txt", "--log-format", "json"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while len(server.counts) < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert "interrupted" in one_clean_line(err)
+    assert [p.name for p in (tmp_path / "slow").iterdir()] == []  # no temporary file left
+
+
+def test_unwritable_folder_exits_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = subprocess.run(
+        [sys.executable, "-m", "imgdl_watch", "run", "--inbox", str(tmp_path / "in"),
+         "--output", str(blocker / "out")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot create output folder" in one_clean_line(result.stderr)

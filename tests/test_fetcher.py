@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 from typing import Any
@@ -202,3 +203,19 @@ async def test_global_concurrency_holds(server: ImageServer, out_fd: int) -> Non
             nursery.cancel_scope.cancel()
     assert peak == 3
     assert len(files(out_fd)) == 12
+
+
+async def test_retry_after_as_an_http_date_from_a_real_server(
+    server: ImageServer, out_fd: int
+) -> None:
+    from email.utils import format_datetime
+    from urllib.parse import quote
+
+    from structlog.testing import capture_logs
+
+    when = format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2), usegmt=True)
+    path = f"/flaky/1/429/dated.jpg?ra={quote(when)}"
+    with capture_logs() as logs:
+        await get(server, out_fd, path, backoff=Backoff(retry_after_cap_s=30))
+    delays = [e["delay_s"] for e in logs if e["event"] == "download_retry"]
+    assert len(delays) == 1 and 0.5 <= delays[0] <= 2.5  # the date, not our own tiny backoff
