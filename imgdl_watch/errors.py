@@ -41,6 +41,10 @@ class DownloadError(Exception):
         super().__init__(detail)
         if reason is not None:
             self.reason = reason
+        # Attempts made before giving up; the fetcher sets it.
+        self.attempts = 0
+        # The HTTP status, for an HTTP error.
+        self.status: int | None = None
 
     @property
     def detail(self) -> str:

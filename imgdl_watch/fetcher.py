@@ -251,6 +251,7 @@ class Fetcher:
         started = time.monotonic()
         parsed = httpx.URL(url)
         host = parsed.host
+        attempts = 0
 
         def retry_delay(exc: Exception) -> bool | float:
             if not isinstance(exc, err.DownloadError) or not exc.retryable:
@@ -267,7 +268,7 @@ class Fetcher:
                 url=url,
                 attempt=attempts,
                 reason=exc.reason,
-                status=getattr(exc, "status", None),
+                status=exc.status,
                 delay_s=round(delay, 3),
             )
             return delay
@@ -285,7 +286,7 @@ class Fetcher:
         except err.DownloadError as exc:
             first_failure: err.DownloadError | None = exc
             if not exc.retryable or self.options.retries == 0:
-                exc.attempts = attempts  # type: ignore[attr-defined]
+                exc.attempts = attempts
                 raise
             stamina = _stamina()
             try:
@@ -301,7 +302,7 @@ class Fetcher:
                         attempts += 1
                         file, sink = await self._attempt(parsed, dir_fd, name)
             except err.DownloadError as final:
-                final.attempts = attempts  # type: ignore[attr-defined]
+                final.attempts = attempts
                 raise
         self.hosts.good(host)
         # The body is whole and the slot is free for the next download while
@@ -309,7 +310,7 @@ class Fetcher:
         try:
             await sink.publish(file)
         except err.DownloadError as exc:
-            exc.attempts = attempts  # type: ignore[attr-defined]
+            exc.attempts = attempts
             raise
         finally:
             sink.discard()

@@ -258,8 +258,7 @@ class Job:
                 except err.DownloadError as exc:
                     summary.failed += 1
                     metrics.recorder.download("failed")
-                    status = getattr(exc, "status", None)
-                    attempts = getattr(exc, "attempts", None)
+                    status, attempts = exc.status, exc.attempts
                     extra = {"status": status} if status is not None else {}
                     log.warning(
                         "download_failed",

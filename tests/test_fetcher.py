@@ -63,7 +63,7 @@ async def test_500_is_retried_then_fails(server: ImageServer, out_fd: int) -> No
     exc = await fails(server, out_fd, "/status/500/x.jpg", retries=3)
     assert isinstance(exc, err.HttpStatusError) and exc.status == 500
     assert server.counts["/status/500/x.jpg"] == 4
-    assert exc.attempts == 4  # type: ignore[attr-defined]
+    assert exc.attempts == 4
 
 
 @pytest.mark.parametrize(
