@@ -57,7 +57,7 @@ import trio
 from . import errors as err
 from . import metrics
 from .config import Settings
-from .filesink import FileSink
+from .filesink import FileSink, GroupCommit
 from .hostlimits import HostLimits
 from .imagecheck import SNIFF_BYTES, is_image_type, sniff
 from .naming import extension_for, has_extension
@@ -191,6 +191,8 @@ class Fetcher:
             "Accept-Encoding": "identity",
         }
         self._extensions = {"timeout": self._timeout.as_dict()}
+        # Finished bodies are written to disk in batches, one thread hop each.
+        self._commit = GroupCommit()
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -308,7 +310,7 @@ class Fetcher:
         # The body is whole and the slot is free for the next download while
         # the disk makes the file durable (fdatasync may take milliseconds).
         try:
-            await sink.publish(file)
+            await self._commit.publish(sink, file)
         except err.DownloadError as exc:
             exc.attempts = attempts
             raise

@@ -1,0 +1,107 @@
+"""FileSink and GroupCommit on real files, with real worker threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+import imgdl_watch.filesink as filesink
+from imgdl_watch import errors as err
+from imgdl_watch.filesink import TEMP_PREFIX, FileSink, GroupCommit
+
+
+async def publish(commit: GroupCommit, dir_fd: int, name: str, body: bytes) -> None:
+    sink = FileSink(dir_fd)
+    await sink.write(body)
+    try:
+        await commit.publish(sink, name)
+    finally:
+        sink.discard()
+
+
+async def test_files_published_together_share_thread_hops(
+    out_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    real = filesink._publish_batch
+
+    def counting(batch: list[filesink._Entry]) -> None:
+        batches.append(len(batch))
+        real(batch)
+
+    monkeypatch.setattr(filesink, "_publish_batch", counting)
+    commit = GroupCommit()
+    async with trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(publish, commit, out_fd, f"{i}.jpg", bytes([i]) * 1000)
+    assert sorted(os.listdir(out_fd)) == sorted(f"{i}.jpg" for i in range(50))
+    for i in range(50):
+        assert Path(f"/proc/self/fd/{out_fd}/{i}.jpg").read_bytes() == bytes([i]) * 1000
+    assert sum(batches) == 50
+    assert len(batches) < 50  # files that finished together went together
+
+
+async def test_an_error_reaches_only_its_own_file(out_fd: int) -> None:
+    os.mkdir("taken.jpg", dir_fd=out_fd)  # renaming a file onto a folder fails
+    commit = GroupCommit()
+    outcomes: dict[str, str] = {}
+
+    async def one(name: str) -> None:
+        try:
+            await publish(commit, out_fd, name, b"x" * 100)
+            outcomes[name] = "ok"
+        except err.WriteFailed as exc:
+            outcomes[name] = exc.reason
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a.jpg", "taken.jpg", "b.jpg"):
+            nursery.start_soon(one, name)
+    assert outcomes == {"a.jpg": "ok", "taken.jpg": "write_error", "b.jpg": "ok"}
+    assert not [n for n in os.listdir(out_fd) if n.startswith(TEMP_PREFIX)]
+
+
+async def test_a_cancelled_waiter_leaves_nothing_and_blocks_no_one(out_fd: int) -> None:
+    commit = GroupCommit()
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(publish, commit, out_fd, f"keep{i}.jpg", b"k" * 10)
+        with trio.CancelScope() as scope:
+            scope.cancel()  # cancelled before its batch starts: it must leave the queue
+            await publish(commit, out_fd, "gone.jpg", b"g" * 10)
+        for i in range(20):
+            nursery.start_soon(publish, commit, out_fd, f"late{i}.jpg", b"l" * 10)
+    names = set(os.listdir(out_fd))
+    assert "gone.jpg" not in names
+    assert {f"keep{i}.jpg" for i in range(20)} | {f"late{i}.jpg" for i in range(20)} == names
+
+
+async def test_a_waiter_cancelled_in_the_queue_leaves_it(
+    out_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    release = threading.Event()
+    real = filesink._publish_batch
+    first = True
+
+    def held(batch: list[filesink._Entry]) -> None:
+        nonlocal first
+        if first:
+            first = False
+            release.wait(10)  # the first batch stays in its thread until released
+        real(batch)
+
+    monkeypatch.setattr(filesink, "_publish_batch", held)
+    commit = GroupCommit()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publish, commit, out_fd, "first.jpg", b"1")
+        await trio.sleep(0.05)  # first.jpg leads, and its batch is held
+        with trio.move_on_after(0.05):
+            await publish(commit, out_fd, "gone.jpg", b"g")  # queued, then cancelled
+        nursery.start_soon(publish, commit, out_fd, "next.jpg", b"n")
+        await trio.sleep(0.05)
+        release.set()
+    assert sorted(os.listdir(out_fd)) == ["first.jpg", "next.jpg"]
