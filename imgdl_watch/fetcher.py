@@ -77,9 +77,9 @@ _OK: Final = frozenset({200, 203})
 log = structlog.get_logger("imgdl_watch")
 
 
-# A slot's transports: direct (key None) and, when the environment names
-# proxies, one per proxy URL.
-_SlotTransports = dict[str | None, httpx.AsyncHTTPTransport]
+# A slot's transports, by (proxy URL or None for direct, TLS or not): a plain
+# http transport never needs the SSL context.
+_SlotTransports = dict[tuple[str | None, bool], httpx.AsyncHTTPTransport]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +228,19 @@ class Fetcher:
         proxy = self._proxies.get(url.scheme)
         if proxy is not None and _bypass_proxy(url.host):
             proxy = None
+        tls = url.scheme == "https"
         transports = self._slots.setdefault(slot, {})
-        transport = transports.get(proxy)
+        transport = transports.get((proxy, tls))
         if transport is None:
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context(cafile=certifi.where())
-            transport = transports[proxy] = httpx.AsyncHTTPTransport(
-                verify=self._ssl,
+            # The SSL context (certifi's bundle, ~20 ms to load) is built for
+            # the first https URL only: a list of http URLs never needs it.
+            verify: ssl.SSLContext | bool = False
+            if tls:
+                if self._ssl is None:
+                    self._ssl = ssl.create_default_context(cafile=certifi.where())
+                verify = self._ssl
+            transport = transports[proxy, tls] = httpx.AsyncHTTPTransport(
+                verify=verify,
                 limits=httpx.Limits(
                     max_connections=SLOT_CONNECTIONS,
                     max_keepalive_connections=SLOT_CONNECTIONS,

@@ -34,7 +34,10 @@ from .report import JobReport
 # Bytes of the list read per system call.
 READ_CHUNK_BYTES = 256 * 1024
 # Entries parsed per hop to a worker thread: the hop costs ~100 µs, parsing
-# an entry a few µs, so a batch amortises the hop without stalling the loop.
+# an entry ~20 µs (it is validated as a URL), so a batch amortises the hop.
+# The first batch is small, so that the first download starts within a
+# millisecond or two; each next one doubles, up to the largest.
+FIRST_PARSE_BATCH = 32
 PARSE_BATCH = 1024
 # Longest URL a log line carries; the report has the whole URL.
 LOG_URL_CHARS = 300
@@ -66,6 +69,10 @@ class _Work:
 
 def log_url(url: str) -> str:
     return url if len(url) <= LOG_URL_CHARS else excerpt(url, LOG_URL_CHARS)
+
+
+def _take(entries: Iterator[ListedUrl | InvalidLine], count: int) -> list[ListedUrl | InvalidLine]:
+    return list(islice(entries, count))
 
 
 class Dedupe:
@@ -183,33 +190,48 @@ class Job:
             self._report.record(**fields)
 
     async def _produce(self, send: trio.MemorySendChannel[_Work]) -> None:
-        summary = self.summary
+        """Feed the workers, one batch behind the reader.
+
+        The reader classifies whole batches (so that `total`, the URLs found
+        so far, runs ahead of the downloads) and keeps one in hand; this task
+        passes their items on as workers take them. At most two batches of
+        work are in memory, whatever the length of the list.
+        """
         stopping = self._fetcher.stopping
+        batches_send, batches_receive = trio.open_memory_channel[list[_Work]](1)
+        async with send, trio.open_nursery() as nursery:
+            nursery.start_soon(self._read, batches_send)
+            async with batches_receive:
+                async for work in batches_receive:
+                    for item in work:
+                        if stopping.is_set():
+                            self._stopped_early = True
+                            nursery.cancel_scope.cancel()
+                            return
+                        await send.send(item)
+
+    async def _read(self, batches: trio.MemorySendChannel[list[_Work]]) -> None:
+        """Parse and classify the list in batches, the first one small."""
         dedupe = Dedupe()
-        async with send:
+        async with batches:
             try:
                 entries = _read_entries(self._list_fd)
             except OSError as exc:
                 self._list_error = JobError("list_unreadable", exc.strerror or str(exc))
                 return
-            while True:
+            size = FIRST_PARSE_BATCH
+            while not self._fetcher.stopping.is_set():
                 try:
-                    batch = await trio.to_thread.run_sync(
-                        lambda: list(islice(entries, PARSE_BATCH))
-                    )
+                    batch = await trio.to_thread.run_sync(_take, entries, size)
                 except OSError as exc:
                     self._list_error = JobError("list_unreadable", exc.strerror or str(exc))
                     return
                 if not batch:
-                    summary.listed = True
+                    self.summary.listed = True
                     return
-                # The whole batch is classified first, so that `total` (the
-                # URLs found so far) runs ahead of the downloads.
-                for item in self._classify(batch, dedupe):
-                    if stopping.is_set():
-                        self._stopped_early = True
-                        return
-                    await send.send(item)
+                size = min(size * 2, PARSE_BATCH)
+                await batches.send(self._classify(batch, dedupe))
+            self._stopped_early = True
 
     def _classify(self, batch: list[ListedUrl | InvalidLine], dedupe: Dedupe) -> list[_Work]:
         """Log and record what needs no download; return what does."""

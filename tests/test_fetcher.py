@@ -219,3 +219,14 @@ async def test_retry_after_as_an_http_date_from_a_real_server(
         await get(server, out_fd, path, backoff=Backoff(retry_after_cap_s=30))
     delays = [e["delay_s"] for e in logs if e["event"] == "download_retry"]
     assert len(delays) == 1 and 0.5 <= delays[0] <= 2.5  # the date, not our own tiny backoff
+
+
+async def test_https_to_a_plain_http_port_fails_as_a_connect_error(
+    server: ImageServer, out_fd: int
+) -> None:
+    port = server.server_address[1]
+    async with Fetcher(options(retries=0)) as fetcher:
+        with pytest.raises(err.ConnectFailed):
+            await fetcher.download(
+                f"https://127.0.0.1:{port}/img/t.jpg", dir_fd=out_fd, name="t.jpg"
+            )
