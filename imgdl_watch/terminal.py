@@ -112,8 +112,9 @@ def summary_paragraph(summaries: list[JobSummary], output: str) -> str:
         f"; {skipped} were already there."
     )
     if failed or invalid:
+        lines = "line was not a valid URL" if invalid == 1 else "lines were not valid URLs"
         text += (
-            f" {failed} failed and {invalid} lines were not valid URLs: the log says why"
+            f" {failed} failed and {invalid} {lines}: the log says why"
             " (run with --log-format json for every event)."
         )
     else:
