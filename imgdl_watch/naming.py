@@ -133,6 +133,28 @@ def job_stem(file_name: str) -> str:
     return safe_name(stem, fallback=FALLBACK_JOB)
 
 
+class FingerprintSet:
+    """A set of strings that keeps only their 60-bit fingerprints (small ints).
+
+    A million entries cost ~80 MB instead of the strings themselves. Two
+    distinct strings share a fingerprint with a probability of about 4e-7
+    in a million; the second is then taken for the first.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: set[int] = set()
+
+    def add(self, text: str) -> bool:
+        """Add `text`; True if it was not there yet."""
+        key = fingerprint(text)
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        return True
+
+
 class NameRegistry:
     """Hands out one distinct name per URL, deterministically in list order.
 
@@ -143,14 +165,10 @@ class NameRegistry:
     __slots__ = ("_taken",)
 
     def __init__(self) -> None:
-        self._taken: set[int] = set()
+        self._taken = FingerprintSet()
 
     def _claim(self, name: str) -> bool:
-        key = fingerprint(name)
-        if key in self._taken:
-            return False
-        self._taken.add(key)
-        return True
+        return self._taken.add(name)
 
     def assign(self, url: str) -> str:
         name = base_name(url)
