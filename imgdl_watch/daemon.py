@@ -36,7 +36,7 @@ from .logs import LogOutput
 from .progress import RateMeter, Snapshot
 from .report import JobReport
 from .sdnotify import Notifier
-from .status import STATUS_INTERVAL_S, StatusFile
+from .status import STATUS_INTERVAL_S, StatusFile, adopt_history
 from .watcher import ChangeSource, watch, watchfiles_source
 
 # Names reported by `file_ignored` are remembered so each is reported once;
@@ -104,6 +104,7 @@ class Daemon:
     def _prepare_folders(self) -> None:
         self.inbox.ensure_layout()
         os.makedirs(self.output, exist_ok=True)
+        adopt_history(self._status)
 
     async def _intake_tree(
         self, work: trio.Nursery, *, task_status: trio.TaskStatus[trio.CancelScope]

@@ -75,6 +75,45 @@ class StatusFile:
         os.replace(temp, self.path)
 
 
+def adopt_history(status: StatusFile) -> int:
+    """Take the last finished jobs from the files of daemons that are gone, and
+    remove those files, so that the state folder does not grow with restarts.
+    Returns how many files were removed."""
+    removed = 0
+    for path, document, mtime in _status_files(status.inbox):
+        if path == status.path or _alive(document, mtime):
+            continue
+        status.recent.extend(document.get("recent", []))
+        try:
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    status.recent.sort(key=lambda job: job["finished_at"], reverse=True)
+    del status.recent[RECENT_JOBS:]
+    return removed
+
+
+def _status_files(inbox: Inbox) -> list[tuple[str, dict[str, Any], float]]:
+    found = []
+    try:
+        names = [
+            n for n in os.listdir(inbox.state) if n.startswith(_PREFIX) and n.endswith(".json")
+        ]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        path = os.path.join(inbox.state, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            mtime = os.stat(path).st_mtime
+        except (OSError, ValueError):
+            continue
+        found.append((path, document, mtime))
+    return found
+
+
 def _alive(document: dict[str, Any], mtime: float) -> bool:
     if document.get("state") != "running" or time.time() - mtime > STALE_AFTER_S:
         return False
@@ -92,20 +131,7 @@ def collect(inbox_root: str) -> dict[str, Any]:
     """Everything `status` shows about an inbox, as one JSON-ready document."""
     inbox = Inbox(inbox_root)
     daemons: list[dict[str, Any]] = []
-    try:
-        names = [
-            n for n in os.listdir(inbox.state) if n.startswith(_PREFIX) and n.endswith(".json")
-        ]
-    except FileNotFoundError:
-        names = []
-    for name in names:
-        path = os.path.join(inbox.state, name)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                document = json.load(handle)
-            mtime = os.stat(path).st_mtime
-        except (OSError, ValueError):
-            continue
+    for _path, document, mtime in _status_files(inbox):
         document["alive"] = _alive(document, mtime)
         daemons.append(document)
     try:

@@ -172,3 +172,24 @@ def test_fetch_at_a_terminal_shows_a_bar_and_a_summary(server: ImageServer, tmp_
     assert "download_failed" in text  # warnings above the bar
     assert "download_ok" not in text  # not one line per image at a terminal
     assert "Traceback" not in text
+
+
+def test_a_new_daemon_adopts_the_history_of_dead_ones(server: ImageServer, tmp_path: Path) -> None:
+    first = DaemonProcess(tmp_path, name="first")
+    try:
+        first.wait_event("daemon_started")
+        drop(first.inbox, "old.txt", f"{server.base}/img/old.jpg\n")
+        first.wait_event("job_finished")
+    finally:
+        assert first.stop() == 0
+    second = DaemonProcess(tmp_path, name="second")
+    try:
+        second.wait_event("daemon_started")
+        time.sleep(1.2)  # one status write
+        report = json.loads(status(second.inbox, "--json").stdout)
+        state_files = os.listdir(second.inbox / ".imgdl-watch")
+    finally:
+        assert second.stop() == 0
+    assert report["daemon_alive"] is True
+    assert [j["job"] for j in report["recent"]] == ["old"]
+    assert len(state_files) == 1  # the dead daemon's file was taken over, not kept
