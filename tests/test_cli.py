@@ -129,3 +129,24 @@ def test_unwritable_folder_exits_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "cannot create output folder" in one_clean_line(result.stderr)
+
+
+def test_every_option_is_in_the_readme_and_in_help() -> None:
+    from imgdl_watch.cli import build_parser
+    from imgdl_watch.config import OPTIONS, env_name
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    run_help = build_parser().parse_known_args(["run"])  # the parser builds
+    assert run_help
+    for option in OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        assert f"`{flag}" in readme, flag
+        assert env_name(option.name) in readme, option.name
+    for command in ("run", "fetch", "status"):
+        text = subprocess.run(
+            [sys.executable, "-m", "imgdl_watch", command, "--help"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout  # fmt: skip
+        for option in OPTIONS:
+            if command in option.commands:
+                assert env_name(option.name) in " ".join(text.split()), (command, option.name)
