@@ -128,8 +128,11 @@ def entry() -> NoReturn:
     """
     code = main()
     if len(sys.argv) > 1 and sys.argv[1] == "fetch":
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:
+                pass  # the reader went away (`| head`): nothing left to tell it
         os._exit(code)
     sys.exit(code)
 

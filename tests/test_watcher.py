@@ -7,15 +7,19 @@ import time
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 
 from imgdl_watch.watcher import watch, watchfiles_source
 
 
-async def test_real_watchfiles_pokes_on_a_new_list_and_stops_fast(tmp_path: Path) -> None:
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+async def test_real_watchfiles_pokes_on_a_new_list_and_stops_fast(
+    tmp_path: Path, polling: bool
+) -> None:
     poked = trio.Event()
     stop = trio.Event()
-    source = watchfiles_source(rescan_interval_s=30)
+    source = watchfiles_source(rescan_interval_s=30, force_polling=polling)
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(watch, source=source, stop=stop), str(tmp_path), poked.set)
         await trio.sleep(0.2)  # let the Rust watcher start
