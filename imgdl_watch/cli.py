@@ -22,6 +22,7 @@ import trio
 
 from . import __version__
 from .config import OPTIONS, ConfigError, Option, Settings, env_name, resolve
+from .errors import first_leaf
 from .logs import LogFormat, LogOutput, configure
 
 PROG = "imgdl-watch"
@@ -167,16 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _crash(exc: Exception) -> int:
     """A bug: log it (once) with its traceback, and tell the user in one line."""
-    leaf = _first_leaf(exc.__cause__ if isinstance(exc, _Logged) and exc.__cause__ else exc)
+    leaf = first_leaf(exc.__cause__ if isinstance(exc, _Logged) and exc.__cause__ else exc)
     if not isinstance(exc, _Logged):
         _log_crash(leaf)
     return _fail(f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", 1)
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _log_crash(exc: BaseException) -> None:
@@ -218,7 +213,7 @@ def _closing_log(output: LogOutput) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        _log_crash(_first_leaf(exc))
+        _log_crash(first_leaf(exc))
         raise _Logged(exc) from exc
     finally:
         output.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
 
 import structlog
@@ -29,6 +30,7 @@ import trio
 
 from . import metrics
 from .config import Settings
+from .errors import first_leaf
 from .fetcher import Fetcher, FetchOptions
 from .inbox import Claim, Inbox, SettleTracker
 from .job import Job, JobError
@@ -257,6 +259,19 @@ class Daemon:
             if report is not None:
                 report.discard()
             claim.release()
+        except Exception as exc:
+            # A bug, met on this list. The list goes to failed/, so that a
+            # restart does not meet it again (a crash loop); the daemon goes on.
+            leaf = first_leaf(exc)
+            log.error(
+                "job_crashed",
+                job=claim.stem,
+                error=f"{type(leaf).__name__}: {leaf}",
+                traceback="".join(traceback.format_exception(exc)),
+            )
+            if report is not None:
+                report.discard()
+            await trio.to_thread.run_sync(lambda: self.inbox.fail(claim, paths))
         except BaseException:
             # Cancelled (stop after grace, or a second signal). Plain syscalls:
             # they run inside the cancelled scope. The list stays in processing/.

@@ -111,3 +111,10 @@ class WriteFailed(PermanentError):
 
 class Interrupted(Exception):
     """The daemon is stopping: the download was not tried, or not finished."""
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups, for a one-line report."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,64 @@
+"""The daemon's task tree in-process, with an injected change source."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+from structlog.testing import capture_logs
+
+import imgdl_watch.job as job_module
+from imgdl_watch.config import resolve
+from imgdl_watch.daemon import Daemon
+from imgdl_watch.progress import JobSummary
+from tests.helpers import events
+from tests.imageserver import ImageServer
+
+
+async def quiet_source(folder: str, stop: trio.Event) -> AsyncIterator[object]:
+    """No events at all: the daemon must find lists by scanning."""
+    await stop.wait()
+    return
+    yield  # an async generator that yields nothing
+
+
+async def test_a_job_that_crashes_goes_to_failed_and_the_daemon_goes_on(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = job_module.Job.run
+
+    async def run_or_crash(self: job_module.Job) -> JobSummary:
+        if self.name == "bad":
+            raise RuntimeError("a bug met on this list")
+        return await real_run(self)
+
+    monkeypatch.setattr(job_module.Job, "run", run_or_crash)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "bad.txt").write_text(f"{server.base}/img/never.jpg\n")
+    flags = {
+        "inbox": str(inbox),
+        "output": str(tmp_path / "out"),
+        "settle": "0",
+        "rescan_interval": "0.1",
+    }
+    daemon = Daemon(resolve("run", flags, env={}, config_path=None), change_source=quiet_source)
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            with trio.fail_after(10):
+                while not events(logs, "job_crashed"):
+                    await trio.sleep(0.02)
+            (inbox / "good.txt").write_text(f"{server.base}/img/good.jpg\n")
+            with trio.fail_after(10):
+                while not events(logs, "job_finished"):
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    crashed = events(logs, "job_crashed")[0]
+    assert crashed["job"] == "bad" and crashed["error"] == "RuntimeError: a bug met on this list"
+    assert "Traceback" in crashed["traceback"]
+    assert (inbox / "failed" / "bad.txt").exists()
+    assert not (inbox / "processing" / "bad.txt").exists()
+    assert events(logs, "job_finished")[0]["job"] == "good"
