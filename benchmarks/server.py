@@ -111,6 +111,7 @@ def start(root: Path, *, latency: float = 0.1) -> Servers:
         def stop() -> None:
             proc.send_signal(signal.SIGQUIT)
             proc.wait(10)
+            shutil.rmtree(work, ignore_errors=True)
 
         return Servers(
             f"http://127.0.0.1:{static_port}",
