@@ -38,6 +38,7 @@ the body is read, and again against the bytes as they stream.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import ipaddress
@@ -111,19 +112,9 @@ class FetchOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchOptions:
-        return cls(
-            concurrency=settings.concurrency,
-            per_host=settings.per_host,
-            retries=settings.retries,
-            max_bytes=settings.max_bytes,
-            user_agent=settings.user_agent,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            total_timeout=settings.total_timeout,
-            max_redirects=settings.max_redirects,
-            any_type=settings.any_type,
-            block_private=settings.block_private,
-        )
+        """The options of the same name in `settings` (all but `backoff`, which is ours)."""
+        shared = {f.name for f in dataclasses.fields(cls)} - {"backoff"}
+        return cls(**{name: getattr(settings, name) for name in shared})
 
 
 @dataclass(frozen=True, slots=True)

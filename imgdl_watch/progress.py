@@ -8,6 +8,7 @@ each at its own cadence.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,16 +77,10 @@ class Snapshot:
     elapsed_s: float
 
     def fields(self) -> dict[str, Any]:
-        return {
-            "job": self.job,
-            "done": self.done,
-            "failed": self.failed,
-            "total": self.total,
-            "bytes": self.bytes,
-            "rate_img_s": self.rate_img_s,
-            "rate_bytes_s": self.rate_bytes_s,
-            "eta_s": self.eta_s,
-        }
+        """The fields of a `job_progress` event: all but `elapsed_s`."""
+        fields = dataclasses.asdict(self)
+        del fields["elapsed_s"]
+        return fields
 
 
 class RateMeter:

@@ -12,6 +12,7 @@ The reader side (`collect`, `render`) is what the `status` command prints.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -66,7 +67,7 @@ class StatusFile:
             "updated_at": _now_iso(),
             "in_flight": in_flight,
             "queued": queued,
-            "running": [{**s.fields(), "elapsed_s": s.elapsed_s} for s in jobs],
+            "running": [dataclasses.asdict(s) for s in jobs],
             "recent": self.recent,
         }
         temp = f"{self.path}.{self.pid}.tmp"
@@ -161,11 +162,13 @@ def collect(inbox_root: str) -> dict[str, Any]:
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB"):
         n /= 1000
-    return f"{n:.1f} GB"
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
 
 
 def render(report: dict[str, Any]) -> str:

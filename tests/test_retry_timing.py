@@ -136,3 +136,19 @@ def test_reloaded_limits_never_share_a_slot() -> None:
         assert fetcher._global.total_tokens == 3 and fetcher.hosts.ceiling == 2
 
     trio.run(main)
+
+
+def test_fetch_options_come_from_the_settings_of_the_same_name() -> None:
+    from imgdl_watch.config import resolve
+
+    flags = {
+        "retries": "7",
+        "per_host": "3",
+        "max_bytes": "5M",
+        "any_type": "true",
+        "user_agent": "x/1",
+    }
+    options = FetchOptions.from_settings(resolve("fetch", flags, env={}, config_path=None))
+    assert (options.retries, options.per_host, options.max_bytes) == (7, 3, 5 * 1024**2)
+    assert options.any_type is True and options.user_agent == "x/1"
+    assert options.concurrency == 32 and options.backoff == FetchOptions().backoff
