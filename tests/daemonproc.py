@@ -41,9 +41,12 @@ class DaemonProcess:
 
     def events(self, name: str | None = None) -> list[Event]:
         try:
-            lines = self.log_path.read_text().splitlines()
+            text = self.log_path.read_text()
         except FileNotFoundError:
             return []
+        # Only whole lines: the daemon may be writing the last one right now,
+        # and a write that crosses a page boundary can be read half done.
+        lines = text.split("\n")[:-1]
         parsed = [json.loads(line) for line in lines if line.strip()]
         return [e for e in parsed if name is None or e["event"] == name]
 

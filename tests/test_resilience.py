@@ -194,7 +194,15 @@ def test_deleted_inbox_and_output_are_recreated(server: ImageServer, tmp_path: P
     daemon = DaemonProcess(tmp_path)
     try:
         daemon.wait_event("daemon_started")
-        subprocess.run(["rm", "-rf", str(daemon.inbox), str(daemon.output)], check=True)
+        # The daemon keeps writing its status file into the inbox, so a
+        # deletion can race a new file in and fail on a folder not empty:
+        # delete until both are gone, as a user would repeat `rm -rf`.
+        for _ in range(50):
+            subprocess.run(["rm", "-rf", str(daemon.inbox), str(daemon.output)], check=False)
+            if not daemon.inbox.exists() and not daemon.output.exists():
+                break
+        else:
+            raise AssertionError("could not delete the inbox and output folders")
         daemon.wait_event("inbox_missing", timeout=20)
         drop(daemon.inbox, "back.txt", f"{server.base}/img/back.jpg\n")
         finished = daemon.wait_event("job_finished", timeout=20)
