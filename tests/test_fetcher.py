@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import ssl
 from typing import Any
 
 import pytest
@@ -230,3 +231,16 @@ async def test_https_to_a_plain_http_port_fails_as_a_connect_error(
             await fetcher.download(
                 f"https://127.0.0.1:{port}/img/t.jpg", dir_fd=out_fd, name="t.jpg"
             )
+
+
+async def test_slots_share_two_ssl_contexts_and_the_plain_one_fails_closed() -> None:
+    async with Fetcher(options()) as fetcher:
+        plain = fetcher._ssl_context(tls=False)
+        assert fetcher._ssl_context(tls=False) is plain
+        # Never meant for a handshake; if one ever happens, nothing is trusted.
+        assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+        assert plain.cert_store_stats()["x509_ca"] == 0
+        verifying = fetcher._ssl_context(tls=True)
+        assert fetcher._ssl_context(tls=True) is verifying is not plain
+        assert verifying.verify_mode == ssl.CERT_REQUIRED
+        assert verifying.cert_store_stats()["x509_ca"] > 0
