@@ -150,3 +150,20 @@ def test_every_option_is_in_the_readme_and_in_help() -> None:
         for option in OPTIONS:
             if command in option.commands:
                 assert env_name(option.name) in " ".join(text.split()), (command, option.name)
+
+
+def test_startup_skips_what_structlog_imports_for_nothing() -> None:
+    # rich and asyncio cost ~45 ms of every command; structlog still works,
+    # and its async log methods (the one use of asyncio) import it on demand.
+    probe = """
+import sys, imgdl_watch, structlog
+assert "rich" not in sys.modules and "asyncio" not in sys.modules, sorted(sys.modules)
+import asyncio
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stdout))
+asyncio.run(structlog.get_logger().ainfo("async_ok"))
+import rich
+print("rich", rich.__name__)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "async_ok" in done.stdout and "rich rich" in done.stdout
