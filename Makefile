@@ -64,8 +64,17 @@ $(VENV)/.bench-installed: pyproject.toml $(BIN)/imgdl-watch
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed
-	$(BIN)/python -m benchmarks.run $(ARGS)
+# What the benchmark times: the product installed as a user gets it (`pip
+# install .`, not editable), in its own environment, rebuilt when it changes.
+PRODUCT := benchmarks/_work/product
+$(PRODUCT)/bin/imgdl-watch: pyproject.toml $(wildcard imgdl_watch/*.py)
+	test -x $(PRODUCT)/bin/python || $(PYTHON) -m venv $(PRODUCT)
+	$(PRODUCT)/bin/python -m pip install --quiet --upgrade pip
+	$(PRODUCT)/bin/python -m pip install --quiet .
+	touch $@
+
+bench: $(VENV)/.bench-installed $(PRODUCT)/bin/imgdl-watch
+	$(BIN)/python -m benchmarks.run --imgdl $(PRODUCT)/bin/imgdl-watch $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
