@@ -117,6 +117,11 @@ def compare(name: str, list_path: Path, concurrency: int, rounds: int, images: i
             command = commands(list_path, out, concurrency)[tool]
             wall, cpu, rss = measure(command, out)
             runs.append(Run(tool, wall, cpu, rss, count_files(out)))
+            if tool == "imgdl-watch" and runs[-1].files < images:
+                raise SystemExit(
+                    f"bench: imgdl-watch saved {runs[-1].files} of {images} images; "
+                    f"try it by hand: {' '.join(command)}"
+                )
     shutil.rmtree(scratch, ignore_errors=True)
     return runs
 
@@ -153,6 +158,26 @@ def table(
             "img_per_s": round(images / wall), "peak_rss_mb": round(rss, 1), "files": files,
         })  # fmt: skip
     return rows
+
+
+# Ready to send: the interpreter up, trio and httpx imported, one transport
+# built. No trio + httpx program can send its first request sooner.
+READY_PROBE = "import time, trio, httpx; httpx.AsyncHTTPTransport(verify=False); print(time.time())"
+
+
+def startup_floor(rounds: int = 9) -> float:
+    """Median seconds from exec to ready-to-send for the product's Python."""
+    python = Path(IMGDL[0]).with_name("python")
+    if not python.exists():
+        python = Path(sys.executable)
+    times = []
+    for _ in range(rounds):
+        started = time.time()
+        done = subprocess.run(
+            [python, "-c", READY_PROBE], capture_output=True, text=True, check=True
+        )
+        times.append(float(done.stdout) - started)
+    return statistics.median(times)
 
 
 # -- daemon figures ----------------------------------------------------------
@@ -304,7 +329,7 @@ def main() -> None:
     parser.add_argument("--imgdl", metavar="PATH", help="the imgdl-watch command to time")
     args = parser.parse_args()
     if args.imgdl:
-        IMGDL[:] = [args.imgdl]
+        IMGDL[:] = [os.path.abspath(args.imgdl)]  # the tools run in their own folders
     WORK.mkdir(exist_ok=True)
     root = WORK / "corpus"
     images, size = corpus.build(root)
@@ -330,6 +355,12 @@ def main() -> None:
             latency, images, limit,
         )  # fmt: skip
         results["runs"] = [asdict(r) for r in static + latency]
+        floor = startup_floor()
+        print(
+            f"floor for any trio + httpx process: {floor:.2f} s to import them and be ready to "
+            f"send, + {limit:.2f} s physical limit = {floor + limit:.2f} s"
+        )
+        results["trio_httpx_floor_s"] = round(floor + limit, 3)
         if not args.skip_daemon and srv.access_log is not None:
             paths = corpus.seed_paths()
             p50, p95 = pickup(srv, paths, 20, in_place=False, settle=1.0)
