@@ -171,7 +171,9 @@ def _crash(exc: Exception) -> int:
     leaf = first_leaf(exc.__cause__ if isinstance(exc, _Logged) and exc.__cause__ else exc)
     if not isinstance(exc, _Logged):
         _log_crash(leaf)
-    return _fail(f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", 1)
+    return _fail(
+        f"internal error: {type(leaf).__name__}: {leaf} (the log has the details)", EXIT_FAILED
+    )
 
 
 def _log_crash(exc: BaseException) -> None:

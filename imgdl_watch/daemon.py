@@ -2,12 +2,13 @@
 
     run()                                   one root nursery
     ├── _signals                            SIGTERM/SIGINT: stop; SIGHUP: reload
-    ├── watchdog, status                    systemd notify (when under systemd)
+    ├── watchdog_loop, _notify_loop         systemd WATCHDOG= and STATUS= (under systemd)
+    ├── _status_loop                        the status file and the metrics gauges
     └── work nursery
         ├── intake nursery                  cancelled first on stop
-        │   ├── watcher.watch               pokes on inbox changes
+        │   ├── _watch_loop → watcher.watch pokes on inbox changes
         │   └── _intake                     scan → settle → claim → start a job
-        └── _run_job (at most max_jobs)           each with its own nursery of downloads
+        └── _run_job (at most max_jobs)     each with its own nursery of downloads
 
 Stopping (first SIGTERM or SIGINT): the intake is cancelled, so no new list is
 taken; `fetcher.stopping` is set, so no new download starts; in-flight
