@@ -8,8 +8,9 @@ spends most of its CPU there. Instead, the fetcher owns one small transport
 per *slot*: a download first takes one of `concurrency` global slots and
 then uses that slot's `httpx.AsyncHTTPTransport`, whose pool holds at most
 `SLOT_CONNECTIONS` connections. The pool scan stays short, connections are
-reused by the slot that owns them, and all transports share one
-`ssl.SSLContext`, which is the costly part of a client to build.
+reused by the slot that owns them, and all transports share two SSL
+contexts (one verifying, one for plain http), which httpx would otherwise
+build for each transport.
 
 **No Client layer.** We send through httpx's public transport API, not
 `AsyncClient`: per request, the client would parse the URL again, run auth
@@ -42,10 +43,10 @@ import dataclasses
 import datetime as dt
 import functools
 import ipaddress
-import os
 import random
 import ssl
 import time
+import urllib.request  # httpx imports it anyway (http.cookiejar)
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Final
@@ -218,7 +219,7 @@ class Fetcher:
         if self._injected is not None:
             return self._injected
         proxy = self._proxies.get(url.scheme)
-        if proxy is not None and _bypass_proxy(url.host):
+        if proxy is not None and urllib.request.proxy_bypass(url.host):
             proxy = None
         tls = url.scheme == "https"
         transports = self._slots.setdefault(slot, {})
@@ -451,8 +452,7 @@ class Fetcher:
 
 
 # Imported on first use. A one-shot `fetch` pays for its imports in wall time,
-# and these two are needed only by some runs: stamina (with tenacity) after a
-# first failure, urllib.request when a proxy variable is set. Each costs ~10 ms.
+# and stamina (with tenacity, ~10 ms) is needed only after a first failure.
 
 
 @functools.cache
@@ -467,17 +467,7 @@ def _stamina() -> ModuleType:
 
 
 def _environment_proxies() -> dict[str, str]:
-    if not any(key.lower().endswith("_proxy") for key in os.environ):
-        return {}
-    import urllib.request  # noqa: PLC0415
-
     return {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
-
-
-def _bypass_proxy(host: str) -> bool:
-    import urllib.request  # noqa: PLC0415
-
-    return bool(urllib.request.proxy_bypass(host))
 
 
 def _content_length(response: httpx.Response) -> int | None:

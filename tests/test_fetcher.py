@@ -244,3 +244,18 @@ async def test_slots_share_two_ssl_contexts_and_the_plain_one_fails_closed() -> 
         assert fetcher._ssl_context(tls=True) is verifying is not plain
         assert verifying.verify_mode == ssl.CERT_REQUIRED
         assert verifying.cert_store_stats()["x509_ca"] > 0
+
+
+async def test_environment_proxy_is_used_and_no_proxy_bypasses_it(
+    server: ImageServer, out_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The image server plays the proxy too: a proxied request reaches it with
+    # the whole URL as its target, a direct one with the path alone.
+    monkeypatch.setenv("http_proxy", server.base)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    async with Fetcher(options(retries=0)) as fetcher:
+        await fetcher.download("http://images.invalid/img/p.jpg", dir_fd=out_fd, name="p.jpg")
+        await fetcher.download(f"{server.base}/img/d.jpg", dir_fd=out_fd, name="d.jpg")
+    assert server.counts["http://images.invalid/img/p.jpg"] == 1
+    assert server.counts["/img/d.jpg"] == 1
+    assert files(out_fd) == ["d.jpg", "p.jpg"]
