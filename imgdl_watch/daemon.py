@@ -225,15 +225,13 @@ class Daemon:
         report: JobReport | None = None
         try:
             report = JobReport(paths)
-            job = Job(
+            job = Job.from_settings(
+                self.settings,
                 name=claim.stem,
                 list_fd=claim.fd,
                 output=self.output,
                 fetcher=self.fetcher,
-                workers=self.settings.concurrency,
                 report=report,
-                progress_interval_s=self.settings.progress_interval,
-                min_free=self.settings.min_free,
             )
             self.jobs[claim.stem] = job
             summary = await job.run()

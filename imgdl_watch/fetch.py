@@ -67,15 +67,7 @@ async def _run_lists(
     all_ok = True
     for path, fd in lists:
         stem = job_stem(os.path.basename(path))
-        job = Job(
-            name=stem,
-            list_fd=fd,
-            output=output,
-            fetcher=fetcher,
-            workers=settings.concurrency,
-            progress_interval_s=settings.progress_interval,
-            min_free=settings.min_free,
-        )
+        job = Job.from_settings(settings, name=stem, list_fd=fd, output=output, fetcher=fetcher)
         if view is not None:
             view.add(job.summary)
         try:

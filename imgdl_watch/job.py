@@ -24,6 +24,7 @@ import trio
 
 from . import errors as err
 from . import metrics
+from .config import Settings
 from .fetcher import Fetcher
 from .filesink import existing_images, open_job_folder, sweep_temp_files
 from .listparse import InvalidLine, ListedUrl, excerpt, parse_chunks
@@ -135,6 +136,29 @@ class Job:
         # here rather than raised there, so that it does not reach the caller
         # wrapped in the nursery's ExceptionGroup.
         self._list_error: JobError | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        name: str,
+        list_fd: int,
+        output: str,
+        fetcher: Fetcher,
+        report: JobReport | None = None,
+    ) -> Job:
+        """A job shaped by the options of `settings`, for the daemon and `fetch` alike."""
+        return cls(
+            name=name,
+            list_fd=list_fd,
+            output=output,
+            fetcher=fetcher,
+            workers=settings.concurrency,
+            report=report,
+            progress_interval_s=settings.progress_interval,
+            min_free=settings.min_free,
+        )
 
     async def run(self) -> JobSummary:
         """Run the list to its end, or until the fetcher is stopping."""
