@@ -7,7 +7,7 @@ logs, and what the report records.
 
     DownloadError                      any failure of one URL
     ├── RetryableError                 a later attempt may succeed
-    │   ├── ConnectFailed              connect_error: refused, unreachable, DNS
+    │   ├── ConnectFailed              connect_error: refused, unreachable, DNS down
     │   ├── TimedOut                   timeout: connect, stalled read, or total
     │   ├── ConnectionLost             connection_lost: reset or closed mid-way
     │   ├── Truncated                  truncated: body shorter than Content-Length
@@ -17,6 +17,7 @@ logs, and what the report records.
         ├── TooLarge                   too_large: over --max-bytes
         ├── NotAnImage                 not_an_image: neither image/* nor image bytes
         ├── RedirectError              redirect_loop, too_many_redirects, bad_redirect
+        ├── UnknownHost                unknown_host: DNS says the name does not exist
         ├── BlockedAddress             blocked_address: private-address guard
         ├── ProtocolError              protocol_error: not speaking HTTP
         └── WriteFailed                write_error, or disk_full on ENOSPC
@@ -95,6 +96,17 @@ class NotAnImage(PermanentError):
 
 class RedirectError(PermanentError):
     reason = "too_many_redirects"
+
+
+class UnknownHost(PermanentError):
+    """DNS answered that the host has no address: a typo or a dead domain.
+
+    Retrying would only ask again, for every URL of the host, for a minute
+    each. A DNS server that could not be reached (EAI_AGAIN) is a
+    `ConnectFailed` instead, and retried.
+    """
+
+    reason = "unknown_host"
 
 
 class BlockedAddress(PermanentError):

@@ -44,6 +44,7 @@ import datetime as dt
 import functools
 import ipaddress
 import random
+import socket
 import ssl
 import time
 import urllib.request  # httpx imports it anyway (http.cookiejar)
@@ -75,6 +76,11 @@ KEEPALIVE_S = 15.0
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 # Statuses whose body is the image. 203 is a 200 passed on by a proxy.
 _OK: Final = frozenset({200, 203})
+# Resolver errors that are DNS's answer, "no such name" or "no address for it",
+# rather than a failure to ask (EAI_AGAIN, which a retry may fix).
+_NO_SUCH_HOST: Final = frozenset(
+    {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+)
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -132,6 +138,8 @@ def _translate(exc: httpx.HTTPError) -> err.DownloadError:
     if isinstance(exc, httpx.TimeoutException):
         return err.TimedOut(type(exc).__name__)
     if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
+        if (dns := _resolver_error(exc)) is not None:
+            return _dns_failure(dns)
         return err.ConnectFailed(str(exc) or type(exc).__name__)
     if isinstance(exc, httpx.RemoteProtocolError):
         text = str(exc)
@@ -145,6 +153,25 @@ def _translate(exc: httpx.HTTPError) -> err.DownloadError:
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
         return err.ProtocolError(str(exc))
     return err.ConnectionLost(str(exc) or type(exc).__name__)
+
+
+def _resolver_error(exc: BaseException) -> socket.gaierror | None:
+    """The resolver's error behind an httpx exception, when DNS is what failed."""
+    cause: BaseException | None = exc
+    # httpx's error wraps httpcore's, which wraps the OS's: a short chain.
+    for _ in range(8):
+        if cause is None or isinstance(cause, socket.gaierror):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _dns_failure(cause: socket.gaierror, host: str = "") -> err.DownloadError:
+    """A host that does not exist fails at once; a resolver that did not answer is retried."""
+    named = f" {host}" if host else ""
+    if cause.errno in _NO_SUCH_HOST:
+        return err.UnknownHost(f"no such host{named} ({cause.strerror})")
+    return err.ConnectFailed(f"cannot resolve{named} ({cause.strerror})")
 
 
 def _is_public(address: str) -> bool:
@@ -407,8 +434,10 @@ class Fetcher:
             infos = await trio.socket.getaddrinfo(
                 url.host, url.port or 443, type=trio.socket.SOCK_STREAM
             )
+        except socket.gaierror as exc:
+            raise _dns_failure(exc, url.host) from exc
         except OSError as exc:
-            raise err.ConnectFailed(f"cannot resolve {url.host}") from exc
+            raise err.ConnectFailed(f"cannot resolve {url.host} ({exc})") from exc
         for info in infos:
             address = str(info[4][0])
             if not _is_public(address):

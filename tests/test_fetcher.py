@@ -155,6 +155,73 @@ async def test_refused_port_is_a_connect_error(out_fd: int) -> None:
             await fetcher.download(f"http://127.0.0.1:{port}/a.jpg", dir_fd=out_fd, name="a.jpg")
 
 
+class FakeDNS(trio.abc.HostnameResolver):
+    """DNS as a test wants it, through trio's own resolver hook.
+
+    httpcore connects with `trio.open_tcp_stream`, which asks this resolver,
+    so the fetcher's real connect path meets these answers; nothing leaves
+    the machine. `names` maps a host to 127.0.0.1; `down` hosts get "could
+    not ask" (EAI_AGAIN); any other name does not exist (EAI_NONAME).
+    """
+
+    def __init__(self, names: set[str], down: frozenset[str] = frozenset()) -> None:
+        self.names = names
+        self.down = down
+        self.asked: list[str] = []
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: Any,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        name = (host or b"").decode()
+        self.asked.append(name)
+        if name in self.down:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if name not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return socket.getaddrinfo("127.0.0.1", port, family, type, proto, flags)
+
+    async def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+async def test_unknown_host_fails_at_once_and_dns_down_is_retried(
+    server: ImageServer, out_fd: int
+) -> None:
+    dns = FakeDNS({"images.test"}, down=frozenset({"flaky-dns.test"}))
+    trio.socket.set_custom_hostname_resolver(dns)
+    port = server.base.rsplit(":", 1)[1]
+    async with Fetcher(options(retries=2)) as fetcher:
+        ok = await fetcher.download(
+            f"http://images.test:{port}/img/n.jpg", dir_fd=out_fd, name="n.jpg"
+        )
+        assert ok.attempts == 1
+        with pytest.raises(err.UnknownHost) as gone:
+            await fetcher.download(f"http://no-such.test:{port}/a.jpg", dir_fd=out_fd, name="a.jpg")
+        with pytest.raises(err.ConnectFailed) as down:
+            await fetcher.download(
+                f"http://flaky-dns.test:{port}/b.jpg", dir_fd=out_fd, name="b.jpg"
+            )
+    assert gone.value.reason == "unknown_host" and gone.value.attempts == 1
+    assert "no such host" in gone.value.detail
+    assert down.value.reason == "connect_error" and down.value.attempts == 3
+    assert dns.asked.count("no-such.test") == 1
+    assert dns.asked.count("flaky-dns.test") == 3
+
+
+async def test_private_address_guard_tells_an_unknown_host(out_fd: int) -> None:
+    trio.socket.set_custom_hostname_resolver(FakeDNS(set()))
+    async with Fetcher(options(block_private=True)) as fetcher:
+        with pytest.raises(err.UnknownHost) as gone:
+            await fetcher.download("http://no-such.test/a.jpg", dir_fd=out_fd, name="a.jpg")
+    assert gone.value.attempts == 1 and "no-such.test" in gone.value.detail
+
+
 async def test_private_address_guard(server: ImageServer, out_fd: int) -> None:
     exc = await fails(server, out_fd, "/img/p.jpg", block_private=True)
     assert exc.reason == "blocked_address"

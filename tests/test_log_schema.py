@@ -71,3 +71,43 @@ def test_every_field_of_a_real_run_is_documented(server: ImageServer, tmp_path: 
         assert event["event"] in docs, event["event"]
         missing = set(event) - docs[event["event"]]
         assert not missing, f"{event['event']}: undocumented fields {missing}"
+
+
+def failure_reasons_in_source() -> set[str]:
+    """Every `reason` a download can fail with: each error class's own, and
+    each `reason=` given to an error's constructor."""
+    reasons: set[str] = set()
+    for path in (ROOT / "imgdl_watch").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for stmt in node.body:
+                    if (
+                        isinstance(stmt, ast.Assign)
+                        and [getattr(t, "id", None) for t in stmt.targets] == ["reason"]
+                        and isinstance(stmt.value, ast.Constant)
+                        and node.name != "DownloadError"  # the base's placeholder, never raised
+                    ):
+                        reasons.add(str(stmt.value.value))
+            elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith(
+                ("Error", "Failed")
+            ):
+                for keyword in node.keywords:
+                    if keyword.arg == "reason" and isinstance(keyword.value, ast.Constant):
+                        reasons.add(str(keyword.value.value))
+    return reasons
+
+
+def test_every_failure_reason_is_documented() -> None:
+    reasons = failure_reasons_in_source()
+    assert {"http_error", "disk_full", "redirect_loop", "unknown_host"} <= reasons  # the scan works
+    row = next(
+        line
+        for line in DOC.read_text().split("## download_failed", 1)[1].splitlines()
+        if line.startswith("| reason |")
+    )
+    assert set(re.findall(r"`([a-z_]+)`", row)) == reasons
+    readme = (
+        (ROOT / "README.md").read_text().split("Failure reasons:", 1)[1].split("Invalid-line")[0]
+    )
+    readme = re.sub(r"\([^)]*\)", "", readme)  # asides, such as http_error's "(with `status`)"
+    assert set(re.findall(r"`([a-z_]+)`", readme)) == reasons
