@@ -10,10 +10,11 @@ clear line (`ConfigError`) rather than somewhere deep inside it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from . import __version__
 from .logs import LEVELS
@@ -26,45 +27,65 @@ class ConfigError(Exception):
     """A setting is wrong. The message is one line, for the user."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be 1 or more")
-    return value
+# Upper bounds, so that a slip of the keyboard (an extra zero or three) is
+# an error at start-up rather than a process that eats the machine: each
+# download slot costs two tasks per job and up to five open files.
+# More downloads in flight than curl allows (300), with room to spare.
+MAX_CONCURRENCY = 1000
+# More lists at once than any disk or network would thank us for.
+MAX_JOBS = 256
+# A retry waits up to 30 s: 100 retries already keep a URL for ~50 minutes.
+MAX_RETRIES = 100
+# curl's default is 50; a chain longer than this is a loop by another name.
+MAX_REDIRECTS = 100
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
+def _int_from(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A whole number of at least `low` (and at most `high`)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if high is None and value < low:
+            raise ValueError(f"must be {low} or more")
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"must be {low} to {high}")
+        return value
+
+    return parse
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not value > 0:
         raise ValueError("must be more than 0")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not value >= 0:
         raise ValueError("must be 0 or more")
     return value
 
 
 def _size(text: str) -> int:
-    """Bytes, with an optional K, M or G suffix (powers of 1024)."""
+    """Bytes, with an optional K, M, G or T suffix (powers of 1024)."""
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     factor = 1
-    if text and text[-1] in "KMG":
-        factor = 1024 ** ("KMG".index(text[-1]) + 1)
+    if text and text[-1] in "KMGT":
+        factor = 1024 ** ("KMGT".index(text[-1]) + 1)
         text = text[:-1]
-    value = int(float(text) * factor)
+    value = _finite(text) * factor
     if value < 0:
         raise ValueError("must be 0 or more")
-    return value
+    return int(value)
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -121,15 +142,30 @@ OPTIONS: tuple[Option, ...] = (
         "folder that receives OUTPUT/<list stem>/ (run: ./downloads, fetch: .)",
         "DIR",
     ),
-    Option("concurrency", _positive_int, 32, "downloads in flight at once, across all jobs"),
-    Option("per_host", _positive_int, 8, "downloads in flight at once to one host"),
-    Option("max_jobs", _positive_int, 4, "lists processed at once", commands=("run",)),
-    Option("retries", _non_negative_int, 4, "retries of a failed download that a retry can fix"),
+    Option(
+        "concurrency",
+        _int_from(1, MAX_CONCURRENCY),
+        32,
+        "downloads in flight at once, across all jobs",
+    ),
+    Option(
+        "per_host",
+        _int_from(1, MAX_CONCURRENCY),
+        8,
+        "downloads in flight at once to one host",
+    ),
+    Option("max_jobs", _int_from(1, MAX_JOBS), 4, "lists processed at once", commands=("run",)),
+    Option(
+        "retries",
+        _int_from(0, MAX_RETRIES),
+        4,
+        "retries of a failed download that a retry can fix",
+    ),
     Option(
         "max_bytes",
         _size,
         32 * 1024**2,
-        "largest image saved, in bytes (K, M, G suffixes)",
+        "largest image saved, in bytes (K, M, G, T suffixes)",
         "BYTES",
     ),
     Option(
@@ -165,7 +201,7 @@ OPTIONS: tuple[Option, ...] = (
         "seconds one download attempt may take in all",
         "SECONDS",
     ),
-    Option("max_redirects", _non_negative_int, 10, "redirects followed per download"),
+    Option("max_redirects", _int_from(0, MAX_REDIRECTS), 10, "redirects followed per download"),
     Option("any_type", _bool, False, "save any Content-Type, not only images", "BOOL", switch=True),
     Option(
         "block_private",
@@ -261,19 +297,26 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+# What a value of each kind looks like, for the one-line error about a bad one.
+_WANTED: Final = {
+    "N": "a whole number",
+    "BYTES": "a size such as 4096, 500K, 32M or 1G",
+    "SECONDS": "a number of seconds",
+    "PORT": "a port number",
+}
+
+
 def _parse(option: Option, raw: Any, where: str) -> Any:
+    wanted = _WANTED.get(option.metavar, f"a valid {option.metavar.lower()}")
+    name = option.name.replace("_", "-")
     if isinstance(raw, bool) and option.parse is not _bool:
-        raise ConfigError(
-            f"{where}: {option.name} must be a {option.metavar.lower()}, not true/false"
-        )
+        raise ConfigError(f"{where}: {name} must be {wanted}, not true/false")
     text = str(raw).lower() if isinstance(raw, bool) else str(raw)
     try:
         return option.parse(text)
     except ValueError as exc:
-        detail = (
-            str(exc) if "must" in str(exc) else f"{text!r} is not a valid {option.metavar.lower()}"
-        )
-        raise ConfigError(f"{where}: {option.name.replace('_', '-')} {detail}") from None
+        detail = str(exc) if str(exc).startswith("must") else f"{text!r} is not {wanted}"
+        raise ConfigError(f"{where}: {name} {detail}") from None
 
 
 def read_config_file(path: str) -> dict[str, Any]:

@@ -93,9 +93,30 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     assert resolve("fetch", {}, env={}, config_path=None).output == "."
 
 
-def test_config_errors_are_one_line() -> None:
-    with pytest.raises(ConfigError, match="IMGDL_WATCH_CONCURRENCY: concurrency must be 1 or more"):
-        resolve("run", {}, env={"IMGDL_WATCH_CONCURRENCY": "-1"}, config_path=None)
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CONCURRENCY", "-1", "concurrency must be 1 to 1000"),
+        # An extra zero or three: an error, not a process that eats the machine.
+        ("CONCURRENCY", "50000", "concurrency must be 1 to 1000"),
+        ("MAX_JOBS", "100000", "max-jobs must be 1 to 256"),
+        ("RETRIES", "1e9", "retries '1e9' is not a whole number"),
+        ("MAX_BYTES", "inf", "max-bytes must be a finite number"),
+        ("MAX_BYTES", "12Q", "max-bytes '12Q' is not a size such as 4096, 500K, 32M or 1G"),
+        ("TOTAL_TIMEOUT", "nan", "total-timeout must be a finite number"),
+        ("SETTLE", "soon", "settle 'soon' is not a number of seconds"),
+    ],
+)
+def test_config_errors_are_one_line(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve("run", {}, env={f"IMGDL_WATCH_{name}": value}, config_path=None)
+    assert str(info.value) == f"IMGDL_WATCH_{name}: {message}"
+
+
+def test_sizes_take_suffixes() -> None:
+    env = {"IMGDL_WATCH_MAX_BYTES": "1.5K", "IMGDL_WATCH_MIN_FREE": "2T"}
+    settings = resolve("run", {}, env=env, config_path=None)
+    assert (settings.max_bytes, settings.min_free) == (1536, 2 * 1024**4)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

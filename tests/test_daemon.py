@@ -173,9 +173,9 @@ def test_two_daemons_share_one_inbox(server: ImageServer, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--concurrency", "0"], "concurrency must be 1 or more"),
+        (["--concurrency", "0"], "concurrency must be 1 to 1000"),
         (["--log-level", "loud"], "log-level must be one of"),
-        (["--settle", "soon"], "settle 'soon' is not a valid seconds"),
+        (["--settle", "soon"], "settle 'soon' is not a number of seconds"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(
