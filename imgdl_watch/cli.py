@@ -108,6 +108,15 @@ def _settings(command: str, args: argparse.Namespace) -> Settings:
     return resolve(command, flags, env=os.environ, config_path=args.config)
 
 
+def _ensure_open_files(settings: Settings, *, jobs: int) -> None:
+    from .openfiles import OpenFilesError, ensure_open_files, files_needed  # noqa: PLC0415
+
+    try:
+        ensure_open_files(files_needed(settings, jobs=jobs))
+    except OpenFilesError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _check_writable_folder(path: str, what: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
@@ -194,6 +203,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     _check_writable_folder(settings.inbox, "inbox")
     _check_writable_folder(settings.output or "downloads", "output")
+    _ensure_open_files(settings, jobs=settings.max_jobs)
     if settings.metrics_port is not None:
         from . import metrics  # noqa: PLC0415 - prometheus-client only when asked for
 
@@ -252,6 +262,8 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
             return _fail(f"list {path} is not a regular file")
         fds.append((path, fd))
     _check_writable_folder(settings.output or ".", "output")
+    # Every list stays open from here, and one runs at a time.
+    _ensure_open_files(settings, jobs=len(fds) + 1)
     # At a terminal: a progress bar, warnings above it, a summary after it.
     interactive = settings.log_format == "auto" and sys.stdout.isatty()
     output = _open_log(settings, stream_level="warning" if interactive else "debug")

@@ -36,6 +36,7 @@ from .fetcher import Fetcher, FetchOptions
 from .inbox import Claim, Inbox, SettleTracker
 from .job import Job, JobError
 from .logs import LogOutput
+from .openfiles import ensure_open_files, files_needed
 from .progress import RateMeter, Snapshot
 from .report import JobReport
 from .sdnotify import Notifier
@@ -315,6 +316,7 @@ class Daemon:
         await self._notifier.reloading()
         try:
             new = self._reload()
+            ensure_open_files(files_needed(new, jobs=new.max_jobs))
         except Exception as exc:  # a bad edit must not stop a running daemon
             log.error("config_reload_failed", detail=str(exc))
             await self._notifier.ready()

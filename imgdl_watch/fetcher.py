@@ -69,6 +69,10 @@ from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, parse_retry_after, statu
 # Connections each slot's transport may keep. Two lets a slot alternate between
 # two hosts without reconnecting, while keeping httpcore's pool scan short.
 SLOT_CONNECTIONS = 2
+# File descriptors one slot may hold at once: its keep-alive connections for
+# http and for https, the body it is downloading, and the body that its job's
+# second worker for the slot is publishing (see `job.WORKERS_PER_SLOT`).
+FILES_PER_SLOT = 2 * SLOT_CONNECTIONS + 2
 # Idle keep-alive connections are closed after this long.
 KEEPALIVE_S = 15.0
 # Statuses that mean "it is elsewhere"; we follow them ourselves, so that every

@@ -12,12 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import with_open_files
+
 Event = dict[str, Any]
 
 
 class DaemonProcess:
     def __init__(
-        self, root: Path, *args: str, name: str = "daemon", env: dict[str, str] | None = None
+        self,
+        root: Path,
+        *args: str,
+        name: str = "daemon",
+        env: dict[str, str] | None = None,
+        open_files: tuple[int, int] | None = None,
     ) -> None:
         self.root = root
         self.inbox = root / "inbox"
@@ -33,7 +40,8 @@ class DaemonProcess:
         ]  # fmt: skip
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            command,
+            # RLIMIT_NOFILE (soft, hard) for the daemon only, if given.
+            with_open_files(command, open_files),
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             env={**os.environ, **(env or {})},

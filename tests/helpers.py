@@ -18,3 +18,14 @@ def open_list(path: Path) -> int:
 
 def events(logs: Sequence[EventDict], name: str) -> list[EventDict]:
     return [e for e in logs if e["event"] == name]
+
+
+def with_open_files(command: list[str], limits: tuple[int, int] | None) -> list[str]:
+    """`command` run with RLIMIT_NOFILE set to (soft, hard) by util-linux's prlimit.
+
+    (A `preexec_fn` would run Python in a child forked from a test process
+    that has server threads.)
+    """
+    if limits is None:
+        return command
+    return ["prlimit", f"--nofile={limits[0]}:{limits[1]}", "--", *command]

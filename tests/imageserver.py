@@ -55,6 +55,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.connections += 1
+            self.server.peak_connections = max(
+                self.server.peak_connections, self.server.connections
+            )
+
+    def finish(self) -> None:
+        with self.server.lock:
+            self.server.connections -= 1
+        super().finish()
+
     def _send(
         self, status: int, body: bytes, ctype: str | None = "image/jpeg", **headers: str
     ) -> None:
@@ -176,6 +189,9 @@ class ImageServer(ThreadingHTTPServer):
         self.counts: Counter[str] = Counter()
         self.headers_seen: list[dict[str, str]] = []
         self.lock = threading.Lock()
+        # Client connections open now, and the most ever open at once.
+        self.connections = 0
+        self.peak_connections = 0
         # Set to let stalled responses end (so that the server can shut down).
         self.release = threading.Event()
         self._thread: threading.Thread | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import subprocess
 import sys
@@ -11,14 +12,20 @@ from pathlib import Path
 import pytest
 
 from imgdl_watch.config import ConfigError, resolve
+from tests.helpers import with_open_files
 from tests.imageserver import ImageServer
 
 
 def fetch(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    open_files: tuple[int, int] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """`imgdl-watch fetch ARGS` in `tmp_path`, with RLIMIT_NOFILE `open_files` if given."""
+    command = [sys.executable, "-m", "imgdl_watch", "fetch", "--log-format", "json", *args]
     return subprocess.run(
-        [sys.executable, "-m", "imgdl_watch", "fetch", "--log-format", "json", *args],
+        with_open_files(command, open_files),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -75,6 +82,29 @@ def test_exit_2_on_usage_config_or_input_errors(
     result = fetch(tmp_path, *args)
     assert result.returncode == 2
     assert message in one_clean_line(result.stderr)
+
+
+def test_the_open_file_limit_is_raised_as_far_as_the_settings_need(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # 300 slow downloads at once need ~1900 descriptors. With the soft limit
+    # of 128 as it was, the run died of EMFILE ("internal error").
+    (tmp_path / "wide.txt").write_text(
+        "".join(f"{server.base}/slow/300/{i}.jpg\n" for i in range(300))
+    )
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit here is {hard}")
+    wide = ("wide.txt", "--concurrency", "300", "--per-host", "300")
+    result = fetch(tmp_path, *wide, open_files=(128, hard))
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "wide").iterdir())) == 300
+    assert server.peak_connections > 128  # it really held more than the old soft limit
+    # With the hard limit too low, it says so and what to change, before any work.
+    result = fetch(tmp_path, *wide, open_files=(128, 512))
+    assert result.returncode == 2
+    line = one_clean_line(result.stderr)
+    assert "may open only 512: lower --concurrency or --max-jobs, or raise" in line
 
 
 def test_usage_error_exits_2(tmp_path: Path) -> None:

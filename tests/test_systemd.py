@@ -58,7 +58,8 @@ def test_daemon_notifies_ready_watchdog_and_stopping(tmp_path: Path) -> None:
 def test_sighup_reloads_limits_and_reopens_the_log(server: ImageServer, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("concurrency = 2\nper_host = 2\nmax_jobs = 1\n")
-    daemon = DaemonProcess(tmp_path, "--config", str(config))
+    # A hard limit of 512 open files is enough for these settings, but not for 1000 downloads.
+    daemon = DaemonProcess(tmp_path, "--config", str(config), open_files=(512, 512))
     try:
         daemon.wait_event("daemon_started")
         config.write_text("concurrency = 5\nper-host = 3\nmax_jobs = 2\n")
@@ -75,7 +76,11 @@ def test_sighup_reloads_limits_and_reopens_the_log(server: ImageServer, tmp_path
         config.write_text("concurrency = 0\n")
         daemon.signal(signal.SIGHUP)
         failed = daemon.wait_event("config_reload_failed")
-        assert "concurrency must be 1 or more" in failed[0]["detail"]
+        assert "concurrency must be 1 to 1000" in failed[0]["detail"]
+        config.write_text("concurrency = 1000\n")
+        daemon.signal(signal.SIGHUP)
+        failed = daemon.wait_event("config_reload_failed", count=2)
+        assert "may open only 512" in failed[1]["detail"]
         assert daemon.proc.poll() is None
     finally:
         assert daemon.stop() == 0
