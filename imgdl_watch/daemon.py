@@ -41,11 +41,15 @@ from .progress import RateMeter, Snapshot
 from .report import JobReport
 from .sdnotify import Notifier
 from .status import STATUS_INTERVAL_S, StatusFile, adopt_history
-from .watcher import ChangeSource, watch, watchfiles_source
+from .watcher import ChangeSource, WatchBroken, watch, watchfiles_source
 
 # Names reported by `file_ignored` are remembered so each is reported once;
 # past this many, the memory is cleared rather than grown.
 MAX_IGNORED_REMEMBERED = 10_000
+# Seconds before a watcher that stopped on its own is replaced: the daemon
+# was poked to scan at once, and this keeps a stream of unreadable names from
+# spinning the loop.
+WATCH_RESTART_DELAY_S = 0.1
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -144,6 +148,12 @@ class Daemon:
                 # where such errors surface.)
                 log.error("watch_failed", inbox=self.inbox.root, detail=str(exc), fallback="rescan")
                 await trio.sleep(self.settings.rescan_interval)
+            except WatchBroken as exc:
+                # A name the watcher cannot read; the daemon's scans can.
+                log.warning(
+                    "watch_failed", inbox=self.inbox.root, detail=str(exc), fallback="restart"
+                )
+                await trio.sleep(WATCH_RESTART_DELAY_S)
             status = trio.TASK_STATUS_IGNORED
 
     def poke(self) -> None:

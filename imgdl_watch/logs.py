@@ -11,6 +11,7 @@ not a terminal, or structlog's console rendering for a person at one.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -22,6 +23,12 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
 _LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+# A file name that is not UTF-8 reaches Python with lone surrogates in it
+# (`bad\udcff.txt`). Written as the escape `\udcff`, it stays readable, and
+# inside a JSON string it is valid JSON; the default would raise, and lose the line.
+_UNENCODABLE = "backslashreplace"
 
 
 def _json_line(event: dict[str, Any]) -> str:
@@ -42,6 +49,8 @@ class LogOutput:
         # None means "sys.stdout at each write", so that a live progress
         # display that redirects stdout keeps its bar below our lines.
         self._stream = stream
+        if stream is None and isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(errors=_UNENCODABLE)
         self._stream_level = _LEVEL_NUMBERS[stream_level]
         colors = (stream or sys.stdout).isatty()
         self._console = structlog.dev.ConsoleRenderer(colors=colors) if console else None
@@ -53,7 +62,8 @@ class LogOutput:
         """Close and open the log file again (after logrotate moved it)."""
         if self.log_file is None:
             return
-        old, self._file = self._file, open(self.log_file, "a", encoding="utf-8")  # noqa: SIM115
+        new = open(self.log_file, "a", encoding="utf-8", errors=_UNENCODABLE)  # noqa: SIM115
+        old, self._file = self._file, new
         if old is not None:
             old.close()
 

@@ -6,6 +6,11 @@ it started (watchfiles #345 and its docs). So the watcher does not trust
 events for *what* changed: each event, and each tick of `rescan_interval_s`
 without one, only pokes the daemon, which then scans the folder itself.
 
+A name that is not UTF-8 (`bad\\xff.txt`, any such name in the inbox) makes
+the Rust watcher fail with `WatchfilesRustInternalError`, which ends awatch.
+`watch` turns that into `WatchBroken` once the daemon has been poked, and
+the daemon starts a new watcher: a stray file name must not stop the service.
+
 Stopping: awatch runs the Rust watch call in a worker thread that a Trio
 cancel cannot abandon (watchfiles #162). We set `stop_event` first; the Rust
 loop checks it every `step` and returns, so cancelling takes milliseconds,
@@ -19,7 +24,9 @@ from typing import Protocol
 
 import trio
 import watchfiles
+from watchfiles._rust_notify import WatchfilesRustInternalError
 
+from .errors import first_leaf
 from .inbox import is_list_name
 
 # Milliseconds awatch waits for more changes after one before it reports them.
@@ -30,6 +37,10 @@ DEBOUNCE_MS = 200
 # Seconds between scans when no event comes: they catch what events miss
 # (an inotify overflow, a network filesystem, a claim another daemon gave up).
 RESCAN_INTERVAL_S = 5.0
+
+
+class WatchBroken(Exception):
+    """The watcher stopped on its own (see the module's notes); start another."""
 
 
 class ChangeSource(Protocol):
@@ -77,11 +88,18 @@ async def watch(
     Set `stop` *before* cancelling this task: the cancellation cannot reach
     the worker thread, but the event can.
     """
+    broken: BaseException | None = None
     try:
         changes = source(folder, stop)
         task_status.started()
         async for _batch in changes:
             poke()
+    except* WatchfilesRustInternalError as group:
+        # awatch raises it from inside its task group, wrapped or not.
+        broken = first_leaf(group)
+        poke()  # the change it choked on may be a list: look now
     finally:
         # Whatever ended us, make sure the Rust thread ends too.
         stop.set()
+    if broken is not None:
+        raise WatchBroken(str(broken)) from broken

@@ -4,8 +4,10 @@ explained, and nothing written outside the job folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from tests.daemonproc import DaemonProcess, drop
@@ -84,3 +86,35 @@ def test_mixed_hostile_list(server: ImageServer, tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["mixed"]
     failed = (daemon.inbox / "failed" / "mixed.txt").read_text().splitlines()
     assert len(failed) == 6
+
+
+def test_a_file_name_that_is_not_utf8_stops_neither_the_watcher_nor_the_log(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # The Rust watcher cannot decode such a name: it once ended awatch, and
+    # with it the daemon ("internal error"). Rescans are 60 s apart here, so
+    # only a working watcher picks up the second list in time.
+    daemon = DaemonProcess(tmp_path, "--rescan-interval", "60")
+    latin1 = os.path.join(os.fsencode(daemon.inbox), b"caf\xe9.txt")
+    try:
+        daemon.wait_event("daemon_started")
+        drop(daemon.inbox, "first.txt", f"{server.base}/img/first.jpg\n")
+        daemon.wait_event("job_finished")
+        (daemon.inbox / ".cafe.part").write_text(f"{server.base}/img/cafe.jpg\n")
+        os.rename(daemon.inbox / ".cafe.part", latin1)
+        daemon.wait_event("job_finished", count=2, timeout=10)
+        assert daemon.events("watch_failed")[0]["fallback"] == "restart"
+        # The restart follows the failure by 0.1 s; no event tells that it is done.
+        time.sleep(0.5)
+        drop(daemon.inbox, "after.txt", f"{server.base}/img/after.jpg\n")
+        daemon.wait_event("job_finished", count=3, timeout=10)
+        assert daemon.proc.poll() is None
+    finally:
+        assert daemon.stop() == 0
+    # Every line of the log is UTF-8 JSON; the name is there as an escape.
+    raw = daemon.log_path.read_bytes().decode("utf-8")
+    assert [json.loads(line)["event"] for line in raw.splitlines()][-1] == "daemon_stopped"
+    claimed = {e["file"] for e in daemon.events("list_claimed")}
+    assert claimed == {"first.txt", "caf\udce9.txt", "after.txt"}
+    assert os.path.exists(os.path.join(os.fsencode(daemon.inbox), b"done", b"caf\xe9.txt"))
+    assert sorted(p.name for p in daemon.output.iterdir()) == ["after", "caf_", "first"]

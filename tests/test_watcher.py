@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from imgdl_watch.watcher import watch, watchfiles_source
+from imgdl_watch.watcher import WatchBroken, watch, watchfiles_source
 
 
 @pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
@@ -37,3 +37,20 @@ async def test_real_watchfiles_pokes_on_a_new_list_and_stops_fast(
         nursery.cancel_scope.cancel()
     # rust_timeout is 30 s here: only the stop event can end it this fast.
     assert time.monotonic() - started < 1.0
+
+
+async def test_a_name_the_rust_watcher_cannot_decode_pokes_then_breaks(tmp_path: Path) -> None:
+    poked = trio.Event()
+    source = watchfiles_source(rescan_interval_s=30)
+    (tmp_path / ".x.part").write_text("x")
+    with pytest.raises(ExceptionGroup) as raised:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(watch, source=source, stop=trio.Event()), str(tmp_path), poked.set
+            )
+            await trio.sleep(0.2)  # let the Rust watcher start
+            os.rename(tmp_path / ".x.part", os.fsencode(tmp_path) + b"/caf\xe9.txt")
+            with trio.fail_after(5):
+                await trio.sleep_forever()  # until watch() raises
+    assert raised.group_contains(WatchBroken, match="Unable to decode path", depth=1)
+    assert poked.is_set()  # the daemon was told to look first
