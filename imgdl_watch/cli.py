@@ -118,12 +118,12 @@ def _ensure_open_files(settings: Settings, *, jobs: int) -> None:
 
 
 def _check_writable_folder(path: str, what: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{what} {path} is not a folder")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create {what} folder {path}: {exc.strerror}") from None
-    if not os.path.isdir(path):
-        raise ConfigError(f"{what} {path} is not a folder")
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} folder {path} is not writable")
 

@@ -180,6 +180,10 @@ def test_unwritable_folder_exits_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "cannot create output folder" in one_clean_line(result.stderr)
+    (tmp_path / "list.txt").write_text("")
+    result = fetch(tmp_path, "list.txt", "--output", str(blocker))
+    assert result.returncode == 2
+    assert one_clean_line(result.stderr).endswith(f"output {blocker} is not a folder")
 
 
 def test_every_option_is_in_the_readme_and_in_help() -> None:
