@@ -14,7 +14,7 @@ that is the inbox's business (or the `fetch` command's).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -124,7 +124,11 @@ class Job:
         self._list_fd = list_fd
         self._output = output
         self._fetcher = fetcher
-        self._workers = max(1, workers) * WORKERS_PER_SLOT
+        # Most worker tasks this job may have; see `_produce` for when it hires.
+        self._max_workers = max(1, workers) * WORKERS_PER_SLOT
+        self._workers = 0
+        # The producer's scope: a worker that meets the stop ends the feeding.
+        self._feeding = trio.CancelScope()
         self._report = report
         self._progress_interval_s = progress_interval_s
         self._min_free = min_free
@@ -172,14 +176,18 @@ class Job:
             ) from exc
         try:
             self._existing = await trio.to_thread.run_sync(self._prepare_folder)
-            send, receive = trio.open_memory_channel[_Work](self._workers)
-            async with trio.open_nursery() as nursery:
+            # No buffer: an item passes only from the producer's hand to a
+            # worker's, so the producer knows when no worker is free.
+            send, receive = trio.open_memory_channel[_Work](0)
+            async with trio.open_nursery() as nursery, receive:
                 nursery.start_soon(report_progress, self.summary, self._progress_interval_s)
-                async with trio.open_nursery() as workers:
-                    workers.start_soon(self._produce, send)
-                    for _ in range(self._workers):
-                        workers.start_soon(self._work, receive.clone())
-                    await receive.aclose()
+                async with trio.open_nursery() as crew:
+
+                    def hire() -> None:
+                        self._workers += 1
+                        crew.start_soon(self._work, receive.clone())
+
+                    crew.start_soon(self._produce, send, hire)
                 nursery.cancel_scope.cancel()
         finally:
             os.close(self._dir_fd)
@@ -208,26 +216,38 @@ class Job:
         if self._report is not None:
             self._report.record(**fields)
 
-    async def _produce(self, send: trio.MemorySendChannel[_Work]) -> None:
-        """Feed the workers, one batch behind the reader.
+    async def _produce(self, send: trio.MemorySendChannel[_Work], hire: Callable[[], None]) -> None:
+        """Feed the workers, one batch behind the reader, hiring them as needed.
 
         The reader classifies whole batches (so that `total`, the URLs found
         so far, runs ahead of the downloads) and keeps one in hand; this task
         passes their items on as workers take them. At most two batches of
         work are in memory, whatever the length of the list.
+
+        Workers are hired when an item finds none free, up to two per
+        download slot. So a list of three URLs costs three tasks, not
+        `2 x --concurrency`, which matters when a flood of small lists runs
+        `--max-jobs` at a time: each idle task still costs some 4 KB and its
+        start-up.
         """
         stopping = self._fetcher.stopping
         batches_send, batches_receive = trio.open_memory_channel[list[_Work]](1)
-        async with send, trio.open_nursery() as nursery:
-            nursery.start_soon(self._read, batches_send)
-            async with batches_receive:
-                async for work in batches_receive:
-                    for item in work:
-                        if stopping.is_set():
-                            self._stopped_early = True
-                            nursery.cancel_scope.cancel()
-                            return
-                        await send.send(item)
+        with self._feeding:
+            async with send, trio.open_nursery() as nursery:
+                nursery.start_soon(self._read, batches_send)
+                async with batches_receive:
+                    async for work in batches_receive:
+                        for item in work:
+                            if stopping.is_set():
+                                self._stopped_early = True
+                                nursery.cancel_scope.cancel()
+                                return
+                            try:
+                                send.send_nowait(item)  # to a worker waiting for one
+                            except trio.WouldBlock:
+                                if self._workers < self._max_workers:
+                                    hire()
+                                await send.send(item)
 
     async def _read(self, batches: trio.MemorySendChannel[list[_Work]]) -> None:
         """Parse and classify the list in batches, the first one small."""
@@ -295,6 +315,9 @@ class Job:
                     )
                 except err.Interrupted:
                     self._stopped_early = True
+                    # The producer may be waiting to hand over an item that
+                    # no worker will take: the job is stopping.
+                    self._feeding.cancel()
                     return
                 except err.DownloadError as exc:
                     summary.failed += 1

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import trio
 from structlog.testing import capture_logs
 
 from imgdl_watch.fetcher import Fetcher, FetchOptions
@@ -127,3 +128,51 @@ async def test_empty_and_junk_lists_end_cleanly(server: ImageServer, tmp_path: P
     empty.write_bytes(os.urandom(20000))
     summary = await run(empty, tmp_path / "out")
     assert summary.complete and summary.ok == 0 and summary.invalid > 0
+
+
+async def _job_in(tmp_path: Path, fetcher: Fetcher, lines: list[str], *, workers: int) -> Job:
+    fd = open_list(write_list(tmp_path / "list.txt", lines))
+    return Job(name="j", list_fd=fd, output=str(tmp_path / "out"), fetcher=fetcher, workers=workers)
+
+
+async def test_workers_are_hired_only_as_the_list_needs_them(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    async with Fetcher(FAST) as fetcher:
+        short = await _job_in(
+            tmp_path, fetcher, [f"{server.base}/img/{i}.jpg" for i in range(3)], workers=32
+        )
+        assert (await short.run()).ok == 3
+        # Three URLs, three workers at most: not two per slot (64).
+        assert 1 <= short._workers <= 3
+        (tmp_path / "list.txt").unlink()
+        wide = await _job_in(
+            tmp_path, fetcher, [f"{server.base}/slow/100/w{i}.jpg" for i in range(40)], workers=4
+        )
+        assert (await wide.run()).ok == 40
+        # Busy workers: more are hired, up to two per slot.
+        assert wide._workers == 8
+
+
+async def test_a_stop_ends_a_job_whose_workers_all_wait_to_retry(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # One slot, so two workers; both wait out a backoff when the stop comes,
+    # and the producer waits to hand over a third item. Both workers end at
+    # their next attempt without taking it: the job must end, not wait for a taker.
+    options = FetchOptions(retries=5, backoff=Backoff(base_s=0.2, cap_s=0.2))
+    async with Fetcher(options) as fetcher:
+        urls = [f"{server.base}/status/500/{i}.jpg" for i in range(10)]
+        job = await _job_in(tmp_path, fetcher, urls, workers=1)
+        async with trio.open_nursery() as nursery:
+
+            async def stop_once_both_failed() -> None:
+                while sum(server.counts.values()) < 2:
+                    await trio.sleep(0.01)
+                fetcher.stopping.set()
+
+            nursery.start_soon(stop_once_both_failed)
+            with trio.fail_after(5):
+                summary = await job.run()
+    assert not summary.complete
+    assert sum(server.counts.values()) <= 4
