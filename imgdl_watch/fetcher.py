@@ -39,6 +39,7 @@ the body is read, and again against the bytes as they stream.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import functools
@@ -63,6 +64,7 @@ from .config import Settings
 from .filesink import FileSink, GroupCommit
 from .hostlimits import HostLimits
 from .imagecheck import SNIFF_BYTES, is_image_type, sniff
+from .listparse import log_url
 from .naming import extension_for, has_extension
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, parse_retry_after, status_is_retryable
 
@@ -308,7 +310,7 @@ class Fetcher:
             )
             log.info(
                 "download_retry",
-                url=url,
+                url=log_url(url),
                 attempt=attempts,
                 reason=exc.reason,
                 status=exc.status,
@@ -382,12 +384,13 @@ class Fetcher:
     ) -> tuple[str, FileSink]:
         seen = {str(url)}
         current = url
+        headers = self._headers
         for _hop in range(self.options.max_redirects + 1):
             if self.options.block_private:
                 await self._guard(current)
-            request = httpx.Request(
-                "GET", current, headers=self._headers, extensions=self._extensions
-            )
+            if url.userinfo:
+                headers = self._with_credentials(url, current)
+            request = httpx.Request("GET", current, headers=headers, extensions=self._extensions)
             try:
                 response = await self._transport(slot, current).handle_async_request(request)
                 response.request = request
@@ -405,6 +408,22 @@ class Fetcher:
             except httpx.HTTPError as exc:
                 raise _translate(exc) from exc
         raise err.RedirectError(f"more than {self.options.max_redirects} redirects")
+
+    def _with_credentials(self, listed: httpx.URL, current: httpx.URL) -> dict[str, str]:
+        """Our headers, with Basic credentials from `user:password@` in the URL.
+
+        As curl does: they go to the listed URL's origin only, never to
+        another host a redirect points at (unless its URL has its own).
+        """
+        source = current if current.userinfo else listed
+        if (source.scheme, source.host, source.port) != (
+            current.scheme,
+            current.host,
+            current.port,
+        ):
+            return self._headers
+        secret = f"{source.username}:{source.password}".encode()
+        return self._headers | {"Authorization": "Basic " + base64.b64encode(secret).decode()}
 
     @staticmethod
     def _next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:

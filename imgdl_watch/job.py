@@ -27,7 +27,7 @@ from . import metrics
 from .config import Settings
 from .fetcher import Fetcher
 from .filesink import existing_images, open_job_folder, sweep_temp_files
-from .listparse import InvalidLine, ListedUrl, excerpt, parse_chunks
+from .listparse import InvalidLine, ListedUrl, excerpt, log_url, parse_chunks
 from .naming import ADDED_EXTENSIONS, FingerprintSet, NameRegistry, has_extension
 from .progress import PROGRESS_INTERVAL_S, JobSummary, report_progress
 from .report import JobReport
@@ -40,8 +40,6 @@ READ_CHUNK_BYTES = 256 * 1024
 # millisecond or two; each next one doubles, up to the largest.
 FIRST_PARSE_BATCH = 32
 PARSE_BATCH = 1024
-# Longest URL a log line carries; the report has the whole URL.
-LOG_URL_CHARS = 300
 # Worker tasks per download slot: while one writes its finished file to disk
 # (fdatasync can take milliseconds), the other already uses the slot for the
 # next download. With one, a slow disk left slots idle (measured: +15% wall
@@ -66,10 +64,6 @@ class _Work:
     line: int
     url: str
     name: str
-
-
-def log_url(url: str) -> str:
-    return url if len(url) <= LOG_URL_CHARS else excerpt(url, LOG_URL_CHARS)
 
 
 def _take(entries: Iterator[ListedUrl | InvalidLine], count: int) -> list[ListedUrl | InvalidLine]:

@@ -25,7 +25,13 @@ MAX_LINE_BYTES = 8192
 # never enough for a hostile input to flood the log.
 EXCERPT_CHARS = 60
 
+# Longest URL a log line carries; the report has the whole URL.
+LOG_URL_CHARS = 300
+
 _UTF8_BOM = b"\xef\xbb\xbf"
+# The password in `scheme://user:password@host`: logs show `***` instead.
+# (Neither part may hold a raw `@`, `/`, `?` or `#`, so the first `@` ends it.)
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 # Whitespace or control characters inside a URL: a spreadsheet cell with two
 # values, or binary junk. Both are refused rather than guessed at.
@@ -65,6 +71,19 @@ def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     if len(shown) > limit:
         shown = shown[:limit]
     return shown + ("…" if len(text) > limit or len(shown) < len(cut) else "")
+
+
+def redact(url: str) -> str:
+    """`url` with the password of its userinfo, if any, replaced by `***`."""
+    if "@" not in url:
+        return url
+    return _PASSWORD.sub(r"\1:***@", url, count=1)
+
+
+def log_url(url: str) -> str:
+    """A URL as a log line carries it: no password, at most `LOG_URL_CHARS`."""
+    url = redact(url)
+    return url if len(url) <= LOG_URL_CHARS else excerpt(url, LOG_URL_CHARS)
 
 
 def split_lines(
@@ -117,29 +136,37 @@ def parse_line(raw: bytes | OverlongLine, line: int) -> ListedUrl | InvalidLine 
 
 
 def _check_url(text: str, line: int) -> ListedUrl | InvalidLine:
-    if _BAD_CHARS.search(text):
-        return InvalidLine(line, "bad_characters", excerpt(text))
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises ValueError on a port that is not a number
-    except ValueError:
-        return InvalidLine(line, "malformed_url", excerpt(text))
-    if not parts.scheme or "://" not in text:
-        return InvalidLine(line, "not_a_url", excerpt(text))
-    if parts.scheme.lower() not in _ALLOWED_SCHEMES:
-        return InvalidLine(line, "unsupported_scheme", excerpt(text))
-    if not parts.hostname:
-        return InvalidLine(line, "missing_host", excerpt(text))
-    if port == 0:
-        return InvalidLine(line, "malformed_url", excerpt(text))
-    try:
-        httpx.URL(text)
-    except (httpx.InvalidURL, ValueError):
-        return InvalidLine(line, "malformed_url", excerpt(text))
+    reason = _invalid_reason(text)
+    if reason is not None:
+        return InvalidLine(line, reason, excerpt(redact(text)))
     # The fragment never reaches the server: two URLs that differ only there
     # are the same download.
     url = text.split("#", 1)[0]
     return ListedUrl(line, url)
+
+
+def _invalid_reason(text: str) -> str | None:
+    """Why `text` is not a URL we can download, or None if it is one."""
+    if _BAD_CHARS.search(text):
+        return "bad_characters"
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError on a port that is not a number
+    except ValueError:
+        return "malformed_url"
+    if not parts.scheme or "://" not in text:
+        return "not_a_url"
+    if parts.scheme.lower() not in _ALLOWED_SCHEMES:
+        return "unsupported_scheme"
+    if not parts.hostname:
+        return "missing_host"
+    if port == 0:
+        return "malformed_url"
+    try:
+        httpx.URL(text)
+    except (httpx.InvalidURL, ValueError):
+        return "malformed_url"
+    return None
 
 
 def parse_chunks(chunks: Iterable[bytes]) -> Iterator[ListedUrl | InvalidLine]:

@@ -9,6 +9,8 @@ what was fetched and how often. Routes, by the first path segment:
     /status/CODE/...         that status, every time
     /flaky/N/CODE/...        CODE the first N times (with Retry-After if ?ra=…), then the image
     /redirect/N/...          N redirects, then /img/...
+    /auth/USER/PASS/...      the image with Basic credentials USER:PASS, else 401
+    /to/...?url=URL          a redirect to URL, anywhere
     /loop/...                a redirect loop
     /badredirect/...         a redirect to ftp:
     /html/...                200 text/html, an error page in disguise
@@ -26,6 +28,7 @@ what was fetched and how often. Routes, by the first path segment:
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import hashlib
 import socket
@@ -120,6 +123,15 @@ class _Handler(BaseHTTPRequestHandler):
             rest = "/".join(seg[2:])
             target = f"/redirect/{left - 1}/{rest}" if left > 1 else f"/img/{rest}"
             self._send(302, b"", "text/plain", Location=target)
+        elif route == "auth":
+            # Basic credentials USER:PASS required; a 401 otherwise.
+            secret = base64.b64encode(f"{seg[1]}:{seg[2]}".encode()).decode()
+            if self.headers.get("Authorization") == f"Basic {secret}":
+                self._send(200, image_bytes(path))
+            else:
+                self._send(401, b"who are you?", "text/plain", WWW_Authenticate='Basic realm="t"')
+        elif route == "to":
+            self._send(302, b"", "text/plain", Location=query["url"][0])
         elif route == "loop":
             other = "b.jpg" if seg[-1] == "a.jpg" else "a.jpg"
             self._send(301, b"", "text/plain", Location=f"/loop/{other}")

@@ -326,3 +326,26 @@ async def test_environment_proxy_is_used_and_no_proxy_bypasses_it(
     assert server.counts["http://images.invalid/img/p.jpg"] == 1
     assert server.counts["/img/d.jpg"] == 1
     assert files(out_fd) == ["d.jpg", "p.jpg"]
+
+
+async def test_credentials_in_the_url_go_to_its_origin_only(
+    server: ImageServer, out_fd: int
+) -> None:
+    with ImageServer() as elsewhere:
+        listed = server.base.replace("://", "://alice:s%3Acret@")
+        assert await get_url(f"{listed}/auth/alice/s:cret/a.jpg", out_fd) == "a.jpg"
+        # A redirect within the origin keeps them; one to another host drops them.
+        away = f"{listed}/to/b.jpg?url={elsewhere.base}/img/b.jpg"
+        assert await get_url(away, out_fd) == "b.jpg"
+        assert "Authorization" not in elsewhere.headers_seen[-1]
+        with pytest.raises(err.HttpStatusError) as denied:
+            await get_url(f"{server.base}/auth/alice/s:cret/c.jpg", out_fd)
+    assert denied.value.status == 401
+
+
+async def get_url(url: str, out_fd: int) -> str:
+    async with Fetcher(options()) as fetcher:
+        result = await fetcher.download(
+            url, dir_fd=out_fd, name=url.rsplit("/", 1)[-1].split("?", maxsplit=1)[0]
+        )
+    return result.file

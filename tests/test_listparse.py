@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -9,6 +10,7 @@ from imgdl_watch.listparse import (
     InvalidLine,
     ListedUrl,
     OverlongLine,
+    log_url,
     parse_chunks,
     parse_line,
     split_lines,
@@ -92,3 +94,24 @@ def test_excerpts_are_short_and_printable(text: str) -> None:
     if isinstance(entry, InvalidLine):
         assert len(entry.excerpt) <= EXCERPT_CHARS + 1
         assert entry.excerpt.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("http://alice:s3cret@h.example/x.jpg", "http://alice:***@h.example/x.jpg"),
+        ("https://alice:p%40ss:word@h.example:8443/x", "https://alice:***@h.example:8443/x"),
+        ("http://alice@h.example/x.jpg", "http://alice@h.example/x.jpg"),  # no password
+        ("http://h.example/a@b.jpg", "http://h.example/a@b.jpg"),
+        ("http://h.example:80/a:b@c.jpg", "http://h.example:80/a:b@c.jpg"),
+        ("http://h.example/x?u=a:b@c", "http://h.example/x?u=a:b@c"),
+    ],
+)
+def test_logs_never_show_a_password(url: str, logged: str) -> None:
+    assert log_url(url) == logged
+
+
+def test_an_invalid_line_does_not_echo_its_password() -> None:
+    entry = parse_line(b"ftp://alice:s3cret@h.example/x.jpg", 1)
+    assert isinstance(entry, InvalidLine) and entry.reason == "unsupported_scheme"
+    assert "s3cret" not in entry.excerpt and "alice:***@" in entry.excerpt
