@@ -18,6 +18,7 @@ logs, and what the report records.
         ├── NotAnImage                 not_an_image: neither image/* nor image bytes
         ├── RedirectError              redirect_loop, too_many_redirects, bad_redirect
         ├── UnknownHost                unknown_host: DNS says the name does not exist
+        ├── UntrustedCertificate       certificate_error: TLS verification failed
         ├── BlockedAddress             blocked_address: private-address guard
         ├── ProtocolError              protocol_error: not speaking HTTP
         └── WriteFailed                write_error, or disk_full on ENOSPC
@@ -107,6 +108,13 @@ class UnknownHost(PermanentError):
     """
 
     reason = "unknown_host"
+
+
+class UntrustedCertificate(PermanentError):
+    """The server's TLS certificate failed verification: expired, self-signed,
+    or for another name. Retrying meets the same certificate."""
+
+    reason = "certificate_error"
 
 
 class BlockedAddress(PermanentError):

@@ -51,9 +51,8 @@ import time
 import urllib.request  # httpx imports it anyway (http.cookiejar)
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Final
+from typing import Final, TypeVar
 
-import certifi
 import httpx
 import structlog
 import trio
@@ -89,6 +88,7 @@ _NO_SUCH_HOST: Final = frozenset(
 )
 
 log = structlog.get_logger("imgdl_watch")
+_E = TypeVar("_E", bound=BaseException)
 
 
 # A slot's transports, by (proxy URL or None for direct, TLS or not): a plain
@@ -144,8 +144,10 @@ def _translate(exc: httpx.HTTPError) -> err.DownloadError:
     if isinstance(exc, httpx.TimeoutException):
         return err.TimedOut(type(exc).__name__)
     if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
-        if (dns := _resolver_error(exc)) is not None:
+        if (dns := _cause(exc, socket.gaierror)) is not None:
             return _dns_failure(dns)
+        if (tls := _cause(exc, ssl.SSLCertVerificationError)) is not None:
+            return err.UntrustedCertificate(tls.verify_message or str(tls))
         return err.ConnectFailed(str(exc) or type(exc).__name__)
     if isinstance(exc, httpx.RemoteProtocolError):
         text = str(exc)
@@ -161,12 +163,12 @@ def _translate(exc: httpx.HTTPError) -> err.DownloadError:
     return err.ConnectionLost(str(exc) or type(exc).__name__)
 
 
-def _resolver_error(exc: BaseException) -> socket.gaierror | None:
-    """The resolver's error behind an httpx exception, when DNS is what failed."""
+def _cause(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The exception of type `kind` behind an httpx exception, if any."""
     cause: BaseException | None = exc
     # httpx's error wraps httpcore's, which wraps the OS's: a short chain.
     for _ in range(8):
-        if cause is None or isinstance(cause, socket.gaierror):
+        if cause is None or isinstance(cause, kind):
             return cause
         cause = cause.__cause__ or cause.__context__
     return None
@@ -284,7 +286,9 @@ class Fetcher:
                 self._plain_ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             return self._plain_ssl
         if self._ssl is None:
-            self._ssl = ssl.create_default_context(cafile=certifi.where())
+            # httpx's own default: SSL_CERT_FILE or SSL_CERT_DIR when set
+            # (a private CA), else certifi's bundle.
+            self._ssl = httpx.create_ssl_context()
         return self._ssl
 
     async def download(self, url: str, *, dir_fd: int, name: str) -> Downloaded:

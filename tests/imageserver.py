@@ -32,6 +32,7 @@ import base64
 import gzip
 import hashlib
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -196,8 +197,16 @@ class ImageServer(ThreadingHTTPServer):
     # A flood of connections from many downloads at once must not be refused.
     request_queue_size = 1024
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
+        # With `tls`, the same routes over https (the handshake runs in the
+        # handler's thread, so a client that refuses the certificate stalls nothing).
+        self.scheme = "http"
+        if tls is not None:
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
         self.counts: Counter[str] = Counter()
         self.headers_seen: list[dict[str, str]] = []
         self.lock = threading.Lock()
@@ -210,7 +219,7 @@ class ImageServer(ThreadingHTTPServer):
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
 
     def start(self) -> ImageServer:
         self._thread = threading.Thread(

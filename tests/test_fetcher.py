@@ -6,10 +6,13 @@ import datetime as dt
 import os
 import socket
 import ssl
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trustme
 
 from imgdl_watch import errors as err
 from imgdl_watch.fetcher import Fetcher, FetchOptions
@@ -349,3 +352,34 @@ async def get_url(url: str, out_fd: int) -> str:
             url, dir_fd=out_fd, name=url.rsplit("/", 1)[-1].split("?", maxsplit=1)[0]
         )
     return result.file
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ImageServer, Path]]:
+    """An https ImageServer with a certificate from a throwaway CA, and the CA's PEM file."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    with ImageServer(tls=context) as server:
+        yield server, ca_pem
+
+
+async def test_https_verifies_the_certificate_and_trusts_ssl_cert_file(
+    tls_server: tuple[ImageServer, Path], out_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca_pem = tls_server
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    # Our CA is in no bundle: refused at once, and not retried.
+    with pytest.raises(err.UntrustedCertificate) as refused:
+        await get(server, out_fd, "/img/t.jpg")
+    assert refused.value.reason == "certificate_error" and refused.value.attempts == 1
+    assert "certificate" in refused.value.detail
+    assert server.counts["/img/t.jpg"] == 0
+    # A private CA, as httpx itself takes it: SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+    assert await get(server, out_fd, "/img/t.jpg") == "t.jpg"
+    with open(f"/proc/self/fd/{out_fd}/t.jpg", "rb") as handle:
+        assert handle.read() == image_bytes("/img/t.jpg")
