@@ -29,7 +29,7 @@ class ConfigError(Exception):
 
 # Upper bounds, so that a slip of the keyboard (an extra zero or three) is
 # an error at start-up rather than a process that eats the machine: each
-# download slot costs two tasks per job and up to five open files.
+# download slot may cost two tasks per job and six open files.
 # More downloads in flight than curl allows (300), with room to spare.
 MAX_CONCURRENCY = 1000
 # More lists at once than any disk or network would thank us for.
@@ -40,14 +40,12 @@ MAX_RETRIES = 100
 MAX_REDIRECTS = 100
 
 
-def _int_from(low: int, high: int | None = None) -> Callable[[str], int]:
-    """A whole number of at least `low` (and at most `high`)."""
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from `low` to `high`."""
 
     def parse(text: str) -> int:
         value = int(text)
-        if high is None and value < low:
-            raise ValueError(f"must be {low} or more")
-        if high is not None and not low <= value <= high:
+        if not low <= value <= high:
             raise ValueError(f"must be {low} to {high}")
         return value
 
@@ -144,20 +142,20 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "concurrency",
-        _int_from(1, MAX_CONCURRENCY),
+        _int_between(1, MAX_CONCURRENCY),
         32,
         "downloads in flight at once, across all jobs",
     ),
     Option(
         "per_host",
-        _int_from(1, MAX_CONCURRENCY),
+        _int_between(1, MAX_CONCURRENCY),
         8,
         "downloads in flight at once to one host",
     ),
-    Option("max_jobs", _int_from(1, MAX_JOBS), 4, "lists processed at once", commands=("run",)),
+    Option("max_jobs", _int_between(1, MAX_JOBS), 4, "lists processed at once", commands=("run",)),
     Option(
         "retries",
-        _int_from(0, MAX_RETRIES),
+        _int_between(0, MAX_RETRIES),
         4,
         "retries of a failed download that a retry can fix",
     ),
@@ -201,7 +199,7 @@ OPTIONS: tuple[Option, ...] = (
         "seconds one download attempt may take in all",
         "SECONDS",
     ),
-    Option("max_redirects", _int_from(0, MAX_REDIRECTS), 10, "redirects followed per download"),
+    Option("max_redirects", _int_between(0, MAX_REDIRECTS), 10, "redirects followed per download"),
     Option("any_type", _bool, False, "save any Content-Type, not only images", "BOOL", switch=True),
     Option(
         "block_private",

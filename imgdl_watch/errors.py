@@ -102,9 +102,9 @@ class RedirectError(PermanentError):
 class UnknownHost(PermanentError):
     """DNS answered that the host has no address: a typo or a dead domain.
 
-    Retrying would only ask again, for every URL of the host, for a minute
-    each. A DNS server that could not be reached (EAI_AGAIN) is a
-    `ConnectFailed` instead, and retried.
+    Retrying would only ask again: five lookups and ~10 s of backoff for
+    every URL of the host. A DNS server that could not be reached
+    (EAI_AGAIN) is a `ConnectFailed` instead, and retried.
     """
 
     reason = "unknown_host"

@@ -118,9 +118,10 @@ class Job:
         self._list_fd = list_fd
         self._output = output
         self._fetcher = fetcher
-        # Most worker tasks this job may have; see `_produce` for when it hires.
+        # Most worker tasks this job may have, and how many it has hired so
+        # far; see `_produce` for when it hires.
         self._max_workers = max(1, workers) * WORKERS_PER_SLOT
-        self._workers = 0
+        self._hired = 0
         # The producer's scope: a worker that meets the stop ends the feeding.
         self._feeding = trio.CancelScope()
         self._report = report
@@ -178,7 +179,7 @@ class Job:
                 async with trio.open_nursery() as crew:
 
                     def hire() -> None:
-                        self._workers += 1
+                        self._hired += 1
                         crew.start_soon(self._work, receive.clone())
 
                     crew.start_soon(self._produce, send, hire)
@@ -239,7 +240,7 @@ class Job:
                             try:
                                 send.send_nowait(item)  # to a worker waiting for one
                             except trio.WouldBlock:
-                                if self._workers < self._max_workers:
+                                if self._hired < self._max_workers:
                                     hire()
                                 await send.send(item)
 

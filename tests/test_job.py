@@ -144,14 +144,14 @@ async def test_workers_are_hired_only_as_the_list_needs_them(
         )
         assert (await short.run()).ok == 3
         # Three URLs, three workers at most: not two per slot (64).
-        assert 1 <= short._workers <= 3
+        assert 1 <= short._hired <= 3
         (tmp_path / "list.txt").unlink()
         wide = await _job_in(
             tmp_path, fetcher, [f"{server.base}/slow/100/w{i}.jpg" for i in range(40)], workers=4
         )
         assert (await wide.run()).ok == 40
         # Busy workers: more are hired, up to two per slot.
-        assert wide._workers == 8
+        assert wide._hired == 8
 
 
 async def test_a_stop_ends_a_job_whose_workers_all_wait_to_retry(
