@@ -239,6 +239,11 @@ class Fetcher:
     def in_flight(self) -> int:
         return int(self._global.borrowed_tokens)
 
+    @property
+    def concurrency(self) -> int:
+        """Downloads in flight at most, now (a reload may change it)."""
+        return int(self._global.total_tokens)
+
     def set_limits(self, *, concurrency: int, per_host: int) -> None:
         """Apply new limits while running (config reload)."""
         # Slot ids are never taken away: after a decrease, the limiter alone

@@ -108,7 +108,7 @@ class Job:
         list_fd: int,
         output: str,
         fetcher: Fetcher,
-        workers: int,
+        workers: int | None = None,
         report: JobReport | None = None,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
         min_free: int = 0,
@@ -118,9 +118,11 @@ class Job:
         self._list_fd = list_fd
         self._output = output
         self._fetcher = fetcher
-        # Most worker tasks this job may have, and how many it has hired so
-        # far; see `_produce` for when it hires.
-        self._max_workers = max(1, workers) * WORKERS_PER_SLOT
+        # Download slots this job may fill: a fixed number, or (None) the
+        # fetcher's concurrency as it is now, so that a reload that raises it
+        # reaches running jobs too. Two worker tasks per slot at most, hired
+        # as needed (see `_produce`).
+        self._slots = workers
         self._hired = 0
         # The producer's scope: a worker that meets the stop ends the feeding.
         self._feeding = trio.CancelScope()
@@ -153,7 +155,6 @@ class Job:
             list_fd=list_fd,
             output=output,
             fetcher=fetcher,
-            workers=settings.concurrency,
             report=report,
             progress_interval_s=settings.progress_interval,
             min_free=settings.min_free,
@@ -207,6 +208,10 @@ class Job:
                     return name + ext
         return None
 
+    def _max_workers(self) -> int:
+        slots = self._fetcher.concurrency if self._slots is None else self._slots
+        return max(1, slots) * WORKERS_PER_SLOT
+
     def _record(self, **fields: Any) -> None:
         if self._report is not None:
             self._report.record(**fields)
@@ -240,7 +245,7 @@ class Job:
                             try:
                                 send.send_nowait(item)  # to a worker waiting for one
                             except trio.WouldBlock:
-                                if self._hired < self._max_workers:
+                                if self._hired < self._max_workers():
                                     hire()
                                 await send.send(item)
 

@@ -130,7 +130,9 @@ async def test_empty_and_junk_lists_end_cleanly(server: ImageServer, tmp_path: P
     assert summary.complete and summary.ok == 0 and summary.invalid > 0
 
 
-async def _job_in(tmp_path: Path, fetcher: Fetcher, lines: list[str], *, workers: int) -> Job:
+async def _job_in(
+    tmp_path: Path, fetcher: Fetcher, lines: list[str], *, workers: int | None
+) -> Job:
     fd = open_list(write_list(tmp_path / "list.txt", lines))
     return Job(name="j", list_fd=fd, output=str(tmp_path / "out"), fetcher=fetcher, workers=workers)
 
@@ -176,3 +178,30 @@ async def test_a_stop_ends_a_job_whose_workers_all_wait_to_retry(
                 summary = await job.run()
     assert not summary.complete
     assert sum(server.counts.values()) <= 4
+
+
+async def test_a_reload_that_raises_concurrency_reaches_a_running_job(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    options = FetchOptions(concurrency=2, per_host=50)
+    async with Fetcher(options) as fetcher:
+        urls = [f"{server.base}/slow/100/r{i}.jpg" for i in range(60)]
+        job = await _job_in(tmp_path, fetcher, urls, workers=None)
+        peak = 0
+        async with trio.open_nursery() as nursery:
+
+            async def reload_once_full() -> None:
+                nonlocal peak
+                while job._hired < 4:
+                    await trio.sleep(0.01)
+                fetcher.set_limits(concurrency=5, per_host=50)
+                while True:
+                    peak = max(peak, fetcher.in_flight)
+                    await trio.sleep(0.01)
+
+            nursery.start_soon(reload_once_full)
+            with trio.fail_after(10):
+                summary = await job.run()
+            nursery.cancel_scope.cancel()
+    assert summary.ok == 60
+    assert job._hired == 10 and peak == 5
