@@ -289,6 +289,8 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
 def _status(settings: Settings, *, json_output: bool) -> int:
     from .status import collect, render  # noqa: PLC0415
 
+    if not os.path.isdir(settings.inbox):
+        return _fail(f"no inbox at {settings.inbox}: give the daemon's --inbox DIR")
     report = collect(settings.inbox)
     if json_output:
         print(json.dumps(report, indent=2))

@@ -120,9 +120,19 @@ def test_status_and_metrics_of_a_running_daemon(server: ImageServer, tmp_path: P
 
 
 def test_status_without_any_daemon(tmp_path: Path) -> None:
-    result = status(tmp_path / "nothing-here")
+    (tmp_path / "inbox").mkdir()
+    result = status(tmp_path / "inbox")
     assert result.returncode == 0
     assert "no daemon is running" in result.stdout
+
+
+def test_status_of_a_mistyped_inbox_says_so(tmp_path: Path) -> None:
+    result = status(tmp_path / "nothing-here")
+    assert result.returncode == 2
+    missing = tmp_path / "nothing-here"
+    assert result.stderr.strip() == (
+        f"imgdl-watch: error: no inbox at {missing}: give the daemon's --inbox DIR"
+    )
 
 
 def test_throttled_hosts_are_counted(server: ImageServer, tmp_path: Path) -> None:
