@@ -88,6 +88,16 @@ class DaemonProcess:
         finally:
             self._stderr.close()
 
+    def stop_cleanly(self, timeout: float = 15) -> None:
+        """Stop with SIGTERM and require exit 0; if not, say what the daemon said last."""
+        code = self.stop(timeout)
+        if code != 0:
+            last = [e["event"] for e in self.events()][-15:]
+            stderr = self.stderr_path.read_text()[-2000:]
+            raise AssertionError(
+                f"daemon exited with {code}; stderr: {stderr!r}; last events: {last}"
+            )
+
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()

@@ -70,7 +70,7 @@ def test_list_written_slowly_in_place_is_one_job(server: ImageServer, tmp_path: 
         assert finished[0]["ok"] == 6
         assert len(daemon.events("job_started")) == 1
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
 
 
 def test_lists_present_at_start_and_leftovers_are_taken(
@@ -86,7 +86,7 @@ def test_lists_present_at_start_and_leftovers_are_taken(
         assert sorted(e["job"] for e in finished) == ["early", "left"]
         assert daemon.events("job_resumed")[0]["job"] == "left"
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
 
 
 def test_sigterm_mid_job_exits_cleanly_and_resumes(server: ImageServer, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_sigterm_mid_job_exits_cleanly_and_resumes(server: ImageServer, tmp_path
         assert finished[0]["ok"] + finished[0]["skipped"] == 40
         assert finished[0]["skipped"] >= len(done_before)
     finally:
-        assert again.stop() == 0
+        again.stop_cleanly()
     for url in done_before:
         assert server.counts[url[len(server.base) :]] == 1
 
@@ -136,7 +136,7 @@ def test_kill_9_then_restart_completes_byte_identical(server: ImageServer, tmp_p
         finished = again.wait_event("job_finished", timeout=60)
         assert finished[0]["failed"] == 0
     finally:
-        assert again.stop() == 0
+        again.stop_cleanly()
     folder = again.output / "kill"
     assert sorted(os.listdir(folder)) == sorted(f"k{i}.jpg" for i in range(60))
     for url in urls:
@@ -162,8 +162,8 @@ def test_two_daemons_share_one_inbox(server: ImageServer, tmp_path: Path) -> Non
 
         first.wait_for(all_done, timeout=90)
     finally:
-        assert first.stop() == 0
-        assert second.stop() == 0
+        first.stop_cleanly()
+        second.stop_cleanly()
     jobs = [e["job"] for e in first.events("job_finished") + second.events("job_finished")]
     assert sorted(jobs) == [f"list{n:02}" for n in range(20)]
     assert first.events("job_finished") and second.events("job_finished")  # both took a share

@@ -49,7 +49,7 @@ def test_mixed_hostile_list(server: ImageServer, tmp_path: Path) -> None:
         summary = daemon.wait_event("job_finished", timeout=90)[0]
         assert daemon.proc.poll() is None  # still running
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
     assert (summary["ok"], summary["failed"], summary["invalid"], summary["duplicates"]) == (
         8,
         6,
@@ -110,7 +110,7 @@ def test_a_file_name_that_is_not_utf8_stops_neither_the_watcher_nor_the_log(
         daemon.wait_event("job_finished", count=3, timeout=10)
         assert daemon.proc.poll() is None
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
     # Every line of the log is UTF-8 JSON; the name is there as an escape.
     raw = daemon.log_path.read_bytes().decode("utf-8")
     assert [json.loads(line)["event"] for line in raw.splitlines()][-1] == "daemon_stopped"

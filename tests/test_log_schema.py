@@ -63,7 +63,7 @@ def test_every_field_of_a_real_run_is_documented(server: ImageServer, tmp_path: 
         drop(daemon.inbox, "mixed.txt", "\n".join(lines) + "\n")
         daemon.wait_event("job_finished", timeout=60)
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
     docs = documented()
     seen = {e["event"] for e in daemon.events()}
     assert {"job_progress", "download_retry", "url_invalid", "file_ignored"} <= seen

@@ -110,7 +110,7 @@ def test_status_and_metrics_of_a_running_daemon(server: ImageServer, tmp_path: P
             assert name in scraped, name
         daemon.wait_event("job_finished", count=2, timeout=60)
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
     after = status(daemon.inbox, "--json")
     report = json.loads(after.stdout)
     assert after.returncode == 0
@@ -146,7 +146,7 @@ def test_throttled_hosts_are_counted(server: ImageServer, tmp_path: Path) -> Non
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         )
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
     assert 'imgdl_host_throttled_total{host="127.0.0.1",status="429"} 2.0' in scraped
 
 
@@ -191,7 +191,7 @@ def test_a_new_daemon_adopts_the_history_of_dead_ones(server: ImageServer, tmp_p
         drop(first.inbox, "old.txt", f"{server.base}/img/old.jpg\n")
         first.wait_event("job_finished")
     finally:
-        assert first.stop() == 0
+        first.stop_cleanly()
     second = DaemonProcess(tmp_path, name="second")
     try:
         second.wait_event("daemon_started")
@@ -199,7 +199,7 @@ def test_a_new_daemon_adopts_the_history_of_dead_ones(server: ImageServer, tmp_p
         report = json.loads(status(second.inbox, "--json").stdout)
         state_files = os.listdir(second.inbox / ".imgdl-watch")
     finally:
-        assert second.stop() == 0
+        second.stop_cleanly()
     assert report["daemon_alive"] is True
     assert [j["job"] for j in report["recent"]] == ["old"]
     assert len(state_files) == 1  # the dead daemon's file was taken over, not kept

@@ -152,7 +152,7 @@ def test_flood_of_lists_respects_max_jobs(server: ImageServer, tmp_path: Path) -
             peak_fds = max(peak_fds, len(os.listdir(f"/proc/{daemon.proc.pid}/fd")))
             time.sleep(0.05)
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
     running = peak = 0
     for event in daemon.events():
         if event["event"] == "job_started":
@@ -210,4 +210,4 @@ def test_deleted_inbox_and_output_are_recreated(server: ImageServer, tmp_path: P
         assert (daemon.output / "back" / "back.jpg").exists()
         assert daemon.proc.poll() is None
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()

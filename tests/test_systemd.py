@@ -83,7 +83,7 @@ def test_sighup_reloads_limits_and_reopens_the_log(server: ImageServer, tmp_path
         assert "may open only 512" in failed[1]["detail"]
         assert daemon.proc.poll() is None
     finally:
-        assert daemon.stop() == 0
+        daemon.stop_cleanly()
 
 
 def _stub_root(tmp_path: Path) -> Path:
