@@ -59,6 +59,7 @@ import trio
 
 from . import errors as err
 from . import metrics
+from .addressguard import AddressRefused, PublicOnlyResolver, is_public
 from .config import Settings
 from .filesink import FileSink, GroupCommit
 from .hostlimits import HostLimits
@@ -139,13 +140,15 @@ class Downloaded:
     attempts: int
 
 
-def _translate(exc: httpx.HTTPError) -> err.DownloadError:
-    """The most specific `DownloadError` for an httpx exception."""
+def _translate(exc: httpx.HTTPError, host: str) -> err.DownloadError:
+    """The most specific `DownloadError` for an httpx exception met on `host`."""
     if isinstance(exc, httpx.TimeoutException):
         return err.TimedOut(type(exc).__name__)
     if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
         if (dns := _cause(exc, socket.gaierror)) is not None:
-            return _dns_failure(dns)
+            return _dns_failure(dns, host)
+        if (refused := _cause(exc, AddressRefused)) is not None:
+            return err.BlockedAddress(refused.strerror or str(refused))
         if (tls := _cause(exc, ssl.SSLCertVerificationError)) is not None:
             return err.UntrustedCertificate(tls.verify_message or str(tls))
         return err.ConnectFailed(str(exc) or type(exc).__name__)
@@ -174,19 +177,11 @@ def _cause(exc: BaseException, kind: type[_E]) -> _E | None:
     return None
 
 
-def _dns_failure(cause: socket.gaierror, host: str = "") -> err.DownloadError:
+def _dns_failure(cause: socket.gaierror, host: str) -> err.DownloadError:
     """A host that does not exist fails at once; a resolver that did not answer is retried."""
-    named = f" {host}" if host else ""
     if cause.errno in _NO_SUCH_HOST:
-        return err.UnknownHost(f"no such host{named} ({cause.strerror})")
-    return err.ConnectFailed(f"cannot resolve{named} ({cause.strerror})")
-
-
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+        return err.UnknownHost(f"no such host {host} ({cause.strerror})")
+    return err.ConnectFailed(f"cannot resolve {host} ({cause.strerror})")
 
 
 class Fetcher:
@@ -195,6 +190,8 @@ class Fetcher:
     def __init__(self, options: FetchOptions, *, transport: httpx.AsyncBaseTransport | None = None):
         self.options = options
         self._injected = transport
+        # The resolver that was in place before `--block-private` put its own.
+        self._outer_resolver: trio.abc.HostnameResolver | None = None
         self._ssl: ssl.SSLContext | None = None
         self._plain_ssl: ssl.SSLContext | None = None
         self._global = trio.CapacityLimiter(options.concurrency)
@@ -223,12 +220,22 @@ class Fetcher:
         self._commit = GroupCommit()
 
     async def __aenter__(self) -> Fetcher:
+        if self.options.block_private:
+            # For this trio run: every name resolved to connect is checked
+            # (see `addressguard`), and restored on exit.
+            exempt = frozenset(httpx.URL(proxy).host for proxy in self._proxies.values())
+            current = trio.socket.set_custom_hostname_resolver(None)
+            guard = PublicOnlyResolver(inner=current, exempt=exempt)
+            self._outer_resolver = current
+            trio.socket.set_custom_hostname_resolver(guard)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self.options.block_private:
+            trio.socket.set_custom_hostname_resolver(self._outer_resolver)
         slots, self._slots = list(self._slots.values()), {}
         with trio.CancelScope(shield=True):
             for slot in slots:
@@ -396,7 +403,7 @@ class Fetcher:
         headers = self._headers
         for _hop in range(self.options.max_redirects + 1):
             if self.options.block_private:
-                await self._guard(current)
+                self._guard(current)
             if url.userinfo:
                 headers = self._with_credentials(url, current)
             request = httpx.Request("GET", current, headers=headers, extensions=self._extensions)
@@ -415,7 +422,7 @@ class Fetcher:
                 finally:
                     await response.aclose()
             except httpx.HTTPError as exc:
-                raise _translate(exc) from exc
+                raise _translate(exc, current.host) from exc
         raise err.RedirectError(f"more than {self.options.max_redirects} redirects")
 
     def _with_credentials(self, listed: httpx.URL, current: httpx.URL) -> dict[str, str]:
@@ -461,19 +468,15 @@ class Fetcher:
             status, retryable=status_is_retryable(status), retry_after=retry_after
         )
 
-    async def _guard(self, url: httpx.URL) -> None:
+    @staticmethod
+    def _guard(url: httpx.URL) -> None:
+        """An IP literal that is not public is refused here; names, by the resolver."""
         try:
-            infos = await trio.socket.getaddrinfo(
-                url.host, url.port or 443, type=trio.socket.SOCK_STREAM
-            )
-        except socket.gaierror as exc:
-            raise _dns_failure(exc, url.host) from exc
-        except OSError as exc:
-            raise err.ConnectFailed(f"cannot resolve {url.host} ({exc})") from exc
-        for info in infos:
-            address = str(info[4][0])
-            if not _is_public(address):
-                raise err.BlockedAddress(f"{url.host} resolves to {address}")
+            ipaddress.ip_address(url.host)
+        except ValueError:
+            return  # a name: `PublicOnlyResolver` checks what it resolves to
+        if not is_public(url.host):
+            raise err.BlockedAddress(f"{url.host} is not a public address")
 
     async def _save(self, response: httpx.Response, dir_fd: int, name: str) -> tuple[str, FileSink]:
         """The checked, complete body in a sink, and its file name; the caller publishes."""

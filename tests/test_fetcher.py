@@ -15,6 +15,7 @@ import trio
 import trustme
 
 from imgdl_watch import errors as err
+from imgdl_watch.addressguard import AddressRefused, PublicOnlyResolver
 from imgdl_watch.fetcher import Fetcher, FetchOptions
 from imgdl_watch.filesink import TEMP_PREFIX
 from imgdl_watch.retrypolicy import Backoff
@@ -163,13 +164,19 @@ class FakeDNS(trio.abc.HostnameResolver):
 
     httpcore connects with `trio.open_tcp_stream`, which asks this resolver,
     so the fetcher's real connect path meets these answers; nothing leaves
-    the machine. `names` maps a host to 127.0.0.1; `down` hosts get "could
+    the machine. `names` resolve to `addresses` (127.0.0.1); `down` hosts get "could
     not ask" (EAI_AGAIN); any other name does not exist (EAI_NONAME).
     """
 
-    def __init__(self, names: set[str], down: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        names: set[str],
+        down: frozenset[str] = frozenset(),
+        addresses: tuple[str, ...] = ("127.0.0.1",),
+    ) -> None:
         self.names = names
         self.down = down
+        self.addresses = addresses
         self.asked: list[str] = []
 
     async def getaddrinfo(
@@ -187,7 +194,12 @@ class FakeDNS(trio.abc.HostnameResolver):
             raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         if name not in self.names:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return socket.getaddrinfo("127.0.0.1", port, family, type, proto, flags)
+        # Numeric addresses: the standard library answers without asking anyone.
+        return [
+            info
+            for address in self.addresses
+            for info in socket.getaddrinfo(address, port, family, type, proto, flags)
+        ]
 
     async def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
         raise NotImplementedError
@@ -223,6 +235,40 @@ async def test_private_address_guard_tells_an_unknown_host(out_fd: int) -> None:
         with pytest.raises(err.UnknownHost) as gone:
             await fetcher.download("http://no-such.test/a.jpg", dir_fd=out_fd, name="a.jpg")
     assert gone.value.attempts == 1 and "no-such.test" in gone.value.detail
+
+
+async def test_private_address_guard_checks_the_address_it_connects_to(
+    server: ImageServer, out_fd: int
+) -> None:
+    # A name whose DNS answer is loopback: refused where httpcore resolves it
+    # to connect, so that a second, different answer (DNS rebinding) cannot
+    # slip past a check made before the request.
+    dns = FakeDNS({"images.test"})
+    trio.socket.set_custom_hostname_resolver(dns)
+    port = server.base.rsplit(":", 1)[1]
+    async with Fetcher(options(block_private=True)) as fetcher:
+        with pytest.raises(err.BlockedAddress) as refused:
+            await fetcher.download(
+                f"http://images.test:{port}/img/p.jpg", dir_fd=out_fd, name="p.jpg"
+            )
+    assert refused.value.attempts == 1
+    assert "images.test resolves only to non-public addresses (127.0.0.1)" in refused.value.detail
+    assert dns.asked == ["images.test"] and server.counts["/img/p.jpg"] == 0
+    # The run's resolver is the test's again once the fetcher is closed.
+    assert trio.socket.set_custom_hostname_resolver(None) is dns
+
+
+async def test_public_only_resolver_keeps_public_addresses_and_exempts_proxies() -> None:
+    mixed = FakeDNS(
+        {"mixed.test", "proxy.corp"}, addresses=("93.184.216.34", "10.0.0.7", "169.254.169.254")
+    )
+    guard = PublicOnlyResolver(inner=mixed, exempt=frozenset({"proxy.corp"}))
+    kept = await guard.getaddrinfo(b"mixed.test", 80, type=socket.SOCK_STREAM)
+    assert [info[4][0] for info in kept] == ["93.184.216.34"]
+    assert len(await guard.getaddrinfo(b"proxy.corp", 80, type=socket.SOCK_STREAM)) == 3
+    with pytest.raises(AddressRefused, match=r"metadata\.test resolves only to non-public"):
+        metadata = FakeDNS({"metadata.test"}, addresses=("169.254.169.254",))
+        await PublicOnlyResolver(inner=metadata).getaddrinfo(b"metadata.test", 80)
 
 
 async def test_private_address_guard(server: ImageServer, out_fd: int) -> None:
