@@ -11,7 +11,10 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import stat
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -75,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         "1 when any failed or was invalid, 2 on a usage, config or unreadable-input error.",
     )
     fetch.add_argument(
-        "lists", nargs="+", metavar="LIST", help="a file of image URLs, one per line"
+        "lists",
+        nargs="+",
+        metavar="LIST",
+        help="a file of image URLs, one per line (- for standard input)",
     )
     status = commands.add_parser(
         "status",
@@ -254,13 +260,13 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
     fds = []
     for path in lists:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = _open_list(path)
         except OSError as exc:
             return _fail(f"cannot read list {path}: {exc.strerror}")
-        if not os.path.isfile(path):
-            os.close(fd)
+        if fd is None:
             return _fail(f"list {path} is not a regular file")
-        fds.append((path, fd))
+        # Standard input's list goes to OUTPUT/stdin/.
+        fds.append(("stdin" if path == "-" else path, fd))
     _check_writable_folder(settings.output or ".", "output")
     # Every list stays open from here, and one runs at a time.
     _ensure_open_files(settings, jobs=len(fds) + 1)
@@ -284,6 +290,31 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
         print(f"{PROG}: interrupted; run the same command again to finish", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome is Outcome.OK else EXIT_FAILED
+
+
+def _open_list(path: str) -> int | None:
+    """A readable, seekable descriptor of the list at `path` (`-`: standard input).
+
+    A pipe (`-`, `/dev/stdin`, `<(command)`) is copied to an unnamed
+    temporary file first: a job reads its list from the start. None for a
+    folder or a device, which are not lists.
+    """
+    source = (
+        os.dup(sys.stdin.fileno()) if path == "-" else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    )
+    mode = os.fstat(source).st_mode
+    if stat.S_ISREG(mode):
+        return source
+    if not stat.S_ISFIFO(mode) and not stat.S_ISSOCK(mode) and not os.isatty(source):
+        os.close(source)
+        return None
+    with os.fdopen(source, "rb") as stream:
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - its descriptor outlives this call
+        shutil.copyfileobj(stream, spool)
+        spool.flush()
+    fd = os.dup(spool.fileno())
+    spool.close()
+    return fd
 
 
 def _status(settings: Settings, *, json_output: bool) -> int:

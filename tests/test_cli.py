@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import signal
 import subprocess
@@ -222,3 +223,35 @@ print("rich", rich.__name__)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "async_ok" in done.stdout and "rich rich" in done.stdout
+
+
+def test_a_list_can_come_from_standard_input_or_a_pipe(server: ImageServer, tmp_path: Path) -> None:
+    text = f"{server.base}/img/s1.jpg\n{server.base}/img/s2.jpg\n"
+    command = [
+        sys.executable,
+        "-m",
+        "imgdl_watch",
+        "fetch",
+        "--log-format",
+        "json",
+        "--output",
+        "out",
+    ]
+    piped = subprocess.run(
+        [*command, "-"], cwd=tmp_path, input=text, capture_output=True, text=True, timeout=60
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "stdin").iterdir()) == ["s1.jpg", "s2.jpg"]
+    # /dev/stdin is a pipe here too: copied aside, then read like a file.
+    (tmp_path / "out" / "stdin" / "s1.jpg").unlink()
+    again = subprocess.run(
+        [*command, "/dev/stdin"],
+        cwd=tmp_path,
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+    finished = [json.loads(line) for line in again.stdout.splitlines()][-1]
+    assert (finished["event"], finished["ok"], finished["skipped"]) == ("job_finished", 1, 1)
