@@ -63,7 +63,7 @@ from .addressguard import AddressRefused, PublicOnlyResolver, is_public
 from .config import Settings
 from .filesink import FileSink, GroupCommit
 from .hostlimits import HostLimits
-from .imagecheck import SNIFF_BYTES, is_image_type, sniff
+from .imagecheck import SNIFF_BYTES, disguised, is_image_type, sniff
 from .listparse import log_url
 from .naming import extension_for, has_extension
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, parse_retry_after, status_is_retryable
@@ -486,8 +486,11 @@ class Fetcher:
             raise err.TooLarge(f"Content-Length {length} is over the cap of {limit}")
         content_type = response.headers.get("content-type")
         typed_image = is_image_type(content_type)
-        must_sniff = not self.options.any_type and not typed_image
-        want_head = must_sniff or not has_extension(name)
+        checked = not self.options.any_type
+        must_sniff = checked and not typed_image
+        # The first bytes: to sniff an untyped body, to unmask a typed one
+        # (`disguised`), or to name a file that has no extension yet.
+        want_head = checked or not has_extension(name)
         head = b""
         sink = FileSink(dir_fd)
         try:
@@ -504,6 +507,8 @@ class Fetcher:
             sniffed = sniff(head) if want_head else None
             if must_sniff and sniffed is None:
                 raise err.NotAnImage(f"Content-Type {content_type or 'missing'}")
+            if checked and typed_image and (kind := disguised(head)) is not None:
+                raise err.NotAnImage(f"Content-Type {content_type}, but the body is {kind}")
             file = name
             if not has_extension(name):
                 file += (extension_for(content_type) if typed_image else "") or extension_for(

@@ -45,6 +45,22 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def disguised(head: bytes) -> str | None:
+    """What a body that claims to be an image really is, when it is markup.
+
+    Some servers answer a missing image with `200 image/jpeg` and an HTML
+    page or a JSON error. No image format starts with `<` (but SVG, which
+    `sniff` knows) or with `{` or `[`, so such a body is refused whatever
+    its Content-Type says.
+    """
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<") and sniff(head) is None:
+        return "HTML or XML"
+    if text.startswith((b"{", b"[")):
+        return "JSON"
+    return None
+
+
 def is_image_type(content_type: str | None) -> bool:
     """True for a Content-Type of `image/*`."""
     if not content_type:

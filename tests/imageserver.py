@@ -14,6 +14,8 @@ what was fetched and how often. Routes, by the first path segment:
     /loop/...                a redirect loop
     /badredirect/...         a redirect to ftp:
     /html/...                200 text/html, an error page in disguise
+    /liar/...                200 image/jpeg, but the body is an HTML page
+    /svg/...                 200 image/svg+xml, a real (tiny) SVG
     /big/BYTES/...           a Content-Length of BYTES (nothing else is sent)
     /endless/...             no Content-Length, image bytes until the client stops
     /short/...               Content-Length says 4000, 1000 bytes come, then close
@@ -138,6 +140,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(301, b"", "text/plain", Location=f"/loop/{other}")
         elif route == "badredirect":
             self._send(302, b"", "text/plain", Location="ftp://example.invalid/x.jpg")
+        elif route == "liar":
+            # A "missing image" page that claims to be a JPEG.
+            self._send(200, b"\n<!DOCTYPE html><html><body>gone</body></html>", "image/jpeg")
+        elif route == "svg":
+            self._send(
+                200,
+                b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>',
+                "image/svg+xml",
+            )
         elif route == "html":
             self._send(
                 200,

@@ -99,6 +99,17 @@ async def test_html_served_as_200_is_not_an_image(server: ImageServer, out_fd: i
     assert await get(server, out_fd, "/html/y.jpg", any_type=True) == "y.jpg"
 
 
+async def test_a_page_that_claims_to_be_an_image_is_not_one(
+    server: ImageServer, out_fd: int
+) -> None:
+    exc = await fails(server, out_fd, "/liar/gone.jpg")
+    assert exc.reason == "not_an_image" and "but the body is HTML or XML" in exc.detail
+    assert files(out_fd) == []
+    # SVG is markup and an image; --any-type saves whatever comes.
+    assert await get(server, out_fd, "/svg/logo.svg") == "logo.svg"
+    assert await get(server, out_fd, "/liar/kept.jpg", any_type=True) == "kept.jpg"
+
+
 async def test_untyped_image_is_recognised_by_its_bytes(server: ImageServer, out_fd: int) -> None:
     assert await get(server, out_fd, "/typeless/t.jpg") == "t.jpg"
 

@@ -1,0 +1,46 @@
+"""Is it an image? Magic bytes and disguises, as pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgdl_watch.imagecheck import disguised, is_image_type, sniff
+
+
+@pytest.mark.parametrize(
+    ("head", "mime"),
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "image/jpeg"),
+        (b"\x89PNG\r\n\x1a\n\x00", "image/png"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"\x00\x00\x00\x1cftypavif", "image/avif"),
+        (b'\xef\xbb\xbf <?xml version="1.0"?>\n<svg xmlns="x"/>', "image/svg+xml"),
+        (b"<!DOCTYPE html><html>", None),
+        (b"", None),
+    ],
+)
+def test_sniff(head: bytes, mime: str | None) -> None:
+    assert sniff(head) == mime
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"\n  <!DOCTYPE html><html><body>gone</body></html>", "HTML or XML"),
+        (b"\xef\xbb\xbf<html>", "HTML or XML"),
+        (b'<?xml version="1.0"?><error>not found</error>', "HTML or XML"),
+        (b'{"error": "not found"}', "JSON"),
+        (b"[]", "JSON"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", None),
+        (b"\xff\xd8\xff\xe0", None),
+        (b"GIF89a", None),
+    ],
+)
+def test_disguised(head: bytes, kind: str | None) -> None:
+    assert disguised(head) == kind
+
+
+def test_is_image_type() -> None:
+    assert is_image_type("Image/JPEG; charset=binary")
+    assert not is_image_type("text/html")
+    assert not is_image_type(None)
