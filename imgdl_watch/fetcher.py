@@ -303,14 +303,18 @@ class Fetcher:
             self._ssl = httpx.create_ssl_context()
         return self._ssl
 
-    async def download(self, url: str, *, dir_fd: int, name: str) -> Downloaded:
+    async def download(
+        self, url: str, *, dir_fd: int, name: str, parsed: httpx.URL | None = None
+    ) -> Downloaded:
         """Download `url` into the folder `dir_fd` under `name`.
 
-        An extension-less `name` gets its extension from the response. Raises
+        `parsed` is `url` as httpx parsed it already, if it was. An
+        extension-less `name` gets its extension from the response. Raises
         a `DownloadError` (with `attempts` set) or `Interrupted`.
         """
         started = time.monotonic()
-        parsed = httpx.URL(url)
+        if parsed is None:
+            parsed = httpx.URL(url)
         host = parsed.host
         attempts = 0
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+import httpx
 import structlog
 import trio
 
@@ -64,6 +65,7 @@ class _Work:
     line: int
     url: str
     name: str
+    parsed: httpx.URL | None
 
 
 def _take(entries: Iterator[ListedUrl | InvalidLine], count: int) -> list[ListedUrl | InvalidLine]:
@@ -300,7 +302,7 @@ class Job:
                 log.info("download_skipped", url=log_url(entry.url), file=existing)
                 self._record(outcome="skipped", line=entry.line, url=entry.url, file=existing)
                 continue
-            work.append(_Work(entry.line, entry.url, name))
+            work.append(_Work(entry.line, entry.url, name, entry.parsed))
         return work
 
     async def _work(self, receive: trio.MemoryReceiveChannel[_Work]) -> None:
@@ -311,7 +313,7 @@ class Job:
                     if self._min_free:
                         await self._wait_for_space()
                     result = await self._fetcher.download(
-                        item.url, dir_fd=self._dir_fd, name=item.name
+                        item.url, dir_fd=self._dir_fd, name=item.name, parsed=item.parsed
                     )
                 except err.Interrupted:
                     self._stopped_early = True

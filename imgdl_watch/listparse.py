@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
@@ -44,6 +44,9 @@ class ListedUrl:
 
     line: int
     url: str
+    # The URL as httpx parsed it to validate it, so that the download need
+    # not parse it again on the event loop (the reader runs in a thread).
+    parsed: httpx.URL | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +140,19 @@ def parse_line(raw: bytes | OverlongLine, line: int) -> ListedUrl | InvalidLine 
 
 def _check_url(text: str, line: int) -> ListedUrl | InvalidLine:
     reason = _invalid_reason(text)
-    if reason is not None:
-        return InvalidLine(line, reason, excerpt(redact(text)))
-    # The fragment never reaches the server: two URLs that differ only there
-    # are the same download.
-    url = text.split("#", 1)[0]
-    return ListedUrl(line, url)
+    if reason is None:
+        # The fragment never reaches the server: two URLs that differ only
+        # there are the same download. The rest is what httpx must accept.
+        url = text.split("#", 1)[0]
+        try:
+            return ListedUrl(line, url, httpx.URL(url))
+        except (httpx.InvalidURL, ValueError):
+            reason = "malformed_url"
+    return InvalidLine(line, reason, excerpt(redact(text)))
 
 
 def _invalid_reason(text: str) -> str | None:
-    """Why `text` is not a URL we can download, or None if it is one."""
+    """Why `text` is not a URL we can download, or None if it may be one (httpx decides)."""
     if _BAD_CHARS.search(text):
         return "bad_characters"
     try:
@@ -161,10 +167,6 @@ def _invalid_reason(text: str) -> str | None:
     if not parts.hostname:
         return "missing_host"
     if port == 0:
-        return "malformed_url"
-    try:
-        httpx.URL(text)
-    except (httpx.InvalidURL, ValueError):
         return "malformed_url"
     return None
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 import trio
 from structlog.testing import capture_logs
 
@@ -205,3 +208,20 @@ async def test_a_reload_that_raises_concurrency_reaches_a_running_job(
             nursery.cancel_scope.cancel()
     assert summary.ok == 60
     assert job._hired == 10 and peak == 5
+
+
+async def test_downloads_reuse_the_url_the_reader_parsed(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passed: list[object] = []
+    download = Fetcher.download
+
+    async def spy(self: Fetcher, url: str, **options: Any) -> Any:
+        passed.append(options.get("parsed"))
+        return await download(self, url, **options)
+
+    monkeypatch.setattr(Fetcher, "download", spy)
+    async with Fetcher(FAST) as fetcher:
+        urls = [f"{server.base}/img/p{i}.jpg" for i in range(3)]
+        assert (await (await _job_in(tmp_path, fetcher, urls, workers=2)).run()).ok == 3
+    assert len(passed) == 3 and all(isinstance(p, httpx.URL) for p in passed)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,6 +71,13 @@ def test_split_lines_keeps_only_the_head_of_long_lines() -> None:
 
 def test_fragment_is_dropped() -> None:
     assert parse_line(b"http://a.example/x.jpg#frag", 1) == ListedUrl(1, "http://a.example/x.jpg")
+
+
+def test_the_parsed_url_travels_with_the_line() -> None:
+    # httpx parses each URL once, in the reader's thread; the download reuses it.
+    entry = parse_line(b"https://a.example:8443/p/x.jpg?s=2#frag", 3)
+    assert isinstance(entry, ListedUrl) and entry.parsed is not None
+    assert entry.parsed == httpx.URL(entry.url) == httpx.URL("https://a.example:8443/p/x.jpg?s=2")
 
 
 @given(st.lists(st.binary(max_size=200), max_size=30), st.integers(min_value=1, max_value=50))
