@@ -65,7 +65,7 @@ class _Work:
     line: int
     url: str
     name: str
-    parsed: httpx.URL | None
+    parsed: httpx.URL
 
 
 def _take(entries: Iterator[ListedUrl | InvalidLine], count: int) -> list[ListedUrl | InvalidLine]:

@@ -46,7 +46,7 @@ class ListedUrl:
     url: str
     # The URL as httpx parsed it to validate it, so that the download need
     # not parse it again on the event loop (the reader runs in a thread).
-    parsed: httpx.URL | None = field(default=None, compare=False, repr=False)
+    parsed: httpx.URL = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

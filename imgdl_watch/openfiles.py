@@ -34,11 +34,11 @@ def files_needed(settings: Settings, *, jobs: int) -> int:
     return BASE_FILES + settings.concurrency * FILES_PER_SLOT + jobs * FILES_PER_JOB
 
 
-def ensure_open_files(needed: int) -> int:
-    """Raise the soft limit to `needed` if it is lower; the soft limit after."""
+def ensure_open_files(needed: int) -> None:
+    """Raise the soft limit to `needed` if it is lower."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
-        return soft
+        return
     if hard != resource.RLIM_INFINITY and hard < needed:
         raise OpenFilesError(
             f"these settings may need {needed} open files, but this process may open only "
@@ -46,4 +46,3 @@ def ensure_open_files(needed: int) -> int:
             "(LimitNOFILE= in the systemd unit, or ulimit -Hn)"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    return needed

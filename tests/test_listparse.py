@@ -18,6 +18,10 @@ from imgdl_watch.listparse import (
 )
 
 
+def listed(line: int, url: str) -> ListedUrl:
+    return ListedUrl(line, url, httpx.URL(url))
+
+
 def entries(text: bytes, chunk: int = 7) -> list[ListedUrl | InvalidLine]:
     return list(parse_chunks(text[i : i + chunk] for i in range(0, len(text), chunk)))
 
@@ -25,8 +29,8 @@ def entries(text: bytes, chunk: int = 7) -> list[ListedUrl | InvalidLine]:
 def test_blank_comments_whitespace_crlf_and_bom() -> None:
     text = b"\xef\xbb\xbfhttp://a.example/1.jpg\r\n\r\n   # note\r\n  https://b.example/2.png  \r\n"
     assert entries(text) == [
-        ListedUrl(1, "http://a.example/1.jpg"),
-        ListedUrl(4, "https://b.example/2.png"),
+        listed(1, "http://a.example/1.jpg"),
+        listed(4, "https://b.example/2.png"),
     ]
 
 
@@ -60,7 +64,7 @@ def test_overlong_line_is_cut_and_not_held() -> None:
     assert isinstance(got[0], InvalidLine)
     assert got[0].reason == "line_too_long"
     assert len(got[0].excerpt) <= EXCERPT_CHARS + 1
-    assert got[1] == ListedUrl(2, "http://ok.example/a.jpg")
+    assert got[1] == listed(2, "http://ok.example/a.jpg")
 
 
 def test_split_lines_keeps_only_the_head_of_long_lines() -> None:
@@ -70,7 +74,7 @@ def test_split_lines_keeps_only_the_head_of_long_lines() -> None:
 
 
 def test_fragment_is_dropped() -> None:
-    assert parse_line(b"http://a.example/x.jpg#frag", 1) == ListedUrl(1, "http://a.example/x.jpg")
+    assert parse_line(b"http://a.example/x.jpg#frag", 1) == listed(1, "http://a.example/x.jpg")
 
 
 def test_the_parsed_url_travels_with_the_line() -> None:
