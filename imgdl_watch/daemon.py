@@ -213,8 +213,14 @@ class Daemon:
         try:
             found, ignored = await trio.to_thread.run_sync(self.inbox.scan)
         except FileNotFoundError:
+            try:
+                await trio.to_thread.run_sync(self._prepare_folders)
+            except (FileNotFoundError, FileExistsError) as exc:
+                # Deleted again while we create it (an `rm -rf` still at work):
+                # makedirs then fails either way. The next scan tries again.
+                log.error("inbox_missing", inbox=self.inbox.root, action="retry", detail=str(exc))
+                return
             log.error("inbox_missing", inbox=self.inbox.root, action="recreated")
-            await trio.to_thread.run_sync(self._prepare_folders)
             self._watch_stop.set()  # the watcher watched the old folder: start anew
             return
         for name in ignored:

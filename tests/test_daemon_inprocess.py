@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -62,3 +64,56 @@ async def test_a_job_that_crashes_goes_to_failed_and_the_daemon_goes_on(
     assert (inbox / "failed" / "bad.txt").exists()
     assert not (inbox / "processing" / "bad.txt").exists()
     assert events(logs, "job_finished")[0]["job"] == "good"
+
+
+async def test_an_inbox_deleted_again_while_it_is_recreated_is_recreated_later(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # `rm -rf` of the inbox can still be at work while the daemon creates the
+    # folder again; makedirs then fails with FileNotFoundError or even
+    # FileExistsError. A real deletion loop races the daemon's recreation
+    # until that has happened, and the daemon must go on.
+    inbox = tmp_path / "inbox"
+    flags = {
+        "inbox": str(inbox),
+        "output": str(tmp_path / "out"),
+        "settle": "0",
+        "rescan_interval": "0.001",
+    }
+    daemon = Daemon(resolve("run", flags, env={}, config_path=None), change_source=quiet_source)
+    deleting = threading.Event()
+    deleting.set()
+    deleted = trio.Event()
+
+    def delete_again_and_again() -> None:
+        while deleting.is_set():
+            shutil.rmtree(inbox, ignore_errors=True)
+
+    async def deleter() -> None:
+        await trio.to_thread.run_sync(delete_again_and_again)
+        deleted.set()
+
+    def retried() -> bool:
+        return any(e.get("action") == "retry" for e in events(logs, "inbox_missing"))
+
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            nursery.start_soon(deleter)
+            try:
+                with trio.fail_after(30):
+                    while not retried():
+                        await trio.sleep(0.01)
+            finally:
+                deleting.clear()
+            await deleted.wait()  # its last deletion is over
+            with trio.fail_after(10):
+                while not (inbox / "processing").is_dir():
+                    await trio.sleep(0.01)
+            (inbox / "back.txt").write_text(f"{server.base}/img/back.jpg\n")
+            with trio.fail_after(10):
+                while not events(logs, "job_finished"):
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert events(logs, "job_finished")[0]["ok"] == 1
+    assert (tmp_path / "out" / "back" / "back.jpg").exists()
