@@ -10,6 +10,8 @@ and `#` comments).
 
 from __future__ import annotations
 
+import codecs
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,12 @@ EXCERPT_CHARS = 60
 LOG_URL_CHARS = 300
 
 _UTF8_BOM = b"\xef\xbb\xbf"
+# A list saved as UTF-16 starts with one of these (Windows PowerShell 5's `>`
+# and `Out-File` write UTF-16 LE by default). Such a list is read as UTF-16.
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# Stands for what cannot be UTF-16 (a lone surrogate, an odd last byte): it is
+# never valid UTF-8, so that line is reported as `not_utf8`, like any other.
+_NOT_UTF8 = b"\xff"
 # The password in `scheme://user:password@host`: logs show `***` instead.
 # (Neither part may hold a raw `@`, `/`, `?` or `#`, so the first `@` ends it.)
 _PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
@@ -171,9 +179,39 @@ def _invalid_reason(text: str) -> str | None:
     return None
 
 
+def as_utf8(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The byte stream of a list, as UTF-8.
+
+    A list that starts with a UTF-16 byte-order mark is decoded as UTF-16 (the
+    mark tells the byte order) and re-encoded chunk by chunk, so it is still a
+    stream. Any other list passes through untouched: UTF-8 is decoded line by
+    line later, and a bad line is reported on its own.
+    """
+    stream = iter(chunks)
+    head = b""
+    for chunk in stream:
+        head += chunk
+        if len(head) >= 2:
+            break
+    if not head.startswith(_UTF16_BOMS):
+        if head:
+            yield head
+        yield from stream
+        return
+    # "surrogatepass" lets a lone surrogate through, and UTF-8 then carries it
+    # as bytes that strict UTF-8 refuses: that line becomes `not_utf8`.
+    decoder = codecs.getincrementaldecoder("utf-16")("surrogatepass")
+    for chunk in itertools.chain((head,), stream):
+        yield decoder.decode(chunk).encode("utf-8", "surrogatepass")
+    try:
+        yield decoder.decode(b"", final=True).encode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:  # an odd number of bytes: the last one is half a character
+        yield _NOT_UTF8
+
+
 def parse_chunks(chunks: Iterable[bytes]) -> Iterator[ListedUrl | InvalidLine]:
     """Every URL and every invalid line of a list, in list order."""
-    for number, raw in split_lines(chunks):
+    for number, raw in split_lines(as_utf8(chunks)):
         entry = parse_line(raw, number)
         if entry is not None:
             yield entry

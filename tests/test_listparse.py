@@ -100,6 +100,41 @@ def test_any_bytes_parse_without_error_and_keep_line_numbers(
             assert len(entry.excerpt) <= EXCERPT_CHARS + 1
 
 
+# Lines of URLs, junk and comments, without line breaks of their own.
+_list_lines = st.lists(
+    st.one_of(
+        st.sampled_from(["http://a.example/1.jpg", "https://b.example/ä/ö.png", "# c", "", " x "]),
+        st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=["Cs"])),
+    ),
+    max_size=20,
+)
+
+
+@given(_list_lines, st.sampled_from(["utf-16-le", "utf-16-be"]), st.integers(1, 9))
+def test_a_utf16_list_reads_as_its_utf8_twin(lines: list[str], encoding: str, chunk: int) -> None:
+    # Windows PowerShell's `>` writes UTF-16 with a byte-order mark.
+    text = "\r\n".join(lines)
+    as_utf16 = ("\ufeff" + text).encode(encoding)
+    assert entries(as_utf16, chunk) == entries(text.encode("utf-8"), chunk)
+
+
+def test_what_cannot_be_utf16_is_not_utf8() -> None:
+    lone_surrogate = "\ud800".encode("utf-16-le", "surrogatepass")
+    text = "\ufeffhttp://a.example/1.jpg\n".encode("utf-16-le") + lone_surrogate
+    text += "\nhttp://b.example/2.jpg".encode("utf-16-le") + b"h"  # an odd last byte
+    got = entries(text, 3)
+    assert [(e.line, getattr(e, "reason", None)) for e in got] == [
+        (1, None),
+        (2, "not_utf8"),
+        (3, "not_utf8"),
+    ]
+
+
+def test_bytes_that_only_look_like_a_bom_later_are_not_utf16() -> None:
+    got = entries(b"http://a.example/1.jpg\n\xff\xfeh\x00\n", 1)
+    assert [getattr(e, "reason", None) for e in got] == [None, "not_utf8"]
+
+
 @given(st.text(max_size=300))
 def test_excerpts_are_short_and_printable(text: str) -> None:
     entry = parse_line(("ftp://" + text).encode("utf-8", "surrogatepass"), 1)
