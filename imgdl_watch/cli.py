@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import stat
 import sys
@@ -261,6 +262,13 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
     for path in lists:
         try:
             fd = _open_list(path)
+        except FileNotFoundError:
+            if "://" in path:
+                return _fail(
+                    f"{path} is a URL, not a list: put URLs in a file, one per line,"
+                    f" or pipe them in: echo {shlex.quote(path)} | {PROG} fetch -"
+                )
+            return _fail(f"cannot read list {path}: no such file")
         except OSError as exc:
             return _fail(f"cannot read list {path}: {exc.strerror}")
         if fd is None:

@@ -66,7 +66,12 @@ def test_exit_1_when_any_fails_or_is_invalid(server: ImageServer, tmp_path: Path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["missing.txt"], "cannot read list missing.txt"),
+        (["missing.txt"], "cannot read list missing.txt: no such file"),
+        (
+            ["http://h.example/a b.jpg"],
+            "http://h.example/a b.jpg is a URL, not a list: put URLs in a file, one per line,"
+            " or pipe them in: echo 'http://h.example/a b.jpg' | imgdl-watch fetch -",
+        ),
         (["list.txt", "--max-bytes", "lots"], "max-bytes"),
         (["list.txt", "--config", "nope.toml"], "config file nope.toml does not exist"),
         (["list.txt", "--config", "bad.toml"], "unknown key 'colour'"),
