@@ -321,12 +321,49 @@ def flood(srv: servers.Servers, paths: list[str], lists: int) -> dict[str, float
     return {"lists": lists, "total_s": round(total, 2), "peak_rss_mb": round(rss, 1)}
 
 
+def soak(
+    srv: servers.Servers, paths: list[str], lists: int, per_list: int = 40
+) -> dict[str, object]:
+    """Many lists through one daemon, 50 at a time: does its memory or its count
+    of open files creep? (Downloads are deleted after each batch.)"""
+    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-soak-", dir=WORK))
+    daemon = Daemon(root)
+    status = Path(f"/proc/{daemon.proc.pid}/status")
+    samples: list[tuple[int, float, int]] = []  # (lists done, RSS MB, open files)
+    try:
+        for batch in range(math.ceil(lists / 50)):
+            first, last = batch * 50, min(lists, batch * 50 + 50)
+            for n in range(first, last):
+                chunk = [paths[(n * per_list + k) % len(paths)] for k in range(per_list)]
+                staged = root / f"soak{n:05}.txt"
+                staged.write_text("".join(f"{srv.static}{p}?soak={n}\n" for p in chunk))
+                os.rename(staged, daemon.inbox / staged.name)
+            daemon.wait(partial(_finished_at_least, last), 600)
+            rss = next(
+                int(x.split()[1]) for x in status.read_text().splitlines() if x.startswith("VmRSS")
+            )
+            samples.append((last, rss / 1024, len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))))
+            shutil.rmtree(root / "downloads", ignore_errors=True)
+    finally:
+        daemon.stop()
+    shutil.rmtree(root, ignore_errors=True)
+    half = samples[len(samples) // 2]
+    return {"lists": lists, "images": lists * per_list,
+            "rss_mb_first_batch": round(samples[0][1], 1), "rss_mb_half_way": round(half[1], 1),
+            "rss_mb_end": round(samples[-1][1], 1),
+            "open_files": sorted({s[2] for s in samples})}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-daemon", action="store_true", help="only the side-by-side table")
     parser.add_argument("--million", type=int, default=1_000_000, help="lines of the huge list")
     parser.add_argument("--imgdl", metavar="PATH", help="the imgdl-watch command to time")
+    parser.add_argument(
+        "--soak", type=int, default=0, metavar="LISTS",
+        help="also run LISTS lists of 40 images through one daemon, for memory creep (1500: ~5 min)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.imgdl:
         IMGDL[:] = [os.path.abspath(args.imgdl)]  # the tools run in their own folders
@@ -384,6 +421,15 @@ def main() -> None:
                 f"{flooded['lists']} lists at once: {flooded['total_s']} s, peak RSS {flooded['peak_rss_mb']} MB"
             )
             results["flood"] = flooded
+        if args.soak:
+            soaked = soak(srv, corpus.seed_paths(), args.soak)
+            print(
+                f"soak, {soaked['lists']} lists of 40 ({soaked['images']} images) through one daemon: "
+                f"RSS {soaked['rss_mb_first_batch']} MB after the first 50, "
+                f"{soaked['rss_mb_half_way']} MB half way, {soaked['rss_mb_end']} MB at the end; "
+                f"open files {soaked['open_files']}"
+            )
+            results["soak"] = soaked
     finally:
         srv.stop()  # type: ignore[operator]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
