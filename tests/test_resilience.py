@@ -37,19 +37,6 @@ async def run_job(list_path: Path, output: Path) -> tuple[Job, list[EventDict]]:
     return job, logs
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here; test_enospc_injected covers the same path")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 async def test_enospc_on_a_real_full_disk(
     server: ImageServer, tmp_path: Path, tiny_disk: Path
 ) -> None:

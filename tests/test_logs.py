@@ -1,0 +1,177 @@
+"""The log's sinks fail (a full disk, a closed pipe, a vanished folder): the
+program goes on, says so once, and loses only log lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from imgdl_watch import logs
+from tests.daemonproc import drop
+from tests.imageserver import ImageServer
+from tests.test_cli import one_clean_line
+
+Event = dict[str, Any]
+
+
+def fill(disk: Path) -> Path:
+    """Fill a filesystem to the last byte with one file; returns that file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass  # ENOSPC at this size: go on with smaller writes
+    finally:
+        os.close(fd)
+    return filler
+
+
+def json_lines(text: str) -> list[Event]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def structlog_reset() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def test_a_full_log_disk_costs_lines_and_says_how_many(
+    tiny_disk: Path, monkeypatch: pytest.MonkeyPatch, structlog_reset: None
+) -> None:
+    now = [0.0]
+    monkeypatch.setattr(logs, "_clock", lambda: now[0])
+    stream = io.StringIO()
+    log_path = tiny_disk / "imgdl-watch.log"
+    output = logs.configure(fmt="json", log_file=str(log_path), stream=stream)
+    log = structlog.get_logger()
+    log.info("before")
+    filler = fill(tiny_disk)
+    for n in range(100):  # more than the last page of the file can take
+        log.info("while_full", n=n, pad="x" * 500)
+    failed = [e for e in json_lines(stream.getvalue()) if e["event"] == "log_file_failed"]
+    assert len(failed) == 1, "said once, not once per lost line"
+    assert failed[0]["file"] == str(log_path) and failed[0]["detail"] == "No space left on device"
+    filler.unlink()
+    now[0] = logs.LOG_FILE_RETRY_S / 2
+    log.info("not_yet")  # no system call per line until the retry is due
+    now[0] = logs.LOG_FILE_RETRY_S
+    log.info("after")
+    output.close()
+    # Every line in the file is whole JSON: a write cut short was taken back.
+    in_file = json_lines(log_path.read_text())
+    in_stream = json_lines(stream.getvalue())
+    assert [e["event"] for e in in_file][:2] == ["before", "while_full"]
+    assert [e["event"] for e in in_file][-2:] == ["after", "log_file_ok"]
+    lost = in_file[-1]["lost_lines"]
+    # The stream had every line; the file lacks exactly the lost ones.
+    assert lost > 90 and len(in_stream) - len(in_file) == lost
+    assert "not_yet" not in {e["event"] for e in in_file}
+
+
+def test_fetch_goes_on_when_its_stdout_goes_away(server: ImageServer, tmp_path: Path) -> None:
+    urls = [f"{server.base}/slow/30/pipe/{i}.jpg" for i in range(20)]
+    (tmp_path / "pipe.txt").write_text("".join(u + "\n" for u in urls))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgdl_watch", "fetch", "pipe.txt", "--output", "out",
+         "--log-format", "json", "--log-file", "fetch.log", "--concurrency", "2"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert '"job_started"' in proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(60) == 0
+    assert one_clean_line(proc.stderr.read()) == (
+        "imgdl-watch: cannot write the log to standard output (Broken pipe); going on without it"
+    )
+    assert len(list((tmp_path / "out" / "pipe").iterdir())) == 20
+    events = json_lines((tmp_path / "fetch.log").read_text())
+    assert [e["detail"] for e in events if e["event"] == "log_stream_failed"] == ["Broken pipe"]
+    assert [e["ok"] for e in events if e["event"] == "job_finished"] == [20]
+
+
+class StdoutDaemon:
+    """The real daemon, its stdout kept in a file (the journal, under systemd)."""
+
+    def __init__(self, root: Path, log_file: Path) -> None:
+        self.inbox = root / "inbox"
+        self.stdout_path = root / "stdout.jsonl"
+        with open(self.stdout_path, "wb") as stdout:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "imgdl_watch", "run", "--inbox", str(self.inbox),
+                 "--output", str(root / "downloads"), "--log-format", "json",
+                 "--log-file", str(log_file), "--settle", "0.1", "--rescan-interval", "0.5"],
+                stdout=stdout, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+
+    def events(self) -> list[Event]:
+        return json_lines(self.stdout_path.read_text().rpartition("\n")[0])
+
+    def wait_for(self, found: Callable[[list[Event]], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not found(self.events()):
+            assert self.proc.poll() is None, self.proc.stderr and self.proc.stderr.read()
+            assert time.monotonic() < deadline, [e["event"] for e in self.events()][-10:]
+            time.sleep(0.02)
+
+    def count(self, name: str) -> int:
+        return sum(e["event"] == name for e in self.events())
+
+    def stop_cleanly(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(15) == 0
+        assert self.proc.stderr is not None and self.proc.stderr.read() == ""
+
+
+def test_the_daemon_works_on_while_its_log_disk_is_full(
+    server: ImageServer, tmp_path: Path, tiny_disk: Path
+) -> None:
+    fill(tiny_disk)
+    daemon = StdoutDaemon(tmp_path, tiny_disk / "daemon.log")
+    try:
+        daemon.wait_for(lambda evs: any(e["event"] == "daemon_started" for e in evs))
+        drop(daemon.inbox, "full.txt", f"{server.base}/img/full.jpg\n")
+        daemon.wait_for(lambda evs: any(e["event"] == "job_finished" for e in evs))
+        assert daemon.count("log_file_failed") == 1
+        assert (tmp_path / "downloads" / "full" / "full.jpg").exists()
+    finally:
+        daemon.stop_cleanly()
+
+
+def test_a_reload_whose_log_folder_is_gone_goes_on_without_the_file(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    daemon = StdoutDaemon(tmp_path, folder / "daemon.log")
+    try:
+        daemon.wait_for(lambda evs: any(e["event"] == "daemon_started" for e in evs))
+        (folder / "daemon.log").unlink()
+        folder.rmdir()
+        daemon.proc.send_signal(signal.SIGHUP)  # as logrotate's postrotate does
+        daemon.wait_for(lambda evs: any(e["event"] == "log_file_failed" for e in evs))
+        drop(daemon.inbox, "gone.txt", f"{server.base}/img/gone.jpg\n")
+        daemon.wait_for(lambda evs: any(e["event"] == "job_finished" for e in evs))
+        folder.mkdir()
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for(lambda evs: any(e["event"] == "config_reloaded" for e in evs[-3:]))
+        daemon.wait_for(lambda _evs: (folder / "daemon.log").exists())
+    finally:
+        daemon.stop_cleanly()
+    in_file = json_lines((folder / "daemon.log").read_text())
+    assert in_file[1]["event"] == "log_file_ok" and in_file[1]["lost_lines"] > 0
