@@ -47,11 +47,16 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     default = option.default
     if option.name == "output":
         default = "./downloads for run, . for fetch"
-    shown = f"default: {default}" if default is not None else "default: none"
-    text = f"{option.help} ({shown}; env {env_name(option.name)})"
+    shown = f"default: {default}" if default not in (None, ()) else "default: none"
+    per_line = ", one per line" if option.repeat else ""
+    text = f"{option.help} ({shown}; env {env_name(option.name)}{per_line})"
     if option.switch:
         parser.add_argument(
             flag, dest=option.name, action="store_const", const="true", default=None, help=text
+        )
+    elif option.repeat:
+        parser.add_argument(
+            flag, dest=option.name, metavar=option.metavar, action="append", default=None, help=text
         )
     else:
         parser.add_argument(flag, dest=option.name, metavar=option.metavar, default=None, help=text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -111,6 +112,29 @@ def _text(text: str) -> str:
     return text
 
 
+# A header name is an HTTP token (RFC 9110, 5.1).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Headers that the fetcher sets itself, or that describe the connection or
+# the body: a value from the user would break the download, not shape it.
+# (Accept-Encoding is `identity`, so that the bytes saved are the image's.)
+_OUR_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "te"}
+)
+
+
+def _header(text: str) -> tuple[str, str]:
+    """`Name: value`, one line."""
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not _HEADER_NAME.fullmatch(name):
+        raise ValueError  # the caller says what a header looks like
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(f"must be one line: {name}")
+    if name.lower() in _OUR_HEADERS:
+        raise ValueError(f"must not set {name}, which imgdl-watch sets itself")
+    return name, value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -129,6 +153,9 @@ class Option:
     commands: tuple[str, ...] = ("run", "fetch")
     # Options that are plain switches on the command line.
     switch: bool = False
+    # Options given any number of times: a repeated flag, a TOML array, or
+    # one value per line of the environment variable. Parsed into a tuple.
+    repeat: bool = False
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -211,6 +238,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("user_agent", _text, USER_AGENT, "User-Agent header sent with each request", "TEXT"),
     Option(
+        "header",
+        _header,
+        (),
+        "another request header, such as 'Referer: https://example.com/' (repeat for more)",
+        "HEADER",
+        repeat=True,
+    ),
+    Option(
         "log_file", _text, None, "also write JSON log lines to this file", "FILE", ("run", "fetch")
     ),
     Option(
@@ -277,6 +312,7 @@ class Settings:
     any_type: bool
     block_private: bool
     user_agent: str
+    header: tuple[tuple[str, str], ...]
     log_file: str | None
     log_level: str
     log_format: str
@@ -301,10 +337,20 @@ _WANTED: Final = {
     "BYTES": "a size such as 4096, 500K, 32M or 1G",
     "SECONDS": "a number of seconds",
     "PORT": "a port number",
+    "HEADER": "a header such as 'Referer: https://example.com/'",
 }
 
 
 def _parse(option: Option, raw: Any, where: str) -> Any:
+    if not option.repeat:
+        return _parse_one(option, raw, where)
+    # A flag given many times and a TOML array are lists; the environment
+    # holds one value per line.
+    items = raw if isinstance(raw, list) else str(raw).splitlines()
+    return tuple(_parse_one(option, item, where) for item in items if str(item).strip())
+
+
+def _parse_one(option: Option, raw: Any, where: str) -> Any:
     wanted = _WANTED.get(option.metavar, f"a valid {option.metavar.lower()}")
     name = option.name.replace("_", "-")
     if isinstance(raw, bool) and option.parse is not _bool:

@@ -82,6 +82,8 @@ KEEPALIVE_S = 15.0
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 # Statuses whose body is the image. 203 is a 200 passed on by a proxy.
 _OK: Final = frozenset({200, 203})
+# Headers that carry credentials: only the listed URL's own origin gets them.
+_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
 # Resolver errors that are DNS's answer, "no such name" or "no address for it",
 # rather than a failure to ask (EAI_AGAIN, which a retry may fix).
 _NO_SUCH_HOST: Final = frozenset(
@@ -110,6 +112,8 @@ class FetchOptions:
     # Largest body we save, in bytes.
     max_bytes: int = 32 * 1024 * 1024
     user_agent: str = "imgdl-watch"
+    # More request headers, (name, value), from `--header`.
+    header: tuple[tuple[str, str], ...] = ()
     # Seconds to establish a connection (TCP and TLS).
     connect_timeout: float = 10.0
     # Seconds a read may stall before the attempt fails.
@@ -129,6 +133,10 @@ class FetchOptions:
         """The options of the same name in `settings` (all but `backoff`, which is ours)."""
         shared = {f.name for f in dataclasses.fields(cls)} - {"backoff"}
         return cls(**{name: getattr(settings, name) for name in shared})
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +218,21 @@ class Fetcher:
             # Our own limiters bound the waiting; the pool never queues.
             pool=None,
         )
-        self._headers = {
+        ours = {
             "User-Agent": options.user_agent,
             "Accept": "image/avif,image/webp,image/apng,image/*;q=0.9,*/*;q=0.5",
             "Accept-Encoding": "identity",
+        }
+        # A `--header` of the same name, in any case, wins (the last of several).
+        custom = {name.lower(): (name, value) for name, value in options.header}
+        self._headers = {k: v for k, v in ours.items() if k.lower() not in custom} | dict(
+            custom.values()
+        )
+        # What a host other than the listed URL's gets, after a redirect.
+        self._headers_elsewhere = {
+            name: value
+            for name, value in self._headers.items()
+            if name.lower() not in _CREDENTIAL_HEADERS
         }
         self._extensions = {"timeout": self._timeout.as_dict()}
         # Finished bodies are written to disk in batches, one thread hop each.
@@ -404,12 +423,14 @@ class Fetcher:
     ) -> tuple[str, FileSink]:
         seen = {str(url)}
         current = url
-        headers = self._headers
         for _hop in range(self.options.max_redirects + 1):
             if self.options.block_private:
                 self._guard(current)
-            if url.userinfo:
-                headers = self._with_credentials(url, current)
+            headers = (
+                self._headers
+                if current is url and not url.userinfo
+                else self._headers_for(url, current)
+            )
             request = httpx.Request("GET", current, headers=headers, extensions=self._extensions)
             try:
                 response = await self._transport(slot, current).handle_async_request(request)
@@ -429,21 +450,21 @@ class Fetcher:
                 raise _translate(exc, current.host) from exc
         raise err.RedirectError(f"more than {self.options.max_redirects} redirects")
 
-    def _with_credentials(self, listed: httpx.URL, current: httpx.URL) -> dict[str, str]:
-        """Our headers, with Basic credentials from `user:password@` in the URL.
+    def _headers_for(self, listed: httpx.URL, current: httpx.URL) -> dict[str, str]:
+        """Our headers for a request to `current`, on the way from `listed`.
 
-        As curl does: they go to the listed URL's origin only, never to
-        another host a redirect points at (unless its URL has its own).
+        As curl does, credentials go to the listed URL's origin only: the
+        Authorization and Cookie headers of `--header`, and Basic credentials
+        from `user:password@` in the URL. Another host that a redirect points
+        at gets neither (unless its own URL has a `user:password@`).
         """
+        home = _origin(current) == _origin(listed)
+        headers = self._headers if home else self._headers_elsewhere
         source = current if current.userinfo else listed
-        if (source.scheme, source.host, source.port) != (
-            current.scheme,
-            current.host,
-            current.port,
-        ):
-            return self._headers
-        secret = f"{source.username}:{source.password}".encode()
-        return self._headers | {"Authorization": "Basic " + base64.b64encode(secret).decode()}
+        if source.userinfo and (home or source is current):
+            secret = f"{source.username}:{source.password}".encode()
+            headers = headers | {"Authorization": "Basic " + base64.b64encode(secret).decode()}
+        return headers
 
     @staticmethod
     def _next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:

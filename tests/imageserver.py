@@ -94,6 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.counts[self.path] += 1
             count = self.server.counts[self.path]
         self.server.headers_seen.append(dict(self.headers))
+        self.server.header_items.append(list(self.headers.items()))
         seg = path.strip("/").split("/")
         route = seg[0]
         try:
@@ -220,6 +221,8 @@ class ImageServer(ThreadingHTTPServer):
             self.scheme = "https"
         self.counts: Counter[str] = Counter()
         self.headers_seen: list[dict[str, str]] = []
+        # Each request's headers as sent: every one, in order, as spelled.
+        self.header_items: list[list[tuple[str, str]]] = []
         self.lock = threading.Lock()
         # Client connections open now, and the most ever open at once.
         self.connections = 0

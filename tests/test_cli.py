@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -77,6 +78,8 @@ def test_exit_1_when_any_fails_or_is_invalid(server: ImageServer, tmp_path: Path
         (["list.txt", "--config", "bad.toml"], "unknown key 'colour'"),
         (["list.txt", "--config", "broken.toml"], "is not valid TOML"),
         ([".", "--retries", "1"], "is not a regular file"),
+        (["list.txt", "--header", "Referer"], "header 'Referer' is not a header such as"),
+        (["list.txt", "--header", "Host: x"], "must not set Host, which imgdl-watch sets itself"),
     ],
 )
 def test_exit_2_on_usage_config_or_input_errors(
@@ -88,6 +91,30 @@ def test_exit_2_on_usage_config_or_input_errors(
     result = fetch(tmp_path, *args)
     assert result.returncode == 2
     assert message in one_clean_line(result.stderr)
+
+
+def test_headers_come_from_flags_the_environment_or_the_config_file(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    (tmp_path / "h.txt").write_text(f"{server.base}/img/h.jpg\n")
+    (tmp_path / "c.toml").write_text('header = ["X-File: f", "Referer: https://f.example/"]\n')
+
+    def sent() -> list[tuple[str, str]]:
+        return [(k, v) for k, v in server.header_items[-1] if k.startswith(("X-", "Referer"))]
+
+    flags = ["--header", "Referer: https://r.example/", "--header", "X-Two: 2"]
+    assert fetch(tmp_path, "h.txt", "--output", "a", *flags).returncode == 0
+    assert sent() == [("Referer", "https://r.example/"), ("X-Two", "2")]
+    environment = {**os.environ, "IMGDL_WATCH_HEADER": "X-Env: 1\nX-Env-Too: 2"}
+    assert fetch(tmp_path, "h.txt", "--output", "b", env=environment).returncode == 0
+    assert sent() == [("X-Env", "1"), ("X-Env-Too", "2")]
+    assert fetch(tmp_path, "h.txt", "--output", "c", "--config", "c.toml").returncode == 0
+    assert sent() == [("X-File", "f"), ("Referer", "https://f.example/")]
+    # A flag replaces the file's list, as every flag replaces the file's value.
+    assert (
+        fetch(tmp_path, "h.txt", "--output", "d", "--config", "c.toml", *flags[:2]).returncode == 0
+    )
+    assert sent() == [("Referer", "https://r.example/")]
 
 
 def test_the_open_file_limit_is_raised_as_far_as_the_settings_need(

@@ -403,6 +403,34 @@ async def test_credentials_in_the_url_go_to_its_origin_only(
     assert denied.value.status == 401
 
 
+def sent(server: ImageServer, name: str) -> list[str]:
+    """Every value of header `name` (in any case) in the server's last request."""
+    return [v for k, v in server.header_items[-1] if k.lower() == name.lower()]
+
+
+async def test_extra_headers_go_everywhere_and_credentials_stay_home(
+    server: ImageServer, out_fd: int
+) -> None:
+    header = (
+        ("Referer", "https://gallery.example/"),
+        ("cookie", "session=s3cret"),
+        ("Authorization", "Bearer t0ken"),
+        ("user-agent", "custom/1"),
+    )
+    with ImageServer() as elsewhere:
+        async with Fetcher(options(header=header)) as fetcher:
+            await fetcher.download(f"{server.base}/img/a.jpg", dir_fd=out_fd, name="a.jpg")
+            home = {name: sent(server, name) for name in ("Cookie", "Authorization")}
+            away = f"{server.base}/to/b.jpg?url={elsewhere.base}/img/b.jpg"
+            await fetcher.download(away, dir_fd=out_fd, name="b.jpg")
+    assert home == {"Cookie": ["session=s3cret"], "Authorization": ["Bearer t0ken"]}
+    for host in (server, elsewhere):  # the redirect, and the host it points at
+        assert sent(host, "Referer") == ["https://gallery.example/"]
+        assert sent(host, "User-Agent") == ["custom/1"]  # it replaces ours, once
+    assert sent(elsewhere, "Cookie") == sent(elsewhere, "Authorization") == []
+    assert files(out_fd) == ["a.jpg", "b.jpg"]
+
+
 async def get_url(url: str, out_fd: int) -> str:
     async with Fetcher(options()) as fetcher:
         result = await fetcher.download(
