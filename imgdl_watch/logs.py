@@ -12,8 +12,8 @@ A sink that fails never stops the program: the log is how we report
 trouble, not a reason to stop downloading. When the file cannot be written
 (a full disk, a vanished mount), the other sink says so once
 (`log_file_failed`); the file is tried again every `LOG_FILE_RETRY_S`
-seconds, and the first line that lands says how many were lost
-(`log_file_ok`). When stdout goes away (`fetch ... | head`, a reader that
+seconds, and once a line lands there again, `log_file_ok` says how many
+were lost. When stdout goes away (`fetch ... | head`, a reader that
 died), one line on stderr says so and the file goes on alone.
 """
 
