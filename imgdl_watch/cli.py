@@ -110,8 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tell(message: str) -> None:
+    """One line on stderr, if anyone is left to read it (a closed terminal: no one)."""
+    with contextlib.suppress(OSError):
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    _tell(f"error: {message}")
     return code
 
 
@@ -175,13 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # handling is in place arrives this way; anything else is a crash.
         interrupt, rest = group.split(KeyboardInterrupt)
         if interrupt is not None and rest is None:
-            print(f"{PROG}: interrupted", file=sys.stderr)
+            _tell("interrupted")
             return EXIT_INTERRUPTED
         if isinstance(group, Exception):
             return _crash(group)
         raise
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _tell("interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, never a traceback
         return _crash(exc)
@@ -300,7 +306,7 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
         for _, fd in fds:
             os.close(fd)
     if outcome is Outcome.INTERRUPTED:
-        print(f"{PROG}: interrupted; run the same command again to finish", file=sys.stderr)
+        _tell("interrupted; run the same command again to finish")
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome is Outcome.OK else EXIT_FAILED
 

@@ -22,13 +22,14 @@ log = structlog.get_logger("imgdl_watch")
 class Outcome(enum.Enum):
     OK = "every URL succeeded"
     FAILED = "some URL failed or was invalid"
-    INTERRUPTED = "stopped by SIGINT or SIGTERM"
+    INTERRUPTED = "stopped by SIGINT, SIGTERM or SIGHUP"
 
 
 async def fetch_lists(
     settings: Settings, lists: list[tuple[str, int]], *, view: ProgressView | None = None
 ) -> Outcome:
-    """Run each list in turn, until done or until SIGINT or SIGTERM.
+    """Run each list in turn, until done or until SIGINT, SIGTERM or SIGHUP
+    (the terminal was closed).
 
     A signal cancels everything at once (a one-shot command has no grace
     period): temporary files go, finished images stay, and the next run
@@ -44,7 +45,7 @@ async def fetch_lists(
             scope.cancel()
 
     all_ok = False
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         options = FetchOptions.from_settings(settings)
         async with Fetcher(options) as fetcher, trio.open_nursery() as nursery:
             nursery.start_soon(on_signal, signals, nursery.cancel_scope)

@@ -182,7 +182,8 @@ def test_sizes_take_suffixes() -> None:
     assert (settings.max_bytes, settings.min_free) == (1536, 2 * 1024**4)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+# SIGHUP: the terminal that ran it was closed.
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_fetch_interrupted_exits_130_cleanly(
     server: ImageServer, tmp_path: Path, signum: int
 ) -> None:
