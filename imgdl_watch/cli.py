@@ -28,8 +28,8 @@ from . import __version__
 from .config import OPTIONS, ConfigError, Option, Settings, env_name, resolve
 from .errors import first_leaf
 from .logs import LogFormat, LogOutput, configure
+from .version import PROG
 
-PROG = "imgdl-watch"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -19,9 +19,10 @@ from typing import Any, Final
 
 from . import __version__
 from .logs import LEVELS
+from .version import PROG
 
 ENV_PREFIX = "IMGDL_WATCH_"
-USER_AGENT = f"imgdl-watch/{__version__}"
+USER_AGENT = f"{PROG}/{__version__}"
 
 
 class ConfigError(Exception):

@@ -43,7 +43,6 @@ import base64
 import dataclasses
 import datetime as dt
 import functools
-import ipaddress
 import random
 import socket
 import ssl
@@ -426,11 +425,7 @@ class Fetcher:
         for _hop in range(self.options.max_redirects + 1):
             if self.options.block_private:
                 self._guard(current)
-            headers = (
-                self._headers
-                if current is url and not url.userinfo
-                else self._headers_for(url, current)
-            )
+            headers = self._headers_for(url, current)
             request = httpx.Request("GET", current, headers=headers, extensions=self._extensions)
             try:
                 response = await self._transport(slot, current).handle_async_request(request)
@@ -458,6 +453,8 @@ class Fetcher:
         from `user:password@` in the URL. Another host that a redirect points
         at gets neither (unless its own URL has a `user:password@`).
         """
+        if current is listed and not listed.userinfo:
+            return self._headers  # nearly every request: no redirect, no credentials
         home = _origin(current) == _origin(listed)
         headers = self._headers if home else self._headers_elsewhere
         source = current if current.userinfo else listed
@@ -497,10 +494,10 @@ class Fetcher:
     def _guard(url: httpx.URL) -> None:
         """An IP literal that is not public is refused here; names, by the resolver."""
         try:
-            ipaddress.ip_address(url.host)
+            public = is_public(url.host)
         except ValueError:
             return  # a name: `PublicOnlyResolver` checks what it resolves to
-        if not is_public(url.host):
+        if not public:
             raise err.BlockedAddress(f"{url.host} is not a public address")
 
     async def _save(self, response: httpx.Response, dir_fd: int, name: str) -> tuple[str, FileSink]:

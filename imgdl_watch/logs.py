@@ -33,6 +33,8 @@ from typing import IO, Any, Literal
 
 import structlog
 
+from .version import PROG
+
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
 _LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -50,8 +52,6 @@ _UNENCODABLE = "backslashreplace"
 LOG_FILE_RETRY_S = 10.0
 
 _clock = time.monotonic  # (tests move it by hand)
-
-_PROG = "imgdl-watch"
 
 
 def _json_line(event: dict[str, Any]) -> str:
@@ -178,7 +178,7 @@ class LogOutput:
                 os.close(devnull)
         with contextlib.suppress(OSError):
             print(
-                f"{_PROG}: cannot write the log to standard output ({exc.strerror or exc});"
+                f"{PROG}: cannot write the log to standard output ({exc.strerror or exc});"
                 " going on without it",
                 file=sys.stderr,
                 flush=True,
