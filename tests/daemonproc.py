@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,12 +26,17 @@ class DaemonProcess:
         name: str = "daemon",
         env: dict[str, str] | None = None,
         open_files: tuple[int, int] | None = None,
+        log_file: Path | None = None,
     ) -> None:
+        """`log_file`: the daemon's `--log-file` elsewhere, for a test that makes
+        it fail; events are then read from the daemon's stdout (the journal,
+        under systemd), which is kept in a file."""
         self.root = root
         self.inbox = root / "inbox"
         self.output = root / "downloads"
-        self.log_path = root / f"{name}.log"
+        self.log_path = log_file or root / f"{name}.log"
         self.stderr_path = root / f"{name}.stderr"
+        self._events_path = root / f"{name}.stdout" if log_file else self.log_path
         command = [
             sys.executable, "-m", "imgdl_watch", "run",
             "--inbox", str(self.inbox), "--output", str(self.output),
@@ -39,17 +45,23 @@ class DaemonProcess:
             *args,
         ]  # fmt: skip
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            # RLIMIT_NOFILE (soft, hard) for the daemon only, if given.
-            with_open_files(command, open_files),
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            env={**os.environ, **(env or {})},
-        )
+        with contextlib.ExitStack() as stack:
+            stdout = (
+                stack.enter_context(open(self._events_path, "wb"))
+                if log_file
+                else subprocess.DEVNULL
+            )
+            self.proc = subprocess.Popen(
+                # RLIMIT_NOFILE (soft, hard) for the daemon only, if given.
+                with_open_files(command, open_files),
+                stdout=stdout,
+                stderr=self._stderr,
+                env={**os.environ, **(env or {})},
+            )
 
     def events(self, name: str | None = None) -> list[Event]:
         try:
-            text = self.log_path.read_text()
+            text = self._events_path.read_text()
         except FileNotFoundError:
             return []
         # Only whole lines: the daemon may be writing the last one right now,

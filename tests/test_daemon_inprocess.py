@@ -26,6 +26,17 @@ async def quiet_source(folder: str, stop: trio.Event) -> AsyncIterator[object]:
     yield  # an async generator that yields nothing
 
 
+def quiet_daemon(inbox: Path, output: Path, *, rescan_interval: str) -> Daemon:
+    """The daemon in-process, lists taken at once, found by its scans alone."""
+    flags = {
+        "inbox": str(inbox),
+        "output": str(output),
+        "settle": "0",
+        "rescan_interval": rescan_interval,
+    }
+    return Daemon(resolve("run", flags, env={}, config_path=None), change_source=quiet_source)
+
+
 async def test_a_job_that_crashes_goes_to_failed_and_the_daemon_goes_on(
     server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -40,13 +51,7 @@ async def test_a_job_that_crashes_goes_to_failed_and_the_daemon_goes_on(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "bad.txt").write_text(f"{server.base}/img/never.jpg\n")
-    flags = {
-        "inbox": str(inbox),
-        "output": str(tmp_path / "out"),
-        "settle": "0",
-        "rescan_interval": "0.1",
-    }
-    daemon = Daemon(resolve("run", flags, env={}, config_path=None), change_source=quiet_source)
+    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.1")
     with capture_logs() as logs:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
@@ -74,13 +79,7 @@ async def test_an_inbox_deleted_again_while_it_is_recreated_is_recreated_later(
     # FileExistsError. A real deletion loop races the daemon's recreation
     # until that has happened, and the daemon must go on.
     inbox = tmp_path / "inbox"
-    flags = {
-        "inbox": str(inbox),
-        "output": str(tmp_path / "out"),
-        "settle": "0",
-        "rescan_interval": "0.001",
-    }
-    daemon = Daemon(resolve("run", flags, env={}, config_path=None), change_source=quiet_source)
+    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.001")
     deleting = threading.Event()
     deleting.set()
     deleted = trio.Event()

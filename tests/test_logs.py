@@ -9,8 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import structlog
 
 from imgdl_watch import logs
-from tests.daemonproc import drop
+from tests.daemonproc import DaemonProcess, drop
 from tests.imageserver import ImageServer
 from tests.test_cli import one_clean_line
 
@@ -105,52 +104,20 @@ def test_fetch_goes_on_when_its_stdout_goes_away(server: ImageServer, tmp_path: 
     assert [e["ok"] for e in events if e["event"] == "job_finished"] == [20]
 
 
-class StdoutDaemon:
-    """The real daemon, its stdout kept in a file (the journal, under systemd)."""
-
-    def __init__(self, root: Path, log_file: Path) -> None:
-        self.inbox = root / "inbox"
-        self.stdout_path = root / "stdout.jsonl"
-        with open(self.stdout_path, "wb") as stdout:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "imgdl_watch", "run", "--inbox", str(self.inbox),
-                 "--output", str(root / "downloads"), "--log-format", "json",
-                 "--log-file", str(log_file), "--settle", "0.1", "--rescan-interval", "0.5"],
-                stdout=stdout, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-
-    def events(self) -> list[Event]:
-        return json_lines(self.stdout_path.read_text().rpartition("\n")[0])
-
-    def wait_for(self, found: Callable[[list[Event]], bool]) -> None:
-        deadline = time.monotonic() + 30
-        while not found(self.events()):
-            assert self.proc.poll() is None, self.proc.stderr and self.proc.stderr.read()
-            assert time.monotonic() < deadline, [e["event"] for e in self.events()][-10:]
-            time.sleep(0.02)
-
-    def count(self, name: str) -> int:
-        return sum(e["event"] == name for e in self.events())
-
-    def stop_cleanly(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(15) == 0
-        assert self.proc.stderr is not None and self.proc.stderr.read() == ""
-
-
 def test_the_daemon_works_on_while_its_log_disk_is_full(
     server: ImageServer, tmp_path: Path, tiny_disk: Path
 ) -> None:
     fill(tiny_disk)
-    daemon = StdoutDaemon(tmp_path, tiny_disk / "daemon.log")
+    daemon = DaemonProcess(tmp_path, log_file=tiny_disk / "daemon.log")
     try:
-        daemon.wait_for(lambda evs: any(e["event"] == "daemon_started" for e in evs))
+        daemon.wait_event("daemon_started")
         drop(daemon.inbox, "full.txt", f"{server.base}/img/full.jpg\n")
-        daemon.wait_for(lambda evs: any(e["event"] == "job_finished" for e in evs))
-        assert daemon.count("log_file_failed") == 1
-        assert (tmp_path / "downloads" / "full" / "full.jpg").exists()
+        daemon.wait_event("job_finished")
+        assert len(daemon.events("log_file_failed")) == 1
+        assert (daemon.output / "full" / "full.jpg").exists()
     finally:
         daemon.stop_cleanly()
+    assert daemon.stderr_path.read_text() == ""
 
 
 def test_a_reload_whose_log_folder_is_gone_goes_on_without_the_file(
@@ -158,20 +125,21 @@ def test_a_reload_whose_log_folder_is_gone_goes_on_without_the_file(
 ) -> None:
     folder = tmp_path / "logs"
     folder.mkdir()
-    daemon = StdoutDaemon(tmp_path, folder / "daemon.log")
+    daemon = DaemonProcess(tmp_path, log_file=folder / "daemon.log")
     try:
-        daemon.wait_for(lambda evs: any(e["event"] == "daemon_started" for e in evs))
+        daemon.wait_event("daemon_started")
         (folder / "daemon.log").unlink()
         folder.rmdir()
-        daemon.proc.send_signal(signal.SIGHUP)  # as logrotate's postrotate does
-        daemon.wait_for(lambda evs: any(e["event"] == "log_file_failed" for e in evs))
+        daemon.signal(signal.SIGHUP)  # as logrotate's postrotate does
+        daemon.wait_event("log_file_failed")
         drop(daemon.inbox, "gone.txt", f"{server.base}/img/gone.jpg\n")
-        daemon.wait_for(lambda evs: any(e["event"] == "job_finished" for e in evs))
+        daemon.wait_event("job_finished")
         folder.mkdir()
-        daemon.proc.send_signal(signal.SIGHUP)
-        daemon.wait_for(lambda evs: any(e["event"] == "config_reloaded" for e in evs[-3:]))
-        daemon.wait_for(lambda _evs: (folder / "daemon.log").exists())
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_event("config_reloaded", count=2)
+        daemon.wait_for(lambda _events: (folder / "daemon.log").exists())
     finally:
         daemon.stop_cleanly()
+    assert daemon.stderr_path.read_text() == ""
     in_file = json_lines((folder / "daemon.log").read_text())
     assert in_file[1]["event"] == "log_file_ok" and in_file[1]["lost_lines"] > 0
