@@ -19,7 +19,8 @@ daemon held goes with its process, so any daemon may resume that job.
 
 **Finish.** The list moves to `done/` and its report beside it; failures go to
 `failed/`. A name already taken there gets a number (`cats.1.txt`): nothing
-is overwritten.
+is overwritten. A list whose name is too long for that number and for its
+report's name is published under its job's (shortened) stem instead.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import fcntl
 import os
 from dataclasses import dataclass, field
 
-from .naming import job_stem
+from .naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem
 from .report import ReportPaths
 
 LIST_SUFFIX = ".txt"
@@ -101,6 +102,15 @@ class Claim:
 
     def release(self) -> None:
         os.close(self.fd)  # closing drops the flock
+
+    @property
+    def published_name(self) -> str:
+        """The list's name in done/ and failed/: the one it was dropped with,
+        unless that is too long to take a number and a report beside it."""
+        stem_bytes = len(os.fsencode(self.original)) - len(LIST_SUFFIX)
+        if stem_bytes + JOB_NAME_ROOM <= MAX_NAME_BYTES:
+            return self.original
+        return self.stem + LIST_SUFFIX
 
 
 class Inbox:
@@ -206,11 +216,11 @@ class Inbox:
 
     def finish(self, claim: Claim, report: ReportPaths, *, failed: int) -> str:
         """Publish a finished job: list to done/, report beside it, failures to failed/."""
-        done_path = _move_unique(claim.path, self.done, claim.original)
+        done_path = _move_unique(claim.path, self.done, claim.published_name)
         done_stem = os.path.basename(done_path)[: -len(LIST_SUFFIX)]
         _move_unique(report.report, self.done, f"{done_stem}.report.jsonl")
         if failed:
-            _move_unique(report.failed, self.failed, claim.original)
+            _move_unique(report.failed, self.failed, claim.published_name)
         else:
             _unlink_quietly(report.failed)
         claim.release()
@@ -218,7 +228,7 @@ class Inbox:
 
     def fail(self, claim: Claim, report: ReportPaths) -> str:
         """A list that could not run at all goes to failed/ as it is, to retry later."""
-        path = _move_unique(claim.path, self.failed, claim.original)
+        path = _move_unique(claim.path, self.failed, claim.published_name)
         _unlink_quietly(report.report)
         _unlink_quietly(report.failed)
         claim.release()

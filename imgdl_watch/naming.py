@@ -26,6 +26,11 @@ MAX_EXTENSION_CHARS = 8
 # Hex digits of the URL hash that tells colliding names apart: 32 bits, so a
 # clash between two colliding URLs of one list is a one-in-four-billion event.
 HASH_CHARS = 8
+# Bytes a job's stem leaves free for the longest name the inbox builds from
+# it: a number that keeps it unique in done/, and its report beside it
+# ("cats.99999.report.jsonl"). The hidden part files (".cats.report.part")
+# need less.
+JOB_NAME_ROOM = len(".99999.report.jsonl")
 # The name used when nothing usable is left of the URL's last segment.
 FALLBACK_NAME = "image"
 FALLBACK_JOB = "list"
@@ -128,9 +133,12 @@ def extension_for(content_type: str | None) -> str:
 
 
 def job_stem(file_name: str) -> str:
-    """The job name for a list file: its stem, made safe (`cats.txt` → `cats`)."""
+    """The job name for a list file: its stem, made safe (`cats.txt` → `cats`).
+
+    A long stem is cut short, so that every name built from it still fits.
+    """
     stem = file_name[:-4] if file_name.lower().endswith(".txt") else file_name
-    return safe_name(stem, fallback=FALLBACK_JOB)
+    return safe_name(stem, fallback=FALLBACK_JOB, reserve=JOB_NAME_ROOM)
 
 
 class FingerprintSet:

@@ -104,3 +104,34 @@ def test_interrupted_claim_is_completed(inbox: Inbox) -> None:
     )  # killed between link and unlink
     assert inbox.claim("cats.txt") is None
     assert not (root / "cats.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["c" * 251 + ".txt", "é" * 125 + ".TXT", "k" * 236 + ".txt"],
+    ids=["ascii-255-bytes", "utf8-254-bytes", "longest-kept-as-is"],
+)
+def test_a_list_with_the_longest_name_finishes_twice(inbox: Inbox, name: str) -> None:
+    # Its report (".report.jsonl") and a number in done/ once took the name
+    # past 255 bytes: the job failed, stayed in processing/, and was tried
+    # again at every rescan, for ever.
+    root = Path(inbox.root)
+    stems = set()
+    for attempt in ("one\n", "two\n"):
+        (root / name).write_text(attempt)
+        claim = inbox.claim(name)
+        assert claim is not None
+        stems.add(claim.stem)
+        paths = inbox.report_paths(claim.stem)
+        Path(paths.report).write_text("{}\n")
+        Path(paths.failed).write_text("http://x/a.jpg\n")
+        inbox.finish(claim, paths, failed=1)
+    (stem,) = stems
+    kept = name if len(name.encode()) <= 240 else stem + ".txt"
+    kept_stem = kept[:-4]
+    assert sorted(os.listdir(inbox.done)) == sorted(
+        [kept, f"{kept_stem}.report.jsonl", f"{kept_stem}.1.txt", f"{kept_stem}.1.report.jsonl"]
+    )
+    assert (Path(inbox.done) / kept).read_text() == "one\n"
+    assert sorted(os.listdir(inbox.failed)) == sorted([kept, f"{kept_stem}.1.txt"])
+    assert os.listdir(inbox.processing) == []

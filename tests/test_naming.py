@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imgdl_watch.naming import (
+    JOB_NAME_ROOM,
     MAX_NAME_BYTES,
     NameRegistry,
     base_name,
@@ -69,6 +70,16 @@ def test_job_stems_are_safe() -> None:
     assert job_stem("cats.txt") == "cats"
     assert job_stem("..txt") == "list"
     assert_safe(job_stem("\x1b[31mred.txt"))
+
+
+@given(st.text(min_size=1, max_size=260))
+def test_a_job_stem_leaves_room_for_every_name_built_from_it(raw: str) -> None:
+    # Up to 251 bytes before ".txt" is a name the inbox can hold; the inbox
+    # then adds a number and ".report.jsonl" to the stem.
+    name = os.fsdecode(os.fsencode(raw)[:251]) + ".txt"
+    stem = job_stem(name)
+    assert_safe(stem)
+    assert len(stem.encode("utf-8")) + JOB_NAME_ROOM <= MAX_NAME_BYTES
 
 
 @given(st.text(max_size=400))
