@@ -129,11 +129,25 @@ def _header(text: str) -> tuple[str, str]:
     name, value = name.strip(), value.strip()
     if not colon or not _HEADER_NAME.fullmatch(name):
         raise ValueError  # the caller says what a header looks like
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError(f"must be one line: {name}")
     if name.lower() in _OUR_HEADERS:
         raise ValueError(f"must not set {name}, which imgdl-watch sets itself")
-    return name, value
+    return name, _header_value(value, name)
+
+
+def _header_value(value: str, name: str = "") -> str:
+    """A value that HTTP can carry in a header: one line of ASCII."""
+    of = f" ({name})" if name else ""
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(f"must be one line{of}")
+    if not value.isascii():
+        raise ValueError(
+            f"must be ASCII{of}, as HTTP header values are (percent-encode any URL in it)"
+        )
+    return value
+
+
+def _user_agent(text: str) -> str:
+    return _header_value(_text(text))
 
 
 def _port(text: str) -> int:
@@ -237,7 +251,9 @@ OPTIONS: tuple[Option, ...] = (
         "BOOL",
         switch=True,
     ),
-    Option("user_agent", _text, USER_AGENT, "User-Agent header sent with each request", "TEXT"),
+    Option(
+        "user_agent", _user_agent, USER_AGENT, "User-Agent header sent with each request", "TEXT"
+    ),
     Option(
         "header",
         _header,

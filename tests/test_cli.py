@@ -80,6 +80,9 @@ def test_exit_1_when_any_fails_or_is_invalid(server: ImageServer, tmp_path: Path
         ([".", "--retries", "1"], "is not a regular file"),
         (["list.txt", "--header", "Referer"], "header 'Referer' is not a header such as"),
         (["list.txt", "--header", "Host: x"], "must not set Host, which imgdl-watch sets itself"),
+        (["list.txt", "--header", "Referer: https://café.example/"], "must be ASCII (Referer)"),
+        (["list.txt", "--header", "X-A: 1\nX-B: 2"], "must be one line (X-A)"),
+        (["list.txt", "--user-agent", "bot-é/1"], "user-agent must be ASCII"),
     ],
 )
 def test_exit_2_on_usage_config_or_input_errors(
