@@ -4,21 +4,24 @@ Design notes
 ------------
 **Connections.** httpcore's pool checks every pooled connection on each
 request it assigns (httpcore PR #928), so one client with 64 connections
-spends most of its CPU there. Instead, the fetcher owns one small transport
-per *slot*: a download first takes one of `concurrency` global slots and
-then uses that slot's `httpx.AsyncHTTPTransport`, whose pool holds at most
-`SLOT_CONNECTIONS` connections. The pool scan stays short, connections are
-reused by the slot that owns them, and all transports share two SSL
-contexts (one verifying, one for plain http), which httpx would otherwise
-build for each transport.
+spends most of its CPU there. Instead, a download first takes one of
+`concurrency` global *slots*, and each slot owns its connections outright
+(`connections.SlotConnections`): at most `SLOT_CONNECTIONS` httpcore
+connections, one per origin, with no pool at all between a download and its
+socket. All slots share two SSL contexts (one verifying, one for plain
+http), which httpcore would otherwise build for each connection.
 
-**No Client layer.** We send through httpx's public transport API, not
-`AsyncClient`: per request, the client would parse the URL again, run auth
-and redirect machinery and extract cookies, which together cost about a
-sixth of our CPU per image, for features a downloader does not use (we
-follow redirects ourselves, and keep no cookies, like curl and wget). What
-the client does that we want, proxies from the environment, is done here
-with the standard library's `getproxies()` and `proxy_bypass()`.
+**No Client layer.** We send through httpx's engine, not `AsyncClient`: per
+request, the client would parse the URL again, run auth and redirect
+machinery and extract cookies, which together cost about a sixth of our CPU
+per image, for features a downloader does not use (we follow redirects
+ourselves, and keep no cookies, like curl and wget). What the client does
+that we want, proxies from the environment, is done here with the standard
+library's `getproxies()` and `proxy_bypass()`; a proxied request goes
+through the slot's `httpx.AsyncHTTPTransport` for that proxy, and so does
+every request when a transport is injected (tests). Either way `_follow`
+gets the same `_Answer`, and both exception trees, httpx's and httpcore's,
+are translated by `_translate` into ours.
 
 **Limits.** A download holds, in this order, a per-host slot (adaptive, see
 `hostlimits`) and a global slot. The host slot comes first, so that a busy
@@ -48,10 +51,12 @@ import socket
 import ssl
 import time
 import urllib.request  # httpx imports it anyway (http.cookiejar)
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
+import httpcore
 import httpx
 import structlog
 import trio
@@ -60,6 +65,7 @@ from . import errors as err
 from . import metrics
 from .addressguard import AddressRefused, PublicOnlyResolver, is_public
 from .config import Settings
+from .connections import KEEPALIVE_S, SLOT_CONNECTIONS, SlotConnections
 from .filesink import FileSink, GroupCommit
 from .hostlimits import HostLimits
 from .imagecheck import SNIFF_BYTES, disguised, is_image_type, sniff
@@ -67,15 +73,11 @@ from .listparse import log_url
 from .naming import extension_for, has_extension
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, parse_retry_after, status_is_retryable
 
-# Connections each slot's transport may keep. Two lets a slot alternate between
-# two hosts without reconnecting, while keeping httpcore's pool scan short.
-SLOT_CONNECTIONS = 2
-# File descriptors one slot may hold at once: its keep-alive connections for
-# http and for https, the body it is downloading, and the body that its job's
-# second worker for the slot is publishing (see `job.WORKERS_PER_SLOT`).
+# File descriptors one slot may hold at once: its own keep-alive connections
+# and, through a proxy, as many again in that proxy's transport; the body it is
+# downloading, and the body that its job's second worker for the slot is
+# publishing (see `job.WORKERS_PER_SLOT`).
 FILES_PER_SLOT = 2 * SLOT_CONNECTIONS + 2
-# Idle keep-alive connections are closed after this long.
-KEEPALIVE_S = 15.0
 # Statuses that mean "it is elsewhere"; we follow them ourselves, so that every
 # hop is checked for its scheme, for loops and by the private-address guard.
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -93,9 +95,18 @@ log = structlog.get_logger("imgdl_watch")
 _E = TypeVar("_E", bound=BaseException)
 
 
-# A slot's transports, by (proxy URL or None for direct, TLS or not): a plain
+# A slot's transports through proxies, by (proxy URL, TLS or not): a plain
 # http transport never needs the SSL context.
-_SlotTransports = dict[tuple[str | None, bool], httpx.AsyncHTTPTransport]
+_SlotTransports = dict[tuple[str, bool], httpx.AsyncHTTPTransport]
+# httpcore's errors, which a direct request raises (httpx's wrap them for a
+# proxied one). The tree mirrors httpx's; see `_translate`.
+_HTTPCORE_ERRORS: Final = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +158,45 @@ class Downloaded:
     attempts: int
 
 
-def _translate(exc: httpx.HTTPError, host: str) -> err.DownloadError:
-    """The most specific `DownloadError` for an httpx exception met on `host`."""
-    if isinstance(exc, httpx.TimeoutException):
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A response's status line and headers, and its body still to read."""
+
+    status: int
+    # Names in lower case; a repeated header's values joined by ", " (as httpx does).
+    headers: Mapping[str, str]
+    body: AsyncIterable[bytes]
+    close: Callable[[], Awaitable[None]]
+
+
+def _answer(response: httpcore.Response) -> _Answer:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in response.headers:
+        name = raw_name.decode("latin-1").lower()
+        value = _header_text(raw_value)
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    # A response from a network connection streams asynchronously.
+    body = cast(AsyncIterable[bytes], response.stream)
+    return _Answer(response.status, headers, body, response.aclose)
+
+
+def _header_text(value: bytes) -> str:
+    """Header bytes as text, decoded as httpx decodes them."""
+    for encoding in ("ascii", "utf-8"):
+        try:
+            return value.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return value.decode("latin-1")
+
+
+def _translate(exc: Exception, host: str) -> err.DownloadError:
+    """The most specific `DownloadError` for an httpx or httpcore exception met on `host`."""
+    if isinstance(exc, httpx.TimeoutException | httpcore.TimeoutException):
         return err.TimedOut(type(exc).__name__)
-    if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
+    if isinstance(
+        exc, httpx.ConnectError | httpx.ProxyError | httpcore.ConnectError | httpcore.ProxyError
+    ):
         if (dns := _cause(exc, socket.gaierror)) is not None:
             return _dns_failure(dns, host)
         if (refused := _cause(exc, AddressRefused)) is not None:
@@ -159,16 +204,22 @@ def _translate(exc: httpx.HTTPError, host: str) -> err.DownloadError:
         if (tls := _cause(exc, ssl.SSLCertVerificationError)) is not None:
             return err.UntrustedCertificate(tls.verify_message or str(tls))
         return err.ConnectFailed(str(exc) or type(exc).__name__)
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, httpx.RemoteProtocolError | httpcore.RemoteProtocolError):
         text = str(exc)
         if "incomplete" in text or "complete message body" in text:
             return err.Truncated(text)
         if "disconnected" in text or "closed" in text:
             return err.ConnectionLost(text)
         return err.ProtocolError(text)
-    if isinstance(exc, httpx.NetworkError):
+    if isinstance(exc, httpx.NetworkError | httpcore.NetworkError):
         return err.ConnectionLost(str(exc) or type(exc).__name__)
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+    if isinstance(
+        exc,
+        httpx.UnsupportedProtocol
+        | httpx.LocalProtocolError
+        | httpcore.UnsupportedProtocol
+        | httpcore.LocalProtocolError,
+    ):
         return err.ProtocolError(str(exc))
     return err.ConnectionLost(str(exc) or type(exc).__name__)
 
@@ -204,7 +255,8 @@ class Fetcher:
         self._global = trio.CapacityLimiter(options.concurrency)
         self._free_slots = list(range(options.concurrency))
         self._slot_ids = options.concurrency
-        self._slots: dict[int, _SlotTransports] = {}
+        self._direct: dict[int, SlotConnections] = {}
+        self._proxied: dict[int, _SlotTransports] = {}
         self._proxies = _environment_proxies()
         self.hosts = HostLimits(options.per_host)
         # Set when the daemon stops: no new attempt starts after it.
@@ -234,6 +286,10 @@ class Fetcher:
             if name.lower() not in _CREDENTIAL_HEADERS
         }
         self._extensions = {"timeout": self._timeout.as_dict()}
+        # The same headers as bytes, as they go on the wire: nearly every
+        # request sends these lists as they are.
+        self._raw_headers = httpx.Headers(self._headers).raw
+        self._raw_headers_elsewhere = httpx.Headers(self._headers_elsewhere).raw
         # Finished bodies are written to disk in batches, one thread hop each.
         self._commit = GroupCommit()
 
@@ -254,10 +310,13 @@ class Fetcher:
     async def aclose(self) -> None:
         if self.options.block_private:
             trio.socket.set_custom_hostname_resolver(self._outer_resolver)
-        slots, self._slots = list(self._slots.values()), {}
+        direct, self._direct = list(self._direct.values()), {}
+        proxied, self._proxied = list(self._proxied.values()), {}
         with trio.CancelScope(shield=True):
-            for slot in slots:
-                for transport in slot.values():
+            for connections in direct:
+                await connections.aclose()
+            for transports in proxied:
+                for transport in transports.values():
                     await transport.aclose()
 
     @property
@@ -279,19 +338,43 @@ class Fetcher:
         self._global.total_tokens = concurrency
         self.hosts.set_ceiling(per_host)
 
-    def _transport(self, slot: int, url: httpx.URL) -> httpx.AsyncBaseTransport:
-        """The slot's transport for `url`: direct, or through the environment's proxy."""
+    async def _send(self, slot: int, url: httpx.URL, headers: list[tuple[bytes, bytes]]) -> _Answer:
+        """GET `url` on the slot's own connection, or through its transport for a proxy."""
+        transport = self._transport(slot, url)
+        if transport is None:
+            connections = self._direct.get(slot)
+            if connections is None:
+                connections = self._direct[slot] = SlotConnections(self._slot_ssl_context)
+            target = httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            )
+            request = httpcore.Request(
+                b"GET",
+                target,
+                headers=[(b"Host", url.netloc), *headers],
+                extensions=self._extensions,
+            )
+            return _answer(await connections.send(request))
+        proxied = httpx.Request("GET", url, headers=headers, extensions=self._extensions)
+        response = await transport.handle_async_request(proxied)
+        response.request = proxied
+        return _Answer(
+            response.status_code, response.headers, response.aiter_raw(), response.aclose
+        )
+
+    def _transport(self, slot: int, url: httpx.URL) -> httpx.AsyncBaseTransport | None:
+        """The injected transport, the slot's for the environment's proxy, or None: direct."""
         if self._injected is not None:
             return self._injected
         proxy = self._proxies.get(url.scheme)
-        if proxy is not None and urllib.request.proxy_bypass(url.host):
-            proxy = None
+        if proxy is None or urllib.request.proxy_bypass(url.host):
+            return None
         tls = url.scheme == "https"
-        transports = self._slots.setdefault(slot, {})
+        transports = self._proxied.setdefault(slot, {})
         transport = transports.get((proxy, tls))
         if transport is None:
             transport = transports[proxy, tls] = httpx.AsyncHTTPTransport(
-                verify=self._ssl_context(tls=tls or (proxy or "").startswith("https:")),
+                verify=self._ssl_context(tls=tls or proxy.startswith("https:")),
                 limits=httpx.Limits(
                     max_connections=SLOT_CONNECTIONS,
                     max_keepalive_connections=SLOT_CONNECTIONS,
@@ -301,12 +384,15 @@ class Fetcher:
             )
         return transport
 
+    def _slot_ssl_context(self, tls: bool) -> ssl.SSLContext:
+        return self._ssl_context(tls=tls)
+
     def _ssl_context(self, *, tls: bool) -> ssl.SSLContext:
         """The one SSL context of all slots that speak TLS, or of all that do not.
 
-        httpx builds a context for every transport it is not given one, even
-        for plain http (0.15 ms each, 64 of them in the first round of a
-        job); so every slot shares one of two. The verifying one (certifi's
+        httpx and httpcore build a context for every transport or connection
+        they are not given one, even for plain http (0.15 ms each, 64 of them
+        in the first round of a job); so every slot shares one of two. The verifying one (certifi's
         bundle, ~20 ms to load) is built for the first https URL or proxy
         only. The other is never used for a handshake; should it ever be, it
         verifies against no CA at all and so fails closed.
@@ -426,26 +512,23 @@ class Fetcher:
             if self.options.block_private:
                 self._guard(current)
             headers = self._headers_for(url, current)
-            request = httpx.Request("GET", current, headers=headers, extensions=self._extensions)
             try:
-                response = await self._transport(slot, current).handle_async_request(request)
-                response.request = request
+                answer = await self._send(slot, current, headers)
                 try:
-                    status = response.status_code
-                    location = response.headers.get("location")
-                    if status in _REDIRECTS and location:
+                    location = answer.headers.get("location")
+                    if answer.status in _REDIRECTS and location:
                         current = self._next_hop(current, location, seen)
                         continue
-                    if status not in _OK:
-                        raise self._status_error(response)
-                    return await self._save(response, dir_fd, name)
+                    if answer.status not in _OK:
+                        raise self._status_error(answer, current.host)
+                    return await self._save(answer, dir_fd, name)
                 finally:
-                    await response.aclose()
-            except httpx.HTTPError as exc:
+                    await answer.close()
+            except (httpx.HTTPError, *_HTTPCORE_ERRORS) as exc:
                 raise _translate(exc, current.host) from exc
         raise err.RedirectError(f"more than {self.options.max_redirects} redirects")
 
-    def _headers_for(self, listed: httpx.URL, current: httpx.URL) -> dict[str, str]:
+    def _headers_for(self, listed: httpx.URL, current: httpx.URL) -> list[tuple[bytes, bytes]]:
         """Our headers for a request to `current`, on the way from `listed`.
 
         As curl does, credentials go to the listed URL's origin only: the
@@ -454,14 +537,16 @@ class Fetcher:
         at gets neither (unless its own URL has a `user:password@`).
         """
         if current is listed and not listed.userinfo:
-            return self._headers  # nearly every request: no redirect, no credentials
+            return self._raw_headers  # nearly every request: no redirect, no credentials
         home = _origin(current) == _origin(listed)
-        headers = self._headers if home else self._headers_elsewhere
         source = current if current.userinfo else listed
-        if source.userinfo and (home or source is current):
-            secret = f"{source.username}:{source.password}".encode()
-            headers = headers | {"Authorization": "Basic " + base64.b64encode(secret).decode()}
-        return headers
+        if not (source.userinfo and (home or source is current)):
+            return self._raw_headers if home else self._raw_headers_elsewhere
+        headers = self._headers if home else self._headers_elsewhere
+        secret = f"{source.username}:{source.password}".encode()
+        return httpx.Headers(
+            headers | {"Authorization": "Basic " + base64.b64encode(secret).decode()}
+        ).raw
 
     @staticmethod
     def _next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:
@@ -478,13 +563,13 @@ class Fetcher:
         return target
 
     @staticmethod
-    def _status_error(response: httpx.Response) -> err.HttpStatusError:
-        status = response.status_code
+    def _status_error(answer: _Answer, host: str) -> err.HttpStatusError:
+        status = answer.status
         retry_after = None
         if status in RETRY_AFTER_STATUSES:
-            metrics.recorder.throttled(response.request.url.host, status)
+            metrics.recorder.throttled(host, status)
             retry_after = parse_retry_after(
-                response.headers.get("retry-after"), now=dt.datetime.now(dt.UTC)
+                answer.headers.get("retry-after"), now=dt.datetime.now(dt.UTC)
             )
         return err.HttpStatusError(
             status, retryable=status_is_retryable(status), retry_after=retry_after
@@ -500,13 +585,13 @@ class Fetcher:
         if not public:
             raise err.BlockedAddress(f"{url.host} is not a public address")
 
-    async def _save(self, response: httpx.Response, dir_fd: int, name: str) -> tuple[str, FileSink]:
+    async def _save(self, answer: _Answer, dir_fd: int, name: str) -> tuple[str, FileSink]:
         """The checked, complete body in a sink, and its file name; the caller publishes."""
         limit = self.options.max_bytes
-        length = _content_length(response)
+        length = _content_length(answer.headers)
         if length is not None and length > limit:
             raise err.TooLarge(f"Content-Length {length} is over the cap of {limit}")
-        content_type = response.headers.get("content-type")
+        content_type = answer.headers.get("content-type")
         typed_image = is_image_type(content_type)
         checked = not self.options.any_type
         must_sniff = checked and not typed_image
@@ -516,7 +601,7 @@ class Fetcher:
         head = b""
         sink = FileSink(dir_fd)
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in answer.body:
                 if sink.size + len(chunk) > limit:
                     raise err.TooLarge(f"body is over the cap of {limit} bytes")
                 if want_head and len(head) < SNIFF_BYTES:
@@ -561,8 +646,8 @@ def _environment_proxies() -> dict[str, str]:
     return {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
 
 
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("content-length")
     if value is None or not value.strip().isdigit():
         return None
     return int(value)

@@ -21,6 +21,8 @@ what was fetched and how often. Routes, by the first path segment:
     /short/...               Content-Length says 4000, 1000 bytes come, then close
     /stall/...               headers and half the body, then silence
     /reset/...               the connection is reset before any answer
+    /oneshot/...             the image, then the connection is closed without a word
+                             (no Connection: close), as a server whose keep-alive ran out
     /gzip/...                a gzip bomb: Content-Encoding gzip, 10 MB of zeros inside
     /slow/MS/...             the image, after MS milliseconds
     /typeless/...            200 with no Content-Type, JPEG magic bytes
@@ -65,6 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.server.lock:
             self.server.connections += 1
+            self.server.opened_connections += 1
             self.server.peak_connections = max(
                 self.server.peak_connections, self.server.connections
             )
@@ -192,6 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
+        elif route == "oneshot":
+            self._send(200, image_bytes(path))
+            self.close_connection = True
         elif route == "gzip":
             self._send(200, GZIP_BOMB, "image/jpeg", Content_Encoding="gzip")
         elif route == "slow":
@@ -227,6 +233,8 @@ class ImageServer(ThreadingHTTPServer):
         # Client connections open now, and the most ever open at once.
         self.connections = 0
         self.peak_connections = 0
+        # Client connections ever opened.
+        self.opened_connections = 0
         # Set to let stalled responses end (so that the server can shut down).
         self.release = threading.Event()
         self._thread: threading.Thread | None = None

@@ -156,6 +156,32 @@ async def test_reset_connection_is_retried(server: ImageServer, out_fd: int) -> 
     assert server.counts["/reset/r.jpg"] == 3
 
 
+async def test_a_slot_keeps_its_connection_between_downloads(
+    server: ImageServer, out_fd: int
+) -> None:
+    async with Fetcher(options(concurrency=1)) as fetcher:
+        for name in ("a.jpg", "b.jpg", "c.jpg"):
+            await fetcher.download(f"{server.base}/img/{name}", dir_fd=out_fd, name=name)
+    assert server.opened_connections == 1
+    assert files(out_fd) == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced_at_once(
+    server: ImageServer, out_fd: int
+) -> None:
+    # The server closes each connection after its answer without saying so, as
+    # one whose keep-alive time ran out just then. The next download meets the
+    # dead connection before any answer, and goes again at once on a new one:
+    # not a failed attempt (retries=0 would make it fatal), and no backoff.
+    async with Fetcher(options(concurrency=1, retries=0)) as fetcher:
+        for name in ("a.jpg", "b.jpg", "c.jpg"):
+            done = await fetcher.download(f"{server.base}/oneshot/{name}", dir_fd=out_fd, name=name)
+            assert done.attempts == 1
+    assert server.opened_connections == 3
+    assert [server.counts[f"/oneshot/{n}"] for n in ("a.jpg", "b.jpg", "c.jpg")] == [1, 1, 1]
+    assert files(out_fd) == ["a.jpg", "b.jpg", "c.jpg"]
+
+
 async def test_gzip_bomb_is_saved_raw_not_inflated(server: ImageServer, out_fd: int) -> None:
     await get(server, out_fd, "/gzip/bomb.jpg", max_bytes=1_000_000)
     assert os.stat("bomb.jpg", dir_fd=out_fd).st_size == len(GZIP_BOMB)
