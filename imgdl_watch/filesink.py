@@ -20,6 +20,7 @@ so that a job can sweep stale ones left by a crash.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 
@@ -36,6 +37,16 @@ TEMP_PREFIX = ".imgdl-tmp-"
 FILE_MODE = 0o644
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# Temporary names are a token drawn once per process, then a serial number.
+# The token keeps them unguessable from outside; the serial costs nothing,
+# where a random name per file would be a getrandom(2) call in the publishing
+# thread (and so one more GIL hand-off per file, see `GroupCommit`). A name
+# that exists anyway (O_EXCL) is passed over for the next one.
+_RUN_TOKEN = secrets.token_hex(8)
+_serial = itertools.count()
+# Names tried before a temporary file that cannot be created is an error.
+_TEMP_NAME_TRIES = 8
 
 
 def _write_error(exc: OSError) -> WriteFailed:
@@ -65,10 +76,18 @@ class FileSink:
         self.size = 0
 
     def _open_temp(self) -> int:
-        self._temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.part"
-        fd = os.open(self._temp, _OPEN_FLAGS, FILE_MODE, dir_fd=self._dir_fd)
-        self._fd = fd
-        return fd
+        tries = 0
+        while True:
+            temp = f"{TEMP_PREFIX}{_RUN_TOKEN}-{next(_serial)}.part"
+            tries += 1
+            try:
+                fd = os.open(temp, _OPEN_FLAGS, FILE_MODE, dir_fd=self._dir_fd)
+            except FileExistsError:
+                if tries < _TEMP_NAME_TRIES:
+                    continue
+                raise
+            self._temp, self._fd = temp, fd
+            return fd
 
     def _spill(self) -> None:
         fd = self._fd if self._fd is not None else self._open_temp()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -42,6 +43,18 @@ async def test_files_published_together_share_thread_hops(
         assert Path(f"/proc/self/fd/{out_fd}/{i}.jpg").read_bytes() == bytes([i]) * 1000
     assert sum(batches) == 50
     assert len(batches) < 50  # files that finished together went together
+
+
+async def test_a_temporary_name_that_exists_is_passed_over(
+    out_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filesink, "_serial", itertools.count(7))
+    planted = f"{TEMP_PREFIX}{filesink._RUN_TOKEN}-7.part"
+    with open(f"/proc/self/fd/{out_fd}/{planted}", "wb") as handle:
+        handle.write(b"not ours")
+    await publish(GroupCommit(), out_fd, "a.jpg", b"ours")
+    assert Path(f"/proc/self/fd/{out_fd}/a.jpg").read_bytes() == b"ours"
+    assert Path(f"/proc/self/fd/{out_fd}/{planted}").read_bytes() == b"not ours"
 
 
 async def test_an_error_reaches_only_its_own_file(out_fd: int) -> None:
