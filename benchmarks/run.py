@@ -35,6 +35,14 @@ WORK = HERE / "_work"
 # editable install's import hook alone costs ~10 ms of start-up per command).
 IMGDL = [str(Path(sys.executable).with_name("imgdl-watch"))]
 LATENCY_S = 0.1
+# The reference row: `bare.py`, the stack's own floor (not a peer).
+BARE = "trio (bare)"
+
+
+def product_python() -> Path:
+    """The Python that runs the timed imgdl-watch (it has trio, httpx and httpcore)."""
+    python = Path(IMGDL[0]).with_name("python")
+    return python if python.exists() else Path(sys.executable)
 
 
 @dataclass
@@ -80,6 +88,9 @@ def commands(list_path: Path, out: Path, concurrency: int) -> dict[str, list[str
             "--concurrency", str(concurrency), "--per-host", str(concurrency), "--log-format", "json",
         ],
     }  # fmt: skip
+    tools[BARE] = [
+        str(product_python()), str(HERE / "bare.py"), str(list_path), str(out), str(concurrency),
+    ]  # fmt: skip
     if shutil.which("wget2"):
         tools["wget2"] = [
             "wget2", f"--max-threads={concurrency}", "-q", "-i", str(list_path), "-P", str(out),
@@ -142,7 +153,7 @@ def table(
         )
         for tool, rs in by_tool.items()
     }
-    peers = [m[0] for t, m in medians.items() if t != "imgdl-watch"]
+    peers = [m[0] for t, m in medians.items() if t not in ("imgdl-watch", BARE)]
     best_peer = min(peers) if peers else None
     print(f"\n{title}")
     header = f"{'tool':12} {'wall s':>7} {'CPU ms/img':>10} {'img/s':>7} {'peak RSS MB':>11} {'files':>6} {'x best peer':>11}"
@@ -157,6 +168,12 @@ def table(
             "tool": tool, "wall_s": round(wall, 3), "cpu_ms_per_img": round(cpu * 1000 / images, 3),
             "img_per_s": round(images / wall), "peak_rss_mb": round(rss, 1), "files": files,
         })  # fmt: skip
+    if "imgdl-watch" in medians and BARE in medians:
+        ours, bare = medians["imgdl-watch"], medians[BARE]
+        print(
+            f"imgdl-watch against {BARE} (no fsync, checks or logs; see bare.py): "
+            f"wall x{ours[0] / bare[0]:.2f}, CPU x{ours[1] / bare[1]:.2f}"
+        )
     return rows
 
 
@@ -167,9 +184,7 @@ READY_PROBE = "import time, trio, httpx; httpx.AsyncHTTPTransport(verify=False);
 
 def startup_floor(rounds: int = 9) -> float:
     """Median seconds from exec to ready-to-send for the product's Python."""
-    python = Path(IMGDL[0]).with_name("python")
-    if not python.exists():
-        python = Path(sys.executable)
+    python = product_python()
     times = []
     for _ in range(rounds):
         started = time.time()
