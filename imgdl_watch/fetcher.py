@@ -392,10 +392,11 @@ class Fetcher:
 
         httpx and httpcore build a context for every transport or connection
         they are not given one, even for plain http (0.15 ms each, 64 of them
-        in the first round of a job); so every slot shares one of two. The verifying one (certifi's
-        bundle, ~20 ms to load) is built for the first https URL or proxy
-        only. The other is never used for a handshake; should it ever be, it
-        verifies against no CA at all and so fails closed.
+        in the first round of a job); so every slot shares one of two. The
+        verifying one (certifi's bundle, ~20 ms to load) is built for the
+        first https URL or proxy only. The other is never used for a
+        handshake; should it ever be, it verifies against no CA at all and so
+        fails closed.
         """
         if not tls:
             if self._plain_ssl is None:
