@@ -10,6 +10,7 @@ limit of the latency set (ceil(images / concurrency) x latency).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -35,8 +36,11 @@ WORK = HERE / "_work"
 # editable install's import hook alone costs ~10 ms of start-up per command).
 IMGDL = [str(Path(sys.executable).with_name("imgdl-watch"))]
 LATENCY_S = 0.1
-# The reference row: `bare.py`, the stack's own floor (not a peer).
+# Reference rows, not peers: `bare.py`, our stack's own floor, and
+# `aiohttp_bare.py`, the kind of program issue #6's CPU target is set against.
 BARE = "trio (bare)"
+AIOHTTP = "aiohttp (bare)"
+REFERENCES = (BARE, AIOHTTP)
 
 
 def product_python() -> Path:
@@ -91,6 +95,10 @@ def commands(list_path: Path, out: Path, concurrency: int) -> dict[str, list[str
     tools[BARE] = [
         str(product_python()), str(HERE / "bare.py"), str(list_path), str(out), str(concurrency),
     ]  # fmt: skip
+    if importlib.util.find_spec("aiohttp") is not None:  # the bench extra installs it
+        tools[AIOHTTP] = [
+            sys.executable, str(HERE / "aiohttp_bare.py"), str(list_path), str(out), str(concurrency),
+        ]  # fmt: skip
     if shutil.which("wget2"):
         tools["wget2"] = [
             "wget2", f"--max-threads={concurrency}", "-q", "-i", str(list_path), "-P", str(out),
@@ -153,14 +161,14 @@ def table(
         )
         for tool, rs in by_tool.items()
     }
-    peers = [m[0] for t, m in medians.items() if t not in ("imgdl-watch", BARE)]
+    peers = [m[0] for t, m in medians.items() if t != "imgdl-watch" and t not in REFERENCES]
     best_peer = min(peers) if peers else None
     print(f"\n{title}")
-    header = f"{'tool':12} {'wall s':>7} {'CPU ms/img':>10} {'img/s':>7} {'peak RSS MB':>11} {'files':>6} {'x best peer':>11}"
+    header = f"{'tool':14} {'wall s':>7} {'CPU ms/img':>10} {'img/s':>7} {'peak RSS MB':>11} {'files':>6} {'x best peer':>11}"
     header += f" {'x limit':>7}" if limit_s else ""
     print(header)
     for tool, (wall, cpu, rss, files) in sorted(medians.items(), key=lambda kv: kv[1][0]):
-        line = f"{tool:12} {wall:7.2f} {cpu * 1000 / images:10.2f} {images / wall:7.0f} {rss:11.1f} {files:6d}"
+        line = f"{tool:14} {wall:7.2f} {cpu * 1000 / images:10.2f} {images / wall:7.0f} {rss:11.1f} {files:6d}"
         line += f" {wall / best_peer:11.2f}" if best_peer else f" {'-':>11}"
         line += f" {wall / limit_s:7.2f}" if limit_s else ""
         print(line)
@@ -168,12 +176,13 @@ def table(
             "tool": tool, "wall_s": round(wall, 3), "cpu_ms_per_img": round(cpu * 1000 / images, 3),
             "img_per_s": round(images / wall), "peak_rss_mb": round(rss, 1), "files": files,
         })  # fmt: skip
-    if "imgdl-watch" in medians and BARE in medians:
-        ours, bare = medians["imgdl-watch"], medians[BARE]
-        print(
-            f"imgdl-watch against {BARE} (no fsync, checks or logs; see bare.py): "
-            f"wall x{ours[0] / bare[0]:.2f}, CPU x{ours[1] / bare[1]:.2f}"
-        )
+    for reference in REFERENCES:
+        if "imgdl-watch" in medians and reference in medians:
+            ours, bare = medians["imgdl-watch"], medians[reference]
+            print(
+                f"imgdl-watch against {reference} (no fsync, checks or logs): "
+                f"wall x{ours[0] / bare[0]:.2f}, CPU x{ours[1] / bare[1]:.2f}"
+            )
     return rows
 
 
