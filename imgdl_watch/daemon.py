@@ -50,6 +50,11 @@ MAX_IGNORED_REMEMBERED = 10_000
 # was poked to scan at once, and this keeps a stream of unreadable names from
 # spinning the loop.
 WATCH_RESTART_DELAY_S = 0.1
+# A job that the inbox failed (its disk full, say) stays in processing/ and is
+# tried again at a rescan: first at the next one, then after twice as long
+# each time, up to this many seconds. So a disk that stays full costs a re-run
+# of the list (and its log lines) every few minutes, not every few seconds.
+INBOX_RETRY_MAX_S = 300.0
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -85,6 +90,8 @@ class Daemon:
         self._meters: dict[str, RateMeter] = {}
         self._snapshots: list[Snapshot] = []
         self._queued_lists = 0
+        # Jobs the inbox failed: stem -> (not before this time, last delay).
+        self._held_back: dict[str, tuple[float, float]] = {}
 
     # -- the tree ---------------------------------------------------------
 
@@ -183,6 +190,9 @@ class Daemon:
                 except FileNotFoundError:
                     leftovers = []  # the scan below reports the missing folder and recreates it
                 for claim in leftovers:
+                    if not self._due(claim):
+                        claim.release()
+                        continue
                     log.info("job_resumed", job=claim.stem)
                     self._queued.append(claim)
                 if self._queued:
@@ -240,6 +250,7 @@ class Daemon:
     async def _run_job(self, claim: Claim, slot_token: object) -> None:
         paths = self.inbox.report_paths(claim.stem)
         report: JobReport | None = None
+        tried = self._held_back.pop(claim.stem, None)
         try:
             report = JobReport(paths)
             job = Job.from_settings(
@@ -270,8 +281,14 @@ class Daemon:
             await trio.to_thread.run_sync(lambda: self.inbox.fail(claim, paths))
         except OSError as exc:
             # The inbox itself failed us (full disk, folder removed): leave the
-            # list where it is, so that a later run can take it again.
-            log.error("job_failed", job=claim.stem, reason="inbox_error", detail=str(exc))
+            # list where it is, so that a later rescan (or run) takes it again.
+            log.error(
+                "job_failed",
+                job=claim.stem,
+                reason="inbox_error",
+                detail=f"{exc.strerror or exc} in {exc.filename or self.inbox.processing}",
+                retry_s=self._hold_back(claim.stem, tried=tried),
+            )
             if report is not None:
                 report.discard()
             claim.release()
@@ -299,6 +316,18 @@ class Daemon:
             self.jobs.pop(claim.stem, None)
             self._job_slots.release_on_behalf_of(slot_token)
             self.poke()
+
+    def _hold_back(self, stem: str, *, tried: tuple[float, float] | None) -> float:
+        """Seconds before a job that the inbox failed is tried again; `tried`
+        is what was held back of it before this run."""
+        last = 0.0 if tried is None else tried[1]
+        delay = min(max(2 * last, self.settings.rescan_interval), INBOX_RETRY_MAX_S)
+        self._held_back[stem] = (trio.current_time() + delay, delay)
+        return delay
+
+    def _due(self, claim: Claim) -> bool:
+        held = self._held_back.get(claim.stem)
+        return held is None or trio.current_time() >= held[0]
 
     # -- signals and systemd ----------------------------------------------
 

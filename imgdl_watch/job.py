@@ -139,6 +139,11 @@ class Job:
         # here rather than raised there, so that it does not reach the caller
         # wrapped in the nursery's ExceptionGroup.
         self._list_error: JobError | None = None
+        # The report could not be written (the inbox's disk is full): the job
+        # cannot finish without it, so it stops, and the caller decides when
+        # to try again. Kept, not raised, for the same reason as above.
+        self._report_error: OSError | None = None
+        self._whole = trio.CancelScope()
 
     @classmethod
     def from_settings(
@@ -177,18 +182,21 @@ class Job:
             # No buffer: an item passes only from the producer's hand to a
             # worker's, so the producer knows when no worker is free.
             send, receive = trio.open_memory_channel[_Work](0)
-            async with trio.open_nursery() as nursery, receive:
-                nursery.start_soon(report_progress, self.summary, self._progress_interval_s)
-                async with trio.open_nursery() as crew:
+            with self._whole:
+                async with trio.open_nursery() as nursery, receive:
+                    nursery.start_soon(report_progress, self.summary, self._progress_interval_s)
+                    async with trio.open_nursery() as crew:
 
-                    def hire() -> None:
-                        self._hired += 1
-                        crew.start_soon(self._work, receive.clone())
+                        def hire() -> None:
+                            self._hired += 1
+                            crew.start_soon(self._work, receive.clone())
 
-                    crew.start_soon(self._produce, send, hire)
-                nursery.cancel_scope.cancel()
+                        crew.start_soon(self._produce, send, hire)
+                    nursery.cancel_scope.cancel()
         finally:
             os.close(self._dir_fd)
+        if self._report_error is not None:
+            raise self._report_error
         if self._list_error is not None:
             raise self._list_error
         summary = self.summary
@@ -215,8 +223,13 @@ class Job:
         return max(1, slots) * WORKERS_PER_SLOT
 
     def _record(self, **fields: Any) -> None:
-        if self._report is not None:
+        if self._report is None or self._report_error is not None:
+            return
+        try:
             self._report.record(**fields)
+        except OSError as exc:
+            self._report_error = exc
+            self._whole.cancel()
 
     async def _produce(self, send: trio.MemorySendChannel[_Work], hire: Callable[[], None]) -> None:
         """Feed the workers, one batch behind the reader, hiring them as needed.

@@ -8,6 +8,7 @@ the event loop makes a system call only every `BUFFER_BYTES`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -54,7 +55,9 @@ class JobReport:
     def discard(self) -> None:
         """Close and remove both part files (plain syscalls: safe when cancelled)."""
         for handle in (self._report, self._failed):
-            if not handle.closed:
+            # Closing flushes what is buffered, which fails again on a full
+            # disk; the file is closed all the same, and removed below.
+            with contextlib.suppress(OSError):
                 handle.close()
         for path in (self.paths.report, self.paths.failed):
             try:

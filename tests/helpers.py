@@ -16,6 +16,22 @@ def open_list(path: Path) -> int:
     return os.open(path, os.O_RDONLY)
 
 
+def fill(disk: Path) -> Path:
+    """Fill a filesystem to the last byte with one file; returns that file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass  # ENOSPC at this size: go on with smaller writes
+    finally:
+        os.close(fd)
+    return filler
+
+
 def events(logs: Sequence[EventDict], name: str) -> list[EventDict]:
     return [e for e in logs if e["event"] == name]
 

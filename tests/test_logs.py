@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,26 +17,11 @@ import structlog
 
 from imgdl_watch import logs
 from tests.daemonproc import DaemonProcess, drop
+from tests.helpers import fill
 from tests.imageserver import ImageServer
 from tests.test_cli import one_clean_line
 
 Event = dict[str, Any]
-
-
-def fill(disk: Path) -> Path:
-    """Fill a filesystem to the last byte with one file; returns that file."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        for size in (65536, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass  # ENOSPC at this size: go on with smaller writes
-    finally:
-        os.close(fd)
-    return filler
 
 
 def json_lines(text: str) -> list[Event]:

@@ -15,11 +15,13 @@ from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
 import imgdl_watch.filesink as filesink
+import imgdl_watch.report as report_module
 from imgdl_watch.fetcher import Fetcher, FetchOptions
 from imgdl_watch.job import Job
+from imgdl_watch.report import JobReport, ReportPaths
 from imgdl_watch.retrypolicy import Backoff
 from tests.daemonproc import DaemonProcess, drop
-from tests.helpers import events, open_list, write_list
+from tests.helpers import events, fill, open_list, write_list
 from tests.imageserver import ImageServer
 
 FAST = FetchOptions(retries=1, backoff=Backoff(base_s=0.001, cap_s=0.002))
@@ -61,6 +63,64 @@ async def test_enospc_injected(
     assert job.summary.failed == 3
     assert {e["reason"] for e in events(logs, "download_failed")} == {"disk_full"}
     assert os.listdir(tmp_path / "out" / "j") == []
+
+
+async def test_a_report_that_cannot_be_written_stops_its_job_with_the_os_error(
+    server: ImageServer, tmp_path: Path, tiny_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The report lives in the inbox. Its disk filled while the job ran: the
+    # error used to reach the daemon inside the job's ExceptionGroup, which
+    # made it a "crash" that sent the list to failed/.
+    monkeypatch.setattr(report_module, "BUFFER_BYTES", 512)
+    fill(tiny_disk)
+    paths = ReportPaths(str(tiny_disk / "r.part"), str(tiny_disk / "f.part"))
+    report = JobReport(paths)
+    # 150 lines: text passes to the buffer 8 KB at a time.
+    urls = [f"{server.base}/img/rep/{i}.jpg" for i in range(150)]
+    fd = open_list(write_list(tmp_path / "j.txt", urls))
+    try:
+        async with Fetcher(FAST) as fetcher:
+            job = Job(name="j", list_fd=fd, output=str(tmp_path), fetcher=fetcher, report=report)
+            with pytest.raises(OSError) as raised:
+                await job.run()
+    finally:
+        os.close(fd)
+    assert raised.value.errno == errno.ENOSPC
+    assert 0 < job.summary.ok < 150  # it stopped early
+    report.discard()  # once raised ENOSPC again, from the flush on close
+    assert not os.path.exists(paths.report) and not os.path.exists(paths.failed)
+    assert not [n for n in os.listdir(tmp_path / "j") if n.startswith(filesink.TEMP_PREFIX)]
+
+
+def test_a_full_inbox_disk_holds_its_job_back_until_there_is_room(
+    server: ImageServer, tmp_path: Path, tiny_disk: Path
+) -> None:
+    # The job's images are saved, but its report does not fit in the inbox.
+    # The daemon used to crash here (ENOSPC again while discarding the report).
+    inbox = tiny_disk / "inbox"
+    daemon = DaemonProcess(tmp_path, "--inbox", str(inbox), "--rescan-interval", "0.2")
+    urls = [f"{server.base}/img/roomless/{i}.jpg" for i in range(30)]
+    try:
+        daemon.wait_event("daemon_started")
+        (inbox / ".l.part").write_text("".join(u + "\n" for u in urls))
+        filler = fill(tiny_disk)
+        os.rename(inbox / ".l.part", inbox / "l.txt")
+        failed = daemon.wait_event("job_failed", count=3)
+        assert {e["reason"] for e in failed} == {"inbox_error"}
+        assert "No space left on device" in failed[0]["detail"]
+        # Held back twice as long each time, not re-run at every rescan.
+        assert [e["retry_s"] for e in failed[:3]] == [0.2, 0.4, 0.8]
+        assert os.listdir(inbox / "processing")[0] == "l.txt"
+        filler.unlink()
+        daemon.wait_event("job_finished")
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop_cleanly()
+    assert len(daemon.events("download_ok")) == 30  # each image fetched once
+    assert sorted(os.listdir(inbox / "done")) == ["l.report.jsonl", "l.txt"]
+    report = (inbox / "done" / "l.report.jsonl").read_text().splitlines()
+    assert len(report) == 30
+    assert len(os.listdir(daemon.output / "l")) == 30
 
 
 async def test_min_free_holds_downloads_until_stopped(server: ImageServer, tmp_path: Path) -> None:
