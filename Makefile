@@ -42,6 +42,10 @@ SERVICE_VENV ?= /opt/imgdl-watch
 install-service:
 	@test "$$(id -u)" = 0 || { echo "install-service: run as root: sudo make install-service" >&2; exit 2; }
 	$(PYTHON) -m venv $(DESTDIR)$(SERVICE_VENV)
+	@# The service runs as its own user: an interpreter under a private home
+	@# (pyenv's, in a 0700 /root) would fail to start with 203/EXEC.
+	@[ -n "$(DESTDIR)" ] || ! command -v runuser >/dev/null || runuser -u nobody -- $(DESTDIR)$(SERVICE_VENV)/bin/python -c '' 2>/dev/null || \
+		{ echo "install-service: other users cannot run $$(readlink -f $(DESTDIR)$(SERVICE_VENV)/bin/python), so the service could not either: run with PYTHON=/usr/bin/python3" >&2; rm -rf $(DESTDIR)$(SERVICE_VENV); exit 2; }
 	$(DESTDIR)$(SERVICE_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(DESTDIR)$(SERVICE_VENV)/bin/python -m pip install --quiet .
 	install -D -m 0644 systemd/imgdl-watch.service $(DESTDIR)/etc/systemd/system/imgdl-watch.service

@@ -272,7 +272,6 @@ class Daemon:
                 self._status.finished(claim.stem, summary.finished_fields())
             else:
                 report.discard()
-                claim.release()
                 log.info("job_interrupted", job=claim.stem, **summary.finished_fields())
         except JobError as exc:
             log.error("job_failed", job=claim.stem, reason=exc.reason, detail=str(exc))
@@ -291,7 +290,6 @@ class Daemon:
             )
             if report is not None:
                 report.discard()
-            claim.release()
         except Exception as exc:
             # A bug, met on this list. The list goes to failed/, so that a
             # restart does not meet it again (a crash loop); the daemon goes on.
@@ -310,9 +308,11 @@ class Daemon:
             # they run inside the cancelled scope. The list stays in processing/.
             if report is not None:
                 report.discard()
-            claim.release()
             raise
         finally:
+            # The stem is let go only after the outcome is logged, so that no
+            # daemon's `list_claimed` of the stem comes before our last word on it.
+            claim.release()
             self.jobs.pop(claim.stem, None)
             self._job_slots.release_on_behalf_of(slot_token)
             self.poke()

@@ -10,12 +10,21 @@ where they go.
 `settle` seconds (`SettleTracker`, pure logic). A list renamed in with an old
 mtime is therefore taken at once; a list still being written is not.
 
-**Claim.** A list is claimed with `link(INBOX/name, processing/<stem>.txt)`,
-which fails if that name exists: so two daemons never claim one list, and a
-list never runs beside another of the same stem (they would share a folder).
-The claimer then takes an `flock` on the processing file and unlinks the
-original. The lock is the daemon's "I am running this": a lock that a killed
-daemon held goes with its process, so any daemon may resume that job.
+**Claim.** A list is claimed under its stem's lock (`locks`): the claimer
+takes the lock of `job_stem(name)`, makes sure no job of that stem waits in
+`processing/` already, and renames the list to `processing/<stem>.txt`. The
+rename needs only write access to the inbox, so it works for a list any
+user dropped, with any mode (a hard link would not: under
+`fs.protected_hardlinks`, the default, a service may not link a file it
+does not own). Only one renamer can win, since the source vanishes; the
+lock makes sure the target never exists when it lands, so nothing is ever
+replaced. Nothing in the inbox is ever removed by name.
+
+The lock is then held until the job is published or given up: it is the
+daemon's "I am running this". A killed daemon's lock goes with its
+process, so any daemon may resume that job; a stem whose lock is held
+waits, so two lists of one stem never run at once (they would share a
+folder and a report).
 
 **Finish.** The list moves to `done/` and its report beside it; failures go to
 `failed/`. A name already taken there gets a number (`cats.1.txt`): nothing
@@ -26,10 +35,11 @@ report's name is published under its job's (shortened) stem instead.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
+import stat
 from dataclasses import dataclass, field
 
+from .locks import LOCK_SUFFIX, PUBLISH_LOCK, HeldLock, holding, try_lock
 from .naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem
 from .report import ReportPaths
 
@@ -38,6 +48,8 @@ PROCESSING = "processing"
 DONE = "done"
 FAILED = "failed"
 STATE = ".imgdl-watch"
+# The daemons' locks, inside the state folder.
+LOCKS = "locks"
 # Editors and downloaders write these while a file is not finished yet.
 _TEMP_PREFIXES = (".", "~", "#")
 
@@ -93,15 +105,21 @@ class SettleTracker:
 
 @dataclass(slots=True)
 class Claim:
-    """A list this daemon holds: its processing file, open and locked."""
+    """A list this daemon holds: its processing file, open, under its stem's lock."""
 
     stem: str
     path: str
     fd: int
     original: str
+    lock: HeldLock
 
     def release(self) -> None:
-        os.close(self.fd)  # closing drops the flock
+        """Close the list and let go of the stem (plain syscalls: safe when
+        cancelled). Once is enough; again does nothing."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.lock.release()
 
     @property
     def published_name(self) -> str:
@@ -121,9 +139,10 @@ class Inbox:
         self.failed = os.path.join(self.root, FAILED)
         # The daemons' own files (status), hidden from users and from scans.
         self.state = os.path.join(self.root, STATE)
+        self.locks = os.path.join(self.state, LOCKS)
 
     def ensure_layout(self) -> None:
-        for folder in (self.root, self.processing, self.done, self.failed, self.state):
+        for folder in (self.root, self.processing, self.done, self.failed, self.state, self.locks):
             os.makedirs(folder, exist_ok=True)
 
     def scan(self) -> tuple[dict[str, Seen], list[str]]:
@@ -158,33 +177,26 @@ class Inbox:
         )
 
     def claim(self, name: str) -> Claim | None:
-        """Take `INBOX/name` into `processing/`. None when it is not ours to take now."""
-        source = os.path.join(self.root, name)
+        """Take `INBOX/name` into `processing/`. None when it is not ours to take now:
+        gone (another daemon took it), or its stem is busy (running, or waiting
+        in processing/ to be resumed, which comes first)."""
         stem = job_stem(name)
+        lock = try_lock(self.locks, stem + LOCK_SUFFIX)
+        if lock is None:
+            return None
         target = os.path.join(self.processing, stem + LIST_SUFFIX)
         try:
-            os.link(source, target, follow_symlinks=False)
-        except FileNotFoundError:
-            return None  # another daemon took it first
-        except FileExistsError:
-            # A list of this stem is running. If it is this very file, a claim
-            # was cut short between link and unlink: finish that claim.
-            if _same_file(source, target):
-                _unlink_quietly(source)
-            return None
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            # No hard links on this filesystem: rename, checking first. Two
-            # daemons may then race on one name; this is documented.
             if os.path.lexists(target):
+                lock.release()
                 return None
-            os.rename(source, target)
-            claim = self._lock(stem, target, name)
-            return claim
-        claim = self._lock(stem, target, name)
-        _unlink_quietly(source)
-        return claim
+            os.rename(os.path.join(self.root, name), target)
+        except FileNotFoundError:
+            lock.release()  # taken already, or processing/ itself is gone (a scan recreates it)
+            return None
+        except BaseException:
+            lock.release()
+            raise
+        return self._open_claimed(stem, target, name, lock)
 
     def leftovers(self) -> list[Claim]:
         """Jobs in `processing/` that no live daemon holds: ours to resume."""
@@ -192,64 +204,63 @@ class Inbox:
         for name in sorted(os.listdir(self.processing)):
             if not is_list_name(name):
                 continue
-            claim = self._lock(job_stem(name), os.path.join(self.processing, name), name)
+            stem = job_stem(name)
+            lock = try_lock(self.locks, stem + LOCK_SUFFIX)
+            if lock is None:
+                continue  # running here or in another daemon
+            path = os.path.join(self.processing, name)
+            # Its daemon may have published it between our listing and our lock.
+            if not os.path.lexists(path):
+                lock.release()
+                continue
+            claim = self._open_claimed(stem, path, name, lock)
             if claim is not None:
                 claims.append(claim)
         return claims
 
-    def _lock(self, stem: str, path: str, original: str) -> Claim | None:
+    def _open_claimed(self, stem: str, path: str, original: str, lock: HeldLock) -> Claim | None:
+        """Open a list we hold the stem of. Something that is not a regular file
+        (a symlink or a folder renamed in after the scan looked) goes to
+        failed/ as it is, unread."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # The lock is on the file we opened; make sure it is still the one
-            # under that name (its owner may have just moved it to done/).
-            if not _same_fd(fd, path):
-                os.close(fd)
-                return None
-        except BlockingIOError:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                lock.release()
+                raise
+            fd = -1
+        if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+            return Claim(stem, path, fd, original, lock)
+        if fd >= 0:
             os.close(fd)
-            return None
-        return Claim(stem, path, fd, original)
+        try:
+            with holding(self.locks, PUBLISH_LOCK):
+                _move_unique(path, self.failed, os.path.basename(path))
+        finally:
+            lock.release()
+        return None
 
     def finish(self, claim: Claim, report: ReportPaths, *, failed: int) -> str:
-        """Publish a finished job: list to done/, report beside it, failures to failed/."""
-        done_path = _move_unique(claim.path, self.done, claim.published_name)
-        done_stem = os.path.basename(done_path)[: -len(LIST_SUFFIX)]
-        _move_unique(report.report, self.done, f"{done_stem}.report.jsonl")
-        if failed:
-            _move_unique(report.failed, self.failed, claim.published_name)
-        else:
-            _unlink_quietly(report.failed)
-        claim.release()
+        """Publish a finished job: list to done/, report beside it, failures to
+        failed/. The claim is still held: the caller releases it."""
+        with holding(self.locks, PUBLISH_LOCK):
+            done_path = _move_unique(claim.path, self.done, claim.published_name)
+            done_stem = os.path.basename(done_path)[: -len(LIST_SUFFIX)]
+            _move_unique(report.report, self.done, f"{done_stem}.report.jsonl")
+            if failed:
+                _move_unique(report.failed, self.failed, claim.published_name)
+            else:
+                _unlink_quietly(report.failed)
         return done_path
 
     def fail(self, claim: Claim, report: ReportPaths) -> str:
-        """A list that could not run at all goes to failed/ as it is, to retry later."""
-        path = _move_unique(claim.path, self.failed, claim.published_name)
+        """A list that could not run at all goes to failed/ as it is, to retry
+        later. The claim is still held: the caller releases it."""
+        with holding(self.locks, PUBLISH_LOCK):
+            path = _move_unique(claim.path, self.failed, claim.published_name)
         _unlink_quietly(report.report)
         _unlink_quietly(report.failed)
-        claim.release()
         return path
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        sa, sb = os.stat(a, follow_symlinks=False), os.stat(b, follow_symlinks=False)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def _same_fd(fd: int, path: str) -> bool:
-    try:
-        sp = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    sf = os.fstat(fd)
-    return (sf.st_dev, sf.st_ino) == (sp.st_dev, sp.st_ino)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -260,24 +271,20 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _move_unique(source: str, folder: str, name: str) -> str:
-    """Move `source` into `folder` as `name`, or `stem.N.ext` if that is taken."""
+    """Move `source` into `folder` as `name`, or `stem.N.ext` if that is taken.
+
+    Call under the publish lock: every daemon picks free names under it, so
+    the name found free is still free when the rename lands. (A rename, not a
+    link and an unlink: the list may belong to another user, see `claim`.)
+    """
     base, dot, ext = name.rpartition(".")
     if not dot:
         base, ext = name, ""
     for n in range(100_000):
         candidate = name if n == 0 else f"{base}.{n}.{ext}" if ext else f"{base}.{n}"
         target = os.path.join(folder, candidate)
-        try:
-            os.link(source, target)
-        except FileExistsError:
+        if os.path.lexists(target):
             continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            if os.path.lexists(target):
-                continue
-            os.rename(source, target)
-            return target
-        os.unlink(source)
+        os.rename(source, target)
         return target
-    raise FileExistsError(f"no free name for {name} in {folder}")
+    raise FileExistsError(errno.EEXIST, f"no free name for {name}", folder)

@@ -27,10 +27,14 @@ class DaemonProcess:
         env: dict[str, str] | None = None,
         open_files: tuple[int, int] | None = None,
         log_file: Path | None = None,
+        user: tuple[int, int] | None = None,
+        python: str = sys.executable,
     ) -> None:
         """`log_file`: the daemon's `--log-file` elsewhere, for a test that makes
         it fail; events are then read from the daemon's stdout (the journal,
-        under systemd), which is kept in a file."""
+        under systemd), which is kept in a file. `user`: (uid, gid) to run the
+        daemon as, with no other groups, as a service user (needs root), with
+        `python`, an interpreter that user may run."""
         self.root = root
         self.inbox = root / "inbox"
         self.output = root / "downloads"
@@ -38,7 +42,7 @@ class DaemonProcess:
         self.stderr_path = root / f"{name}.stderr"
         self._events_path = root / f"{name}.stdout" if log_file else self.log_path
         command = [
-            sys.executable, "-m", "imgdl_watch", "run",
+            python, "-m", "imgdl_watch", "run",
             "--inbox", str(self.inbox), "--output", str(self.output),
             "--log-file", str(self.log_path), "--log-format", "json",
             "--settle", "0.2", "--rescan-interval", "1",
@@ -57,6 +61,7 @@ class DaemonProcess:
                 stdout=stdout,
                 stderr=self._stderr,
                 env={**os.environ, **(env or {})},
+                **_as_user(user),
             )
 
     def events(self, name: str | None = None) -> list[Event]:
@@ -114,6 +119,13 @@ class DaemonProcess:
         self.proc.kill()
         self.proc.wait()
         self._stderr.close()
+
+
+def _as_user(user: tuple[int, int] | None) -> dict[str, Any]:
+    if user is None:
+        return {}
+    uid, gid = user
+    return {"user": uid, "group": gid, "extra_groups": []}
 
 
 def drop(inbox: Path, name: str, text: str) -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from imgdl_watch.inbox import Inbox, Seen, SettleTracker, is_list_name
+from imgdl_watch.inbox import Claim, Inbox, Seen, SettleTracker, is_list_name
 
 
 def test_list_names() -> None:
@@ -70,12 +72,15 @@ def test_claim_is_exclusive_and_finish_never_overwrites(inbox: Inbox) -> None:
     Path(paths.report).write_text("{}\n")
     Path(paths.failed).write_text("http://x/a.jpg\n")
     inbox.finish(claim, paths, failed=1)
+    assert inbox.claim("cats.txt") is None  # published, but the stem is still held
+    claim.release()
     again = inbox.claim("cats.txt")
     assert again is not None
     paths = inbox.report_paths(again.stem)
     Path(paths.report).write_text("{}\n")
     Path(paths.failed).write_text("http://x/b.jpg\n")
     inbox.finish(again, paths, failed=1)
+    again.release()
     assert sorted(os.listdir(inbox.done)) == [
         "cats.1.report.jsonl",
         "cats.1.txt",
@@ -96,14 +101,119 @@ def test_leftovers_of_a_dead_owner_are_resumable(inbox: Inbox) -> None:
     assert [c.stem for c in inbox.leftovers()] == ["left"]
 
 
-def test_interrupted_claim_is_completed(inbox: Inbox) -> None:
+def _publish(inbox: Inbox, claim: Claim, *, failed: int = 0) -> str:
+    paths = inbox.report_paths(claim.stem)
+    Path(paths.report).write_text("{}\n")
+    Path(paths.failed).write_text("http://x/a.jpg\n" if failed else "")
+    try:
+        return inbox.finish(claim, paths, failed=failed)
+    finally:
+        claim.release()
+
+
+def test_a_redropped_list_waits_and_is_never_removed(inbox: Inbox) -> None:
     root = Path(inbox.root)
-    (root / "cats.txt").write_text("x\n")
-    os.link(
-        root / "cats.txt", Path(inbox.processing) / "cats.txt"
-    )  # killed between link and unlink
+    (root / "cats.txt").write_text("one\n")
+    first = inbox.claim("cats.txt")
+    assert first is not None
+    (root / "cats.txt").write_text("two\n")  # dropped again while the first runs
     assert inbox.claim("cats.txt") is None
-    assert not (root / "cats.txt").exists()
+    assert (root / "cats.txt").read_text() == "two\n"  # left alone, not unlinked
+    _publish(inbox, first)
+    second = inbox.claim("cats.txt")
+    assert second is not None
+    assert os.read(second.fd, 100) == b"two\n"
+    _publish(inbox, second)
+    done = Path(inbox.done)
+    assert (done / "cats.txt").read_text() == "one\n"
+    assert (done / "cats.1.txt").read_text() == "two\n"
+
+
+def test_a_claim_cut_short_by_a_crash(inbox: Inbox) -> None:
+    root = Path(inbox.root)
+    # Killed holding the lock, before its rename: a lock file with no holder.
+    (Path(inbox.locks) / "cats.lock").write_text("")
+    (root / "cats.txt").write_text("x\n")
+    claim = inbox.claim("cats.txt")
+    assert claim is not None
+    claim.release()  # killed after the rename: the job waits in processing/
+    (root / "cats.txt").write_text("y\n")
+    assert inbox.claim("cats.txt") is None  # the leftover of its stem comes first
+    (left,) = inbox.leftovers()
+    assert os.read(left.fd, 100) == b"x\n"
+    _publish(inbox, left)
+    again = inbox.claim("cats.txt")
+    assert again is not None and os.read(again.fd, 100) == b"y\n"
+    _publish(inbox, again)
+    assert os.listdir(inbox.processing) == []
+    assert os.listdir(inbox.locks) == [".publish.lock"]  # stem locks go with their holders
+
+
+def test_a_symlink_renamed_in_after_the_scan_is_not_followed(inbox: Inbox, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("http://x/secret.jpg\n")
+    os.symlink(secret, Path(inbox.root) / "evil.txt")
+    assert inbox.claim("evil.txt") is None
+    assert os.path.islink(Path(inbox.failed) / "evil.txt")  # kept as it is, unread
+    assert secret.read_text() == "http://x/secret.jpg\n"
+    assert os.listdir(inbox.processing) == []
+
+
+def test_claims_race_with_redrops_and_lose_nothing(tmp_path: Path) -> None:
+    """Two claimers (as two daemons would, each with its own Inbox) race for
+    `same.txt`, which is dropped again the moment the previous one is taken.
+    Every drop must be published exactly once, with its own content, and two
+    jobs of the stem must never overlap."""
+    Inbox(str(tmp_path / "inbox")).ensure_layout()
+    root = tmp_path / "inbox"
+    rounds = 150
+    running = 0
+    overlaps = 0
+    guard = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def claimer() -> None:
+        nonlocal running, overlaps
+        box = Inbox(str(root))
+        try:
+            while not stop.is_set():
+                for claim in [*box.leftovers(), box.claim("same.txt")]:
+                    if claim is None:
+                        continue
+                    with guard:
+                        running += 1
+                        overlaps += running > 1
+                    time.sleep(0.0005)  # the job
+                    with guard:
+                        running -= 1
+                    _publish(box, claim)
+        except BaseException as exc:  # the test thread reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(rounds):
+            aside = root / f".drop-{n}"
+            aside.write_text(f"drop {n}\n")
+            os.rename(aside, root / "same.txt")
+            deadline = time.monotonic() + 10
+            while (root / "same.txt").exists() and time.monotonic() < deadline:
+                time.sleep(0.0001)  # taken: drop the next at once
+        deadline = time.monotonic() + 10
+        while len(os.listdir(Path(root) / "done")) < 2 * rounds and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors
+    assert overlaps == 0
+    lists = [p for p in (root / "done").iterdir() if not p.name.endswith(".report.jsonl")]
+    assert sorted(p.read_text() for p in lists) == sorted(f"drop {n}\n" for n in range(rounds))
+    assert os.listdir(root / "processing") == []
 
 
 @pytest.mark.parametrize(
@@ -126,6 +236,7 @@ def test_a_list_with_the_longest_name_finishes_twice(inbox: Inbox, name: str) ->
         Path(paths.report).write_text("{}\n")
         Path(paths.failed).write_text("http://x/a.jpg\n")
         inbox.finish(claim, paths, failed=1)
+        claim.release()
     (stem,) = stems
     kept = name if len(name.encode()) <= 240 else stem + ".txt"
     kept_stem = kept[:-4]

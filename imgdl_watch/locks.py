@@ -1,0 +1,120 @@
+"""Locks that daemons sharing an inbox take: one per job stem, and one to publish.
+
+A lock is an `flock` on a small file in the inbox's state folder. flock
+belongs to the open file, so it dies with the process that held it: a
+killed daemon never leaves a lock behind, and no lock needs a timeout. It
+works whoever owns the lists, whatever their mode, on any local filesystem,
+and on NFS (where Linux maps it to POSIX record locks).
+
+**A stem's lock** is held by the daemon that runs a job of that stem, from
+the moment it claims the list until the list is published in done/ or
+failed/ (or the job is left in processing/ for later). Whoever holds it may
+create, run and publish `processing/<stem>.txt`; nobody else may. That is
+what makes a plain `rename` into that name safe, where it would otherwise
+replace a list another daemon has just put there.
+
+Lock files are removed by their holder when it lets go, so the state folder
+does not grow with every stem ever seen. A file may therefore be unlinked
+(or replaced) between our `open` and our `flock`: after locking, we check
+that the name still leads to the very file we locked, and try again if not
+(the usual lock-file protocol; `_TRIES` bounds it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+
+# Each try loses only to a holder that let go (and removed the file) between
+# our open and our flock; a few in a row mean the stem is changing hands.
+_TRIES = 8
+LOCK_SUFFIX = ".lock"
+# The lock that publishing into done/ and failed/ takes, so that two daemons
+# never pick the same free name there. Not a stem's name: stems never start
+# with a dot.
+PUBLISH_LOCK = ".publish" + LOCK_SUFFIX
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class HeldLock:
+    """An flock held on `path`. `release` removes the file, then lets go."""
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def release(self) -> None:
+        """Plain system calls, no awaits: safe inside a cancelled scope."""
+        if self.fd < 0:
+            return
+        # Unlinked while we still hold it: whoever opened this file meanwhile
+        # finds, after its flock, that the name no longer leads here.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def try_lock(folder: str, name: str) -> HeldLock | None:
+    """Take the lock `folder/name` if nobody holds it; None if somebody does."""
+    path = os.path.join(folder, name)
+    for _ in range(_TRIES):
+        try:
+            fd = os.open(path, _OPEN_FLAGS, 0o660)
+        except FileNotFoundError:
+            # The state folder itself went away (an `rm -rf` of the inbox):
+            # make it again, as a scan would.
+            os.makedirs(folder, exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if _leads_to(path, fd):
+            return HeldLock(path, fd)
+        os.close(fd)  # its holder removed it after our open: take the new one
+    return None
+
+
+@contextlib.contextmanager
+def holding(folder: str, name: str) -> Iterator[None]:
+    """Hold the lock `folder/name` for a short critical section, waiting for it."""
+    path = os.path.join(folder, name)
+    while True:
+        try:
+            fd = os.open(path, _OPEN_FLAGS, 0o660)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _leads_to(path, fd):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        # This lock file is shared by every publish and is never removed:
+        # only its lock is let go.
+        os.close(fd)
+
+
+def _leads_to(path: str, fd: int) -> bool:
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)

@@ -1,0 +1,274 @@
+"""Several real daemons on one inbox: every list is claimed once, and none is lost.
+
+The daemons run as root, or as an unprivileged service user (uid and gid of
+their own, no other groups), the way the systemd unit runs them. Lists are
+dropped by another user, `alice`, with mode 0644 (umask 022), the commonest
+way a person drops a file. Under `fs.protected_hardlinks=1` (the default on
+Debian, Ubuntu and Fedora) a service user may not hard-link such a file, so
+these tests prove that claiming needs no `link()`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.daemonproc import DaemonProcess, Event
+from tests.imageserver import ImageServer, image_bytes
+
+# Ids no real account uses: the daemons' service user and group, and the user who drops lists.
+SERVICE_UID, GROUP_GID, ALICE_UID = 64_201, 64_200, 64_202
+# Seconds into the past for a dropped list's mtime: as with `mv` of a file
+# written earlier, it is taken at once, without waiting to settle.
+OLD_S = 3600
+# Each daemon is poked by its own finished jobs and by inotify, but tries the
+# inbox on its own only at a rescan. Rescanning every 10 ms makes both daemons
+# contend for every list at once, which is where the old claim's races were
+# (at the default of 1 s, the old code passed these tests nearly always).
+CONTEND = ("--rescan-interval", "0.01")
+
+
+def _runs_as(python: str, uid: int, gid: int) -> bool:
+    try:
+        done = subprocess.run(
+            [python, "-c", "import trio, httpx, watchfiles, imgdl_watch"],
+            user=uid, group=gid, extra_groups=[], capture_output=True, timeout=60,
+        )  # fmt: skip
+    except PermissionError:
+        return False
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def service_python() -> Iterator[str]:
+    """An interpreter the service user can run, with this environment's packages.
+
+    The test's own may live where that user cannot go (pyenv's, under a 0700
+    /root). Then the system's Python of the same version gets a bare venv
+    whose `.pth` adds this environment's site-packages: the same code and
+    libraries, run the way the systemd unit runs them.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run daemons as a service user")
+    if _runs_as(sys.executable, SERVICE_UID, GROUP_GID):
+        yield sys.executable
+        return
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/bin:/bin")
+    if system is None:
+        pytest.skip(
+            f"the service user cannot run {sys.executable}, and there is no /usr/bin/{version}"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="imgdl-service-python-"))
+    try:
+        os.chmod(folder, 0o755)
+        subprocess.run([system, "-m", "venv", "--without-pip", str(folder / "venv")], check=True)
+        site = folder / "venv" / "lib" / version / "site-packages"
+        purelib = sysconfig.get_paths()["purelib"]
+        (site / "imgdl-tests.pth").write_text(f"import site; site.addsitedir({purelib!r})\n")
+        python = str(folder / "venv" / "bin" / "python")
+        if not _runs_as(python, SERVICE_UID, GROUP_GID):
+            pytest.skip(f"the service user can run neither {sys.executable} nor {system}")
+        yield python
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class Setup:
+    root: Path
+    # The daemons' (uid, gid); None: root.
+    user: tuple[int, int] | None
+    python: str
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    def daemon(self, name: str, *args: str) -> DaemonProcess:
+        return DaemonProcess(
+            self.root,
+            *args,
+            name=name,
+            user=self.user,
+            python=self.python,
+            env={"PYTHONDONTWRITEBYTECODE": "1", "HOME": str(self.root)},
+        )
+
+    def drop(self, name: str, text: str) -> None:
+        """alice drops a list: written aside with umask 022, then renamed in."""
+        aside = self.inbox / f".{name}.part"
+        aside.write_text(text)
+        os.chown(aside, ALICE_UID, GROUP_GID)
+        os.chmod(aside, 0o644)
+        old = time.time() - OLD_S
+        os.utime(aside, (old, old))
+        os.rename(aside, self.inbox / name)
+
+
+@pytest.fixture(params=["root", "service-user"])
+def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to make the service user's and alice's files")
+    user = (SERVICE_UID, GROUP_GID) if request.param == "service-user" else None
+    python = request.getfixturevalue("service_python") if user else sys.executable
+    # Not under pytest's tmp_path: its parent is 0700, closed to the service user.
+    root = Path(tempfile.mkdtemp(prefix="imgdl-claims-"))
+    os.chmod(root, 0o755)
+    if user is not None:
+        os.chown(root, SERVICE_UID, GROUP_GID)
+    # As the unit's tmpfiles.d makes it: setgid, group-writable, the service's own.
+    inbox = root / "inbox"
+    inbox.mkdir()
+    os.chown(inbox, SERVICE_UID, GROUP_GID)
+    os.chmod(inbox, 0o2770)
+    yield Setup(root, user, python)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _hard_link_refused(setup: Setup) -> bool:
+    """Whether the daemons' user is refused `link()` of one of alice's lists."""
+    setup.drop("probe.txt", "x\n")
+    probe = setup.inbox / "probe.txt"
+    assert setup.user is not None
+    try:
+        done = subprocess.run(
+            [setup.python, "-c", "import os, sys; os.link(sys.argv[1], sys.argv[2])",
+             str(probe), str(setup.root / "linked")],
+            capture_output=True, text=True, user=setup.user[0], group=setup.user[1],
+            extra_groups=[],
+        )  # fmt: skip
+        return done.returncode != 0 and "Operation not permitted" in done.stderr
+    finally:
+        probe.unlink()
+
+
+def _protected_hardlinks() -> bool:
+    return Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "1"
+
+
+def _check_preconditions(setup: Setup) -> None:
+    if setup.user is not None and _protected_hardlinks():
+        # The case the tests are about: the old claim's link() fails here.
+        assert _hard_link_refused(setup)
+
+
+def _lists(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in folder.iterdir() if not p.name.endswith(".report.jsonl")}
+
+
+def _stop_both(*daemons: DaemonProcess) -> None:
+    for daemon in daemons:
+        daemon.stop_cleanly()
+        for bad in ("crashed", "job_crashed", "job_failed"):
+            assert not daemon.events(bad), (daemon.log_path, daemon.events(bad))
+
+
+def test_two_daemons_take_each_list_once(server: ImageServer, setup: Setup) -> None:
+    """300 lists dropped by alice at once, two daemons racing for each of them.
+    The old claim's fallback (a rename after a check) crashed the daemon that
+    lost a race, and could start one list twice."""
+    _check_preconditions(setup)
+    # Many short jobs: both daemons claim again and again, racing for the same
+    # names. (The old claim crashed in 6 of 6 runs of this; at 50 lists of
+    # 3 URLs, in about 1 of 6.)
+    lists, urls_per_list = 300, 1
+    expected = {}
+    first = setup.daemon("first", *CONTEND)
+    second = setup.daemon("second", *CONTEND)
+    try:
+        first.wait_event("daemon_started")
+        second.wait_event("daemon_started")
+        for n in range(lists):
+            urls = [f"{server.base}/img/c{n}/{i}.jpg" for i in range(urls_per_list)]
+            expected[f"list{n:03}.txt"] = "\n".join(urls) + "\n"
+            setup.drop(f"list{n:03}.txt", expected[f"list{n:03}.txt"])
+
+        def all_done(_: object) -> bool:
+            finished = len(first.events("job_finished")) + len(second.events("job_finished"))
+            return finished >= lists
+
+        first.wait_for(all_done, timeout=90)
+    finally:
+        _stop_both(first, second)
+    jobs = [e["job"] for e in first.events("job_finished") + second.events("job_finished")]
+    assert sorted(jobs) == sorted(name[:-4] for name in expected)  # each exactly once
+    assert first.events("job_finished") and second.events("job_finished")  # both took a share
+    assert _lists(setup.inbox / "done") == expected
+    # Each image once: no list ran twice, not even in part.
+    assert len(server.counts) == lists * urls_per_list and set(server.counts.values()) == {1}
+    for n in range(lists):
+        for i in range(urls_per_list):
+            saved = setup.root / "downloads" / f"list{n:03}" / f"{i}.jpg"
+            assert saved.read_bytes() == image_bytes(f"/img/c{n}/{i}.jpg")
+
+
+def _claim_intervals(daemon: DaemonProcess, job: str) -> list[tuple[dt.datetime, dt.datetime]]:
+    """From each claim of `job` to its end, as this daemon logged them."""
+
+    def when(event: Event) -> dt.datetime:
+        return dt.datetime.fromisoformat(event["timestamp"])
+
+    ours = [e for e in daemon.events() if e.get("job") == job]
+    starts = [when(e) for e in ours if e["event"] in ("list_claimed", "job_resumed")]
+    ends = [when(e) for e in ours if e["event"] in ("job_finished", "job_interrupted")]
+    assert len(starts) == len(ends)
+    return list(zip(starts, ends, strict=True))
+
+
+def test_redrops_of_one_stem_racing_with_claims_lose_nothing(
+    server: ImageServer, setup: Setup
+) -> None:
+    """`same.txt` is dropped again the moment the previous one is claimed, 60
+    times, with two daemons competing for it. The old claim lost a round now
+    and then (an unlink by name removed the next drop unread), ran two jobs of
+    the stem at once, or crashed the daemon that lost a rename."""
+    _check_preconditions(setup)
+    rounds = 60
+    first = setup.daemon("first", *CONTEND)
+    second = setup.daemon("second", *CONTEND)
+    dropped = []
+    try:
+        first.wait_event("daemon_started")
+        second.wait_event("daemon_started")
+        for n in range(rounds):
+            text = f"{server.base}/img/r{n}a.jpg\n{server.base}/img/r{n}b.jpg\n"
+            dropped.append(text)
+            setup.drop("same.txt", text)
+            deadline = time.monotonic() + 30
+            while os.path.lexists(setup.inbox / "same.txt"):  # claimed: drop the next at once
+                assert time.monotonic() < deadline, f"round {n} was never claimed"
+
+        def published(_: object) -> bool:
+            done = setup.inbox / "done"
+            return (
+                done.is_dir() and len(_lists(done)) + len(_lists(setup.inbox / "failed")) >= rounds
+            )
+
+        first.wait_for(published, timeout=60)
+    finally:
+        _stop_both(first, second)
+    # Every drop is accounted for exactly once, with its own content.
+    assert not _lists(setup.inbox / "failed")
+    assert sorted(_lists(setup.inbox / "done").values()) == sorted(dropped)
+    assert not [p for p in setup.inbox.iterdir() if p.name == "same.txt"]
+    assert sorted(os.listdir(setup.inbox / "processing")) == []
+    # Each image fetched once, so no round ran twice.
+    assert len(server.counts) == 2 * rounds and set(server.counts.values()) == {1}
+    # No two jobs of the stem overlapped, across both daemons.
+    intervals = sorted(_claim_intervals(first, "same") + _claim_intervals(second, "same"))
+    assert len(intervals) == rounds
+    for (_, end), (start, _) in itertools.pairwise(intervals):
+        assert end <= start
