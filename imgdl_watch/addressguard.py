@@ -18,9 +18,11 @@ on a private network, and it is the proxy that resolves and reaches the target.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import trio
@@ -29,6 +31,29 @@ import trio
 class AddressRefused(OSError):
     """A name resolves to no public address. An OSError, because it is raised
     inside a connection attempt, where httpcore expects one."""
+
+
+def literal_is_refused(host: str) -> bool:
+    """True for an IP literal that is not public. Names are not literals: the
+    resolver checks what they resolve to."""
+    try:
+        return not is_public(host)
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def guarding(*, exempt: Iterable[str] = ()) -> Iterator[None]:
+    """`PublicOnlyResolver` as trio's hostname resolver while inside; the
+    resolver that was there before comes back after. `exempt`: proxy hosts."""
+    outer = trio.socket.set_custom_hostname_resolver(None)
+    trio.socket.set_custom_hostname_resolver(
+        PublicOnlyResolver(inner=outer, exempt=frozenset(exempt))
+    )
+    try:
+        yield
+    finally:
+        trio.socket.set_custom_hostname_resolver(outer)
 
 
 def is_public(address: str) -> bool:

@@ -92,6 +92,9 @@ class SlotConnections:
         connection = self._connections[key] = self._open(origin)
         return await connection.handle_async_request(request)
 
+    def __len__(self) -> int:
+        return len(self._connections)
+
     @staticmethod
     def _reusable(connection: httpcore.AsyncHTTPConnection, used_at: float, now: float) -> bool:
         # Not available: a body not read to its end, a close asked for, a failure.

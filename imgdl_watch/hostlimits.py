@@ -12,16 +12,31 @@ million hosts does not keep a million limiters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass
 
 import trio
 
 
+class Verdict(enum.Enum):
+    """How a host answered one attempt, as its limit sees it."""
+
+    # A whole answer: the host copes.
+    GOOD = "good"
+    # 429 or 503: the host asks for fewer requests.
+    BUSY = "busy"
+    # Anything else (a 404, a timeout, a stop): says nothing about the host's load.
+    NEUTRAL = "neutral"
+
+
 @dataclass(slots=True)
-class _Host:
+class HostSlot:
+    """A host's limiter and counters. `acquire` hands one out; give it back to `release`."""
+
+    host: str
     limiter: trio.CapacityLimiter
     good: int = 0
-    users: int = field(default=0)
+    users: int = 0
 
 
 class HostLimits:
@@ -29,7 +44,7 @@ class HostLimits:
 
     def __init__(self, ceiling: int) -> None:
         self._ceiling = ceiling
-        self._hosts: dict[str, _Host] = {}
+        self._hosts: dict[str, HostSlot] = {}
 
     @property
     def ceiling(self) -> int:
@@ -48,49 +63,41 @@ class HostLimits:
         entry = self._hosts.get(host)
         return self._ceiling if entry is None else int(entry.limiter.total_tokens)
 
-    async def acquire(self, host: str) -> None:
-        """Wait for a slot of `host`. Pair with `release(host)` in the same task.
+    async def acquire(self, host: str) -> HostSlot:
+        """Wait for a slot of `host`. Give it back with `release` in the same task.
 
         (Plain methods rather than a context manager: this runs once per
         attempt, and a generator-based context manager costs several times more.)
         """
         entry = self._hosts.get(host)
         if entry is None:
-            entry = self._hosts[host] = _Host(trio.CapacityLimiter(self._ceiling))
+            entry = self._hosts[host] = HostSlot(host, trio.CapacityLimiter(self._ceiling))
         entry.users += 1
         try:
             await entry.limiter.acquire()
         except BaseException:
-            self._forget_if_idle(host, entry)
+            self._forget_if_idle(entry)
             raise
+        return entry
 
-    def release(self, host: str) -> None:
-        entry = self._hosts[host]
+    def release(self, entry: HostSlot, verdict: Verdict) -> None:
+        """Give the slot back, with what the attempt showed of the host."""
         entry.limiter.release()
-        self._forget_if_idle(host, entry)
+        if verdict is Verdict.BUSY:
+            # Halve its concurrency.
+            entry.good = 0
+            entry.limiter.total_tokens = max(1, int(entry.limiter.total_tokens) // 2)
+        elif verdict is Verdict.GOOD:
+            # After a full window of good answers, allow one more.
+            limit = int(entry.limiter.total_tokens)
+            if limit < self._ceiling:
+                entry.good += 1
+                if entry.good >= limit:
+                    entry.good = 0
+                    entry.limiter.total_tokens = limit + 1
+        self._forget_if_idle(entry)
 
-    def _forget_if_idle(self, host: str, entry: _Host) -> None:
+    def _forget_if_idle(self, entry: HostSlot) -> None:
         entry.users -= 1
         if entry.users == 0 and entry.limiter.total_tokens >= self._ceiling:
-            del self._hosts[host]
-
-    def busy(self, host: str) -> None:
-        """The host answered 429 or 503: halve its concurrency."""
-        entry = self._hosts.get(host)
-        if entry is None:
-            return
-        entry.good = 0
-        entry.limiter.total_tokens = max(1, int(entry.limiter.total_tokens) // 2)
-
-    def good(self, host: str) -> None:
-        """The host answered well: after a full window of that, allow one more."""
-        entry = self._hosts.get(host)
-        if entry is None:
-            return
-        limit = int(entry.limiter.total_tokens)
-        if limit >= self._ceiling:
-            return
-        entry.good += 1
-        if entry.good >= limit:
-            entry.good = 0
-            entry.limiter.total_tokens = limit + 1
+            del self._hosts[entry.host]

@@ -132,6 +132,26 @@ def extension_for(content_type: str | None) -> str:
     return _IMAGE_EXTENSIONS.get(mime, "")
 
 
+def final_name(name: str, content_type: str | None, sniffed: str | None) -> str:
+    """The file name of a download named `name`, once its response is known.
+
+    A name with an extension keeps it. One without gets the extension of its
+    Content-Type when that is an image type, else of the type its first
+    bytes show (`sniffed`), else none.
+    """
+    if has_extension(name):
+        return name
+    return name + (extension_for(content_type) or extension_for(sniffed))
+
+
+def candidates(name: str) -> tuple[str, ...]:
+    """Every file name that `final_name` may give `name`: where a download of
+    it may already be in its folder."""
+    if has_extension(name):
+        return (name,)
+    return (name, *(name + ext for ext in ADDED_EXTENSIONS))
+
+
 def job_stem(file_name: str) -> str:
     """The job name for a list file: its stem, made safe (`cats.txt` → `cats`).
 

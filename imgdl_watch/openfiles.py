@@ -15,7 +15,8 @@ from __future__ import annotations
 import resource
 
 from .config import Settings
-from .fetcher import FILES_PER_SLOT
+from .connections import SLOT_CONNECTIONS
+from .job import WORKERS_PER_SLOT
 
 # Descriptors the process holds besides its downloads and lists: stdio, the
 # log file, trio's epoll and wake-up descriptors, the inbox folder and its
@@ -23,6 +24,10 @@ from .fetcher import FILES_PER_SLOT
 BASE_FILES = 64
 # Per running job: its list, its folder, its report and its failed list.
 FILES_PER_JOB = 4
+# Per download slot: its own keep-alive connections (`connections`) and, through
+# a proxy, as many again in that proxy's transport; and one body per worker
+# task of the slot (`job.WORKERS_PER_SLOT`: one downloading, one publishing).
+FILES_PER_SLOT = 2 * SLOT_CONNECTIONS + WORKERS_PER_SLOT
 
 
 class OpenFilesError(Exception):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from .errors import HttpStatusError
 
 # Statuses a retry can fix: the server was busy or broken, not the request.
 RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
@@ -59,3 +61,11 @@ def parse_retry_after(value: str | None, *, now: dt.datetime) -> float | None:
 
 def status_is_retryable(status: int) -> bool:
     return status in RETRY_STATUSES
+
+
+def status_error(status: int, headers: Mapping[str, str], *, now: dt.datetime) -> HttpStatusError:
+    """The error for an answer with `status`, and how long its server asks us to wait."""
+    retry_after = None
+    if status in RETRY_AFTER_STATUSES:
+        retry_after = parse_retry_after(headers.get("retry-after"), now=now)
+    return HttpStatusError(status, retryable=status_is_retryable(status), retry_after=retry_after)

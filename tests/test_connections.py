@@ -18,8 +18,7 @@ async def test_a_slot_keeps_two_origins_and_closes_the_least_recently_used(out_f
             for number, server in enumerate(order):
                 name = f"{number}.jpg"
                 await fetcher.download(f"{server.base}/img/{name}", dir_fd=out_fd, name=name)
-            kept = fetcher._direct[0]._connections
-            assert len(kept) == SLOT_CONNECTIONS
+            assert fetcher.transports.kept(0) == SLOT_CONNECTIONS
         # `three` pushed out `one` (then least recently used), and `one`, back,
         # pushed out `two`: one connection more for `one`, none for the others.
         assert [s.opened_connections for s in (one, two, three)] == [2, 1, 1]

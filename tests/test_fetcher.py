@@ -388,13 +388,14 @@ async def test_https_to_a_plain_http_port_fails_as_a_connect_error(
 
 async def test_slots_share_two_ssl_contexts_and_the_plain_one_fails_closed() -> None:
     async with Fetcher(options()) as fetcher:
-        plain = fetcher._ssl_context(tls=False)
-        assert fetcher._ssl_context(tls=False) is plain
+        transports = fetcher.transports
+        plain = transports.ssl_context(tls=False)
+        assert transports.ssl_context(tls=False) is plain
         # Never meant for a handshake; if one ever happens, nothing is trusted.
         assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
         assert plain.cert_store_stats()["x509_ca"] == 0
-        verifying = fetcher._ssl_context(tls=True)
-        assert fetcher._ssl_context(tls=True) is verifying is not plain
+        verifying = transports.ssl_context(tls=True)
+        assert transports.ssl_context(tls=True) is verifying is not plain
         assert verifying.verify_mode == ssl.CERT_REQUIRED
         assert verifying.cert_store_stats()["x509_ca"] > 0
 

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from imgdl_watch.fetcher import Fetcher, FetchOptions
-from imgdl_watch.hostlimits import HostLimits
+from imgdl_watch.hostlimits import HostLimits, Verdict
 from imgdl_watch.retrypolicy import Backoff
 
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100
@@ -76,24 +76,49 @@ def test_backoff_is_exponential_with_full_jitter(tmp_path: os.PathLike[str]) -> 
 def test_host_limit_halves_on_busy_and_climbs_back_slowly() -> None:
     async def main() -> None:
         hosts = HostLimits(8)
-        await hosts.acquire("h")
-        try:
-            hosts.busy("h")
+
+        async def attempt(verdict: Verdict) -> None:
+            hosts.release(await hosts.acquire("h"), verdict)
+
+        holding, done = trio.Event(), trio.Event()
+
+        async def in_flight() -> None:  # another download of the host, all along
+            held = await hosts.acquire("h")
+            holding.set()
+            await done.wait()
+            hosts.release(held, Verdict.NEUTRAL)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_flight)
+            await holding.wait()
+            await attempt(Verdict.BUSY)
             assert hosts.limit_of("h") == 4
-            hosts.busy("h")
+            await attempt(Verdict.BUSY)
+            assert hosts.limit_of("h") == 2
+            await attempt(Verdict.NEUTRAL)  # a 404 or a timeout says nothing of the load
             assert hosts.limit_of("h") == 2
             for _ in range(2):
-                hosts.good("h")
+                await attempt(Verdict.GOOD)
             assert hosts.limit_of("h") == 3
             for _ in range(3):
-                hosts.good("h")
+                await attempt(Verdict.GOOD)
             assert hosts.limit_of("h") == 4
             hosts.set_ceiling(3)
             assert hosts.limit_of("h") == 3
-        finally:
-            hosts.release("h")
+            done.set()
         # an idle host below its ceiling is remembered; at the ceiling, forgotten
         assert hosts.limit_of("h") == 3
+
+    trio.run(main)
+
+
+def test_a_host_with_one_download_in_flight_is_slowed_by_its_429() -> None:
+    # The verdict comes with the release: before, the release forgot the idle
+    # host (at its ceiling) first, and the 429 that followed was dropped.
+    async def main() -> None:
+        hosts = HostLimits(8)
+        hosts.release(await hosts.acquire("h"), Verdict.BUSY)
+        assert hosts.limit_of("h") == 4
 
     trio.run(main)
 

@@ -1,0 +1,35 @@
+"""Following a redirect: where it leads, and whether we may go: pure logic, no I/O.
+
+We follow redirects ourselves rather than let httpx do it, so that every hop
+is checked: its scheme (http and https only), loops, and (in the fetcher)
+the private-address guard and who gets credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import httpx
+
+from . import errors as err
+
+# Statuses that mean "it is elsewhere".
+REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+
+
+def next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:
+    """Where `location` leads from `current`; `seen` holds every hop so far, and gets this one.
+
+    Raises `RedirectError` (`bad_redirect` or `redirect_loop`).
+    """
+    try:
+        target = current.join(location)
+    except httpx.InvalidURL as exc:
+        raise err.RedirectError("unparseable Location", reason="bad_redirect") from exc
+    if target.scheme not in ("http", "https") or not target.host:
+        raise err.RedirectError(f"redirect to {target.scheme}:", reason="bad_redirect")
+    key = str(target.copy_with(fragment=None))
+    if key in seen:
+        raise err.RedirectError("redirect loop", reason="redirect_loop")
+    seen.add(key)
+    return target
