@@ -25,7 +25,11 @@ class ReportPaths:
 
 
 class JobReport:
-    """Appends one JSON line per URL to the report, and failed URLs to a list."""
+    """Appends one JSON line per URL to the report, and failed URLs to a list.
+
+    A context manager: on the way out, both part files are removed unless
+    the report was committed (published with its list).
+    """
 
     def __init__(self, paths: ReportPaths) -> None:
         self.paths = paths
@@ -36,6 +40,18 @@ class JobReport:
             paths.failed, "w", encoding="utf-8", buffering=BUFFER_BYTES
         )
         self.failed_count = 0
+        self._committed = False
+
+    def __enter__(self) -> JobReport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._committed:
+            self.discard()
+
+    def commit(self) -> None:
+        """The report was published: keep it (after `close` and the move)."""
+        self._committed = True
 
     def record(self, **fields: Any) -> None:
         """One URL's outcome: `outcome`, `url`, and what else is known."""

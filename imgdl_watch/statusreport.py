@@ -1,0 +1,97 @@
+"""What a running daemon shows of itself, each at its own cadence.
+
+    status file     INBOX/.imgdl-watch/status-<host>-<pid>.json, every
+                    `STATUS_INTERVAL_S` (what `imgdl-watch status` reads)
+    metrics         the gauges: jobs running, lists waiting, downloads in flight
+    systemd         `STATUS=` when its text changes, and `WATCHDOG=1` pings
+
+Everything here reads the daemon's state through `DaemonView`; nothing here
+changes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import structlog
+import trio
+
+from . import metrics
+from .progress import JobSummary, RateMeter, Snapshot
+from .sdnotify import Notifier
+from .status import STATUS_INTERVAL_S, StatusFile
+
+log = structlog.get_logger("imgdl_watch")
+
+
+class DaemonView(Protocol):
+    """What the reporter reads: running jobs' summaries, lists waiting, downloads in flight."""
+
+    @property
+    def running(self) -> Mapping[str, JobSummary]: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+
+class StatusReporter:
+    """Writes the status file and the gauges, and tells systemd how it goes."""
+
+    def __init__(self, view: DaemonView, *, status: StatusFile, notifier: Notifier) -> None:
+        self._view = view
+        self.status = status
+        self._notifier = notifier
+        self._meters: dict[str, RateMeter] = {}
+        self._snapshots: list[Snapshot] = []
+
+    def text(self) -> str:
+        """One line for systemd's STATUS=."""
+        jobs = len(self._view.running)
+        rate = sum(s.rate_img_s for s in self._snapshots)
+        flight, waiting = self._view.in_flight, self._view.waiting
+        return f"{jobs} jobs, {rate:.0f} img/s, {flight} in flight, {waiting} queued"
+
+    async def run(self) -> None:
+        """The status file, the gauges, STATUS= and the watchdog, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._notifier.watchdog_loop)
+            nursery.start_soon(self._status_loop)
+            if self._notifier.enabled:
+                nursery.start_soon(self._notify_loop)
+
+    async def write(self, state: str) -> None:
+        """Sample the jobs' rates, set the gauges, and rewrite the status file."""
+        now = trio.current_time()
+        running = self._view.running
+        self._snapshots = [
+            self._meters.setdefault(name, RateMeter(summary, now)).sample(now)
+            for name, summary in running.items()
+        ]
+        for gone in [name for name in self._meters if name not in running]:
+            del self._meters[gone]
+        waiting, in_flight = self._view.waiting, self._view.in_flight
+        metrics.recorder.gauges(jobs=len(running), queued=waiting, in_flight=in_flight)
+        snapshots = self._snapshots
+        try:
+            await trio.to_thread.run_sync(
+                lambda: self.status.write(
+                    state=state, jobs=snapshots, in_flight=in_flight, queued=waiting
+                )
+            )
+        except OSError as exc:  # the inbox may be gone for a moment: the scan recreates it
+            log.debug("status_write_failed", detail=str(exc))
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self.write("running")
+            await trio.sleep(STATUS_INTERVAL_S)
+
+    async def _notify_loop(self) -> None:
+        """systemd's STATUS= line, sent when it changes."""
+        while True:
+            await trio.sleep(STATUS_INTERVAL_S)
+            await self._notifier.status(self.text())
