@@ -17,7 +17,8 @@
 # prepare.sh on a copy of CHECKOUT: logrotate and jq into the overlay, then
 # `make install-service`. Then the container boots, and checks.sh runs its checks
 # through nsenter. Everything mounted lives in a private mount namespace; the
-# whole run is bounded by TEST_SYSTEMD_TIMEOUT; a supervisor outside it kills
+# whole run is bounded by TEST_SYSTEMD_TIMEOUT (the teardown may add a minute
+# at most); a supervisor outside that namespace kills
 # the container's cgroup and removes the temporary folder whatever happened,
 # then checks that nothing is left ("teardown").
 #
@@ -25,7 +26,8 @@
 # then "test-systemd: N passed, M failed". Progress goes to stderr as "# ..." lines.
 # About 2 minutes (the watchdog check alone waits out WatchdogSec=30), plus apt on
 # a fresh machine. On the host it may apt-get install systemd-container (which
-# brings a systemd upgrade and libnss-mymachines); nothing else outside /tmp.
+# brings a systemd upgrade and libnss-mymachines); all else it makes (a folder
+# in /tmp, a cgroup, /run/systemd/nspawn if missing) it removes.
 #
 # Exit: 0  every check passed
 #       1  a check failed, or the run passed its time limit
@@ -78,6 +80,10 @@ check() {
     local name=$1
     shift
     D=
+    if [ -n "${LEADER:-}" ] && [ ! -d "/proc/$LEADER" ]; then
+        fail "$name" "not run: the container is gone"
+        return 1
+    fi
     if "$@"; then ok "$name" "$D"; else fail "$name" "${D:-failed}"; return 1; fi
 }
 
@@ -95,15 +101,22 @@ find_cgroup2() {
     [ -n "$CGROOT" ] && [ -n "$OWN" ]
 }
 
+# have CMD: CMD is an executable in PATH (bash's `command -v` also names a
+# file that is not executable when it finds no other).
+have() {
+    local path
+    path=$(command -v "$1") && [ -f "$path" ] && [ -x "$path" ]
+}
+
 install_host_packages() {
     local need=() t
-    command -v systemd-nspawn >/dev/null || need+=(systemd-container)
-    [ -x /lib/systemd/systemd ] && command -v systemd-id128 >/dev/null || need+=(systemd)
+    have systemd-nspawn || need+=(systemd-container)
+    [ -x /lib/systemd/systemd ] && have systemd-id128 || need+=(systemd)
     for t in nsenter unshare findmnt; do
-        command -v "$t" >/dev/null || { need+=(util-linux) && break; }
+        have "$t" || { need+=(util-linux) && break; }
     done
     [ ${#need[@]} = 0 ] && return 0
-    command -v apt-get >/dev/null || cannot "no ${need[*]}, and no apt-get to install it"
+    have apt-get || cannot "no ${need[*]}, and no apt-get to install it"
     say "apt-get install ${need[*]} (on this machine)"
     {
         timeout "$(cap 300)" apt-get update -qq &&
@@ -114,7 +127,7 @@ install_host_packages() {
 preflight() {
     [ "$(uname -s)" = Linux ] || cannot "not Linux"
     [ "$(id -u)" = 0 ] || cannot "not root (it mounts, makes a cgroup and boots a container)"
-    command -v findmnt >/dev/null || install_host_packages
+    have findmnt || install_host_packages
     find_cgroup2 || cannot "no cgroup2 hierarchy mounted"
     local probe="$CGROOT${OWN%/}/test-systemd-probe-$$"
     mkdir "$probe" 2>/dev/null || cannot "cannot create a cgroup under $CGROOT${OWN%/}"
@@ -137,7 +150,7 @@ traces() {
 # Processes of the container's cgroup, or of the inner stage's mount namespace.
 processes_left() {
     local p
-    [ -f "$CG/cgroup.procs" ] && sed 's/^/process /' "$CG/cgroup.procs"
+    [ -d "$CG" ] && find "$CG" -name cgroup.procs -exec cat {} + | sed 's/^/process /'
     [ -n "$MNTNS" ] || return 0
     for p in /proc/[0-9]*; do
         [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$MNTNS" ] && echo "process ${p#/proc/}"
@@ -145,6 +158,16 @@ processes_left() {
 }
 no_process_left() { [ -z "$(processes_left)" ]; }
 cg_empty() { ! grep -qs '^populated 1' "$CG/cgroup.events"; }
+# cg_kill: SIGKILL every process of the container's cgroup, and wait (10 s).
+cg_kill() {
+    if [ -f "$CG/cgroup.kill" ]; then
+        echo 1 >"$CG/cgroup.kill"
+    else # before Linux 5.14
+        # shellcheck disable=SC2038  # pids, not file names
+        find "$CG" -name cgroup.procs -exec cat {} + | xargs -r kill -KILL
+    fi
+    until_t 10 cg_empty
+}
 
 supervise() {
     CG="$CGROOT${OWN%/}/test-systemd-$$"
@@ -169,7 +192,7 @@ supervise() {
         rc=$?
     done
     INNER=
-    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    if [ "$rc" = 124 ] || { [ "$rc" = 137 ] && [ "$(left)" -le 0 ]; }; then
         fail timeout "the run passed its limit (TEST_SYSTEMD_TIMEOUT=$LIMIT s) and was stopped"
     elif [ -n "$STOPPED" ]; then
         fail interrupted "stopped by a signal before the end"
@@ -185,9 +208,8 @@ teardown() {
     MNTNS=$(cat "$W/mntns" 2>/dev/null)
     # A container the inner stage could not stop: kill its whole cgroup.
     if ! cg_empty; then
-        say "the container is still running: cgroup.kill"
-        echo 1 >"$CG/cgroup.kill"
-        until_t 10 cg_empty
+        say "the container is still running: killing its cgroup"
+        cg_kill
     fi
     [ -d "$CG" ] && find "$CG" -depth -type d -exec rmdir {} + 2>/dev/null
     # What is left in the run's mount namespace is ours too (helpers of an
@@ -358,7 +380,7 @@ inner_teardown() {
         XT=10 X systemctl poweroff --no-block >/dev/null 2>&1
         until_t 30 cg_empty || say "the container did not power off in 30 s"
     fi
-    if ! cg_empty; then echo 1 >"$CG/cgroup.kill" && until_t 10 cg_empty; fi
+    cg_empty || cg_kill
     [ -n "$NSPAWN" ] && wait "$NSPAWN" 2>/dev/null
     local m
     for m in /run/systemd/nspawn "$ROOT" "$W/t"; do
