@@ -234,18 +234,18 @@ c_stop_inflight() {
     local grace t0 rc el busy="" res n
     grace=$(conf_value grace)
     : >"$ROOT$WWW/.requests"
-    drop slow 002 "$URL/delay/4/img1.jpg" "$URL/delay/4/img2.jpg"
-    until_t 15 requested 2 /delay/4/ || { D="the 2 downloads did not start in 15 s"; return 1; }
+    drop slow 002 "$URL/delay/6/img1.jpg" "$URL/delay/6/img2.jpg"
+    until_t 15 requested 2 /delay/6/ || { D="the 2 downloads did not start in 15 s"; return 1; }
     # STATUS= is sent once a second: wait for it to show them.
     busy() { busy=$(prop StatusText) && grep -q ' 2 in flight' <<<"$busy"; }
-    until_t 3 busy
+    until_t 4 busy
     t0=$(now_ms)
     X systemctl stop "$UNIT"
     rc=$?
     el=$(($(now_ms) - t0))
     res=$(prop Result)
     n=$(report slow 2>/dev/null | grep -c '"outcome":"ok"')
-    D="2 downloads of 4 s in flight (STATUS= '$busy'): systemctl stop rc=$rc in $el ms (grace ${grace}s), Result=$res; $n/2 finished, $(identical slow img1.jpg img2.jpg)/2 byte-identical; list in done/"
+    D="2 downloads of 6 s in flight (STATUS= '$busy'): systemctl stop rc=$rc in $el ms (grace ${grace}s), Result=$res; $n/2 finished, $(identical slow img1.jpg img2.jpg)/2 byte-identical; list in done/"
     [ $rc = 0 ] && [ "$res" = success ] && [ "$el" -lt "${grace%.*}000" ] && [ "$n" = 2 ] &&
         [ "$(identical slow img1.jpg img2.jpg)" = 2 ] && X test -f "$INBOX/done/slow.txt" &&
         grep -q ' 2 in flight' <<<"$busy"
