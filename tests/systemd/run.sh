@@ -24,7 +24,7 @@
 #
 # Output: one line per check on stdout, "ok   NAME  detail" or "FAIL NAME  detail",
 # then "test-systemd: N passed, M failed". Progress goes to stderr as "# ..." lines.
-# About 2 minutes (the watchdog check alone waits out WatchdogSec=30), plus apt on
+# 2 to 3 minutes (pip in the install, and the watchdog check waits out WatchdogSec=30), plus apt on
 # a fresh machine. On the host it may apt-get install systemd-container (which
 # brings a systemd upgrade and libnss-mymachines); all else it makes (a folder
 # in /tmp, a cgroup, /run/systemd/nspawn if missing) it removes.
