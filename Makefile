@@ -6,7 +6,7 @@ INBOX  ?= inbox
 OUTPUT ?= downloads
 ARGS   ?=
 
-.PHONY: run test lint install install-service bench clean
+.PHONY: run test lint install install-service test-systemd bench clean
 
 # The runtime environment: the project and its dependencies, nothing more.
 $(BIN)/imgdl-watch: pyproject.toml
@@ -60,6 +60,12 @@ install-service:
 		{ [ ! -d /run/systemd/system ] || systemctl daemon-reload; }; \
 	fi
 	@echo "installed; now: systemctl enable --now imgdl-watch"
+
+# As root: make install-service and the service under a real systemd, booted in
+# a container on an overlay of / (tests/systemd/run.sh says how and what it
+# checks). Exit 77, with one line saying why, where this machine cannot run it.
+test-systemd:
+	@bash tests/systemd/run.sh
 
 # Benchmarks: Pillow for the corpus, in this environment only. nginx with the
 # echo module, wget2, aria2c and curl are used when installed:
