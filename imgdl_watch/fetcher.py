@@ -54,8 +54,8 @@ from .config import Settings
 from .filesink import FileSink, GroupCommit
 from .headers import RequestHeaders
 from .hostlimits import HostLimits, Verdict
-from .listparse import log_url
 from .naming import final_name, has_extension
+from .redact import log_url
 from .redirects import REDIRECTS, next_hop
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, status_error
 from .translate import HTTP_ERRORS, translate

@@ -28,9 +28,10 @@ from . import metrics
 from .config import Settings
 from .fetcher import Fetcher
 from .filesink import existing_images, open_job_folder, sweep_temp_files
-from .listparse import InvalidLine, ListedUrl, excerpt, log_url, parse_chunks
+from .listparse import InvalidLine, ListedUrl, parse_chunks
 from .naming import ADDED_EXTENSIONS, FingerprintSet, NameRegistry, has_extension
 from .progress import PROGRESS_INTERVAL_S, JobSummary, report_progress
+from .redact import excerpt, log_url
 from .report import JobReport
 
 # Bytes of the list read per system call.

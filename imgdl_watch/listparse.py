@@ -19,16 +19,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .redact import EXCERPT_CHARS, excerpt, redact
+
 # A URL longer than this is junk from a scraper, not an image address: common
 # servers refuse request lines past 8 KiB, so nothing longer could succeed.
 MAX_LINE_BYTES = 8192
 
-# How much of a bad line a log event may echo. Enough to recognise the line,
-# never enough for a hostile input to flood the log.
-EXCERPT_CHARS = 60
-
-# Longest URL a log line carries; the report has the whole URL.
-LOG_URL_CHARS = 300
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 # A list saved as UTF-16 starts with one of these (Windows PowerShell 5's `>`
@@ -37,9 +33,6 @@ _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # Stands for what cannot be UTF-16 (a lone surrogate, an odd last byte): it is
 # never valid UTF-8, so that line is reported as `not_utf8`, like any other.
 _NOT_UTF8 = b"\xff"
-# The password in `scheme://user:password@host`: logs show `***` instead.
-# (Neither part may hold a raw `@`, `/`, `?` or `#`, so the first `@` ends it.)
-_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 # Whitespace or control characters inside a URL: a spreadsheet cell with two
 # values, or binary junk. Both are refused rather than guessed at.
@@ -71,30 +64,6 @@ class OverlongLine:
     """Marker from `split_lines` for a line longer than `MAX_LINE_BYTES`."""
 
     head: bytes
-
-
-def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
-    """A short, printable excerpt of untrusted input, safe to log."""
-    if isinstance(text, bytes):
-        text = text[: limit * 4].decode("utf-8", "backslashreplace")
-    cut = text[:limit]
-    shown = cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut
-    if len(shown) > limit:
-        shown = shown[:limit]
-    return shown + ("…" if len(text) > limit or len(shown) < len(cut) else "")
-
-
-def redact(url: str) -> str:
-    """`url` with the password of its userinfo, if any, replaced by `***`."""
-    if "@" not in url:
-        return url
-    return _PASSWORD.sub(r"\1:***@", url, count=1)
-
-
-def log_url(url: str) -> str:
-    """A URL as a log line carries it: no password, at most `LOG_URL_CHARS`."""
-    url = redact(url)
-    return url if len(url) <= LOG_URL_CHARS else excerpt(url, LOG_URL_CHARS)
 
 
 def split_lines(

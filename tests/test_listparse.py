@@ -6,16 +6,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imgdl_watch.listparse import (
-    EXCERPT_CHARS,
     MAX_LINE_BYTES,
     InvalidLine,
     ListedUrl,
     OverlongLine,
-    log_url,
     parse_chunks,
     parse_line,
     split_lines,
 )
+from imgdl_watch.redact import EXCERPT_CHARS, log_url
 
 
 def listed(line: int, url: str) -> ListedUrl:

@@ -1,0 +1,42 @@
+"""Untrusted text made safe to log: pure logic, no I/O.
+
+A log line may echo a list's bad line or a URL, but never a password, and
+never so much that a hostile input floods the log.
+"""
+
+from __future__ import annotations
+
+import re
+
+# How much of a bad line a log event may echo. Enough to recognise the line,
+# never enough for a hostile input to flood the log.
+EXCERPT_CHARS = 60
+# Longest URL a log line carries; the report has the whole URL.
+LOG_URL_CHARS = 300
+# The password in `scheme://user:password@host`: logs show `***` instead.
+# (Neither part may hold a raw `@`, `/`, `?` or `#`, so the first `@` ends it.)
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
+
+
+def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """A short, printable excerpt of untrusted input, safe to log."""
+    if isinstance(text, bytes):
+        text = text[: limit * 4].decode("utf-8", "backslashreplace")
+    cut = text[:limit]
+    shown = cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut
+    if len(shown) > limit:
+        shown = shown[:limit]
+    return shown + ("…" if len(text) > limit or len(shown) < len(cut) else "")
+
+
+def redact(url: str) -> str:
+    """`url` with the password of its userinfo, if any, replaced by `***`."""
+    if "@" not in url:
+        return url
+    return _PASSWORD.sub(r"\1:***@", url, count=1)
+
+
+def log_url(url: str) -> str:
+    """A URL as a log line carries it: no password, at most `LOG_URL_CHARS`."""
+    url = redact(url)
+    return url if len(url) <= LOG_URL_CHARS else excerpt(url, LOG_URL_CHARS)
