@@ -30,15 +30,14 @@ import structlog
 import trio
 
 from .config import Settings
-from .errors import first_leaf
+from .errors import JobError, first_leaf
 from .fetcher import Fetcher, FetchOptions
 from .inbox import Claim, Inbox
 from .intake import Intake
-from .job import Job, JobError
+from .job import Job
 from .logs import LogOutput
 from .openfiles import ensure_open_files, files_needed
 from .progress import JobSummary
-from .report import JobReport
 from .sdnotify import Notifier
 from .status import StatusFile, adopt_history
 from .statusreport import StatusReporter
@@ -137,45 +136,17 @@ class Daemon:
     # -- jobs -------------------------------------------------------------
 
     async def _run_job(self, claim: Claim, slot_token: object) -> None:
-        paths = self.inbox.report_paths(claim.stem)
-        held_back = self.intake.hold_back.started(claim.stem)
         try:
-            with JobReport(paths) as report:
-                job = Job.from_settings(
-                    self.settings,
-                    name=claim.stem,
-                    list_fd=claim.fd,
-                    output=self.output,
-                    fetcher=self.fetcher,
-                    report=report,
-                )
-                self.jobs[claim.stem] = job
-                summary = await job.run()
-                if summary.complete:
-                    report.close()
-                    await trio.to_thread.run_sync(
-                        lambda: self.inbox.finish(claim, paths, failed=summary.failed)
-                    )
-                    report.commit()
-                    log.info("job_finished", job=claim.stem, **summary.finished_fields())
-                    self.reporter.status.finished(claim.stem, summary.finished_fields())
-                else:
-                    log.info("job_interrupted", job=claim.stem, **summary.finished_fields())
-        except JobError as exc:
-            log.error("job_failed", job=claim.stem, reason=exc.reason, detail=str(exc))
-            await trio.to_thread.run_sync(lambda: self.inbox.fail(claim, paths))
-        except OSError as exc:
-            # The inbox itself failed us (full disk, folder removed): leave the
-            # list where it is, so that a later rescan (or run) takes it again.
-            log.error(
-                "job_failed",
-                job=claim.stem,
-                reason="inbox_error",
-                detail=f"{exc.strerror or exc} in {exc.filename or self.inbox.processing}",
-                retry_s=self.intake.hold_back.failed(
-                    claim.stem, last=held_back, now=trio.current_time()
-                ),
+            job = Job.from_settings(
+                self.settings,
+                name=claim.stem,
+                list_fd=claim.fd,
+                output=self.output,
+                fetcher=self.fetcher,
+                report=self.inbox.report_paths(claim.stem),
             )
+            self.jobs[claim.stem] = job
+            await job.run(_InboxEnd(self, claim))
         except Exception as exc:
             # A bug, met on this list. The list goes to failed/, so that a
             # restart does not meet it again (a crash loop); the daemon goes on.
@@ -186,11 +157,12 @@ class Daemon:
                 error=f"{type(leaf).__name__}: {leaf}",
                 traceback="".join(traceback.format_exception(exc)),
             )
+            paths = self.inbox.report_paths(claim.stem)
             await trio.to_thread.run_sync(lambda: self.inbox.fail(claim, paths))
         finally:
             # Cancelled too (stop after grace, or a second signal): the list
             # stays in processing/. Plain syscalls, which run in a cancelled scope.
-            # The stem is let go only after the outcome is logged, so that no
+            # The stem is let go only after the job logged its end, so that no
             # daemon's `list_claimed` of the stem comes before our last word on it.
             claim.release()
             self.jobs.pop(claim.stem, None)
@@ -246,3 +218,27 @@ class Daemon:
             max_jobs=new.max_jobs,
         )
         await self._notifier.ready()
+
+
+class _InboxEnd:
+    """A daemon's job ends in the inbox: its list published in done/ (failures
+    in failed/), moved to failed/ as it is, or held back in processing/."""
+
+    def __init__(self, daemon: Daemon, claim: Claim) -> None:
+        self._daemon = daemon
+        self._claim = claim
+        self._paths = daemon.inbox.report_paths(claim.stem)
+        self._held_back = daemon.intake.hold_back.started(claim.stem)
+
+    async def publish(self, summary: JobSummary) -> None:
+        inbox, claim, paths = self._daemon.inbox, self._claim, self._paths
+        await trio.to_thread.run_sync(lambda: inbox.finish(claim, paths, failed=summary.failed))
+        self._daemon.reporter.status.finished(claim.stem, summary.finished_fields())
+
+    async def give_up(self, error: JobError) -> None:
+        inbox, claim, paths = self._daemon.inbox, self._claim, self._paths
+        await trio.to_thread.run_sync(lambda: inbox.fail(claim, paths))
+
+    def retry_in(self) -> float:
+        hold_back = self._daemon.intake.hold_back
+        return hold_back.failed(self._claim.stem, last=self._held_back, now=trio.current_time())

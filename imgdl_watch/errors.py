@@ -28,6 +28,9 @@ logs, and what the report records.
 
 `Interrupted` is not a failure: the daemon is stopping, and the URL stays in
 the job for the next run.
+
+`JobError` is not a download's: the list as a whole cannot run (its
+`reason`: `list_unreadable`, `folder_error`).
 """
 
 from __future__ import annotations
@@ -127,6 +130,14 @@ class ProtocolError(PermanentError):
 
 class WriteFailed(PermanentError):
     reason = "write_error"
+
+
+class JobError(Exception):
+    """The job as a whole cannot run: its list is unreadable, or its folder unusable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class Interrupted(Exception):

@@ -12,7 +12,7 @@ import trio
 
 from .config import Settings
 from .fetcher import Fetcher, FetchOptions
-from .job import Job, JobError
+from .job import Job
 from .naming import job_stem
 from .terminal import ProgressView
 
@@ -71,12 +71,6 @@ async def _run_lists(
         job = Job.from_settings(settings, name=stem, list_fd=fd, output=output, fetcher=fetcher)
         if view is not None:
             view.add(job.summary)
-        try:
-            summary = await job.run()
-        except JobError as exc:
-            log.error("job_failed", job=stem, reason=exc.reason, detail=str(exc))
-            all_ok = False
-            continue
-        log.info("job_finished", job=stem, **summary.finished_fields())
-        all_ok = all_ok and not (summary.failed or summary.invalid)
+        summary = await job.run()
+        all_ok = all_ok and summary.failure is None and not (summary.failed or summary.invalid)
     return all_ok

@@ -14,7 +14,7 @@ the GIL back and forth on every system call.
 All paths are relative to the job folder's descriptor (`dir_fd`), so no
 symlink, neither the folder nor one planted inside it, is ever followed.
 Temporary names start with `TEMP_PREFIX`, a hidden name no image can have,
-so that a job can sweep stale ones left by a crash.
+so that a job can sweep stale ones left by a crash (`folder`).
 """
 
 from __future__ import annotations
@@ -134,53 +134,6 @@ class FileSink:
             except FileNotFoundError:
                 pass
             self._temp = None
-
-
-def sweep_temp_files(dir_fd: int) -> int:
-    """Remove temporary files that a killed run left in a job folder."""
-    removed = 0
-    with os.scandir(dir_fd) as entries:
-        names = [e.name for e in entries if e.name.startswith(TEMP_PREFIX)]
-    for name in names:
-        try:
-            os.unlink(name, dir_fd=dir_fd)
-            removed += 1
-        except FileNotFoundError:
-            pass
-    return removed
-
-
-def existing_images(dir_fd: int) -> set[str]:
-    """Names of the regular, non-empty files already in a job folder."""
-    found: set[str] = set()
-    with os.scandir(dir_fd) as entries:
-        for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX):
-                continue
-            try:
-                if (
-                    entry.is_file(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_size
-                ):
-                    found.add(entry.name)
-            except OSError:
-                continue
-    return found
-
-
-def open_job_folder(parent: str, name: str) -> int:
-    """Create `parent/name` if needed and open it without following symlinks.
-
-    The output folder itself is created again if it went away while we ran.
-    """
-    os.makedirs(parent, exist_ok=True)
-    try:
-        os.mkdir(os.path.join(parent, name), 0o755)
-    except FileExistsError:
-        pass
-    return os.open(
-        os.path.join(parent, name), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    )
 
 
 class _Entry:

@@ -38,6 +38,8 @@ class JobSummary:
     listed: bool = False
     # True when every URL of the list got an outcome.
     complete: bool = False
+    # Why the list as a whole could not run (`job_failed`'s reason), if it could not.
+    failure: str | None = None
     started: float = field(default_factory=time.monotonic)
 
     @property

@@ -106,6 +106,11 @@ def test_sigterm_mid_job_exits_cleanly_and_resumes(server: ImageServer, tmp_path
     kinds = [e["event"] for e in daemon.events()]
     assert "daemon_stopping" in kinds and kinds[-1] == "daemon_stopped"
     assert "job_finished" not in kinds
+    # Its downloads outlasted the grace and were cancelled: the log still says
+    # which job was left for the next run, and how far it got.
+    (interrupted,) = daemon.events("job_interrupted")
+    assert interrupted["job"] == "long" and interrupted["ok"] >= 1
+    assert kinds.index("daemon_stopping") < kinds.index("job_interrupted")
     assert (daemon.inbox / "processing" / "long.txt").exists()
     assert os.listdir(daemon.inbox / "processing") == ["long.txt"]
     assert no_temp_files(daemon.output)

@@ -42,10 +42,12 @@ async def test_a_job_that_crashes_goes_to_failed_and_the_daemon_goes_on(
 ) -> None:
     real_run = job_module.Job.run
 
-    async def run_or_crash(self: job_module.Job) -> JobSummary:
+    async def run_or_crash(
+        self: job_module.Job, end: job_module.JobEnd | None = None
+    ) -> JobSummary:
         if self.name == "bad":
             raise RuntimeError("a bug met on this list")
-        return await real_run(self)
+        return await real_run(self, end)
 
     monkeypatch.setattr(job_module.Job, "run", run_or_crash)
     inbox = tmp_path / "inbox"

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from imgdl_watch.fetcher import Fetcher, FetchOptions
 from imgdl_watch.filesink import TEMP_PREFIX
 from imgdl_watch.job import Job
-from imgdl_watch.report import JobReport, ReportPaths
+from imgdl_watch.report import ReportPaths
 from imgdl_watch.retrypolicy import Backoff
 from tests.helpers import events, open_list, write_list
 from tests.imageserver import ImageServer, image_bytes
@@ -23,7 +23,7 @@ from tests.imageserver import ImageServer, image_bytes
 FAST = FetchOptions(retries=2, backoff=Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01))
 
 
-async def run(list_path: Path, output: Path, report: JobReport | None = None, workers: int = 8):  # type: ignore[no-untyped-def]
+async def run(list_path: Path, output: Path, report: ReportPaths | None = None, workers: int = 8):  # type: ignore[no-untyped-def]
     fd = open_list(list_path)
     try:
         async with Fetcher(FAST) as fetcher:
@@ -60,10 +60,8 @@ async def test_mixed_list_end_to_end(server: ImageServer, tmp_path: Path) -> Non
     ]
     list_path = write_list(tmp_path / "cats.txt", lines)
     paths = ReportPaths(str(tmp_path / "report.part"), str(tmp_path / "failed.part"))
-    report = JobReport(paths)
     with capture_logs() as logs:
-        summary = await run(list_path, tmp_path / "out", report)
-    report.close()
+        summary = await run(list_path, tmp_path / "out", paths)
     assert (summary.ok, summary.failed, summary.invalid, summary.duplicates) == (5, 4, 2, 1)
     assert summary.complete
     folder = tmp_path / "out" / "cats"

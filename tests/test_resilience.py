@@ -18,7 +18,7 @@ import imgdl_watch.filesink as filesink
 import imgdl_watch.report as report_module
 from imgdl_watch.fetcher import Fetcher, FetchOptions
 from imgdl_watch.job import Job
-from imgdl_watch.report import JobReport, ReportPaths
+from imgdl_watch.report import ReportPaths
 from imgdl_watch.retrypolicy import Backoff
 from tests.daemonproc import DaemonProcess, drop
 from tests.helpers import events, fill, open_list, write_list
@@ -65,7 +65,7 @@ async def test_enospc_injected(
     assert os.listdir(tmp_path / "out" / "j") == []
 
 
-async def test_a_report_that_cannot_be_written_stops_its_job_with_the_os_error(
+async def test_a_report_that_cannot_be_written_stops_its_job_with_inbox_error(
     server: ImageServer, tmp_path: Path, tiny_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The report lives in the inbox. Its disk filled while the job ran: the
@@ -74,20 +74,21 @@ async def test_a_report_that_cannot_be_written_stops_its_job_with_the_os_error(
     monkeypatch.setattr(report_module, "BUFFER_BYTES", 512)
     fill(tiny_disk)
     paths = ReportPaths(str(tiny_disk / "r.part"), str(tiny_disk / "f.part"))
-    report = JobReport(paths)
     # 150 lines: text passes to the buffer 8 KB at a time.
     urls = [f"{server.base}/img/rep/{i}.jpg" for i in range(150)]
     fd = open_list(write_list(tmp_path / "j.txt", urls))
     try:
         async with Fetcher(FAST) as fetcher:
-            job = Job(name="j", list_fd=fd, output=str(tmp_path), fetcher=fetcher, report=report)
-            with pytest.raises(OSError) as raised:
-                await job.run()
+            job = Job(name="j", list_fd=fd, output=str(tmp_path), fetcher=fetcher, report=paths)
+            with capture_logs() as logs:
+                summary = await job.run()
     finally:
         os.close(fd)
-    assert raised.value.errno == errno.ENOSPC
-    assert 0 < job.summary.ok < 150  # it stopped early
-    report.discard()  # once raised ENOSPC again, from the flush on close
+    (failed,) = events(logs, "job_failed")
+    assert failed["reason"] == "inbox_error" and summary.failure == "inbox_error"
+    assert os.strerror(errno.ENOSPC) in failed["detail"]
+    assert not summary.complete and 0 < summary.ok < 150  # it stopped early
+    # Its part files are gone, though closing them raised ENOSPC again.
     assert not os.path.exists(paths.report) and not os.path.exists(paths.failed)
     assert not [n for n in os.listdir(tmp_path / "j") if n.startswith(filesink.TEMP_PREFIX)]
 

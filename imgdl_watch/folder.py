@@ -1,0 +1,103 @@
+"""A job's folder: made and opened safely, swept of a crash's leftovers, and
+watched for free space.
+
+The folder is opened once, without following symlinks, and every file in it
+is reached through that descriptor (`filesink`), so that no symlink, neither
+the folder nor one planted inside it, is ever followed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+import trio
+
+from .errors import Interrupted
+from .filesink import TEMP_PREFIX
+
+# Seconds between checks of free space while it is below `min_free`.
+DISK_POLL_S = 5.0
+
+log = structlog.get_logger("imgdl_watch")
+
+
+def sweep_temp_files(dir_fd: int) -> int:
+    """Remove temporary files that a killed run left in a job folder."""
+    removed = 0
+    with os.scandir(dir_fd) as entries:
+        names = [e.name for e in entries if e.name.startswith(TEMP_PREFIX)]
+    for name in names:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def existing_images(dir_fd: int) -> set[str]:
+    """Names of the regular, non-empty files already in a job folder."""
+    found: set[str] = set()
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                if (
+                    entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_size
+                ):
+                    found.add(entry.name)
+            except OSError:
+                continue
+    return found
+
+
+def open_job_folder(parent: str, name: str) -> int:
+    """Create `parent/name` if needed and open it without following symlinks.
+
+    The output folder itself is created again if it went away while we ran.
+    """
+    os.makedirs(parent, exist_ok=True)
+    try:
+        os.mkdir(os.path.join(parent, name), 0o755)
+    except FileExistsError:
+        pass
+    return os.open(
+        os.path.join(parent, name), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    )
+
+
+class DiskSpace:
+    """Holds a job's downloads while its folder's filesystem has less than
+    `min_free` bytes free (`--min-free`): `disk_low` once, then `disk_ok`."""
+
+    __slots__ = ("_dir_fd", "_low", "_min_free", "_stopping")
+
+    def __init__(self, dir_fd: int, *, min_free: int, stopping: trio.Event) -> None:
+        self._dir_fd = dir_fd
+        self._min_free = min_free
+        self._stopping = stopping
+        self._low = False
+
+    def free_bytes(self) -> int:
+        # fstatvfs on the folder we hold: one fast system call, no thread hop.
+        st = os.fstatvfs(self._dir_fd)
+        return st.f_bavail * st.f_frsize
+
+    async def wait(self) -> None:
+        """Return once there is room; raise `Interrupted` if the stop comes first."""
+        if not self._min_free:
+            return
+        while (free := self.free_bytes()) < self._min_free:
+            if not self._low:
+                self._low = True
+                log.warning("disk_low", free_bytes=free, min_free=self._min_free)
+            with trio.move_on_after(DISK_POLL_S):
+                await self._stopping.wait()
+            if self._stopping.is_set():
+                raise Interrupted
+        if self._low:
+            self._low = False
+            log.info("disk_ok", free_bytes=free, min_free=self._min_free)

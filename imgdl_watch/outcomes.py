@@ -1,0 +1,132 @@
+"""What became of each line of a job's list, in one place.
+
+Every outcome does the same four things, here and nowhere else: it counts
+(the job's `JobSummary`), records the metric, logs its event, and writes its
+record to the report.
+
+    outcome     event                   metric: downloads_total   report record
+    invalid     url_invalid             -                         line, reason, excerpt
+    duplicate   url_duplicate (debug)   -                         line, url
+    skipped     download_skipped        {result="skipped"}        line, url, file
+    failed      download_failed         {result="failed"}         line, url, reason, attempts,
+                                                                  status
+    ok          download_ok             {result="ok"}, bytes,     line, url, file, bytes,
+                                        duration                  attempts
+
+A report that cannot be written (the inbox's disk is full) stops the job:
+its first error is kept in `report_error`, and `stop()` is called once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from . import errors as err
+from . import metrics
+from .fetcher import Downloaded
+from .listparse import InvalidLine, ListedUrl
+from .progress import JobSummary
+from .redact import excerpt, log_url
+
+log = structlog.get_logger("imgdl_watch")
+
+# How much of a failure's detail a log line carries; the reason is the identifier.
+DETAIL_CHARS = 120
+
+
+class Report(Protocol):
+    def record(self, **fields: Any) -> None: ...
+
+
+class Item(Protocol):
+    """A URL of the list on its way to a download."""
+
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+class Outcomes:
+    """Counts, metrics, log lines and report records of one job's URLs."""
+
+    __slots__ = ("_report", "_stop", "report_error", "summary")
+
+    def __init__(
+        self, summary: JobSummary, report: Report | None, *, stop: Callable[[], None]
+    ) -> None:
+        self.summary = summary
+        self._report = report
+        self._stop = stop
+        self.report_error: OSError | None = None
+
+    def invalid(self, entry: InvalidLine) -> None:
+        self.summary.invalid += 1
+        log.warning("url_invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt)
+        self._record(outcome="invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt)
+
+    def duplicate(self, entry: ListedUrl) -> None:
+        self.summary.duplicates += 1
+        log.debug("url_duplicate", line=entry.line, url=log_url(entry.url))
+        self._record(outcome="duplicate", line=entry.line, url=entry.url)
+
+    def skipped(self, entry: ListedUrl, file: str) -> None:
+        self.summary.skipped += 1
+        metrics.recorder.download("skipped")
+        log.info("download_skipped", url=log_url(entry.url), file=file)
+        self._record(outcome="skipped", line=entry.line, url=entry.url, file=file)
+
+    def failed(self, item: Item, exc: err.DownloadError) -> None:
+        self.summary.failed += 1
+        metrics.recorder.download("failed")
+        extra = {"status": exc.status} if exc.status is not None else {}
+        log.warning(
+            "download_failed",
+            url=log_url(item.url),
+            reason=exc.reason,
+            detail=excerpt(exc.detail, DETAIL_CHARS),
+            attempts=exc.attempts,
+            **extra,
+        )
+        self._record(
+            outcome="failed",
+            line=item.line,
+            url=item.url,
+            reason=exc.reason,
+            attempts=exc.attempts,
+            **extra,
+        )
+
+    def ok(self, item: Item, result: Downloaded) -> None:
+        summary = self.summary
+        summary.ok += 1
+        summary.bytes += result.bytes
+        metrics.recorder.download("ok", size=result.bytes, seconds=result.elapsed_s)
+        log.info(
+            "download_ok",
+            url=log_url(item.url),
+            file=result.file,
+            bytes=result.bytes,
+            elapsed_s=round(result.elapsed_s, 4),
+        )
+        self._record(
+            outcome="ok",
+            line=item.line,
+            url=item.url,
+            file=result.file,
+            bytes=result.bytes,
+            attempts=result.attempts,
+        )
+
+    def _record(self, **fields: Any) -> None:
+        if self._report is None or self.report_error is not None:
+            return
+        try:
+            self._report.record(**fields)
+        except OSError as exc:
+            self.report_error = exc
+            self._stop()
