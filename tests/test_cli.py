@@ -124,9 +124,11 @@ def test_the_open_file_limit_is_raised_as_far_as_the_settings_need(
     server: ImageServer, tmp_path: Path
 ) -> None:
     # 300 slow downloads at once need ~1900 descriptors. With the soft limit
-    # of 128 as it was, the run died of EMFILE ("internal error").
+    # of 128 as it was, the run died of EMFILE ("internal error"). Each takes
+    # a second, so that even a loaded machine opens them all before the first
+    # ends (at 0.3 s, one busy run peaked at 120).
     (tmp_path / "wide.txt").write_text(
-        "".join(f"{server.base}/slow/300/{i}.jpg\n" for i in range(300))
+        "".join(f"{server.base}/slow/1000/{i}.jpg\n" for i in range(300))
     )
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 4096:
