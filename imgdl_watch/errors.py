@@ -1,9 +1,10 @@
 """Why a download failed: one exception type per reason.
 
 httpx and the OS raise many exception types; the fetcher translates them at
-its boundary into this tree, so that everything above it (the retry policy,
-the job, the log) deals in stable reasons. `reason` is what `download_failed`
-logs, and what the report records.
+its boundary (`translate`) into this tree, so that everything above it (the
+retry policy, the job, the log) deals in stable reasons. `reason` is what
+`download_failed` logs and the report records; whether a retry may help is
+the branch a class sits on.
 
     DownloadError                      any failure of one URL
     ├── RetryableError                 a later attempt may succeed
@@ -11,20 +12,23 @@ logs, and what the report records.
     │   ├── TimedOut                   timeout: connect, stalled read, or total
     │   ├── ConnectionLost             connection_lost: reset or closed mid-way
     │   ├── Truncated                  truncated: body shorter than Content-Length
-    │   └── HttpStatusError*           http_error: 408, 429, 5xx (status, retry_after)
+    │   └── RetryableStatus            http_error: 408, 429, 5xx (status, retry_after)
     └── PermanentError                 retrying would give the same answer
-        ├── HttpStatusError*           http_error: any other status (status)
+        ├── RefusedStatus              http_error: any other status (status)
         ├── TooLarge                   too_large: over --max-bytes
         ├── NotAnImage                 not_an_image: neither image/* nor image bytes
-        ├── RedirectError              redirect_loop, too_many_redirects, bad_redirect
+        ├── RedirectError              too_many_redirects
+        │   ├── RedirectLoop           redirect_loop
+        │   └── BadRedirect            bad_redirect: not http(s), or unparseable
         ├── UnknownHost                unknown_host: DNS says the name does not exist
         ├── UntrustedCertificate       certificate_error: TLS verification failed
         ├── BlockedAddress             blocked_address: private-address guard
         ├── ProtocolError              protocol_error: not speaking HTTP
-        └── WriteFailed                write_error, or disk_full on ENOSPC
+        └── WriteFailed                write_error
+            └── DiskFull               disk_full: ENOSPC or EDQUOT
 
-    * HttpStatusError is retryable or not by its status, so it sits on both
-      branches: `retryable` says which.
+    RetryableStatus and RefusedStatus are both an HttpStatusError, which
+    carries the `status` (and, for 429 and 503, the server's `retry_after`).
 
 `Interrupted` is not a failure: the daemon is stopping, and the URL stays in
 the job for the next run.
@@ -42,11 +46,9 @@ class DownloadError(Exception):
     reason = "download_error"
     retryable = False
 
-    def __init__(self, detail: str = "", *, reason: str | None = None) -> None:
+    def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
-        if reason is not None:
-            self.reason = reason
-        # Attempts made before giving up; the fetcher sets it.
+        # Attempts made before giving up; the fetcher sets it, once.
         self.attempts = 0
         # The HTTP status, for an HTTP error.
         self.status: int | None = None
@@ -81,13 +83,23 @@ class Truncated(RetryableError):
 
 
 class HttpStatusError(DownloadError):
+    """An answer with a status that is neither the image nor a redirect."""
+
     reason = "http_error"
 
-    def __init__(self, status: int, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(self, status: int, *, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
-        self.retryable = retryable
+        # Seconds the server asked us to wait (Retry-After), if it did.
         self.retry_after = retry_after
+
+
+class RetryableStatus(RetryableError, HttpStatusError):
+    """408, 429 and 5xx: the server was busy or broken, not the request."""
+
+
+class RefusedStatus(PermanentError, HttpStatusError):
+    """Any other status (404, 403, ...): asking again gets the same answer."""
 
 
 class TooLarge(PermanentError):
@@ -100,6 +112,14 @@ class NotAnImage(PermanentError):
 
 class RedirectError(PermanentError):
     reason = "too_many_redirects"
+
+
+class RedirectLoop(RedirectError):
+    reason = "redirect_loop"
+
+
+class BadRedirect(RedirectError):
+    reason = "bad_redirect"
 
 
 class UnknownHost(PermanentError):
@@ -130,6 +150,10 @@ class ProtocolError(PermanentError):
 
 class WriteFailed(PermanentError):
     reason = "write_error"
+
+
+class DiskFull(WriteFailed):
+    reason = "disk_full"
 
 
 class JobError(Exception):

@@ -26,7 +26,7 @@ import secrets
 
 import trio
 
-from .errors import WriteFailed
+from .errors import DiskFull, WriteFailed
 
 # Bodies up to this size stay in memory until done; 64 downloads in flight
 # then hold at most 16 MiB. Larger bodies stream to disk in writes this big.
@@ -51,7 +51,7 @@ _TEMP_NAME_TRIES = 8
 
 def _write_error(exc: OSError) -> WriteFailed:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return WriteFailed(os.strerror(exc.errno), reason="disk_full")
+        return DiskFull(os.strerror(exc.errno))
     return WriteFailed(f"{exc.strerror or exc}")
 
 

@@ -20,16 +20,16 @@ REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 def next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:
     """Where `location` leads from `current`; `seen` holds every hop so far, and gets this one.
 
-    Raises `RedirectError` (`bad_redirect` or `redirect_loop`).
+    Raises `BadRedirect` or `RedirectLoop`.
     """
     try:
         target = current.join(location)
     except httpx.InvalidURL as exc:
-        raise err.RedirectError("unparseable Location", reason="bad_redirect") from exc
+        raise err.BadRedirect("unparseable Location") from exc
     if target.scheme not in ("http", "https") or not target.host:
-        raise err.RedirectError(f"redirect to {target.scheme}:", reason="bad_redirect")
+        raise err.BadRedirect(f"redirect to {target.scheme}:")
     key = str(target.copy_with(fragment=None))
     if key in seen:
-        raise err.RedirectError("redirect loop", reason="redirect_loop")
+        raise err.RedirectLoop("redirect loop")
     seen.add(key)
     return target

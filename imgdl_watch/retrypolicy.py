@@ -14,7 +14,7 @@ import email.utils
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import HttpStatusError
+from .errors import HttpStatusError, RefusedStatus, RetryableStatus
 
 # Statuses a retry can fix: the server was busy or broken, not the request.
 RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
@@ -68,4 +68,5 @@ def status_error(status: int, headers: Mapping[str, str], *, now: dt.datetime) -
     retry_after = None
     if status in RETRY_AFTER_STATUSES:
         retry_after = parse_retry_after(headers.get("retry-after"), now=now)
-    return HttpStatusError(status, retryable=status_is_retryable(status), retry_after=retry_after)
+    kind = RetryableStatus if status_is_retryable(status) else RefusedStatus
+    return kind(status, retry_after=retry_after)

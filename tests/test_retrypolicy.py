@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from imgdl_watch.retrypolicy import Backoff, parse_retry_after, status_is_retryable
+from imgdl_watch import errors as err
+from imgdl_watch.retrypolicy import Backoff, parse_retry_after, status_error, status_is_retryable
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -33,3 +34,33 @@ def test_parse_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now=NOW) == 0
     assert parse_retry_after("soon", now=NOW) is None
     assert parse_retry_after(None, now=NOW) is None
+
+
+def _concrete_errors() -> list[type[err.DownloadError]]:
+    found, todo = [], [err.DownloadError]
+    while todo:
+        kind = todo.pop()
+        todo.extend(kind.__subclasses__())
+        found.append(kind)
+    bases = {err.DownloadError, err.RetryableError, err.PermanentError, err.HttpStatusError}
+    return [k for k in found if k not in bases]
+
+
+def test_every_download_error_sits_on_one_branch_of_the_tree() -> None:
+    # Whether a retry may help is the branch a class is on, never an instance's say.
+    for kind in _concrete_errors():
+        retryable = issubclass(kind, err.RetryableError)
+        assert retryable != issubclass(kind, err.PermanentError), kind
+        assert kind.retryable is retryable, kind
+        assert "retryable" not in vars(kind) or kind in (err.RetryableError, err.PermanentError)
+
+
+def test_a_status_error_is_retryable_by_its_status() -> None:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for status, kind in [(404, err.RefusedStatus), (408, err.RetryableStatus),
+                         (429, err.RetryableStatus), (503, err.RetryableStatus),
+                         (403, err.RefusedStatus), (500, err.RetryableStatus)]:  # fmt: skip
+        error = status_error(status, {"retry-after": "7"}, now=now)
+        assert type(error) is kind and error.status == status
+        assert isinstance(error, err.HttpStatusError) and error.reason == "http_error"
+        assert error.retry_after == (7.0 if status in (429, 503) else None)
