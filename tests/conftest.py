@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import stamina
 
+from tests.daemonproc import kill_leftovers
 from tests.imageserver import ImageServer
 
 
@@ -45,3 +46,11 @@ def _stamina_active() -> Iterator[None]:
     # Retries are part of what we test: make sure no other test left them off.
     stamina.set_active(True)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test() -> Iterator[None]:
+    # A test that failed before stopping its daemons would leave them running
+    # (and loading the machine) for the rest of the suite.
+    yield
+    kill_leftovers()

@@ -16,6 +16,8 @@ from typing import Any
 from tests.helpers import with_open_files
 
 Event = dict[str, Any]
+# Every daemon a test started; the conftest kills what a test left running.
+STARTED: list[DaemonProcess] = []
 
 
 class DaemonProcess:
@@ -63,6 +65,7 @@ class DaemonProcess:
                 env={**os.environ, **(env or {})},
                 **_as_user(user),
             )
+        STARTED.append(self)
 
     def events(self, name: str | None = None) -> list[Event]:
         try:
@@ -119,6 +122,17 @@ class DaemonProcess:
         self.proc.kill()
         self.proc.wait()
         self._stderr.close()
+
+
+def kill_leftovers() -> list[str]:
+    """Kill every daemon still running; the names of those that were."""
+    left = []
+    while STARTED:
+        daemon = STARTED.pop()
+        if daemon.proc.poll() is None:
+            left.append(daemon.log_path.name)
+            daemon.kill()
+    return left
 
 
 def _as_user(user: tuple[int, int] | None) -> dict[str, Any]:

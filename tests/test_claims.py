@@ -170,10 +170,18 @@ def _lists(folder: Path) -> dict[str, str]:
 
 
 def _stop_both(*daemons: DaemonProcess) -> None:
+    """Stop every daemon, then say what went wrong with any of them (a daemon
+    left running by a failed test would load the machine for the rest of the run)."""
+    problems = []
     for daemon in daemons:
-        daemon.stop_cleanly()
+        try:
+            daemon.stop_cleanly()
+        except (AssertionError, subprocess.TimeoutExpired) as exc:
+            problems.append(str(exc))
         for bad in ("crashed", "job_crashed", "job_failed"):
-            assert not daemon.events(bad), (daemon.log_path, daemon.events(bad))
+            if daemon.events(bad):
+                problems.append(f"{daemon.log_path}: {daemon.events(bad)}")
+    assert not problems, problems
 
 
 def test_two_daemons_take_each_list_once(server: ImageServer, setup: Setup) -> None:
