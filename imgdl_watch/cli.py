@@ -220,7 +220,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from .daemon import Daemon  # noqa: PLC0415
 
     _check_writable_folder(settings.inbox, "inbox")
-    _check_writable_folder(settings.output or "downloads", "output")
+    _check_writable_folder(settings.output, "output")
     _ensure_open_files(settings, jobs=settings.max_jobs)
     if settings.metrics_port is not None:
         from . import metrics  # noqa: PLC0415 - prometheus-client only when asked for
@@ -286,7 +286,7 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
             return _fail(f"list {path} is not a regular file")
         # Standard input's list goes to OUTPUT/stdin/.
         fds.append(("stdin" if path == "-" else path, fd))
-    _check_writable_folder(settings.output or ".", "output")
+    _check_writable_folder(settings.output, "output")
     # Every list stays open from here, and one runs at a time.
     _ensure_open_files(settings, jobs=len(fds) + 1)
     # At a terminal: a progress bar, warnings above it, a summary after it.
@@ -299,7 +299,7 @@ def _fetch(settings: Settings, lists: list[str]) -> int:
 
                 with ProgressView() as view:
                     outcome = trio.run(partial(fetch_lists, view=view), settings, fds)
-                print(summary_paragraph(view.summaries, os.path.abspath(settings.output or ".")))
+                print(summary_paragraph(view.summaries, os.path.abspath(settings.output)))
             else:
                 outcome = trio.run(fetch_lists, settings, fds)
     finally:

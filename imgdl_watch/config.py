@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import __version__
+from .fetcher import FetchOptions
+from .job import JobOptions
 from .logs import LEVELS
-from .version import PROG
+from .version import PROG, __version__
 
 ENV_PREFIX = "IMGDL_WATCH_"
 USER_AGENT = f"{PROG}/{__version__}"
@@ -312,8 +313,11 @@ OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every option, resolved: the one place their defaults come from (`OPTIONS`)."""
+
     inbox: str
-    output: str | None
+    # Resolved: ./downloads for run, . for fetch, unless given.
+    output: str
     concurrency: int
     per_host: int
     max_jobs: int
@@ -428,3 +432,18 @@ def resolve(
     if values["output"] is None:
         values["output"] = "downloads" if command == "run" else "."
     return Settings(**values, config=config_path)
+
+
+def defaults(command: str = "run") -> Settings:
+    """Every option at its default, as `command` takes it."""
+    return resolve(command, {}, env={}, config_path=None)
+
+
+def fetch_options(settings: Settings) -> FetchOptions:
+    """The download side's options: the settings of the same names."""
+    shared = {f.name for f in dataclasses.fields(FetchOptions)} - {"backoff"}
+    return FetchOptions(**{name: getattr(settings, name) for name in shared})
+
+
+def job_options(settings: Settings) -> JobOptions:
+    return JobOptions(progress_interval_s=settings.progress_interval, min_free=settings.min_free)

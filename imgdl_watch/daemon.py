@@ -29,9 +29,9 @@ from functools import partial
 import structlog
 import trio
 
-from .config import Settings
+from .config import Settings, fetch_options, job_options
 from .errors import JobError, first_leaf
-from .fetcher import Fetcher, FetchOptions
+from .fetcher import Fetcher
 from .inbox import Claim, Inbox
 from .intake import Intake
 from .job import Job
@@ -58,11 +58,11 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.inbox = Inbox(settings.inbox)
-        self.output = os.path.abspath(settings.output or "downloads")
+        self.output = os.path.abspath(settings.output)
         self._notifier = notifier or Notifier()
         self._reload = reload
         self._log_output = log_output
-        self.fetcher = Fetcher(FetchOptions.from_settings(settings))
+        self.fetcher = Fetcher(fetch_options(settings))
         self._job_slots = trio.CapacityLimiter(settings.max_jobs)
         self.jobs: dict[str, Job] = {}
         self._stopping = False
@@ -137,12 +137,12 @@ class Daemon:
 
     async def _run_job(self, claim: Claim, slot_token: object) -> None:
         try:
-            job = Job.from_settings(
-                self.settings,
+            job = Job(
                 name=claim.stem,
                 list_fd=claim.fd,
                 output=self.output,
                 fetcher=self.fetcher,
+                options=job_options(self.settings),
                 report=self.inbox.report_paths(claim.stem),
             )
             self.jobs[claim.stem] = job

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import structlog
 import trio
 
-from .config import Settings
-from .fetcher import Fetcher, FetchOptions
+from .config import Settings, fetch_options, job_options
+from .fetcher import Fetcher
 from .job import Job
 from .naming import job_stem
 from .terminal import ProgressView
@@ -35,7 +35,7 @@ async def fetch_lists(
     period): temporary files go, finished images stay, and the next run
     skips them.
     """
-    output = os.path.abspath(settings.output or ".")  # noqa: ASYNC240 - no I/O, only the cwd
+    output = os.path.abspath(settings.output)  # noqa: ASYNC240 - no I/O, only the cwd
     interrupted = False
 
     async def on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
@@ -46,8 +46,7 @@ async def fetch_lists(
 
     all_ok = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        options = FetchOptions.from_settings(settings)
-        async with Fetcher(options) as fetcher, trio.open_nursery() as nursery:
+        async with Fetcher(fetch_options(settings)) as fetcher, trio.open_nursery() as nursery:
             nursery.start_soon(on_signal, signals, nursery.cancel_scope)
             if view is not None:
                 nursery.start_soon(view.refresh_loop)
@@ -68,7 +67,9 @@ async def _run_lists(
     all_ok = True
     for path, fd in lists:
         stem = job_stem(os.path.basename(path))
-        job = Job.from_settings(settings, name=stem, list_fd=fd, output=output, fetcher=fetcher)
+        job = Job(
+            name=stem, list_fd=fd, output=output, fetcher=fetcher, options=job_options(settings)
+        )
         if view is not None:
             view.add(job.summary)
         summary = await job.run()

@@ -50,7 +50,6 @@ from . import errors as err
 from . import metrics
 from .addressguard import guarding, literal_is_refused
 from .body import BodyRules, receive
-from .config import Settings
 from .filesink import FileSink, GroupCommit
 from .headers import RequestHeaders
 from .hostlimits import HostLimits, Verdict
@@ -69,38 +68,39 @@ log = structlog.get_logger("imgdl_watch")
 
 @dataclass(frozen=True, slots=True)
 class FetchOptions:
-    """Everything that shapes a download, as one value object."""
+    """Everything that shapes a download, as one value object.
+
+    `config.fetch_options` builds it from the settings of the same names,
+    where the defaults are; `backoff` is ours, not a setting.
+    """
 
     # Downloads in flight at once, across all jobs.
-    concurrency: int = 32
+    concurrency: int
     # Downloads in flight at once to one host (the ceiling of its adaptive limit).
-    per_host: int = 8
+    per_host: int
     # Retries after the first attempt.
-    retries: int = 4
+    retries: int
     # Largest body we save, in bytes.
-    max_bytes: int = 32 * 1024 * 1024
-    user_agent: str = "imgdl-watch"
+    max_bytes: int
+    user_agent: str
     # More request headers, (name, value), from `--header`.
-    header: tuple[tuple[str, str], ...] = ()
+    header: tuple[tuple[str, str], ...]
     # Seconds to establish a connection (TCP and TLS).
-    connect_timeout: float = 10.0
+    connect_timeout: float
     # Seconds a read may stall before the attempt fails.
-    read_timeout: float = 30.0
+    read_timeout: float
     # Seconds one attempt may take in all, however the bytes trickle in.
-    total_timeout: float = 300.0
+    total_timeout: float
     # Redirects followed before giving up.
-    max_redirects: int = 10
+    max_redirects: int
     # Save any Content-Type, not only images.
-    any_type: bool = False
+    any_type: bool
     # Refuse loopback, private, link-local and other non-public addresses.
-    block_private: bool = False
+    block_private: bool
     backoff: Backoff = field(default_factory=Backoff)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FetchOptions:
-        """The options of the same name in `settings` (all but `backoff`, which is ours)."""
-        shared = {f.name for f in dataclasses.fields(cls)} - {"backoff"}
-        return cls(**{name: getattr(settings, name) for name in shared})
+    def replace(self, **changes: object) -> FetchOptions:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

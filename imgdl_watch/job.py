@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 import trio
 
 from . import errors as err
-from .config import Settings
 from .errors import JobError
 from .feed import Feed, Work
 from .fetcher import Fetcher
 from .folder import DiskSpace, existing_images, open_job_folder, sweep_temp_files
 from .naming import candidates
 from .outcomes import Outcomes
-from .progress import PROGRESS_INTERVAL_S, JobSummary, report_progress
+from .progress import JobSummary, report_progress
 from .report import JobReport, ReportPaths
 
 # Worker tasks per download slot: while one writes its finished file to disk
@@ -40,6 +40,16 @@ from .report import JobReport, ReportPaths
 WORKERS_PER_SLOT = 2
 
 log = structlog.get_logger("imgdl_watch")
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What shapes a job besides its downloads (`config.job_options` builds it)."""
+
+    # Seconds between two `job_progress` events.
+    progress_interval_s: float
+    # No download starts while the folder's filesystem has less free (`--min-free`).
+    min_free: int
 
 
 class JobEnd(Protocol):
@@ -85,10 +95,9 @@ class Job:
         list_fd: int,
         output: str,
         fetcher: Fetcher,
+        options: JobOptions,
         workers: int | None = None,
         report: ReportPaths | None = None,
-        progress_interval_s: float = PROGRESS_INTERVAL_S,
-        min_free: int = 0,
     ) -> None:
         self.name = name
         self.summary = JobSummary(name)
@@ -102,8 +111,7 @@ class Job:
         self._slots = workers
         self._hired = 0
         self._report_paths = report
-        self._progress_interval_s = progress_interval_s
-        self._min_free = min_free
+        self._options = options
         # The whole job's: a report that cannot be written stops everything.
         self._whole = trio.CancelScope()
         self._existing: set[str] = set()
@@ -113,28 +121,6 @@ class Job:
         self._outcomes: Outcomes
         self._space: DiskSpace
         self._feed: Feed
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        name: str,
-        list_fd: int,
-        output: str,
-        fetcher: Fetcher,
-        report: ReportPaths | None = None,
-    ) -> Job:
-        """A job shaped by the options of `settings`, for the daemon and `fetch` alike."""
-        return cls(
-            name=name,
-            list_fd=list_fd,
-            output=output,
-            fetcher=fetcher,
-            report=report,
-            progress_interval_s=settings.progress_interval,
-            min_free=settings.min_free,
-        )
 
     async def run(self, end: JobEnd | None = None) -> JobSummary:
         """Run the list to its end, or until the fetcher is stopping; then `end` it."""
@@ -194,7 +180,7 @@ class Job:
             ) from exc
         try:
             self._space = DiskSpace(
-                self._dir_fd, min_free=self._min_free, stopping=self._fetcher.stopping
+                self._dir_fd, min_free=self._options.min_free, stopping=self._fetcher.stopping
             )
             self._existing = await trio.to_thread.run_sync(self._prepare_folder)
             feed = self._feed = Feed(
@@ -208,7 +194,9 @@ class Job:
             send, receive = trio.open_memory_channel[Work](0)
             with self._whole:
                 async with trio.open_nursery() as nursery, receive:
-                    nursery.start_soon(report_progress, self.summary, self._progress_interval_s)
+                    nursery.start_soon(
+                        report_progress, self.summary, self._options.progress_interval_s
+                    )
                     async with trio.open_nursery() as crew:
 
                         def hire() -> None:

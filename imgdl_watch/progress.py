@@ -16,9 +16,6 @@ from typing import Any
 import structlog
 import trio
 
-# Seconds between two `job_progress` events.
-PROGRESS_INTERVAL_S = 5.0
-
 log = structlog.get_logger("imgdl_watch")
 
 
@@ -118,7 +115,7 @@ class RateMeter:
         )
 
 
-async def report_progress(summary: JobSummary, interval_s: float = PROGRESS_INTERVAL_S) -> None:
+async def report_progress(summary: JobSummary, interval_s: float) -> None:
     """Log `job_progress` every `interval_s` seconds, until cancelled."""
     meter = RateMeter(summary, trio.current_time())
     while True:

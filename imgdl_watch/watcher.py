@@ -34,9 +34,6 @@ from .inbox import is_list_name
 STEP_MS = 20
 # Milliseconds over which awatch may group a burst of changes.
 DEBOUNCE_MS = 200
-# Seconds between scans when no event comes: they catch what events miss
-# (an inotify overflow, a network filesystem, a claim another daemon gave up).
-RESCAN_INTERVAL_S = 5.0
 
 
 class WatchBroken(Exception):
@@ -54,9 +51,7 @@ def inbox_filter(change: watchfiles.Change, path: str) -> bool:
     return is_list_name(name)
 
 
-def watchfiles_source(
-    *, rescan_interval_s: float = RESCAN_INTERVAL_S, force_polling: bool = False
-) -> ChangeSource:
+def watchfiles_source(*, rescan_interval_s: float, force_polling: bool = False) -> ChangeSource:
     """The real change source: awatch on the inbox, not recursive."""
 
     def source(folder: str, stop: trio.Event) -> AsyncIterator[object]:

@@ -1,10 +1,25 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from structlog.typing import EventDict
+
+from imgdl_watch import config
+from imgdl_watch.fetcher import FetchOptions
+from imgdl_watch.job import JobOptions
+
+
+def fetch_options(**changes: Any) -> FetchOptions:
+    """The download side's options at their defaults (the settings'), with `changes`."""
+    return config.fetch_options(config.defaults()).replace(**changes)
+
+
+def job_options(**changes: Any) -> JobOptions:
+    return dataclasses.replace(config.job_options(config.defaults()), **changes)
 
 
 def write_list(path: Path, lines: list[str]) -> Path:

@@ -6,7 +6,8 @@ import pytest
 
 from imgdl_watch import connections
 from imgdl_watch.connections import SLOT_CONNECTIONS, SlotConnections
-from imgdl_watch.fetcher import Fetcher, FetchOptions
+from imgdl_watch.fetcher import Fetcher
+from tests.helpers import fetch_options
 from tests.imageserver import ImageServer
 
 
@@ -14,7 +15,7 @@ async def test_a_slot_keeps_two_origins_and_closes_the_least_recently_used(out_f
     assert SLOT_CONNECTIONS == 2
     with ImageServer() as one, ImageServer() as two, ImageServer() as three:
         order = [one, two, one, two, three, one]
-        async with Fetcher(FetchOptions(concurrency=1, retries=0)) as fetcher:
+        async with Fetcher(fetch_options(concurrency=1, retries=0)) as fetcher:
             for number, server in enumerate(order):
                 name = f"{number}.jpg"
                 await fetcher.download(f"{server.base}/img/{name}", dir_fd=out_fd, name=name)

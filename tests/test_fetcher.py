@@ -19,6 +19,7 @@ from imgdl_watch.addressguard import AddressRefused, PublicOnlyResolver
 from imgdl_watch.fetcher import Fetcher, FetchOptions
 from imgdl_watch.filesink import TEMP_PREFIX
 from imgdl_watch.retrypolicy import Backoff
+from tests.helpers import fetch_options
 from tests.imageserver import GZIP_BOMB, ImageServer, image_bytes
 
 # Backoff small enough that retries cost milliseconds against a real server.
@@ -27,7 +28,7 @@ FAST = Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01)
 
 def options(**changes: Any) -> FetchOptions:
     base: dict[str, Any] = {"retries": 2, "backoff": FAST, "connect_timeout": 2, "read_timeout": 2}
-    return FetchOptions(**(base | changes))
+    return fetch_options(**(base | changes))
 
 
 async def get(server: ImageServer, out_fd: int, path: str, **opts: Any) -> str:

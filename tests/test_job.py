@@ -12,15 +12,15 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from imgdl_watch.fetcher import Fetcher, FetchOptions
+from imgdl_watch.fetcher import Fetcher
 from imgdl_watch.filesink import TEMP_PREFIX
 from imgdl_watch.job import Job
 from imgdl_watch.report import ReportPaths
 from imgdl_watch.retrypolicy import Backoff
-from tests.helpers import events, open_list, write_list
+from tests.helpers import events, fetch_options, job_options, open_list, write_list
 from tests.imageserver import ImageServer, image_bytes
 
-FAST = FetchOptions(retries=2, backoff=Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01))
+FAST = fetch_options(retries=2, backoff=Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01))
 
 
 async def run(list_path: Path, output: Path, report: ReportPaths | None = None, workers: int = 8):  # type: ignore[no-untyped-def]
@@ -32,6 +32,7 @@ async def run(list_path: Path, output: Path, report: ReportPaths | None = None, 
                 list_fd=fd,
                 output=str(output),
                 fetcher=fetcher,
+                options=job_options(),
                 workers=workers,
                 report=report,
             )
@@ -135,7 +136,14 @@ async def _job_in(
     tmp_path: Path, fetcher: Fetcher, lines: list[str], *, workers: int | None
 ) -> Job:
     fd = open_list(write_list(tmp_path / "list.txt", lines))
-    return Job(name="j", list_fd=fd, output=str(tmp_path / "out"), fetcher=fetcher, workers=workers)
+    return Job(
+        name="j",
+        list_fd=fd,
+        output=str(tmp_path / "out"),
+        fetcher=fetcher,
+        options=job_options(),
+        workers=workers,
+    )
 
 
 async def test_workers_are_hired_only_as_the_list_needs_them(
@@ -163,7 +171,7 @@ async def test_a_stop_ends_a_job_whose_workers_all_wait_to_retry(
     # One slot, so two workers; both wait out a backoff when the stop comes,
     # and the producer waits to hand over a third item. Both workers end at
     # their next attempt without taking it: the job must end, not wait for a taker.
-    options = FetchOptions(retries=5, backoff=Backoff(base_s=0.2, cap_s=0.2))
+    options = fetch_options(retries=5, backoff=Backoff(base_s=0.2, cap_s=0.2))
     async with Fetcher(options) as fetcher:
         urls = [f"{server.base}/status/500/{i}.jpg" for i in range(10)]
         job = await _job_in(tmp_path, fetcher, urls, workers=1)
@@ -184,7 +192,7 @@ async def test_a_stop_ends_a_job_whose_workers_all_wait_to_retry(
 async def test_a_reload_that_raises_concurrency_reaches_a_running_job(
     server: ImageServer, tmp_path: Path
 ) -> None:
-    options = FetchOptions(concurrency=2, per_host=50)
+    options = fetch_options(concurrency=2, per_host=50)
     async with Fetcher(options) as fetcher:
         urls = [f"{server.base}/slow/100/r{i}.jpg" for i in range(60)]
         job = await _job_in(tmp_path, fetcher, urls, workers=None)

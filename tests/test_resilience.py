@@ -16,22 +16,29 @@ from structlog.typing import EventDict
 
 import imgdl_watch.filesink as filesink
 import imgdl_watch.report as report_module
-from imgdl_watch.fetcher import Fetcher, FetchOptions
+from imgdl_watch.fetcher import Fetcher
 from imgdl_watch.job import Job
 from imgdl_watch.report import ReportPaths
 from imgdl_watch.retrypolicy import Backoff
 from tests.daemonproc import DaemonProcess, drop
-from tests.helpers import events, fill, open_list, write_list
+from tests.helpers import events, fetch_options, fill, job_options, open_list, write_list
 from tests.imageserver import ImageServer
 
-FAST = FetchOptions(retries=1, backoff=Backoff(base_s=0.001, cap_s=0.002))
+FAST = fetch_options(retries=1, backoff=Backoff(base_s=0.001, cap_s=0.002))
 
 
 async def run_job(list_path: Path, output: Path) -> tuple[Job, list[EventDict]]:
     fd = open_list(list_path)
     try:
         async with Fetcher(FAST) as fetcher:
-            job = Job(name="j", list_fd=fd, output=str(output), fetcher=fetcher, workers=4)
+            job = Job(
+                name="j",
+                list_fd=fd,
+                output=str(output),
+                fetcher=fetcher,
+                options=job_options(),
+                workers=4,
+            )
             with capture_logs() as logs:
                 await job.run()
     finally:
@@ -79,7 +86,14 @@ async def test_a_report_that_cannot_be_written_stops_its_job_with_inbox_error(
     fd = open_list(write_list(tmp_path / "j.txt", urls))
     try:
         async with Fetcher(FAST) as fetcher:
-            job = Job(name="j", list_fd=fd, output=str(tmp_path), fetcher=fetcher, report=paths)
+            job = Job(
+                name="j",
+                list_fd=fd,
+                output=str(tmp_path),
+                fetcher=fetcher,
+                options=job_options(),
+                report=paths,
+            )
             with capture_logs() as logs:
                 summary = await job.run()
     finally:
@@ -131,7 +145,12 @@ async def test_min_free_holds_downloads_until_stopped(server: ImageServer, tmp_p
     fd = open_list(list_path)
     async with Fetcher(FAST) as fetcher:
         job = Job(
-            name="j", list_fd=fd, output=str(tmp_path), fetcher=fetcher, workers=2, min_free=1 << 62
+            name="j",
+            list_fd=fd,
+            output=str(tmp_path),
+            fetcher=fetcher,
+            workers=2,
+            options=job_options(min_free=1 << 62),
         )
         with capture_logs() as logs:
             async with trio.open_nursery() as nursery:
@@ -156,10 +175,22 @@ async def test_short_list_is_not_starved_behind_a_huge_one(
     )
     big_fd, small_fd = open_list(big), open_list(small)
     progress_when_small_done = -1
-    async with Fetcher(FetchOptions(concurrency=4, per_host=4)) as fetcher:
-        big_job = Job(name="big", list_fd=big_fd, output=str(tmp_path), fetcher=fetcher, workers=4)
+    async with Fetcher(fetch_options(concurrency=4, per_host=4)) as fetcher:
+        big_job = Job(
+            name="big",
+            list_fd=big_fd,
+            output=str(tmp_path),
+            fetcher=fetcher,
+            options=job_options(),
+            workers=4,
+        )
         small_job = Job(
-            name="small", list_fd=small_fd, output=str(tmp_path), fetcher=fetcher, workers=4
+            name="small",
+            list_fd=small_fd,
+            output=str(tmp_path),
+            fetcher=fetcher,
+            options=job_options(),
+            workers=4,
         )
 
         async def run_small() -> None:

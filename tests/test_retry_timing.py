@@ -11,9 +11,10 @@ import httpx
 import trio
 import trio.testing
 
-from imgdl_watch.fetcher import Fetcher, FetchOptions
+from imgdl_watch.fetcher import Fetcher
 from imgdl_watch.hostlimits import HostLimits, Verdict
 from imgdl_watch.retrypolicy import Backoff
+from tests.helpers import fetch_options
 
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100
 
@@ -36,7 +37,7 @@ def fetch_with(answers: list[httpx.Response], tmp: str, **opts: object) -> list[
     async def main() -> None:
         fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            options = FetchOptions(total_timeout=1e9, **opts)  # type: ignore[arg-type]
+            options = fetch_options(total_timeout=1e9, **opts)
             async with Fetcher(options, transport=transport(answers, seen)) as fetcher:
                 await fetcher.download("http://h.example/a.jpg", dir_fd=fd, name="a.jpg")
         finally:
@@ -136,7 +137,7 @@ def test_busy_host_gets_fewer_requests_at_once(tmp_path: os.PathLike[str]) -> No
         def handle(request: httpx.Request) -> httpx.Response:
             return answers[request.url.path].pop(0)
 
-        options = FetchOptions(per_host=4, total_timeout=1e9)
+        options = fetch_options(per_host=4, total_timeout=1e9)
         mock = httpx.MockTransport(handle)
         async with Fetcher(options, transport=mock) as fetcher, trio.open_nursery() as nursery:
             for i in range(4):
@@ -152,7 +153,7 @@ def test_busy_host_gets_fewer_requests_at_once(tmp_path: os.PathLike[str]) -> No
 
 def test_reloaded_limits_never_share_a_slot() -> None:
     async def main() -> None:
-        fetcher = Fetcher(FetchOptions(concurrency=4))
+        fetcher = Fetcher(fetch_options(concurrency=4))
         fetcher.set_limits(concurrency=2, per_host=8)
         fetcher.set_limits(concurrency=6, per_host=8)
         assert sorted(fetcher._free_slots) == list(range(6))  # no id twice
@@ -164,6 +165,7 @@ def test_reloaded_limits_never_share_a_slot() -> None:
 
 
 def test_fetch_options_come_from_the_settings_of_the_same_name() -> None:
+    from imgdl_watch.config import fetch_options as fetch_options_from
     from imgdl_watch.config import resolve
 
     flags = {
@@ -173,7 +175,7 @@ def test_fetch_options_come_from_the_settings_of_the_same_name() -> None:
         "any_type": "true",
         "user_agent": "x/1",
     }
-    options = FetchOptions.from_settings(resolve("fetch", flags, env={}, config_path=None))
+    options = fetch_options_from(resolve("fetch", flags, env={}, config_path=None))
     assert (options.retries, options.per_host, options.max_bytes) == (7, 3, 5 * 1024**2)
     assert options.any_type is True and options.user_agent == "x/1"
-    assert options.concurrency == 32 and options.backoff == FetchOptions().backoff
+    assert options.concurrency == 32 and options.backoff == Backoff()
