@@ -7,6 +7,10 @@ failed, 130 when interrupted. No traceback reaches the terminal.
 
 from __future__ import annotations
 
+# First, before anything imports structlog (see `startup`).
+from . import startup  # noqa: F401
+
+# isort: split
 import argparse
 import contextlib
 import json

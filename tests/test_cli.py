@@ -249,8 +249,9 @@ def test_every_option_is_in_the_readme_and_in_help() -> None:
 def test_startup_skips_what_structlog_imports_for_nothing() -> None:
     # rich and asyncio cost ~45 ms of every command; structlog still works,
     # and its async log methods (the one use of asyncio) import it on demand.
+    # The command line does it (`startup`), first thing: the package does not.
     probe = """
-import sys, imgdl_watch, structlog
+import sys, imgdl_watch.cli, structlog
 assert "rich" not in sys.modules and "asyncio" not in sys.modules, sorted(sys.modules)
 import asyncio
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stdout))

@@ -1,0 +1,46 @@
+"""The command line's start-up: structlog imported without what we never use.
+
+structlog imports two things for features we do not use: rich, when it is
+installed, only to draw tracebacks at a terminal (ours go to the JSON log),
+and asyncio, only inside its async log methods. For that one import, rich is
+hidden (the progress bar of `fetch` imports rich itself, later, when it
+draws one), and structlog gets a stand-in for asyncio that imports the real
+one on first use. (`importlib.util.LazyLoader` cannot do this: the `import`
+statement itself reads the module's `__spec__`, and that loads it.)
+
+Importing this module does it: the command line imports it first, before
+anything else can import structlog. A one-shot `fetch` pays for its imports
+in wall time, a daemon once. What it saves, measured as in
+benchmarks/README.md ("Start-up"), is written there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+
+class _ImportOnUse(types.ModuleType):
+    def __getattr__(self, name: str) -> object:
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def import_structlog_lean() -> None:
+    """Import structlog with rich hidden and asyncio deferred; a no-op once imported."""
+    if "structlog" in sys.modules:
+        return
+    stand_ins: dict[str, types.ModuleType | None] = {
+        "rich": None,
+        "asyncio": _ImportOnUse("asyncio"),
+    }
+    stand_ins = {name: mod for name, mod in stand_ins.items() if name not in sys.modules}
+    sys.modules.update(stand_ins)  # type: ignore[arg-type]
+    try:
+        import structlog  # noqa: F401, PLC0415
+    finally:
+        for name in stand_ins:
+            del sys.modules[name]
+
+
+import_structlog_lean()
