@@ -38,6 +38,7 @@ from .job import Job
 from .logs import LogOutput
 from .openfiles import ensure_open_files, files_needed
 from .progress import JobSummary
+from .report import ReportPaths
 from .sdnotify import Notifier
 from .status import StatusFile, adopt_history
 from .statusreport import StatusReporter
@@ -143,7 +144,7 @@ class Daemon:
                 output=self.output,
                 fetcher=self.fetcher,
                 options=job_options(self.settings),
-                report=self.inbox.report_paths(claim.stem),
+                report=ReportPaths(*self.inbox.parts(claim.stem)),
             )
             self.jobs[claim.stem] = job
             await job.run(_InboxEnd(self, claim))
@@ -157,8 +158,7 @@ class Daemon:
                 error=f"{type(leaf).__name__}: {leaf}",
                 traceback="".join(traceback.format_exception(exc)),
             )
-            paths = self.inbox.report_paths(claim.stem)
-            await trio.to_thread.run_sync(lambda: self.inbox.fail(claim, paths))
+            await trio.to_thread.run_sync(lambda: self.inbox.fail(claim))
         finally:
             # Cancelled too (stop after grace, or a second signal): the list
             # stays in processing/. Plain syscalls, which run in a cancelled scope.
@@ -227,17 +227,16 @@ class _InboxEnd:
     def __init__(self, daemon: Daemon, claim: Claim) -> None:
         self._daemon = daemon
         self._claim = claim
-        self._paths = daemon.inbox.report_paths(claim.stem)
         self._held_back = daemon.intake.hold_back.started(claim.stem)
 
     async def publish(self, summary: JobSummary) -> None:
-        inbox, claim, paths = self._daemon.inbox, self._claim, self._paths
-        await trio.to_thread.run_sync(lambda: inbox.finish(claim, paths, failed=summary.failed))
+        inbox, claim = self._daemon.inbox, self._claim
+        await trio.to_thread.run_sync(lambda: inbox.finish(claim, failed=summary.failed))
         self._daemon.reporter.status.finished(claim.stem, summary.finished_fields())
 
     async def give_up(self, error: JobError) -> None:
-        inbox, claim, paths = self._daemon.inbox, self._claim, self._paths
-        await trio.to_thread.run_sync(lambda: inbox.fail(claim, paths))
+        inbox, claim = self._daemon.inbox, self._claim
+        await trio.to_thread.run_sync(lambda: inbox.fail(claim))
 
     def retry_in(self) -> float:
         hold_back = self._daemon.intake.hold_back

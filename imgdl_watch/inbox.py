@@ -6,9 +6,7 @@ where they go.
     INBOX/done/             finished lists, with <name>.report.jsonl beside each
     INBOX/failed/           the URLs that failed, one per line, ready to re-drop
 
-**Complete.** A file is taken once its size and mtime have not changed for
-`settle` seconds (`SettleTracker`, pure logic). A list renamed in with an old
-mtime is therefore taken at once; a list still being written is not.
+**Complete.** A file is taken once it has settled (`settle`).
 
 **Claim.** A list is claimed under its stem's lock (`locks`): the claimer
 takes the lock of `job_stem(name)`, makes sure no job of that stem waits in
@@ -37,11 +35,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from .locks import LOCK_SUFFIX, PUBLISH_LOCK, HeldLock, holding, try_lock
 from .naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem
-from .report import ReportPaths
+from .settle import Seen
 
 LIST_SUFFIX = ".txt"
 PROCESSING = "processing"
@@ -59,48 +58,12 @@ def is_list_name(name: str) -> bool:
     return name.lower().endswith(LIST_SUFFIX) and not name.startswith(_TEMP_PREFIXES)
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """What a stat of an inbox candidate showed."""
+class Parts(NamedTuple):
+    """Where a running job's report and its list of failures are written, in
+    processing/ (hidden), until `Inbox.finish` publishes them."""
 
-    size: int
-    mtime_ns: int
-
-
-@dataclass(slots=True)
-class SettleTracker:
-    """Decides when a candidate is complete: unchanged for `settle_s` seconds.
-
-    Pure logic: the caller feeds it observations and the current time.
-    """
-
-    settle_s: float
-    _since: dict[str, tuple[Seen, float]] = field(default_factory=dict)
-
-    def observe(self, name: str, seen: Seen, now: float, mtime_age_s: float) -> None:
-        previous = self._since.get(name)
-        if previous is not None and previous[0] == seen:
-            return
-        # Unchanged since its mtime: a file last written `mtime_age_s` ago has
-        # already been quiet that long, even if we only now notice it.
-        self._since[name] = (seen, now - max(mtime_age_s, 0.0))
-
-    def forget_missing(self, present: set[str]) -> None:
-        for name in [n for n in self._since if n not in present]:
-            del self._since[name]
-
-    def forget(self, name: str) -> None:
-        self._since.pop(name, None)
-
-    def ready(self, now: float) -> list[str]:
-        """Settled names, oldest first."""
-        settled = [(t, n) for n, (_, t) in self._since.items() if now - t >= self.settle_s]
-        return [n for _, n in sorted(settled)]
-
-    def next_deadline(self, now: float) -> float | None:
-        """When the next name that is not settled yet will be, if unchanged."""
-        pending = [t + self.settle_s for _, t in self._since.values() if t + self.settle_s > now]
-        return min(pending, default=None)
+    report: str
+    failed: str
 
 
 @dataclass(slots=True)
@@ -170,8 +133,8 @@ class Inbox:
                 found[entry.name] = Seen(st.st_size, st.st_mtime_ns)
         return found, ignored
 
-    def report_paths(self, stem: str) -> ReportPaths:
-        return ReportPaths(
+    def parts(self, stem: str) -> Parts:
+        return Parts(
             report=os.path.join(self.processing, f".{stem}.report.part"),
             failed=os.path.join(self.processing, f".{stem}.failed.part"),
         )
@@ -240,9 +203,10 @@ class Inbox:
             lock.release()
         return None
 
-    def finish(self, claim: Claim, report: ReportPaths, *, failed: int) -> str:
+    def finish(self, claim: Claim, *, failed: int) -> str:
         """Publish a finished job: list to done/, report beside it, failures to
         failed/. The claim is still held: the caller releases it."""
+        report = self.parts(claim.stem)
         with holding(self.locks, PUBLISH_LOCK):
             done_path = _move_unique(claim.path, self.done, claim.published_name)
             done_stem = os.path.basename(done_path)[: -len(LIST_SUFFIX)]
@@ -253,9 +217,10 @@ class Inbox:
                 _unlink_quietly(report.failed)
         return done_path
 
-    def fail(self, claim: Claim, report: ReportPaths) -> str:
+    def fail(self, claim: Claim) -> str:
         """A list that could not run at all goes to failed/ as it is, to retry
         later. The claim is still held: the caller releases it."""
+        report = self.parts(claim.stem)
         with holding(self.locks, PUBLISH_LOCK):
             path = _move_unique(claim.path, self.failed, claim.published_name)
         _unlink_quietly(report.report)

@@ -25,7 +25,8 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from .inbox import Claim, Inbox, SettleTracker
+from .inbox import Claim, Inbox
+from .settle import SettleTracker
 from .watcher import ChangeSource, WatchBroken, watch
 
 # Names reported by `file_ignored` are remembered so each is reported once;

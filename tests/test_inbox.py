@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imgdl_watch.inbox import Claim, Inbox, Seen, SettleTracker, is_list_name
+from imgdl_watch.inbox import Claim, Inbox, is_list_name
+from imgdl_watch.settle import Seen, SettleTracker
 
 
 def test_list_names() -> None:
@@ -68,18 +69,18 @@ def test_claim_is_exclusive_and_finish_never_overwrites(inbox: Inbox) -> None:
     (root / "cats.txt").write_text("two\n")
     assert inbox.claim("cats.txt") is None  # same stem is running
     assert inbox.leftovers() == []  # locked by us
-    paths = inbox.report_paths(claim.stem)
+    paths = inbox.parts(claim.stem)
     Path(paths.report).write_text("{}\n")
     Path(paths.failed).write_text("http://x/a.jpg\n")
-    inbox.finish(claim, paths, failed=1)
+    inbox.finish(claim, failed=1)
     assert inbox.claim("cats.txt") is None  # published, but the stem is still held
     claim.release()
     again = inbox.claim("cats.txt")
     assert again is not None
-    paths = inbox.report_paths(again.stem)
+    paths = inbox.parts(again.stem)
     Path(paths.report).write_text("{}\n")
     Path(paths.failed).write_text("http://x/b.jpg\n")
-    inbox.finish(again, paths, failed=1)
+    inbox.finish(again, failed=1)
     again.release()
     assert sorted(os.listdir(inbox.done)) == [
         "cats.1.report.jsonl",
@@ -102,11 +103,11 @@ def test_leftovers_of_a_dead_owner_are_resumable(inbox: Inbox) -> None:
 
 
 def _publish(inbox: Inbox, claim: Claim, *, failed: int = 0) -> str:
-    paths = inbox.report_paths(claim.stem)
+    paths = inbox.parts(claim.stem)
     Path(paths.report).write_text("{}\n")
     Path(paths.failed).write_text("http://x/a.jpg\n" if failed else "")
     try:
-        return inbox.finish(claim, paths, failed=failed)
+        return inbox.finish(claim, failed=failed)
     finally:
         claim.release()
 
@@ -232,10 +233,10 @@ def test_a_list_with_the_longest_name_finishes_twice(inbox: Inbox, name: str) ->
         claim = inbox.claim(name)
         assert claim is not None
         stems.add(claim.stem)
-        paths = inbox.report_paths(claim.stem)
+        paths = inbox.parts(claim.stem)
         Path(paths.report).write_text("{}\n")
         Path(paths.failed).write_text("http://x/a.jpg\n")
-        inbox.finish(claim, paths, failed=1)
+        inbox.finish(claim, failed=1)
         claim.release()
     (stem,) = stems
     kept = name if len(name.encode()) <= 240 else stem + ".txt"
