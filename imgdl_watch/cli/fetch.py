@@ -1,0 +1,154 @@
+"""`imgdl-watch fetch LIST...`: the same job engine, without an inbox.
+
+Each list runs in turn into OUTPUT/<stem>/; at a terminal, with a progress
+bar (`terminal`). A pipe is copied to an unnamed file first, since a job
+reads its list from the start.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shlex
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from functools import partial
+
+import trio
+
+from ..config import Settings, fetch_options, job_options
+from ..fetcher import Fetcher
+from ..job import Job
+from ..naming import job_stem
+from ..version import PROG
+from .common import check_writable_folder, closing_log, ensure_open_files, fail, open_log, tell
+from .parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from .terminal import ProgressView, summary_paragraph
+
+
+class Outcome(enum.Enum):
+    OK = "every URL succeeded"
+    FAILED = "some URL failed or was invalid"
+    INTERRUPTED = "stopped by SIGINT, SIGTERM or SIGHUP"
+
+
+async def fetch_lists(
+    settings: Settings, lists: list[tuple[str, int]], *, view: ProgressView | None = None
+) -> Outcome:
+    """Run each list in turn, until done or until SIGINT, SIGTERM or SIGHUP
+    (the terminal was closed).
+
+    A signal cancels everything at once (a one-shot command has no grace
+    period): temporary files go, finished images stay, and the next run
+    skips them.
+    """
+    output = os.path.abspath(settings.output)  # noqa: ASYNC240 - no I/O, only the cwd
+    interrupted = False
+
+    async def on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+        nonlocal interrupted
+        async for _signum in signals:  # pragma: no branch
+            interrupted = True
+            scope.cancel()
+
+    all_ok = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with Fetcher(fetch_options(settings)) as fetcher, trio.open_nursery() as nursery:
+            nursery.start_soon(on_signal, signals, nursery.cancel_scope)
+            if view is not None:
+                nursery.start_soon(view.refresh_loop)
+            all_ok = await _run_lists(settings, lists, fetcher, output, view)
+            nursery.cancel_scope.cancel()
+    if interrupted:
+        return Outcome.INTERRUPTED
+    return Outcome.OK if all_ok else Outcome.FAILED
+
+
+async def _run_lists(
+    settings: Settings,
+    lists: list[tuple[str, int]],
+    fetcher: Fetcher,
+    output: str,
+    view: ProgressView | None,
+) -> bool:
+    all_ok = True
+    for path, fd in lists:
+        stem = job_stem(os.path.basename(path))
+        job = Job(
+            name=stem, list_fd=fd, output=output, fetcher=fetcher, options=job_options(settings)
+        )
+        if view is not None:
+            view.add(job.summary)
+        summary = await job.run()
+        all_ok = all_ok and summary.failure is None and not (summary.failed or summary.invalid)
+    return all_ok
+
+
+def fetch(settings: Settings, lists: list[str]) -> int:
+    fds = []
+    for path in lists:
+        try:
+            fd = _open_list(path)
+        except FileNotFoundError:
+            if "://" in path:
+                return fail(
+                    f"{path} is a URL, not a list: put URLs in a file, one per line,"
+                    f" or pipe them in: echo {shlex.quote(path)} | {PROG} fetch -"
+                )
+            return fail(f"cannot read list {path}: no such file")
+        except OSError as exc:
+            return fail(f"cannot read list {path}: {exc.strerror}")
+        if fd is None:
+            return fail(f"list {path} is not a regular file")
+        # Standard input's list goes to OUTPUT/stdin/.
+        fds.append(("stdin" if path == "-" else path, fd))
+    check_writable_folder(settings.output, "output")
+    # Every list stays open from here, and one runs at a time.
+    ensure_open_files(settings, jobs=len(fds) + 1)
+    # At a terminal: a progress bar, warnings above it, a summary after it.
+    interactive = settings.log_format == "auto" and sys.stdout.isatty()
+    output = open_log(settings, stream_level="warning" if interactive else "debug")
+    try:
+        with closing_log(output):
+            if interactive:
+                with ProgressView() as view:
+                    outcome = trio.run(partial(fetch_lists, view=view), settings, fds)
+                print(summary_paragraph(view.summaries, os.path.abspath(settings.output)))
+            else:
+                outcome = trio.run(fetch_lists, settings, fds)
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+    if outcome is Outcome.INTERRUPTED:
+        tell("interrupted; run the same command again to finish")
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome is Outcome.OK else EXIT_FAILED
+
+
+def _open_list(path: str) -> int | None:
+    """A readable, seekable descriptor of the list at `path` (`-`: standard input).
+
+    A pipe (`-`, `/dev/stdin`, `<(command)`) is copied to an unnamed
+    temporary file first: a job reads its list from the start. None for a
+    folder or a device, which are not lists.
+    """
+    source = (
+        os.dup(sys.stdin.fileno()) if path == "-" else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    )
+    mode = os.fstat(source).st_mode
+    if stat.S_ISREG(mode):
+        return source
+    if not stat.S_ISFIFO(mode) and not stat.S_ISSOCK(mode) and not os.isatty(source):
+        os.close(source)
+        return None
+    with os.fdopen(source, "rb") as stream:
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - its descriptor outlives this call
+        shutil.copyfileobj(stream, spool)
+        spool.flush()
+    fd = os.dup(spool.fileno())
+    spool.close()
+    return fd

@@ -1,0 +1,37 @@
+"""`imgdl-watch run`: the daemon, with its folders checked and its log open."""
+
+from __future__ import annotations
+
+import argparse
+
+import trio
+
+from ..config import ConfigError, Settings
+from ..daemon import Daemon
+from .common import (
+    check_writable_folder,
+    closing_log,
+    ensure_open_files,
+    open_log,
+    settings_for,
+)
+from .parser import EXIT_OK
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    check_writable_folder(settings.inbox, "inbox")
+    check_writable_folder(settings.output, "output")
+    ensure_open_files(settings, jobs=settings.max_jobs)
+    if settings.metrics_port is not None:
+        from .. import metrics  # noqa: PLC0415 - prometheus-client only when asked for
+
+        try:
+            metrics.serve(settings.metrics_port, settings.metrics_bind)
+        except OSError as exc:
+            where = f"{settings.metrics_bind}:{settings.metrics_port}"
+            raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror}") from None
+    output = open_log(settings)
+    daemon = Daemon(settings, reload=lambda: settings_for("run", args), log_output=output)
+    with closing_log(output):
+        trio.run(daemon.run)
+    return EXIT_OK
