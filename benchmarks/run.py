@@ -313,8 +313,8 @@ def million_lines(srv: servers.Servers, lines: int) -> dict[str, float]:
 
 _DEDUPE_PROBE = """
 import json, os, resource, sys
-from imgdl_watch.dedupe import Dedupe
-from imgdl_watch.feed import read_entries as _read_entries
+from imgdl_watch.job.dedupe import Dedupe
+from imgdl_watch.job.feed import read_entries as _read_entries
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 fd = os.open(sys.argv[1], os.O_RDONLY)
 dedupe = Dedupe()

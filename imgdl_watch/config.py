@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .fetcher import FetchOptions
-from .job import JobOptions
-from .logs import LEVELS
+from .download.fetcher import FetchOptions
+from .job.job import JobOptions
+from .service.logs import LEVELS
 from .version import PROG, __version__
 
 ENV_PREFIX = "IMGDL_WATCH_"

@@ -9,8 +9,8 @@ from typing import Any
 from structlog.typing import EventDict
 
 from imgdl_watch import config
-from imgdl_watch.fetcher import FetchOptions
-from imgdl_watch.job import JobOptions
+from imgdl_watch.download.fetcher import FetchOptions
+from imgdl_watch.job.job import JobOptions
 
 
 def fetch_options(**changes: Any) -> FetchOptions:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from imgdl_watch import connections
-from imgdl_watch.connections import SLOT_CONNECTIONS, SlotConnections
-from imgdl_watch.fetcher import Fetcher
+from imgdl_watch.download import connections
+from imgdl_watch.download.connections import SLOT_CONNECTIONS, SlotConnections
+from imgdl_watch.download.fetcher import Fetcher
 from tests.helpers import fetch_options
 from tests.imageserver import ImageServer
 

@@ -11,10 +11,10 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-import imgdl_watch.job as job_module
+import imgdl_watch.job.job as job_module
 from imgdl_watch.config import resolve
-from imgdl_watch.daemon import Daemon
-from imgdl_watch.progress import JobSummary
+from imgdl_watch.job.progress import JobSummary
+from imgdl_watch.service.daemon import Daemon
 from tests.helpers import events
 from tests.imageserver import ImageServer
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
-import imgdl_watch.filesink as filesink
+import imgdl_watch.download.filesink as filesink
 from imgdl_watch import errors as err
-from imgdl_watch.filesink import TEMP_PREFIX, FileSink, GroupCommit
+from imgdl_watch.download.filesink import TEMP_PREFIX, FileSink, GroupCommit
 
 
 async def publish(commit: GroupCommit, dir_fd: int, name: str, body: bytes) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imgdl_watch.imagecheck import disguised, is_image_type, sniff
+from imgdl_watch.download.imagecheck import disguised, is_image_type, sniff
 
 
 @pytest.mark.parametrize(

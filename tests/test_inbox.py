@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imgdl_watch.inbox import Claim, Inbox, is_list_name
-from imgdl_watch.settle import Seen, SettleTracker
+from imgdl_watch.inbox.lifecycle import Claim, Inbox, is_list_name
+from imgdl_watch.inbox.settle import Seen, SettleTracker
 
 
 def test_list_names() -> None:

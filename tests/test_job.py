@@ -12,11 +12,11 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from imgdl_watch.fetcher import Fetcher
-from imgdl_watch.filesink import TEMP_PREFIX
-from imgdl_watch.job import Job
-from imgdl_watch.report import ReportPaths
-from imgdl_watch.retrypolicy import Backoff
+from imgdl_watch.download.fetcher import Fetcher
+from imgdl_watch.download.filesink import TEMP_PREFIX
+from imgdl_watch.download.retrypolicy import Backoff
+from imgdl_watch.job.job import Job
+from imgdl_watch.job.report import ReportPaths
 from tests.helpers import events, fetch_options, job_options, open_list, write_list
 from tests.imageserver import ImageServer, image_bytes
 

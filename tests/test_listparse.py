@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imgdl_watch.listparse import (
+from imgdl_watch.job.listparse import (
     MAX_LINE_BYTES,
     InvalidLine,
     ListedUrl,

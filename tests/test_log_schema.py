@@ -31,7 +31,7 @@ def documented() -> dict[str, set[str]]:
 
 def emitted_in_source() -> set[str]:
     names = set()
-    for path in (ROOT / "imgdl_watch").glob("*.py"):
+    for path in (ROOT / "imgdl_watch").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Call)
@@ -77,7 +77,7 @@ def failure_reasons_in_source() -> set[str]:
     """Every `reason` a download can fail with: each error class's own, and
     each `reason=` given to an error's constructor."""
     reasons: set[str] = set()
-    for path in (ROOT / "imgdl_watch").glob("*.py"):
+    for path in (ROOT / "imgdl_watch").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef):
                 for stmt in node.body:

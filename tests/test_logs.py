@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
-from imgdl_watch import logs
+from imgdl_watch.service import logs
 from tests.daemonproc import DaemonProcess, drop
 from tests.helpers import fill
 from tests.imageserver import ImageServer

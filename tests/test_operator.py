@@ -17,7 +17,7 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from imgdl_watch.progress import JobSummary, report_progress
+from imgdl_watch.job.progress import JobSummary, report_progress
 from tests.daemonproc import DaemonProcess, drop
 from tests.imageserver import ImageServer
 

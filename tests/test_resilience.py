@@ -14,12 +14,12 @@ import trio
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-import imgdl_watch.filesink as filesink
-import imgdl_watch.report as report_module
-from imgdl_watch.fetcher import Fetcher
-from imgdl_watch.job import Job
-from imgdl_watch.report import ReportPaths
-from imgdl_watch.retrypolicy import Backoff
+import imgdl_watch.download.filesink as filesink
+import imgdl_watch.job.report as report_module
+from imgdl_watch.download.fetcher import Fetcher
+from imgdl_watch.download.retrypolicy import Backoff
+from imgdl_watch.job.job import Job
+from imgdl_watch.job.report import ReportPaths
 from tests.daemonproc import DaemonProcess, drop
 from tests.helpers import events, fetch_options, fill, job_options, open_list, write_list
 from tests.imageserver import ImageServer

@@ -11,9 +11,9 @@ import httpx
 import trio
 import trio.testing
 
-from imgdl_watch.fetcher import Fetcher
-from imgdl_watch.hostlimits import HostLimits, Verdict
-from imgdl_watch.retrypolicy import Backoff
+from imgdl_watch.download.fetcher import Fetcher
+from imgdl_watch.download.hostlimits import HostLimits, Verdict
+from imgdl_watch.download.retrypolicy import Backoff
 from tests.helpers import fetch_options
 
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100

@@ -3,7 +3,12 @@ from __future__ import annotations
 import datetime as dt
 
 from imgdl_watch import errors as err
-from imgdl_watch.retrypolicy import Backoff, parse_retry_after, status_error, status_is_retryable
+from imgdl_watch.download.retrypolicy import (
+    Backoff,
+    parse_retry_after,
+    status_error,
+    status_is_retryable,
+)
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 

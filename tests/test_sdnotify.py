@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from imgdl_watch.sdnotify import Notifier, watchdog_interval
+from imgdl_watch.service.sdnotify import Notifier, watchdog_interval
 
 
 @pytest.fixture(params=["path", "abstract"])

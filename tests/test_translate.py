@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from imgdl_watch import errors as err
-from imgdl_watch.addressguard import AddressRefused
-from imgdl_watch.translate import PEER_MESSAGES, translate
+from imgdl_watch.download.addressguard import AddressRefused
+from imgdl_watch.download.translate import PEER_MESSAGES, translate
 
 # For each row of PEER_MESSAGES: a message the library really raises, where
 # it comes from, and what it must become. One row each, and the test below

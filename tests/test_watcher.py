@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from imgdl_watch.watcher import WatchBroken, watch, watchfiles_source
+from imgdl_watch.inbox.watcher import WatchBroken, watch, watchfiles_source
 
 
 @pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])

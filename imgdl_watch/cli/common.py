@@ -20,9 +20,9 @@ import structlog
 
 from ..config import OPTIONS, ConfigError, Settings, resolve
 from ..errors import first_leaf
-from ..logs import LogFormat, LogOutput, configure
-from ..openfiles import OpenFilesError, files_needed
-from ..openfiles import ensure_open_files as raise_open_files
+from ..service.logs import LogFormat, LogOutput, configure
+from ..service.openfiles import OpenFilesError, files_needed
+from ..service.openfiles import ensure_open_files as raise_open_files
 from ..version import PROG
 from .parser import EXIT_USAGE
 

@@ -21,8 +21,8 @@ from functools import partial
 import trio
 
 from ..config import Settings, fetch_options, job_options
-from ..fetcher import Fetcher
-from ..job import Job
+from ..download.fetcher import Fetcher
+from ..job.job import Job
 from ..naming import job_stem
 from ..version import PROG
 from .common import check_writable_folder, closing_log, ensure_open_files, fail, open_log, tell

@@ -7,7 +7,7 @@ import argparse
 import trio
 
 from ..config import ConfigError, Settings
-from ..daemon import Daemon
+from ..service.daemon import Daemon
 from .common import (
     check_writable_folder,
     closing_log,

@@ -6,7 +6,7 @@ import json
 import os
 
 from ..config import Settings
-from ..status import collect, render
+from ..service.status import collect, render
 from .common import fail
 from .parser import EXIT_OK
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..progress import JobSummary, RateMeter
+from ..job.progress import JobSummary, RateMeter
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID

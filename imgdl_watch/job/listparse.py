@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .redact import EXCERPT_CHARS, excerpt, redact
+from ..redact import EXCERPT_CHARS, excerpt, redact
 
 # A URL longer than this is junk from a scraper, not an image address: common
 # servers refuse request lines past 8 KiB, so nothing longer could succeed.

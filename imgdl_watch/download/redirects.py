@@ -11,7 +11,7 @@ from typing import Final
 
 import httpx
 
-from . import errors as err
+from .. import errors as err
 
 # Statuses that mean "it is elsewhere".
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})

@@ -24,12 +24,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from . import errors as err
-from . import metrics
-from .fetcher import Downloaded
+from .. import errors as err
+from .. import metrics
+from ..download.fetcher import Downloaded
+from ..redact import excerpt, log_url
 from .listparse import InvalidLine, ListedUrl
 from .progress import JobSummary
-from .redact import excerpt, log_url
 
 log = structlog.get_logger("imgdl_watch")
 

@@ -26,7 +26,7 @@ import secrets
 
 import trio
 
-from .errors import DiskFull, WriteFailed
+from ..errors import DiskFull, WriteFailed
 
 # Bodies up to this size stay in memory until done; 64 downloads in flight
 # then hold at most 16 MiB. Larger bodies stream to disk in writes this big.

@@ -13,8 +13,8 @@ import os
 import structlog
 import trio
 
-from .errors import Interrupted
-from .filesink import TEMP_PREFIX
+from ..download.filesink import TEMP_PREFIX
+from ..errors import Interrupted
 
 # Seconds between checks of free space while it is below `min_free`.
 DISK_POLL_S = 5.0

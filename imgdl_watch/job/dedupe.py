@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .naming import FingerprintSet, NameRegistry
+from ..naming import FingerprintSet, NameRegistry
 
 
 class Dedupe:

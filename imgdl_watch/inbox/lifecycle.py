@@ -38,8 +38,8 @@ import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem
 from .locks import LOCK_SUFFIX, PUBLISH_LOCK, HeldLock, holding, try_lock
-from .naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem
 from .settle import Seen
 
 LIST_SUFFIX = ".txt"

@@ -46,15 +46,15 @@ import httpx
 import structlog
 import trio
 
-from . import errors as err
-from . import metrics
+from .. import errors as err
+from .. import metrics
+from ..naming import final_name, has_extension
+from ..redact import log_url
 from .addressguard import guarding, literal_is_refused
 from .body import BodyRules, receive
 from .filesink import FileSink, GroupCommit
 from .headers import RequestHeaders
 from .hostlimits import HostLimits, Verdict
-from .naming import final_name, has_extension
-from .redact import log_url
 from .redirects import REDIRECTS, next_hop
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, status_error
 from .translate import HTTP_ERRORS, translate

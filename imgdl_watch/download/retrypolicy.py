@@ -14,7 +14,7 @@ import email.utils
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import HttpStatusError, RefusedStatus, RetryableStatus
+from ..errors import HttpStatusError, RefusedStatus, RetryableStatus
 
 # Statuses a retry can fix: the server was busy or broken, not the request.
 RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from .inbox import Claim, Inbox
+from .lifecycle import Claim, Inbox
 from .settle import SettleTracker
 from .watcher import ChangeSource, WatchBroken, watch
 

@@ -29,20 +29,20 @@ from functools import partial
 import structlog
 import trio
 
-from .config import Settings, fetch_options, job_options
-from .errors import JobError, first_leaf
-from .fetcher import Fetcher
-from .inbox import Claim, Inbox
-from .intake import Intake
-from .job import Job
+from ..config import Settings, fetch_options, job_options
+from ..download.fetcher import Fetcher
+from ..errors import JobError, first_leaf
+from ..inbox.intake import Intake
+from ..inbox.lifecycle import Claim, Inbox
+from ..inbox.watcher import ChangeSource, watchfiles_source
+from ..job.job import Job
+from ..job.progress import JobSummary
+from ..job.report import ReportPaths
 from .logs import LogOutput
 from .openfiles import ensure_open_files, files_needed
-from .progress import JobSummary
-from .report import ReportPaths
 from .sdnotify import Notifier
 from .status import StatusFile, adopt_history
 from .statusreport import StatusReporter
-from .watcher import ChangeSource, watchfiles_source
 
 log = structlog.get_logger("imgdl_watch")
 

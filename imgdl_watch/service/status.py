@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .inbox import Inbox, is_list_name
-from .progress import Snapshot
+from ..inbox.lifecycle import Inbox, is_list_name
+from ..job.progress import Snapshot
 
 # Seconds between two writes of the status file.
 STATUS_INTERVAL_S = 1.0

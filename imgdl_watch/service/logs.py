@@ -33,7 +33,7 @@ from typing import IO, Any, Literal
 
 import structlog
 
-from .version import PROG
+from ..version import PROG
 
 LogFormat = Literal["auto", "json", "console"]
 # The levels of `--log-level`, lowest first.

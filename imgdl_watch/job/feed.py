@@ -20,8 +20,8 @@ from itertools import islice
 import httpx
 import trio
 
+from ..errors import JobError
 from .dedupe import Dedupe
-from .errors import JobError
 from .listparse import InvalidLine, ListedUrl, parse_chunks
 from .outcomes import Outcomes
 

@@ -23,12 +23,12 @@ from typing import Protocol
 import structlog
 import trio
 
-from . import errors as err
-from .errors import JobError
+from .. import errors as err
+from ..download.fetcher import Fetcher
+from ..errors import JobError
+from ..naming import candidates
 from .feed import Feed, Work
-from .fetcher import Fetcher
 from .folder import DiskSpace, existing_images, open_job_folder, sweep_temp_files
-from .naming import candidates
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
 from .report import JobReport, ReportPaths

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import errors as err
+from .. import errors as err
 from .filesink import FileSink
 from .imagecheck import SNIFF_BYTES, disguised, is_image_type, sniff
 from .transports import Answer

@@ -17,8 +17,8 @@ from typing import Protocol
 import structlog
 import trio
 
-from . import metrics
-from .progress import JobSummary, RateMeter, Snapshot
+from .. import metrics
+from ..job.progress import JobSummary, RateMeter, Snapshot
 from .sdnotify import Notifier
 from .status import STATUS_INTERVAL_S, StatusFile
 

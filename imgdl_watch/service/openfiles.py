@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import resource
 
-from .config import Settings
-from .connections import SLOT_CONNECTIONS
-from .job import WORKERS_PER_SLOT
+from ..config import Settings
+from ..download.connections import SLOT_CONNECTIONS
+from ..job.job import WORKERS_PER_SLOT
 
 # Descriptors the process holds besides its downloads and lists: stdio, the
 # log file, trio's epoll and wake-up descriptors, the inbox folder and its

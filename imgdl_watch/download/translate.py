@@ -32,7 +32,7 @@ from typing import Final, TypeVar
 import httpcore
 import httpx
 
-from . import errors as err
+from .. import errors as err
 from .addressguard import AddressRefused
 
 # What a download may raise from either library; `translate` takes any of them.
