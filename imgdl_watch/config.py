@@ -19,10 +19,11 @@ from typing import Any, Final
 
 from .download.fetcher import FetchOptions
 from .job.job import JobOptions
-from .service.logs import LEVELS
 from .version import PROG, __version__
 
 ENV_PREFIX = "IMGDL_WATCH_"
+# The levels of `--log-level`, lowest first.
+LEVELS = ("debug", "info", "warning", "error", "critical")
 USER_AGENT = f"{PROG}/{__version__}"
 
 

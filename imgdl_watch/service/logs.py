@@ -36,8 +36,6 @@ import structlog
 from ..version import PROG
 
 LogFormat = Literal["auto", "json", "console"]
-# The levels of `--log-level`, lowest first.
-LEVELS = ("debug", "info", "warning", "error", "critical")
 _LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
