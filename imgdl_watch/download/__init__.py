@@ -1,1 +1,22 @@
-"""download"""
+"""The download side: one URL to one file, byte for byte.
+
+    fetcher       the download: retries, one attempt under the limits, redirects
+    transports    how a request reaches its server: a slot's connections, or a proxy
+    connections   a download slot's own keep-alive connections, with no pool
+    headers       the headers of each request, and who gets credentials
+    redirects     where a redirect leads, and whether we may go there
+    translate     httpx's and httpcore's exceptions, translated into ours
+    body          receiving a body: whole, within the cap, and an image
+    imagecheck    is it an image: Content-Type and magic bytes
+    filesink      writing it, so that a final name is only ever a whole file
+    hostlimits    per-host concurrency that adapts to 429 and 503
+    retrypolicy   what is retried, and how long to wait first
+    addressguard  --block-private: the addresses a download may connect to
+
+It knows neither the settings (`config` builds its `FetchOptions`), nor a
+job, nor a list.
+"""
+
+from .fetcher import Downloaded, Fetcher, FetchOptions
+
+__all__ = ["Downloaded", "FetchOptions", "Fetcher"]

@@ -1,1 +1,17 @@
-"""job"""
+"""A job: one list of URLs, downloaded into one folder.
+
+    job        the job's run: its crew of workers, and how it ends (`JobEnd`)
+    feed       the list read, classified and handed to the workers, one by one
+    listparse  a list's lines: URLs, invalid lines, comments (pure)
+    dedupe     each URL seen, and each name given out, in little memory
+    outcomes   what became of each line: counted, logged, reported
+    report     the report and the list of failures, written as they come
+    progress   the job's counters, rates, ETA and `job_progress` events
+    folder     the job folder: opened safely, swept, and watched for free space
+
+It knows no inbox: whoever runs a job says what becomes of its list.
+"""
+
+from .job import Job, JobEnd, JobOptions, NoInbox
+
+__all__ = ["Job", "JobEnd", "JobOptions", "NoInbox"]
