@@ -111,10 +111,13 @@ async def test_a_waiter_cancelled_in_the_queue_leaves_it(
     commit = GroupCommit()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(publish, commit, out_fd, "first.jpg", b"1")
-        await trio.sleep(0.05)  # first.jpg leads, and its batch is held
-        with trio.move_on_after(0.05):
-            await publish(commit, out_fd, "gone.jpg", b"g")  # queued, then cancelled
+        # first.jpg leads: its batch is taken, and held in its thread.
+        await trio.testing.wait_all_tasks_blocked()
+        async with trio.open_nursery() as queued:
+            queued.start_soon(publish, commit, out_fd, "gone.jpg", b"g")
+            await trio.testing.wait_all_tasks_blocked()  # gone.jpg waits behind it...
+            queued.cancel_scope.cancel()  # ...and is cancelled there
         nursery.start_soon(publish, commit, out_fd, "next.jpg", b"n")
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()  # next.jpg waits too
         release.set()
     assert sorted(os.listdir(out_fd)) == ["first.jpg", "next.jpg"]
