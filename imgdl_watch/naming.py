@@ -148,6 +148,14 @@ def hashed_name(name: str, url: str) -> str:
     return f"{stem}-{url_hash(url)}{ext}"
 
 
+def wide_name(name: str, url: str) -> str:
+    """`name` with a 128-bit hash of `url`: when even `hashed_name` clashes."""
+    stem, ext = split_extension(name)
+    wide = hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
+    stem = _truncate_utf8(stem, MAX_NAME_BYTES - EXTENSION_ROOM - len(wide) - 1 - len(ext))
+    return f"{stem}-{wide}{ext}"
+
+
 def has_extension(name: str) -> bool:
     return bool(split_extension(name)[1])
 
@@ -202,6 +210,11 @@ class FingerprintSet:
     def __init__(self) -> None:
         self._keys: set[int] = set()
 
+    @property
+    def keys(self) -> set[int]:
+        """The fingerprints themselves (to move them elsewhere)."""
+        return self._keys
+
     def add(self, text: str) -> bool:
         """Add `text`; True if it was not there yet."""
         key = fingerprint(text)
@@ -223,6 +236,11 @@ class NameRegistry:
     def __init__(self) -> None:
         self._taken = FingerprintSet()
 
+    @property
+    def keys(self) -> set[int]:
+        """The fingerprints of the names given out."""
+        return self._taken.keys
+
     def _claim(self, name: str) -> bool:
         return self._taken.add(name)
 
@@ -234,9 +252,6 @@ class NameRegistry:
         # A second clash means the list holds the same URL twice, which the
         # caller removes first, or a 32-bit hash clash: widen the hash then.
         if not self._claim(hashed):
-            stem, ext = split_extension(name)
-            wide = hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
-            stem = _truncate_utf8(stem, MAX_NAME_BYTES - EXTENSION_ROOM - len(wide) - 1 - len(ext))
-            hashed = f"{stem}-{wide}{ext}"
+            hashed = wide_name(name, url)
             self._claim(hashed)
         return hashed

@@ -51,8 +51,17 @@ def read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
     return parse_chunks(iter(lambda: os.read(list_fd, READ_CHUNK_BYTES), b""))
 
 
-def _take(entries: Iterator[ListedUrl | InvalidLine], count: int) -> list[ListedUrl | InvalidLine]:
-    return list(islice(entries, count))
+_Batch = list[ListedUrl | InvalidLine]
+
+
+def _take(
+    entries: Iterator[ListedUrl | InvalidLine], count: int, dedupe: Dedupe
+) -> tuple[_Batch, list[str | None]]:
+    """The next `count` entries, and the name of each URL among them (None: a
+    duplicate). Blocking, in the reader's thread: de-duplication may ask its
+    disk state (`dedupe`)."""
+    batch = list(islice(entries, count))
+    return batch, dedupe.classify([e.url for e in batch if isinstance(e, ListedUrl)])
 
 
 class Feed:
@@ -65,8 +74,11 @@ class Feed:
         outcomes: Outcomes,
         existing: Callable[[str], str | None],
         stopping: trio.Event,
+        spill_dir_fd: int | None = None,
     ) -> None:
         self._list_fd = list_fd
+        # Where the de-duplication state goes when a list is too long for memory.
+        self._spill_dir_fd = spill_dir_fd
         self._outcomes = outcomes
         # The name of the file a download of this name left in the folder, if any.
         self._existing = existing
@@ -100,7 +112,13 @@ class Feed:
 
     async def _read(self, batches: trio.MemorySendChannel[list[Work]]) -> None:
         """Parse and classify the list in batches, the first one small."""
-        dedupe = Dedupe()
+        dedupe = Dedupe(spill_dir_fd=self._spill_dir_fd)
+        try:
+            await self._read_with(dedupe, batches)
+        finally:
+            dedupe.close()
+
+    async def _read_with(self, dedupe: Dedupe, batches: trio.MemorySendChannel[list[Work]]) -> None:
         async with batches:
             try:
                 entries = read_entries(self._list_fd)
@@ -110,7 +128,7 @@ class Feed:
             size = FIRST_PARSE_BATCH
             while not self._stopping.is_set():
                 try:
-                    batch = await trio.to_thread.run_sync(_take, entries, size)
+                    batch, names = await trio.to_thread.run_sync(_take, entries, size, dedupe)
                 except OSError as exc:
                     self.error = JobError("list_unreadable", exc.strerror or str(exc))
                     return
@@ -118,21 +136,22 @@ class Feed:
                     self._outcomes.summary.listed = True
                     return
                 size = min(size * 2, PARSE_BATCH)
-                await batches.send(self._classify(batch, dedupe))
+                await batches.send(self._classify(batch, names))
             self.stopped_early = True
 
-    def _classify(self, batch: list[ListedUrl | InvalidLine], dedupe: Dedupe) -> list[Work]:
-        """Settle what needs no download; return what does."""
+    def _classify(self, batch: _Batch, names: list[str | None]) -> list[Work]:
+        """Settle what needs no download; return what does. `names`: one per
+        URL of the batch, in order (None: a duplicate)."""
         outcomes = self._outcomes
         work = []
+        named = iter(names)
         for entry in batch:
             if isinstance(entry, InvalidLine):
                 outcomes.invalid(entry)
-            elif not dedupe.first_time(entry.url):
+            elif (name := next(named)) is None:
                 outcomes.duplicate(entry)
             else:
                 outcomes.summary.found += 1
-                name = dedupe.name_for(entry.url)
                 existing = self._existing(name)
                 if existing is not None:
                     outcomes.skipped(entry, existing)

@@ -188,6 +188,7 @@ class Job:
                 outcomes=outcomes,
                 existing=self._existing_file,
                 stopping=self._fetcher.stopping,
+                spill_dir_fd=self._dir_fd,
             )
             # No buffer: an item passes only from the feed's hand to a
             # worker's, so the feed knows when no worker is free.
