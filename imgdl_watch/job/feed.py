@@ -22,6 +22,7 @@ import trio
 
 from ..errors import JobError
 from .dedupe import Dedupe
+from .folder import existing_file
 from .listparse import InvalidLine, ListedUrl, parse_chunks
 from .outcomes import Outcomes
 
@@ -54,14 +55,25 @@ def read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
 _Batch = list[ListedUrl | InvalidLine]
 
 
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """What the reader found of one URL: its name, and its file if the folder has it."""
+
+    name: str
+    existing: str | None
+
+
 def _take(
-    entries: Iterator[ListedUrl | InvalidLine], count: int, dedupe: Dedupe
-) -> tuple[_Batch, list[str | None]]:
-    """The next `count` entries, and the name of each URL among them (None: a
-    duplicate). Blocking, in the reader's thread: de-duplication may ask its
-    disk state (`dedupe`)."""
+    entries: Iterator[ListedUrl | InvalidLine], count: int, dedupe: Dedupe, folder_fd: int
+) -> tuple[_Batch, list[_Named | None]]:
+    """The next `count` entries, and for each URL among them its name and
+    existing file (None: a duplicate). Blocking, in the reader's thread:
+    de-duplication may ask its disk state, and the folder is asked by `stat`."""
     batch = list(islice(entries, count))
-    return batch, dedupe.classify([e.url for e in batch if isinstance(e, ListedUrl)])
+    names = dedupe.classify([e.url for e in batch if isinstance(e, ListedUrl)])
+    return batch, [
+        None if name is None else _Named(name, existing_file(folder_fd, name)) for name in names
+    ]
 
 
 class Feed:
@@ -72,16 +84,14 @@ class Feed:
         list_fd: int,
         *,
         outcomes: Outcomes,
-        existing: Callable[[str], str | None],
+        folder_fd: int,
         stopping: trio.Event,
-        spill_dir_fd: int | None = None,
     ) -> None:
         self._list_fd = list_fd
-        # Where the de-duplication state goes when a list is too long for memory.
-        self._spill_dir_fd = spill_dir_fd
+        # The job folder: asked for what it has already, and where the
+        # de-duplication state goes when a list is too long for memory.
+        self._folder_fd = folder_fd
         self._outcomes = outcomes
-        # The name of the file a download of this name left in the folder, if any.
-        self._existing = existing
         self._stopping = stopping
         # Cancelled by a worker that met the stop: nothing more is handed over.
         self.scope = trio.CancelScope()
@@ -112,7 +122,7 @@ class Feed:
 
     async def _read(self, batches: trio.MemorySendChannel[list[Work]]) -> None:
         """Parse and classify the list in batches, the first one small."""
-        dedupe = Dedupe(spill_dir_fd=self._spill_dir_fd)
+        dedupe = Dedupe(spill_dir_fd=self._folder_fd)
         try:
             await self._read_with(dedupe, batches)
         finally:
@@ -128,7 +138,9 @@ class Feed:
             size = FIRST_PARSE_BATCH
             while not self._stopping.is_set():
                 try:
-                    batch, names = await trio.to_thread.run_sync(_take, entries, size, dedupe)
+                    batch, names = await trio.to_thread.run_sync(
+                        _take, entries, size, dedupe, self._folder_fd
+                    )
                 except OSError as exc:
                     self.error = JobError("list_unreadable", exc.strerror or str(exc))
                     return
@@ -139,7 +151,7 @@ class Feed:
                 await batches.send(self._classify(batch, names))
             self.stopped_early = True
 
-    def _classify(self, batch: _Batch, names: list[str | None]) -> list[Work]:
+    def _classify(self, batch: _Batch, names: list[_Named | None]) -> list[Work]:
         """Settle what needs no download; return what does. `names`: one per
         URL of the batch, in order (None: a duplicate)."""
         outcomes = self._outcomes
@@ -148,13 +160,12 @@ class Feed:
         for entry in batch:
             if isinstance(entry, InvalidLine):
                 outcomes.invalid(entry)
-            elif (name := next(named)) is None:
+            elif (found := next(named)) is None:
                 outcomes.duplicate(entry)
             else:
                 outcomes.summary.found += 1
-                existing = self._existing(name)
-                if existing is not None:
-                    outcomes.skipped(entry, existing)
+                if found.existing is not None:
+                    outcomes.skipped(entry, found.existing)
                 else:
-                    work.append(Work(entry.line, entry.url, name, entry.parsed))
+                    work.append(Work(entry.line, entry.url, found.name, entry.parsed))
         return work

@@ -26,9 +26,8 @@ import trio
 from .. import errors as err
 from ..download.fetcher import Fetcher
 from ..errors import JobError
-from ..naming import candidates
 from .feed import Feed, Work
-from .folder import DiskSpace, existing_images, open_job_folder, sweep_temp_files
+from .folder import DiskSpace, open_job_folder, sweep_temp_files
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
 from .report import JobReport, ReportPaths
@@ -114,7 +113,6 @@ class Job:
         self._options = options
         # The whole job's: a report that cannot be written stops everything.
         self._whole = trio.CancelScope()
-        self._existing: set[str] = set()
         self._stopped_early = False
         # Set up by `_download_all`, for its workers.
         self._dir_fd = -1
@@ -182,13 +180,12 @@ class Job:
             self._space = DiskSpace(
                 self._dir_fd, min_free=self._options.min_free, stopping=self._fetcher.stopping
             )
-            self._existing = await trio.to_thread.run_sync(self._prepare_folder)
+            await trio.to_thread.run_sync(self._prepare_folder)
             feed = self._feed = Feed(
                 self._list_fd,
                 outcomes=outcomes,
-                existing=self._existing_file,
+                folder_fd=self._dir_fd,
                 stopping=self._fetcher.stopping,
-                spill_dir_fd=self._dir_fd,
             )
             # No buffer: an item passes only from the feed's hand to a
             # worker's, so the feed knows when no worker is free.
@@ -225,14 +222,10 @@ class Job:
         """Worker tasks hired so far (two per download slot at most)."""
         return self._hired
 
-    def _prepare_folder(self) -> set[str]:
+    def _prepare_folder(self) -> None:
         swept = sweep_temp_files(self._dir_fd)
         if swept:
             log.info("temp_files_removed", count=swept)
-        return existing_images(self._dir_fd)
-
-    def _existing_file(self, name: str) -> str | None:
-        return next((c for c in candidates(name) if c in self._existing), None)
 
     def _max_workers(self) -> int:
         slots = self._fetcher.concurrency if self._slots is None else self._slots
@@ -255,5 +248,7 @@ class Job:
                 except err.DownloadError as exc:
                     self._outcomes.failed(item, exc)
                     continue
-                self._existing.add(result.file)
+                except err.AlreadyThere as there:  # a look-alike's file, left as it is
+                    self._outcomes.skipped(item, there.file)
+                    continue
                 self._outcomes.ok(item, result)
