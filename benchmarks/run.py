@@ -242,7 +242,7 @@ def first_request_times(access_log: Path) -> dict[str, float]:
     times: dict[str, float] = {}
     time.sleep(0.2)  # nginx flushes its access log buffer every 50 ms
     for line in access_log.read_text().splitlines():
-        stamp, _, uri = line.partition(" ")
+        stamp, uri = line.split(" ")[:2]
         times.setdefault(uri, float(stamp))
     return times
 
