@@ -672,9 +672,15 @@ def main() -> None:
     )
     print(
         f"corpus: {images} JPEGs, {size / 1e6:.1f} MB; server: {srv.kind}; {os.cpu_count()} cores; "
-        f"no-sync rows: {'eatmydata' if nosync_env() else 'none (apt-get install eatmydata)'}"
+        f"no-sync rows: {'eatmydata' if nosync_env() else 'none (apt-get install eatmydata)'}; "
+        f"load average {os.getloadavg()[0]:.2f} before the run"
     )
-    results: dict[str, object] = {"server": srv.kind, "images": images}
+    results: dict[str, object] = {
+        "server": srv.kind,
+        "images": images,
+        "load_at_start": os.getloadavg()[0],
+    }
+    began = time.monotonic()
     try:
         seed = corpus.SEED_LIST.read_text()
         lists = {}
@@ -738,8 +744,13 @@ def main() -> None:
             results["soak"] = soaked
     finally:
         srv.stop()  # type: ignore[operator]
+    results["load_at_end"] = os.getloadavg()[0]
+    results["run_s"] = round(time.monotonic() - began)
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nresults: {WORK / 'results.json'}")
+    print(
+        f"\nload average {os.getloadavg()[0]:.2f}; the run took {(time.monotonic() - began) / 60:.1f} min"
+        f"\nresults: {WORK / 'results.json'}"
+    )
 
 
 if __name__ == "__main__":
