@@ -743,7 +743,7 @@ def main() -> None:
             )
             results["soak"] = soaked
     finally:
-        srv.stop()  # type: ignore[operator]
+        srv.stop()
     results["load_at_end"] = os.getloadavg()[0]
     results["run_s"] = round(time.monotonic() - began)
     (WORK / "results.json").write_text(json.dumps(results, indent=2))

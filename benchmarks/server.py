@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -79,7 +80,7 @@ class Servers:
     latency: str
     kind: str
     access_log: Path | None
-    stop: object
+    stop: Callable[[], None]
     mix: mixes.Mix | None = None
 
 
