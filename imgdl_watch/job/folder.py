@@ -9,6 +9,7 @@ the folder nor one planted inside it, is ever followed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -71,14 +72,23 @@ def open_job_folder(parent: str, name: str) -> int:
 
 class DiskSpace:
     """Holds a job's downloads while its folder's filesystem has less than
-    `min_free` bytes free (`--min-free`): `disk_low` once, then `disk_ok`."""
+    `min_free` bytes free (`--min-free`): `disk_low` once, then `disk_ok`.
+    `on_low(free_bytes)` hears each `disk_low`."""
 
-    __slots__ = ("_dir_fd", "_low", "_min_free", "_stopping")
+    __slots__ = ("_dir_fd", "_low", "_min_free", "_on_low", "_stopping")
 
-    def __init__(self, dir_fd: int, *, min_free: int, stopping: trio.Event) -> None:
+    def __init__(
+        self,
+        dir_fd: int,
+        *,
+        min_free: int,
+        stopping: trio.Event,
+        on_low: Callable[[int], None] | None = None,
+    ) -> None:
         self._dir_fd = dir_fd
         self._min_free = min_free
         self._stopping = stopping
+        self._on_low = on_low
         self._low = False
 
     def free_bytes(self) -> int:
@@ -94,6 +104,8 @@ class DiskSpace:
             if not self._low:
                 self._low = True
                 log.warning("disk_low", free_bytes=free, min_free=self._min_free)
+                if self._on_low is not None:
+                    self._on_low(free)
             with trio.move_on_after(DISK_POLL_S):
                 await self._stopping.wait()
             if self._stopping.is_set():

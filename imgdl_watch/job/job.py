@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +51,12 @@ class JobOptions:
     progress_interval_s: float
     # No download starts while the folder's filesystem has less free (`--min-free`).
     min_free: int
+
+
+# Told that the output's disk is full: where it was seen ("download_failed":
+# a download met ENOSPC, once per job; "disk_low": free space fell below
+# `--min-free`), and the free bytes then.
+DiskFullCallback = Callable[[str, int | None], None]
 
 
 class JobEnd(Protocol):
@@ -98,6 +105,7 @@ class Job:
         options: JobOptions,
         workers: int | None = None,
         report: ReportPaths | None = None,
+        on_disk_full: DiskFullCallback | None = None,
     ) -> None:
         self.name = name
         self.summary = JobSummary(name)
@@ -116,6 +124,8 @@ class Job:
         self._whole = trio.CancelScope()
         self._existing: set[str] = set()
         self._stopped_early = False
+        self._on_disk_full = on_disk_full
+        self._told_disk_full = False
         # Set up by `_download_all`, for its workers.
         self._dir_fd = -1
         self._outcomes: Outcomes
@@ -180,7 +190,10 @@ class Job:
             ) from exc
         try:
             self._space = DiskSpace(
-                self._dir_fd, min_free=self._options.min_free, stopping=self._fetcher.stopping
+                self._dir_fd,
+                min_free=self._options.min_free,
+                stopping=self._fetcher.stopping,
+                on_low=self._disk_low,
             )
             self._existing = await trio.to_thread.run_sync(self._prepare_folder)
             feed = self._feed = Feed(
@@ -228,6 +241,21 @@ class Job:
     def _existing_file(self, name: str) -> str | None:
         return next((c for c in candidates(name) if c in self._existing), None)
 
+    def _disk_full(self) -> None:
+        """Tell whoever runs the job, once: a full disk fails every download after it."""
+        if self._on_disk_full is None or self._told_disk_full:
+            return
+        self._told_disk_full = True
+        try:
+            free: int | None = self._space.free_bytes()
+        except OSError:
+            free = None
+        self._on_disk_full("download_failed", free)
+
+    def _disk_low(self, free: int) -> None:
+        if self._on_disk_full is not None:
+            self._on_disk_full("disk_low", free)
+
     def _max_workers(self) -> int:
         slots = self._fetcher.concurrency if self._slots is None else self._slots
         return max(1, slots) * WORKERS_PER_SLOT
@@ -248,6 +276,8 @@ class Job:
                     return
                 except err.DownloadError as exc:
                     self._outcomes.failed(item, exc)
+                    if isinstance(exc, err.DiskFull):
+                        self._disk_full()
                     continue
                 self._existing.add(result.file)
                 self._outcomes.ok(item, result)

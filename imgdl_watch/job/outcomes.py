@@ -82,7 +82,7 @@ class Outcomes:
 
     def failed(self, item: Item, exc: err.DownloadError) -> None:
         self.summary.failed += 1
-        metrics.recorder.download("failed")
+        metrics.recorder.download("failed", reason=exc.reason)
         extra = {"status": exc.status} if exc.status is not None else {}
         log.warning(
             "download_failed",

@@ -56,7 +56,15 @@ class StatusFile:
         self.recent.insert(0, {"job": job, "finished_at": _now_iso(), **fields})
         del self.recent[RECENT_JOBS:]
 
-    def write(self, *, state: str, jobs: list[Snapshot], in_flight: int, queued: int) -> None:
+    def write(
+        self,
+        *,
+        state: str,
+        jobs: list[Snapshot],
+        in_flight: int,
+        queued: int,
+        free_bytes: int | None = None,
+    ) -> None:
         document = {
             "state": state,
             "pid": self.pid,
@@ -67,6 +75,7 @@ class StatusFile:
             "updated_at": _now_iso(),
             "in_flight": in_flight,
             "queued": queued,
+            "output_free_bytes": free_bytes,
             "running": [dataclasses.asdict(s) for s in jobs],
             "recent": self.recent,
         }
@@ -151,7 +160,16 @@ def collect(inbox_root: str) -> dict[str, Any]:
         "daemons": [
             {
                 k: d.get(k)
-                for k in ("pid", "host", "state", "alive", "started_at", "updated_at", "in_flight")
+                for k in (
+                    "pid",
+                    "host",
+                    "state",
+                    "alive",
+                    "started_at",
+                    "updated_at",
+                    "in_flight",
+                    "output_free_bytes",
+                )
             }
             for d in daemons
         ],
