@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .download.durability import Durability
 from .download.fetcher import FetchOptions
 from .job.job import JobOptions
 from .version import PROG, __version__
@@ -286,6 +287,15 @@ OPTIONS: tuple[Option, ...] = (
         repeat=True,
     ),
     Option(
+        "durability",
+        _choice("file", "filesystem", "none"),
+        "file",
+        "what a final name promises: file (its data is on disk first; default), "
+        "filesystem (the same, by one syncfs per batch: for an output on a filesystem "
+        "of its own), none (whole after a crash, not after a power loss)",
+        "MODE",
+    ),
+    Option(
         "log_file", _text, None, "also write JSON log lines to this file", "FILE", ("run", "fetch")
     ),
     Option(
@@ -396,6 +406,7 @@ class Settings:
     max_redirects: int
     any_type: bool
     block_private: bool
+    durability: str
     user_agent: str
     header: tuple[tuple[str, str], ...]
     log_file: str | None
@@ -512,8 +523,11 @@ def defaults(command: str = "run") -> Settings:
 
 def fetch_options(settings: Settings) -> FetchOptions:
     """The download side's options: the settings of the same names."""
-    shared = {f.name for f in dataclasses.fields(FetchOptions)} - {"backoff"}
-    return FetchOptions(**{name: getattr(settings, name) for name in shared})
+    shared = {f.name for f in dataclasses.fields(FetchOptions)} - {"backoff", "durability"}
+    return FetchOptions(
+        **{name: getattr(settings, name) for name in shared},
+        durability=Durability(settings.durability),
+    )
 
 
 def job_options(settings: Settings) -> JobOptions:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
+import trio
 from structlog.typing import EventDict
 
 from imgdl_watch import config
@@ -60,3 +63,50 @@ def with_open_files(command: list[str], limits: tuple[int, int] | None) -> list[
     if limits is None:
         return command
     return ["prlimit", f"--nofile={limits[0]}:{limits[1]}", "--", *command]
+
+
+class EventLog:
+    """Every event logged while `watching_logs()` is active, and a way to wait
+    for one without polling: a waiter wakes when an event is logged (from the
+    trio thread, or from a worker thread through the trio token)."""
+
+    def __init__(self) -> None:
+        self.entries: list[EventDict] = []
+        self._token = trio.lowlevel.current_trio_token()
+        self._logged = trio.Event()
+
+    def __call__(self, _logger: object, method: str, event: EventDict) -> EventDict:
+        event["log_level"] = method
+        self.entries.append(event)
+        if trio.lowlevel.in_trio_run():
+            self._logged.set()
+        else:
+            self._token.run_sync_soon(self._logged.set)
+        raise structlog.DropEvent
+
+    async def wait_for(
+        self, name: str, count: int = 1, *, timeout: float = 10, **fields: object
+    ) -> list[EventDict]:
+        """The events called `name` (with these `fields`), once there are `count` of them."""
+
+        def found() -> list[EventDict]:
+            named = events(self.entries, name)
+            return [e for e in named if all(e.get(k) == v for k, v in fields.items())]
+
+        with trio.fail_after(timeout):
+            while len(matching := found()) < count:
+                self._logged = trio.Event()
+                await self._logged.wait()
+        return matching
+
+
+@contextlib.contextmanager
+def watching_logs() -> Iterator[EventLog]:
+    """Like structlog's `capture_logs`, with `EventLog.wait_for` (call it in trio)."""
+    log = EventLog()
+    old = structlog.get_config()["processors"]
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, log])
+    try:
+        yield log
+    finally:
+        structlog.configure(processors=old)

@@ -96,6 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.counts[self.path] += 1
             count = self.server.counts[self.path]
+            self.server._requested.notify_all()
         self.server.headers_seen.append(dict(self.headers))
         self.server.header_items.append(list(self.headers.items()))
         seg = path.strip("/").split("/")
@@ -230,6 +231,8 @@ class ImageServer(ThreadingHTTPServer):
         # Each request's headers as sent: every one, in order, as spelled.
         self.header_items: list[list[tuple[str, str]]] = []
         self.lock = threading.Lock()
+        # Notified at every request, for `wait_for_requests`.
+        self._requested = threading.Condition(self.lock)
         # Client connections open now, and the most ever open at once.
         self.connections = 0
         self.peak_connections = 0
@@ -242,6 +245,15 @@ class ImageServer(ThreadingHTTPServer):
     @property
     def base(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
+
+    def wait_for_requests(self, count: int, timeout: float = 10) -> None:
+        """Block until `count` requests in all have come (AssertionError if not in time).
+
+        From trio: `await trio.to_thread.run_sync(server.wait_for_requests, n)`.
+        """
+        with self._requested:
+            if not self._requested.wait_for(lambda: self.counts.total() >= count, timeout):
+                raise AssertionError(f"{self.counts.total()} requests of {count} came in time")
 
     def start(self) -> ImageServer:
         self._thread = threading.Thread(

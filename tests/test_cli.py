@@ -8,7 +8,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -199,9 +198,7 @@ def test_fetch_interrupted_exits_130_cleanly(
         [sys.executable, "-m", "imgdl_watch", "fetch", "slow.txt", "--log-format", "json"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while len(server.counts) < 8 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    server.wait_for_requests(8, timeout=20)
     proc.send_signal(signum)
     _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130

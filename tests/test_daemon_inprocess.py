@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from structlog.testing import capture_logs
 
 import imgdl_watch.job.job as job_module
 from imgdl_watch.config import resolve
 from imgdl_watch.job.progress import JobSummary
 from imgdl_watch.service.daemon import Daemon
-from tests.helpers import events
+from tests.helpers import events, watching_logs
 from tests.imageserver import ImageServer
 
 
@@ -54,17 +53,14 @@ async def test_a_job_that_crashes_goes_to_failed_and_the_daemon_goes_on(
     inbox.mkdir()
     (inbox / "bad.txt").write_text(f"{server.base}/img/never.jpg\n")
     daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.1")
-    with capture_logs() as logs:
+    with watching_logs() as log:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
-            with trio.fail_after(10):
-                while not events(logs, "job_crashed"):
-                    await trio.sleep(0.02)
+            await log.wait_for("job_crashed")
             (inbox / "good.txt").write_text(f"{server.base}/img/good.jpg\n")
-            with trio.fail_after(10):
-                while not events(logs, "job_finished"):
-                    await trio.sleep(0.02)
+            await log.wait_for("job_finished")
             nursery.cancel_scope.cancel()
+    logs = log.entries
     crashed = events(logs, "job_crashed")[0]
     assert crashed["job"] == "bad" and crashed["error"] == "RuntimeError: a bug met on this list"
     assert "Traceback" in crashed["traceback"]
@@ -94,27 +90,23 @@ async def test_an_inbox_deleted_again_while_it_is_recreated_is_recreated_later(
         await trio.to_thread.run_sync(delete_again_and_again)
         deleted.set()
 
-    def retried() -> bool:
-        return any(e.get("action") == "retry" for e in events(logs, "inbox_missing"))
-
-    with capture_logs() as logs:
+    with watching_logs() as log:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
             nursery.start_soon(deleter)
             try:
-                with trio.fail_after(30):
-                    while not retried():
-                        await trio.sleep(0.01)
+                await log.wait_for("inbox_missing", action="retry", timeout=30)
             finally:
                 deleting.clear()
             await deleted.wait()  # its last deletion is over
+            # Recreated after it: a state of the folder, which no event alone
+            # tells (the last recreation may come before or after the last rmtree).
             with trio.fail_after(10):
                 while not (inbox / "processing").is_dir():
                     await trio.sleep(0.01)
             (inbox / "back.txt").write_text(f"{server.base}/img/back.jpg\n")
-            with trio.fail_after(10):
-                while not events(logs, "job_finished"):
-                    await trio.sleep(0.01)
+            await log.wait_for("job_finished")
             nursery.cancel_scope.cancel()
+    logs = log.entries
     assert events(logs, "job_finished")[0]["ok"] == 1
     assert (tmp_path / "out" / "back" / "back.jpg").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 
+import imgdl_watch.download.durability as durability_module
 import imgdl_watch.download.filesink as filesink
 from imgdl_watch import errors as err
+from imgdl_watch.download.durability import Durability
 from imgdl_watch.download.filesink import TEMP_PREFIX, FileSink, GroupCommit
 
 
@@ -29,9 +32,9 @@ async def test_files_published_together_share_thread_hops(
     batches: list[int] = []
     real = filesink._publish_batch
 
-    def counting(batch: list[filesink._Entry]) -> None:
+    def counting(batch: list[filesink._Entry], durability: Durability) -> None:
         batches.append(len(batch))
-        real(batch)
+        real(batch, durability)
 
     monkeypatch.setattr(filesink, "_publish_batch", counting)
     commit = GroupCommit()
@@ -100,21 +103,112 @@ async def test_a_waiter_cancelled_in_the_queue_leaves_it(
     real = filesink._publish_batch
     first = True
 
-    def held(batch: list[filesink._Entry]) -> None:
+    def held(batch: list[filesink._Entry], durability: Durability) -> None:
         nonlocal first
         if first:
             first = False
             release.wait(10)  # the first batch stays in its thread until released
-        real(batch)
+        real(batch, durability)
 
     monkeypatch.setattr(filesink, "_publish_batch", held)
     commit = GroupCommit()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(publish, commit, out_fd, "first.jpg", b"1")
-        await trio.sleep(0.05)  # first.jpg leads, and its batch is held
-        with trio.move_on_after(0.05):
-            await publish(commit, out_fd, "gone.jpg", b"g")  # queued, then cancelled
+        # first.jpg leads: its batch is taken, and held in its thread.
+        await trio.testing.wait_all_tasks_blocked()
+        async with trio.open_nursery() as queued:
+            queued.start_soon(publish, commit, out_fd, "gone.jpg", b"g")
+            await trio.testing.wait_all_tasks_blocked()  # gone.jpg waits behind it...
+            queued.cancel_scope.cancel()  # ...and is cancelled there
         nursery.start_soon(publish, commit, out_fd, "next.jpg", b"n")
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()  # next.jpg waits too
         release.set()
     assert sorted(os.listdir(out_fd)) == ["first.jpg", "next.jpg"]
+
+
+def _batch_of(dir_fd: int, count: int) -> list[filesink._Entry]:
+    entries = []
+    for i in range(count):
+        sink = FileSink(dir_fd)
+        sink._chunks = [bytes([i]) * 5000]  # a body held in memory, as most are
+        sink.size = 5000
+        entries.append(filesink._Entry(sink, f"{i}.jpg"))
+    return entries
+
+
+@pytest.mark.parametrize("durability", list(Durability), ids=lambda d: d.value)
+def test_every_file_of_a_batch_is_durable_before_any_name_appears(
+    out_fd: int, monkeypatch: pytest.MonkeyPatch, durability: Durability
+) -> None:
+    trace: list[tuple[str, int | str]] = []
+    real_fdatasync, real_rename, real_syncfs = os.fdatasync, os.rename, durability_module.syncfs
+    real_writeback = durability_module.start_writeback
+
+    def fdatasync(fd: int) -> None:
+        trace.append(("fdatasync", fd))
+        real_fdatasync(fd)
+
+    def syncfs(fd: int) -> bool:
+        trace.append(("syncfs", fd))
+        return real_syncfs(fd)
+
+    def writeback(fd: int) -> None:
+        trace.append(("writeback", fd))
+        real_writeback(fd)
+
+    def rename(src: str, dst: str, **kw: int) -> None:
+        trace.append(("rename", dst))
+        real_rename(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(durability_module, "syncfs", syncfs)
+    monkeypatch.setattr(filesink, "start_writeback", writeback)
+    batch = _batch_of(out_fd, 6)
+    filesink._publish_batch(batch, durability)
+    assert all(entry.error is None for entry in batch)
+    kinds = [kind for kind, _ in trace]
+    first_rename = kinds.index("rename")
+    assert kinds[first_rename:] == ["rename"] * 6  # names appear last, all six
+    made_durable = kinds[:first_rename]
+    if durability is Durability.FILE:
+        # Every writeback started before the first wait, then each file synced.
+        assert made_durable == ["writeback"] * 6 + ["fdatasync"] * 6
+        fds = [fd for kind, fd in trace if kind == "writeback"]
+        assert fds == [fd for kind, fd in trace if kind == "fdatasync"]
+    elif durability is Durability.FILESYSTEM:
+        assert made_durable == ["writeback"] * 6 + ["syncfs"]  # one for the batch
+    else:
+        assert made_durable == []  # whole after a kill, not after a power loss
+    for i in range(6):
+        assert os.read(os.open(f"{i}.jpg", os.O_RDONLY, dir_fd=out_fd), 10000) == bytes([i]) * 5000
+
+
+def test_a_file_that_cannot_be_made_durable_fails_alone(
+    out_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.fdatasync
+    batch = _batch_of(out_fd, 3)
+    broken = {"fd": -1}
+
+    def fdatasync(fd: int) -> None:
+        if fd == broken["fd"]:
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    real_write_out = FileSink.write_out
+
+    def write_out(self: FileSink, *, writeback: bool) -> int:
+        fd = real_write_out(self, writeback=writeback)
+        if self is batch[1].sink:
+            broken["fd"] = fd
+        return fd
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(FileSink, "write_out", write_out)
+    filesink._publish_batch(batch, Durability.FILE)
+    assert [e.error is None for e in batch] == [True, False, True]
+    names = [n for n in sorted(os.listdir(out_fd)) if not n.startswith(TEMP_PREFIX)]
+    assert names == ["0.jpg", "2.jpg"]  # 1.jpg never appeared
+    batch[1].sink.discard()
+    assert sorted(os.listdir(out_fd)) == ["0.jpg", "2.jpg"]

@@ -155,14 +155,14 @@ async def test_workers_are_hired_only_as_the_list_needs_them(
         )
         assert (await short.run()).ok == 3
         # Three URLs, three workers at most: not two per slot (64).
-        assert 1 <= short._hired <= 3
+        assert 1 <= short.workers <= 3
         (tmp_path / "list.txt").unlink()
         wide = await _job_in(
             tmp_path, fetcher, [f"{server.base}/slow/100/w{i}.jpg" for i in range(40)], workers=4
         )
         assert (await wide.run()).ok == 40
         # Busy workers: more are hired, up to two per slot.
-        assert wide._hired == 8
+        assert wide.workers == 8
 
 
 async def test_a_stop_ends_a_job_whose_workers_all_wait_to_retry(
@@ -178,8 +178,7 @@ async def test_a_stop_ends_a_job_whose_workers_all_wait_to_retry(
         async with trio.open_nursery() as nursery:
 
             async def stop_once_both_failed() -> None:
-                while sum(server.counts.values()) < 2:
-                    await trio.sleep(0.01)
+                await trio.to_thread.run_sync(server.wait_for_requests, 2)
                 fetcher.stopping.set()
 
             nursery.start_soon(stop_once_both_failed)
@@ -201,8 +200,11 @@ async def test_a_reload_that_raises_concurrency_reaches_a_running_job(
 
             async def reload_once_full() -> None:
                 nonlocal peak
-                while job._hired < 4:
-                    await trio.sleep(0.01)
+                # Full: two workers per slot hired. (A state, not an event:
+                # no log line tells of a hire.)
+                with trio.fail_after(10):
+                    while job.workers < 4:
+                        await trio.sleep(0.01)
                 fetcher.set_limits(concurrency=5, per_host=50)
                 while True:
                     peak = max(peak, fetcher.in_flight)
@@ -213,7 +215,7 @@ async def test_a_reload_that_raises_concurrency_reaches_a_running_job(
                 summary = await job.run()
             nursery.cancel_scope.cancel()
     assert summary.ok == 60
-    assert job._hired == 10 and peak == 5
+    assert job.workers == 10 and peak == 5
 
 
 async def test_downloads_reuse_the_url_the_reader_parsed(

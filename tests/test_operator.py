@@ -11,13 +11,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
 from structlog.testing import capture_logs
 
 from imgdl_watch.job.progress import JobSummary, report_progress
+from imgdl_watch.service.status import collect
 from tests.daemonproc import DaemonProcess, drop
 from tests.imageserver import ImageServer
 
@@ -64,6 +67,17 @@ def status(inbox: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def wait_for_status(
+    inbox: Path, ready: Callable[[dict[str, Any]], bool], timeout: float = 10
+) -> None:
+    """Until the daemons' status files say what `ready` wants: they are
+    rewritten every second, so a test waits for their content, not a second."""
+    deadline = time.monotonic() + timeout
+    while not ready(report := collect(str(inbox))):
+        assert time.monotonic() < deadline, report
+        time.sleep(0.05)
+
+
 def test_status_and_metrics_of_a_running_daemon(server: ImageServer, tmp_path: Path) -> None:
     port = free_port()
     daemon = DaemonProcess(
@@ -78,7 +92,7 @@ def test_status_and_metrics_of_a_running_daemon(server: ImageServer, tmp_path: P
         )
         daemon.wait_event("download_ok", count=4)
         drop(daemon.inbox, "next.txt", f"{server.base}/img/next.jpg\n")  # waits: max-jobs 1
-        time.sleep(1.5)  # the status file is rewritten every second
+        wait_for_status(daemon.inbox, lambda r: bool(r["running"]) and r["queued"] == ["next.txt"])
 
         report = json.loads(status(daemon.inbox, "--json").stdout)
         assert report["daemon_alive"] is True
@@ -195,7 +209,7 @@ def test_a_new_daemon_adopts_the_history_of_dead_ones(server: ImageServer, tmp_p
     second = DaemonProcess(tmp_path, name="second")
     try:
         second.wait_event("daemon_started")
-        time.sleep(1.2)  # one status write
+        wait_for_status(second.inbox, lambda r: r["daemon_alive"] and bool(r["recent"]))
         report = json.loads(status(second.inbox, "--json").stdout)
         state_files = [n for n in os.listdir(second.inbox / ".imgdl-watch") if n != "locks"]
     finally:

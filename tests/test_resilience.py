@@ -21,7 +21,16 @@ from imgdl_watch.download.retrypolicy import Backoff
 from imgdl_watch.job.job import Job
 from imgdl_watch.job.report import ReportPaths
 from tests.daemonproc import DaemonProcess, drop
-from tests.helpers import events, fetch_options, fill, job_options, open_list, write_list
+from tests.helpers import (
+    EventLog,
+    events,
+    fetch_options,
+    fill,
+    job_options,
+    open_list,
+    watching_logs,
+    write_list,
+)
 from tests.imageserver import ImageServer
 
 FAST = fetch_options(retries=1, backoff=Backoff(base_s=0.001, cap_s=0.002))
@@ -152,12 +161,10 @@ async def test_min_free_holds_downloads_until_stopped(server: ImageServer, tmp_p
             workers=2,
             options=job_options(min_free=1 << 62),
         )
-        with capture_logs() as logs:
+        with watching_logs() as log:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(job.run)
-                with trio.fail_after(5):
-                    while not events(logs, "disk_low"):
-                        await trio.sleep(0.01)
+                await log.wait_for("disk_low", timeout=5)
                 fetcher.stopping.set()
     os.close(fd)
     assert not job.summary.complete
@@ -193,16 +200,16 @@ async def test_short_list_is_not_starved_behind_a_huge_one(
             workers=4,
         )
 
-        async def run_small() -> None:
+        async def run_small(log: EventLog) -> None:
             nonlocal progress_when_small_done
-            while big_job.summary.ok < 8:
-                await trio.sleep(0.01)
+            await log.wait_for("download_ok", 8, job="big")  # the big one is well under way
             await small_job.run()
             progress_when_small_done = big_job.summary.ok
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(big_job.run)
-            nursery.start_soon(run_small)
+        with watching_logs() as log:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(big_job.run)
+                nursery.start_soon(run_small, log)
     os.close(big_fd)
     os.close(small_fd)
     assert small_job.summary.ok == 8 and big_job.summary.ok == 160

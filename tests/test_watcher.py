@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from imgdl_watch.inbox.watcher import WatchBroken, watch, watchfiles_source
 
@@ -22,9 +23,11 @@ async def test_real_watchfiles_pokes_on_a_new_list_and_stops_fast(
     source = watchfiles_source(rescan_interval_s=30, force_polling=polling)
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(watch, source=source, stop=stop), str(tmp_path), poked.set)
-        await trio.sleep(0.2)  # let the Rust watcher start
+        # awatch registers its inotify watch before its first wait (in a thread).
+        await trio.testing.wait_all_tasks_blocked()
         (tmp_path / "ignored.csv").write_text("x")
         (tmp_path / ".hidden.txt").write_text("x")
+        # Not a synchronisation: time for a poke that must not come (debounce 200 ms).
         await trio.sleep(0.3)
         assert not poked.is_set()
         tmp = tmp_path / "x.part"
@@ -48,7 +51,7 @@ async def test_a_name_the_rust_watcher_cannot_decode_pokes_then_breaks(tmp_path:
             await nursery.start(
                 partial(watch, source=source, stop=trio.Event()), str(tmp_path), poked.set
             )
-            await trio.sleep(0.2)  # let the Rust watcher start
+            await trio.testing.wait_all_tasks_blocked()  # its inotify watch is there
             os.rename(tmp_path / ".x.part", os.fsencode(tmp_path) + b"/caf\xe9.txt")
             with trio.fail_after(5):
                 await trio.sleep_forever()  # until watch() raises

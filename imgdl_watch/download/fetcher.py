@@ -52,6 +52,7 @@ from ..naming import final_name, has_extension
 from ..redact import log_url
 from .addressguard import guarding, literal_is_refused
 from .body import BodyRules, receive
+from .durability import Durability
 from .filesink import FileSink, GroupCommit
 from .headers import RequestHeaders
 from .hostlimits import HostLimits, Verdict
@@ -97,6 +98,8 @@ class FetchOptions:
     any_type: bool
     # Refuse loopback, private, link-local and other non-public addresses.
     block_private: bool
+    # What a final name promises after a crash or a power loss (see `durability`).
+    durability: Durability
     backoff: Backoff = field(default_factory=Backoff)
 
     def replace(self, **changes: object) -> FetchOptions:
@@ -147,7 +150,7 @@ class Fetcher:
         self.stopping = trio.Event()
         self._rand = random.Random()
         # Finished bodies are written to disk in batches, one thread hop each.
-        self._commit = GroupCommit()
+        self._commit = GroupCommit(options.durability)
 
     async def __aenter__(self) -> Fetcher:
         if self.options.block_private:

@@ -2,7 +2,8 @@
 
 An image of 60 KB arrives in one or two network reads, so its body is kept in
 memory and written at the end: open a temporary name with
-O_EXCL|O_NOFOLLOW in the job folder, write, fdatasync, rename into place.
+O_EXCL|O_NOFOLLOW in the job folder, write, make durable (`durability`),
+rename into place.
 Only a body that grows past `SPILL_BYTES` goes to its temporary file as it
 arrives.
 
@@ -27,6 +28,7 @@ import secrets
 import trio
 
 from ..errors import DiskFull, WriteFailed
+from .durability import Durability, make_durable, start_writeback
 
 # Bodies up to this size stay in memory until done; 64 downloads in flight
 # then hold at most 16 MiB. Larger bodies stream to disk in writes this big.
@@ -104,18 +106,20 @@ class FileSink:
             except OSError as exc:
                 raise _write_error(exc) from exc
 
-    def publish_now(self, name: str) -> None:
-        """Write what is left, fdatasync, rename to `name`. Blocking: call from a thread."""
+    def write_out(self, *, writeback: bool) -> int:
+        """Phase 1 of a publish: write what is left to the temporary file, and
+        start its writeback if asked. Its open descriptor, for phase 2. Blocking."""
         fd = self._fd if self._fd is not None else self._open_temp()
-        try:
-            _write_all(fd, self._chunks)
-            self._chunks = []
-            # The data, and the size needed to read it back, reach the disk
-            # before the rename publishes the name. fdatasync skips only the
-            # timestamps, which a crash may lose harmlessly.
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        _write_all(fd, self._chunks)
+        self._chunks = []
+        if writeback:
+            start_writeback(fd)
+        return fd
+
+    def rename(self, name: str) -> None:
+        """Phase 3: close, and rename to `name` (its data durable, if asked). Blocking."""
+        if self._fd is not None:
+            os.close(self._fd)
             self._fd = None
         assert self._temp is not None
         os.rename(self._temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
@@ -137,10 +141,11 @@ class FileSink:
 
 
 class _Entry:
-    __slots__ = ("done", "error", "lead", "name", "sink", "taken")
+    __slots__ = ("done", "error", "fd", "lead", "name", "sink", "taken")
 
     def __init__(self, sink: FileSink, name: str) -> None:
         self.sink = sink
+        self.fd = -1
         self.name = name
         self.done = trio.Event()
         self.error: OSError | None = None
@@ -148,10 +153,24 @@ class _Entry:
         self.taken = False
 
 
-def _publish_batch(batch: list[_Entry]) -> None:
+def _publish_batch(batch: list[_Entry], durability: Durability) -> None:
+    """Write out, make durable and rename every file of a batch, in three phases
+    (see `durability`); a file that fails fails alone."""
+    written: list[_Entry] = []
+    writeback = durability is not Durability.NONE
     for entry in batch:
         try:
-            entry.sink.publish_now(entry.name)
+            entry.fd = entry.sink.write_out(writeback=writeback)
+            written.append(entry)
+        except OSError as exc:
+            entry.error = exc
+    errors = make_durable([e.fd for e in written], durability)
+    for entry, error in zip(written, errors, strict=True):
+        if error is not None:
+            entry.error = error
+            continue
+        try:
+            entry.sink.rename(entry.name)
         except OSError as exc:
             entry.error = exc
 
@@ -172,7 +191,8 @@ class GroupCommit:
     its thread is writing it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, durability: Durability = Durability.FILE) -> None:
+        self._durability = durability
         self._pending: list[_Entry] = []
         self._busy = False
 
@@ -211,7 +231,7 @@ class GroupCommit:
             entry.taken = True
         try:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_publish_batch, batch)
+                await trio.to_thread.run_sync(_publish_batch, batch, self._durability)
         finally:
             for entry in batch:
                 entry.done.set()

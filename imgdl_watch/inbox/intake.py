@@ -131,8 +131,10 @@ class Intake:
     async def _watch_loop(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run the watcher; start a new one when the inbox folder was recreated."""
+        """Run the watcher; start a new one when the inbox folder was recreated,
+        or when it stopped on its own, and say so (`watch_restarted`)."""
         status = task_status
+        restarted: Callable[[], None] | None = None
         while not self._stopped:
             self._watch_stop = trio.Event()
             try:
@@ -141,6 +143,7 @@ class Intake:
                     self.poke,
                     source=self._source,
                     stop=self._watch_stop,
+                    on_watching=restarted,
                     task_status=status,
                 )
             except OSError as exc:
@@ -157,6 +160,13 @@ class Intake:
                 )
                 await trio.sleep(WATCH_RESTART_DELAY_S)
             status = trio.TASK_STATUS_IGNORED
+            restarted = self._watching_again
+
+    def _watching_again(self) -> None:
+        log.info("watch_restarted", inbox=self.inbox.root)
+        # A list dropped while no watcher ran was seen by none: scan now,
+        # rather than at the next rescan.
+        self.poke()
 
     async def _take(self, start: StartJob) -> None:
         next_rescan = trio.current_time()

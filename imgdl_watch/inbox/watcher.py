@@ -76,17 +76,22 @@ async def watch(
     *,
     source: ChangeSource,
     stop: trio.Event,
+    on_watching: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Poke on every batch of changes until `stop` is set (or cancelled).
 
     Set `stop` *before* cancelling this task: the cancellation cannot reach
-    the worker thread, but the event can.
+    the worker thread, but the event can. `on_watching` is called as the
+    watching begins: awatch registers its inotify watch in the very step that
+    follows, with no await between them.
     """
     broken: BaseException | None = None
     try:
         changes = source(folder, stop)
         task_status.started()
+        if on_watching is not None:
+            on_watching()
         async for _batch in changes:
             poke()
     except* WatchfilesRustInternalError as group:

@@ -232,6 +232,11 @@ class Job:
         stopped = feed.stopped_early or self._stopped_early
         self.summary.complete = self.summary.listed and not stopped
 
+    @property
+    def workers(self) -> int:
+        """Worker tasks hired so far (two per download slot at most)."""
+        return self._hired
+
     def _prepare_folder(self) -> set[str]:
         swept = sweep_temp_files(self._dir_fd)
         if swept:
