@@ -340,6 +340,14 @@ OPTIONS: tuple[Option, ...] = (
         "metrics_bind", _text, "127.0.0.1", "address the metrics server binds to", "ADDR", ("run",)
     ),
     Option(
+        "archive",
+        _text,
+        None,
+        "SQLite file that remembers every downloaded URL, its sha256 and its file, "
+        "so that no list fetches it again (off when unset)",
+        "FILE",
+    ),
+    Option(
         "on_finished",
         _command,
         None,
@@ -417,6 +425,7 @@ class Settings:
     force_polling: bool
     metrics_port: int | None
     metrics_bind: str
+    archive: str | None
     on_finished: str | None
     on_failed: str | None
     on_disk_full: str | None

@@ -15,6 +15,7 @@ from .common import (
     check_writable_folder,
     closing_log,
     ensure_open_files,
+    open_archive,
     open_log,
     settings_for,
 )
@@ -31,6 +32,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except NotifyError as exc:
         raise ConfigError(str(exc)) from None
     with contextlib.ExitStack() as stack:
+        archive = open_archive(settings)
+        if archive is not None:
+            stack.callback(archive.close)
         if settings.metrics_port is not None:
             # prometheus-client only when asked for
             from ..service.statuspage import serve  # noqa: PLC0415
@@ -47,6 +51,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             reload=lambda: settings_for("run", args),
             log_output=output,
             notify=notify,
+            archive=archive,
         )
         with closing_log(output):
             trio.run(daemon.run)

@@ -3,7 +3,9 @@
     read        the list in batches, parsed in a worker thread (the first
                 batch small, so that the first download starts at once)
     classify    invalid lines, duplicates and images the folder has already
-                get their outcome here; what is left is work
+                get their outcome here; what is left is work (with its
+                archived file, if `--archive` knows the URL: looked up in
+                the same thread hop as the parsing, one query per batch)
     hand over   one item at a time, to a worker that is free, hiring one more
                 when none is (up to the job's limit)
 
@@ -13,6 +15,7 @@ At most two batches of work are in memory, whatever the length of the list.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -21,6 +24,8 @@ import httpx
 import trio
 
 from ..errors import JobError
+from .archive import Archive, ArchivedFile
+from .archive import failed as archive_failed
 from .dedupe import Dedupe
 from .listparse import InvalidLine, ListedUrl, parse_chunks
 from .outcomes import Outcomes
@@ -43,6 +48,8 @@ class Work:
     url: str
     name: str
     parsed: httpx.URL
+    # The URL's file in the archive, to reuse rather than download.
+    archived: ArchivedFile | None = None
 
 
 def read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
@@ -51,8 +58,21 @@ def read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
     return parse_chunks(iter(lambda: os.read(list_fd, READ_CHUNK_BYTES), b""))
 
 
-def _take(entries: Iterator[ListedUrl | InvalidLine], count: int) -> list[ListedUrl | InvalidLine]:
-    return list(islice(entries, count))
+Batch = list[ListedUrl | InvalidLine]
+
+
+def _take(
+    entries: Iterator[ListedUrl | InvalidLine], count: int, archive: Archive | None
+) -> tuple[Batch, dict[str, ArchivedFile]]:
+    """The next `count` entries, and the archived files of their URLs (in a thread)."""
+    batch = list(islice(entries, count))
+    if archive is None or not batch:
+        return batch, {}
+    try:
+        return batch, archive.look_up(e.url for e in batch if isinstance(e, ListedUrl))
+    except sqlite3.Error as exc:
+        archive_failed("look_up", exc)
+        return batch, {}
 
 
 class Feed:
@@ -65,12 +85,14 @@ class Feed:
         outcomes: Outcomes,
         existing: Callable[[str], str | None],
         stopping: trio.Event,
+        archive: Archive | None = None,
     ) -> None:
         self._list_fd = list_fd
         self._outcomes = outcomes
         # The name of the file a download of this name left in the folder, if any.
         self._existing = existing
         self._stopping = stopping
+        self._archive = archive
         # Cancelled by a worker that met the stop: nothing more is handed over.
         self.scope = trio.CancelScope()
         self.stopped_early = False
@@ -110,7 +132,9 @@ class Feed:
             size = FIRST_PARSE_BATCH
             while not self._stopping.is_set():
                 try:
-                    batch = await trio.to_thread.run_sync(_take, entries, size)
+                    batch, archived = await trio.to_thread.run_sync(
+                        _take, entries, size, self._archive
+                    )
                 except OSError as exc:
                     self.error = JobError("list_unreadable", exc.strerror or str(exc))
                     return
@@ -118,10 +142,12 @@ class Feed:
                     self._outcomes.summary.listed = True
                     return
                 size = min(size * 2, PARSE_BATCH)
-                await batches.send(self._classify(batch, dedupe))
+                await batches.send(self._classify(batch, dedupe, archived))
             self.stopped_early = True
 
-    def _classify(self, batch: list[ListedUrl | InvalidLine], dedupe: Dedupe) -> list[Work]:
+    def _classify(
+        self, batch: Batch, dedupe: Dedupe, archived: dict[str, ArchivedFile]
+    ) -> list[Work]:
         """Settle what needs no download; return what does."""
         outcomes = self._outcomes
         work = []
@@ -137,5 +163,7 @@ class Feed:
                 if existing is not None:
                     outcomes.skipped(entry, existing)
                 else:
-                    work.append(Work(entry.line, entry.url, name, entry.parsed))
+                    work.append(
+                        Work(entry.line, entry.url, name, entry.parsed, archived.get(entry.url))
+                    )
         return work

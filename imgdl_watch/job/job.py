@@ -28,6 +28,8 @@ from .. import errors as err
 from ..download.fetcher import Fetcher
 from ..errors import JobError
 from ..naming import candidates
+from ..redact import log_url
+from .archive import Archive, ArchivedFile, ArchiveLog, reuse_file
 from .feed import Feed, Work
 from .folder import DiskSpace, existing_images, open_job_folder, sweep_temp_files
 from .outcomes import Outcomes
@@ -106,6 +108,7 @@ class Job:
         workers: int | None = None,
         report: ReportPaths | None = None,
         on_disk_full: DiskFullCallback | None = None,
+        archive: Archive | None = None,
     ) -> None:
         self.name = name
         self.summary = JobSummary(name)
@@ -126,6 +129,10 @@ class Job:
         self._stopped_early = False
         self._on_disk_full = on_disk_full
         self._told_disk_full = False
+        # --archive: what is looked up, reused and recorded (see `archive`).
+        self._archive = archive
+        self._archive_log = ArchiveLog(archive) if archive is not None else None
+        self._folder = os.path.abspath(os.path.join(output, name))
         # Set up by `_download_all`, for its workers.
         self._dir_fd = -1
         self._outcomes: Outcomes
@@ -201,6 +208,7 @@ class Job:
                 outcomes=outcomes,
                 existing=self._existing_file,
                 stopping=self._fetcher.stopping,
+                archive=self._archive,
             )
             # No buffer: an item passes only from the feed's hand to a
             # worker's, so the feed knows when no worker is free.
@@ -210,6 +218,8 @@ class Job:
                     nursery.start_soon(
                         report_progress, self.summary, self._options.progress_interval_s
                     )
+                    if self._archive_log is not None:
+                        nursery.start_soon(self._archive_log.run)
                     async with trio.open_nursery() as crew:
 
                         def hire() -> None:
@@ -224,6 +234,8 @@ class Job:
                         crew.start_soon(feed.run, send, hire)
                     nursery.cancel_scope.cancel()
         finally:
+            if self._archive_log is not None:
+                await self._archive_log.last_flush()
             os.close(self._dir_fd)
         if outcomes.report_error is not None:
             raise outcomes.report_error
@@ -268,6 +280,8 @@ class Job:
     async def _work(self, receive: trio.MemoryReceiveChannel[Work]) -> None:
         async with receive:
             async for item in receive:
+                if item.archived is not None and await self._reuse(item, item.archived):
+                    continue
                 try:
                     await self._space.wait()
                     result = await self._fetcher.download(
@@ -286,3 +300,16 @@ class Job:
                     continue
                 self._existing.add(result.file)
                 self._outcomes.ok(item, result)
+                if self._archive_log is not None and result.sha256 is not None:
+                    path = os.path.join(self._folder, result.file)
+                    self._archive_log.add(ArchivedFile(item.url, result.sha256, path, result.bytes))
+
+    async def _reuse(self, item: Work, archived: ArchivedFile) -> bool:
+        """Put the archived file in place, if it is still what was downloaded."""
+        got = await trio.to_thread.run_sync(reuse_file, archived, self._dir_fd, item.name)
+        if isinstance(got, str):
+            log.info("archive_stale", url=log_url(item.url), file=archived.path, reason=got)
+            return False
+        self._existing.add(got.file)
+        self._outcomes.reused(item, got)
+        return True

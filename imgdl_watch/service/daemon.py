@@ -39,6 +39,7 @@ from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import LIST_SUFFIX, Claim, Inbox
 from ..inbox.watcher import ChangeSource, watchfiles_source
+from ..job.archive import Archive
 from ..job.job import Job
 from ..job.progress import JobSummary
 from ..job.report import ReportPaths
@@ -64,6 +65,7 @@ class Daemon:
         reload: Callable[[], Settings] | None = None,
         log_output: LogOutput | None = None,
         notify: Sequence[Target] = (),
+        archive: Archive | None = None,
     ) -> None:
         self.settings = settings
         self.inbox = Inbox(settings.inbox)
@@ -92,6 +94,7 @@ class Daemon:
             notifier=self._notifier,
             min_free=settings.min_free,
         )
+        self.archive = archive
         self.hooks = Hooks(commands_of(settings))
         self.notifications = Notifications(notify)
 
@@ -170,6 +173,7 @@ class Daemon:
                 on_disk_full=lambda source, free: self.announce(
                     Event.disk_full(claim.stem, folder=folder, source=source, free_bytes=free)
                 ),
+                archive=self.archive,
             )
             self.jobs[claim.stem] = job
             end = _InboxEnd(self, claim)

@@ -215,8 +215,10 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  ... and {len(report['queued']) - 20} more")
     lines.append(f"last finished: {len(report['recent'])}")
     for job in report["recent"]:
+        reused = f"{job['reused']} reused, " if job.get("reused") else ""
         lines.append(
-            f"  {job['job']} at {job['finished_at']}: {job['ok']} ok, {job['failed']} failed, "
-            f"{job['skipped']} skipped, {job['invalid']} invalid ({job['elapsed_s']:.1f} s)"
+            f"  {job['job']} at {job['finished_at']}: {job['ok']} ok, {reused}{job['failed']} "
+            f"failed, {job['skipped']} skipped, {job['invalid']} invalid "
+            f"({job['elapsed_s']:.1f} s)"
         )
     return "\n".join(lines)
