@@ -267,3 +267,84 @@ def test_a_hook_that_is_not_a_command_line_is_refused(tmp_path: Path, bad: str) 
     )  # fmt: skip
     assert done.returncode == 2 and "on-finished" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_full_output_disk_runs_the_disk_full_hook_once(
+    server: ImageServer, tmp_path: Path, tiny_disk: Path
+) -> None:
+    seen = tmp_path / "disk.jsonl"
+    hook = script(
+        tmp_path,
+        "disk.py",
+        f"import sys\nopen({str(seen)!r}, 'a').write(sys.stdin.read())\n",
+    )
+    daemon = DaemonProcess(tmp_path, "--output", str(tiny_disk), "--on-disk-full", hook)
+    try:
+        daemon.wait_event("daemon_started")
+        # ~40 KB each on a 128 KB disk: the first few fit, the rest fail with disk_full.
+        drop(daemon.inbox, "big.txt", "".join(f"{server.base}/img/d/{i}.jpg\n" for i in range(12)))
+        finished = daemon.wait_event("job_finished")[0]
+        daemon.wait_event("hook_finished")
+    finally:
+        daemon.stop_cleanly()
+    assert finished["failed"] >= 2
+    reasons = {e["reason"] for e in daemon.events("download_failed")}
+    assert reasons == {"disk_full"}
+    [event] = [json.loads(line) for line in seen.read_text().splitlines()]  # once per job
+    assert (event["event"], event["job"], event["source"]) == (
+        "disk_full",
+        "big",
+        "download_failed",
+    )
+    assert event["folder"] == str(tiny_disk / "big") and isinstance(event["free_bytes"], int)
+
+
+def test_sighup_reloads_the_hooks(server: ImageServer, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = tmp_path / "config.toml"
+
+    def hook_writing(mark: str) -> str:
+        return f"{PY} -c \"open('{marks / mark}', 'w').close()\""
+
+    config.write_text(f"on_finished = {json.dumps(hook_writing('before'))}\n")
+    daemon = DaemonProcess(tmp_path, "--config", str(config))
+    try:
+        daemon.wait_event("daemon_started")
+        drop(daemon.inbox, "one.txt", f"{server.base}/img/h1.jpg\n")
+        daemon.wait_event("hook_finished")
+        config.write_text(f"on_finished = {json.dumps(hook_writing('after'))}\n")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_event("config_reloaded")
+        drop(daemon.inbox, "two.txt", f"{server.base}/img/h2.jpg\n")
+        daemon.wait_event("hook_finished", count=2)
+    finally:
+        daemon.stop_cleanly()
+    assert sorted(os.listdir(marks)) == ["after", "before"]
+
+
+def test_a_list_that_cannot_run_runs_the_failed_hook(server: ImageServer, tmp_path: Path) -> None:
+    seen = tmp_path / "failed.json"
+    hook = script(
+        tmp_path,
+        "failed.py",
+        "import json, os, sys\n"
+        "event = json.loads(sys.stdin.read())\n"
+        "event['env_reason'] = os.environ['IMGDL_REASON']\n"
+        f"open({str(seen)!r}, 'w').write(json.dumps(event))\n",
+    )
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "bad").write_text("a file where the job's folder should be")
+    daemon = DaemonProcess(tmp_path, "--on-failed", hook)
+    try:
+        daemon.wait_event("daemon_started")
+        drop(daemon.inbox, "bad.txt", f"{server.base}/img/x.jpg\n")
+        daemon.wait_event("hook_finished")
+    finally:
+        daemon.stop_cleanly()
+    event = json.loads(seen.read_text())
+    assert (event["event"], event["job"], event["reason"], event["env_reason"]) == (
+        "job_failed", "bad", "folder_error", "folder_error",
+    )  # fmt: skip
+    assert "cannot use" in event["detail"]
+    assert (daemon.inbox / "failed" / "bad.txt").exists()
