@@ -4,6 +4,7 @@ metrics the daemon really exposes."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -13,7 +14,9 @@ import pytest
 
 from imgdl_watch.metrics import PrometheusRecorder
 
-RULES = Path(__file__).parent.parent / "contrib" / "prometheus" / "alerts.yml"
+CONTRIB = Path(__file__).parent.parent / "contrib"
+RULES = CONTRIB / "prometheus" / "alerts.yml"
+DASHBOARD = CONTRIB / "grafana" / "imgdl-watch.json"
 TESTS = RULES.with_name("alerts.test.yml")
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -56,7 +59,30 @@ def test_every_alert_has_a_unit_test_where_it_fires() -> None:
     assert firing == alerts and quiet == alerts
 
 
-def test_the_rules_use_only_metrics_the_daemon_exposes() -> None:
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+@needs_promtool
+def test_the_dashboards_queries_are_valid_promql(tmp_path: Path) -> None:
+    # promtool parses each query as a recording rule's expression.
+    queries = dashboard_queries()
+    assert len(queries) >= 9
+    rules = "groups:\n  - name: dashboard\n    rules:\n"
+    for n, query in enumerate(queries):
+        expr = json.dumps(query.replace("$instance", ".*"))
+        rules += f"      - record: dashboard:query{n}\n        expr: {expr}\n"
+    (tmp_path / "dashboard.yml").write_text(rules)
+    assert PROMTOOL is not None
+    done = subprocess.run(
+        [PROMTOOL, "check", "rules", "dashboard.yml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_rules_and_the_dashboard_use_only_metrics_the_daemon_exposes() -> None:
     recorder = PrometheusRecorder()
     recorder.download("ok", size=10, seconds=0.1)
     recorder.download("failed", reason="disk_full")
@@ -64,9 +90,13 @@ def test_the_rules_use_only_metrics_the_daemon_exposes() -> None:
     recorder.gauges(jobs=1, queued=2, in_flight=3)
     recorder.disk(free=10, min_free=0)
     recorder.heartbeat()
+    recorder.hook("on_finished", "ok")
+    recorder.notification("sent")
     text, _ctype = recorder.exposition()
-    exposed = set(re.findall(r"^(imgdl_\w+)(?:\{| )", text.decode(), re.M))
-    used = set(re.findall(r"\b(imgdl_\w+)", RULES.read_text())) - {"imgdl_watch"}
+    exposed = set(re.findall(r"^(imgdl_\w+?)(?:_bucket)?(?:\{| )", text.decode(), re.M))
+    used = set(re.findall(r"\b(imgdl_\w+)", RULES.read_text() + " ".join(dashboard_queries())))
+    used -= {"imgdl_watch"}
+    used = {re.sub(r"_bucket$", "", name) for name in used}
     assert used, "the scan works"
     assert used <= exposed, used - exposed
     # Results are there at 0 before the first download of each kind, so that

@@ -290,3 +290,21 @@ def test_two_processes_writing_at_once_wait_for_each_other(tmp_path: Path) -> No
     errors = [w.communicate(timeout=60)[1].decode() for w in writers]
     assert [w.returncode for w in writers] == [0, 0], errors
     assert len(rows(db)) == 2 * 1000 * 10
+
+
+def test_fetch_uses_the_archive_too(server: ImageServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "archive.db"
+    for name, numbers in (("a", range(0, 20)), ("b", range(10, 30))):
+        (tmp_path / f"{name}.txt").write_text(urls(server, numbers))
+        done = subprocess.run(
+            [sys.executable, "-m", "imgdl_watch", "fetch", f"{name}.txt", "--archive", str(db),
+             "--log-format", "json", "--output", "out"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finished = [json.loads(line) for line in done.stdout.splitlines()][-1]
+    assert (finished["event"], finished["ok"], finished["reused"]) == ("job_finished", 10, 10)
+    assert server.counts.total() == 30

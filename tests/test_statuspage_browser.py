@@ -76,7 +76,7 @@ def test_the_page_follows_a_running_job_and_shows_hostile_names_as_text(
                 ".map(r => [...r.children].map(c => c.textContent))"
             )
             by_job = {row[0]: row for row in rows}
-            assert by_job[HOSTILE][2].startswith("60 ok, 0 skipped, 0 failed")
+            assert by_job[HOSTILE][2].startswith("60 ok, 0 reused, 0 skipped, 0 failed")
             href = page.evaluate(
                 "[...document.querySelectorAll('#recent tr')].find("
                 f"r => r.children[0].textContent === {json.dumps(HOSTILE)}).querySelector('a').href"
