@@ -97,3 +97,51 @@ def test_the_page_follows_a_running_job_and_shows_hostile_names_as_text(
             assert page.console == [], page.console
     finally:
         daemon.stop_cleanly()
+
+
+def test_per_host_data_and_odd_documents_render_in_the_browser(tmp_path: Path) -> None:
+    # Per-host data comes from another part of the daemon (issue #16): the
+    # page shows whatever fields each host has, escaped, and a job that
+    # lacks a field does not stop the page.
+    from typing import Any
+
+    from imgdl_watch.service.statuspage import StatusServer
+
+    hostile_host = "<img src=x onerror=window.pwned=3>.example"
+    documents: list[dict[str, Any]] = [
+        {
+            "inbox": "/srv/inbox",
+            "daemon_alive": True,
+            "daemons": [],
+            "running": [{"job": "odd", "done": 3, "failed": 0, "total": 10}],
+            "queued": [],
+            "recent": [],
+            "hosts": {hostile_host: {"concurrency": 2, "ceiling": 8, "paused_s": 1.5}},
+        }
+    ]
+
+    class Server(StatusServer):
+        def document(self) -> dict[str, Any]:
+            return documents[-1]
+
+    server = Server("127.0.0.1", 0, inbox=str(tmp_path), metrics=lambda: (b"", "text/plain"))
+    server.start()
+    try:
+        with chromium() as page:
+            page.goto(f"http://127.0.0.1:{server.port}/")
+            head = "[...document.querySelectorAll('#hosts th')].map(e => e.textContent)"
+            assert page.evaluate(head) == ["host", "concurrency", "ceiling", "paused_s"]
+            first_cell = "document.querySelector('#hosts td.name').textContent"
+            assert page.evaluate(first_cell) == hostile_host
+            # The next poll: the hosts section gone, the job further on.
+            documents.append({**documents[0], "running": [{"job": "odd", "done": 7, "total": 10}]})
+            del documents[-1]["hosts"]
+            page.wait_for(f"{BAR} && {BAR}.value === 7")
+            page.wait_for("document.querySelector('#hosts').textContent.includes('no per-host')")
+            assert page.evaluate("window.pwned") is None
+            assert page.evaluate("document.querySelectorAll('img').length") == 0
+            assert page.evaluate("document.getElementById('updated').textContent").endswith(
+                "(live)"
+            )
+    finally:
+        server.stop()

@@ -28,6 +28,8 @@
     if (s < 3600) { return Math.floor(s / 60) + " min " + (s % 60) + " s"; }
     return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
   }
+  // A number from the document, or 0: a field a daemon does not send must not stop the page.
+  function num(v) { return typeof v === "number" && isFinite(v) ? v : 0; }
   function text(v) { return (v !== null && typeof v === "object") ? JSON.stringify(v) : String(v); }
   function table(head, rows) {
     var t = el("table", {}), tr = el("tr", {});
@@ -58,13 +60,13 @@
     var jobs = doc.running || [];
     if (!jobs.length) { return el("p", {"class": "muted"}, "No job is running."); }
     return table(["job", "progress", "done", "rate", "ETA"], jobs.map(function (j) {
-      var finished = j.done + j.failed, bar = el("progress", {"class": "bar"});
+      var finished = num(j.done) + num(j.failed), bar = el("progress", {"class": "bar"});
       if (j.total) { bar.setAttribute("max", j.total); bar.setAttribute("value", finished); }
       var pct = j.total ? " (" + Math.floor(100 * finished / j.total) + "%)" : "";
       return el("tr", {"class": "job"}, el("td", {"class": "name"}, j.job), el("td", {}, bar),
         el("td", {"class": "done"}, j.done + "/" + j.total + pct +
           (j.failed ? ", " + j.failed + " failed" : "")),
-        el("td", {}, j.rate_img_s.toFixed(1) + " img/s, " + size(j.rate_bytes_s) + "/s"),
+        el("td", {}, num(j.rate_img_s).toFixed(1) + " img/s, " + size(num(j.rate_bytes_s)) + "/s"),
         el("td", {}, span(j.eta_s)));
     }));
   }
@@ -164,7 +166,9 @@
       return r.json();
     }).then(render).catch(function (e) {
       var stamp = document.getElementById("updated");
-      stamp.textContent = "cannot reach the daemon's page server (" + e.message + "); retrying";
+      stamp.textContent = (e instanceof TypeError && /fetch/i.test(e.message)
+        ? "cannot reach the daemon's page server" : "cannot show the status") +
+        " (" + e.message + "); retrying";
       stamp.className = "bad small";
     }).finally(function () { setTimeout(poll, POLL_MS); });
   }
