@@ -45,7 +45,7 @@ import trio
 
 from ..download.filesink import FILE_MODE, TEMP_PREFIX
 from ..naming import fingerprint, has_extension, split_extension
-from ..redact import excerpt
+from ..redact import excerpt, log_url
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -166,18 +166,32 @@ def failed(action: str, exc: sqlite3.Error) -> None:
 
 
 class ArchiveLog:
-    """A job's finished downloads on their way to the archive, in batches."""
+    """One job's use of the archive: its finished downloads on their way
+    there, in batches, and the archived files it reuses."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, folder: str) -> None:
         self._archive = archive
+        # The job's folder, absolute: where the rows say its files live.
+        self._folder = os.path.abspath(folder)
         self._pending: list[ArchivedFile] = []
         self._full = trio.Event()
 
-    def add(self, file: ArchivedFile) -> None:
-        """Queue one row (on the event loop: no I/O)."""
-        self._pending.append(file)
+    def downloaded(self, url: str, file: str, sha256: str, size: int) -> None:
+        """Queue the row of a finished download (on the event loop: no I/O)."""
+        self._pending.append(ArchivedFile(url, sha256, os.path.join(self._folder, file), size))
         if len(self._pending) >= FLUSH_ROWS:
             self._full.set()
+
+    async def reuse(
+        self, url: str, archived: ArchivedFile, dir_fd: int, name: str
+    ) -> Reused | None:
+        """Put `archived` in the job's folder (`reuse_file`), or None: it is
+        no longer what was downloaded (`archive_stale`), so fetch it."""
+        got = await trio.to_thread.run_sync(reuse_file, archived, dir_fd, name)
+        if isinstance(got, str):
+            log.info("archive_stale", url=log_url(url), file=archived.path, reason=got)
+            return None
+        return got
 
     async def run(self) -> None:
         """Write what is queued every `FLUSH_S` (sooner when many), until cancelled."""

@@ -28,8 +28,7 @@ from .. import errors as err
 from ..download.fetcher import Fetcher
 from ..errors import JobError
 from ..naming import candidates
-from ..redact import log_url
-from .archive import Archive, ArchivedFile, ArchiveLog, reuse_file
+from .archive import Archive, ArchiveLog
 from .feed import Feed, Work
 from .folder import DiskSpace, existing_images, open_job_folder, sweep_temp_files
 from .outcomes import Outcomes
@@ -128,11 +127,11 @@ class Job:
         self._existing: set[str] = set()
         self._stopped_early = False
         self._on_disk_full = on_disk_full
-        self._told_disk_full = False
         # --archive: what is looked up, reused and recorded (see `archive`).
         self._archive = archive
-        self._archive_log = ArchiveLog(archive) if archive is not None else None
-        self._folder = os.path.abspath(os.path.join(output, name))
+        self._archive_log = (
+            ArchiveLog(archive, os.path.join(output, name)) if archive is not None else None
+        )
         # Set up by `_download_all`, for its workers.
         self._dir_fd = -1
         self._outcomes: Outcomes
@@ -200,7 +199,7 @@ class Job:
                 self._dir_fd,
                 min_free=self._options.min_free,
                 stopping=self._fetcher.stopping,
-                on_low=self._disk_low,
+                on_full=self._on_disk_full,
             )
             self._existing = await trio.to_thread.run_sync(self._prepare_folder)
             feed = self._feed = Feed(
@@ -258,21 +257,6 @@ class Job:
     def _existing_file(self, name: str) -> str | None:
         return next((c for c in candidates(name) if c in self._existing), None)
 
-    def _disk_full(self) -> None:
-        """Tell whoever runs the job, once: a full disk fails every download after it."""
-        if self._on_disk_full is None or self._told_disk_full:
-            return
-        self._told_disk_full = True
-        try:
-            free: int | None = self._space.free_bytes()
-        except OSError:
-            free = None
-        self._on_disk_full("download_failed", free)
-
-    def _disk_low(self, free: int) -> None:
-        if self._on_disk_full is not None:
-            self._on_disk_full("disk_low", free)
-
     def _max_workers(self) -> int:
         slots = self._fetcher.concurrency if self._slots is None else self._slots
         return max(1, slots) * WORKERS_PER_SLOT
@@ -280,8 +264,14 @@ class Job:
     async def _work(self, receive: trio.MemoryReceiveChannel[Work]) -> None:
         async with receive:
             async for item in receive:
-                if item.archived is not None and await self._reuse(item, item.archived):
-                    continue
+                if item.archived is not None and self._archive_log is not None:
+                    got = await self._archive_log.reuse(
+                        item.url, item.archived, self._dir_fd, item.name
+                    )
+                    if got is not None:
+                        self._existing.add(got.file)
+                        self._outcomes.reused(item, got)
+                        continue
                 try:
                     await self._space.wait()
                     result = await self._fetcher.download(
@@ -296,20 +286,9 @@ class Job:
                 except err.DownloadError as exc:
                     self._outcomes.failed(item, exc)
                     if isinstance(exc, err.DiskFull):
-                        self._disk_full()
+                        self._space.full()
                     continue
                 self._existing.add(result.file)
                 self._outcomes.ok(item, result)
                 if self._archive_log is not None and result.sha256 is not None:
-                    path = os.path.join(self._folder, result.file)
-                    self._archive_log.add(ArchivedFile(item.url, result.sha256, path, result.bytes))
-
-    async def _reuse(self, item: Work, archived: ArchivedFile) -> bool:
-        """Put the archived file in place, if it is still what was downloaded."""
-        got = await trio.to_thread.run_sync(reuse_file, archived, self._dir_fd, item.name)
-        if isinstance(got, str):
-            log.info("archive_stale", url=log_url(item.url), file=archived.path, reason=got)
-            return False
-        self._existing.add(got.file)
-        self._outcomes.reused(item, got)
-        return True
+                    self._archive_log.downloaded(item.url, result.file, result.sha256, result.bytes)

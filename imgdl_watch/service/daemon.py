@@ -54,6 +54,17 @@ from .statusreport import StatusReporter
 
 log = structlog.get_logger("imgdl_watch")
 
+# The settings that SIGHUP applies to a running daemon.
+RELOADED = (
+    "concurrency",
+    "per_host",
+    "max_jobs",
+    "on_finished",
+    "on_failed",
+    "on_disk_full",
+    "hook_timeout",
+)
+
 
 class Daemon:
     def __init__(
@@ -178,17 +189,7 @@ class Daemon:
             self.jobs[claim.stem] = job
             end = _InboxEnd(self, claim)
             summary = await job.run(end)
-            counts = summary.finished_fields()
-            if summary.failure is not None:
-                self.announce(
-                    Event.job_failed(
-                        claim.stem, summary.failure, counts, folder=folder, detail=end.detail
-                    )
-                )
-            elif summary.complete:
-                self.announce(
-                    Event.job_finished(claim.stem, counts, folder=folder, report=end.report)
-                )
+            self._announce_end(claim.stem, summary, end, folder)
         except Exception as exc:
             # A bug, met on this list. The list goes to failed/, so that a
             # restart does not meet it again (a crash loop); the daemon goes on.
@@ -214,6 +215,18 @@ class Daemon:
             self.jobs.pop(claim.stem, None)
             self._job_slots.release_on_behalf_of(slot_token)
             self.intake.poke()
+
+    def _announce_end(self, job: str, summary: JobSummary, end: _InboxEnd, folder: str) -> None:
+        """A finished or failed job, to the hooks and notifications (an
+        interrupted one is neither: it resumes on the next start)."""
+        counts = summary.finished_fields()
+        if summary.failure is not None:
+            detail = end.detail
+            self.announce(
+                Event.job_failed(job, summary.failure, counts, folder=folder, detail=detail)
+            )
+        elif summary.complete:
+            self.announce(Event.job_finished(job, counts, folder=folder, report=end.report))
 
     # -- signals and reload -----------------------------------------------
 
@@ -255,15 +268,7 @@ class Daemon:
         self.fetcher.set_limits(concurrency=new.concurrency, per_host=new.per_host)
         self._job_slots.total_tokens = new.max_jobs
         self.hooks.commands = commands_of(new)
-        self.settings = self.settings.replace(
-            concurrency=new.concurrency,
-            per_host=new.per_host,
-            max_jobs=new.max_jobs,
-            on_finished=new.on_finished,
-            on_failed=new.on_failed,
-            on_disk_full=new.on_disk_full,
-            hook_timeout=new.hook_timeout,
-        )
+        self.settings = self.settings.replace(**{k: getattr(new, k) for k in RELOADED})
         log.info(
             "config_reloaded",
             concurrency=new.concurrency,

@@ -38,6 +38,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -187,101 +188,86 @@ class Hooks:
 
     async def run_one(self, option: str, argv: list[str], event: Event) -> None:
         """Run one hook to its end, or to its time limit; log how it went."""
-        tail = _Tail(OUTPUT_TAIL_BYTES)
-        started = trio.current_time()
-        process: trio.Process | None = None
+        run = _Run(option, event)
         not_started: str | None = None
         try:
             with trio.move_on_after(self.commands.timeout_s) as limit:
-                async with trio.open_nursery() as nursery:
-                    process = await nursery.start(
-                        partial(
-                            trio.run_process,
-                            argv,
-                            stdin=event.payload(),
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT,
-                            env=hook_environment(event, os.environ),
-                            check=False,
-                            start_new_session=True,
-                            deliver_cancel=_end_group,
-                        )
-                    )
-                    assert process.stdout is not None
-                    await tail.read(process.stdout)
+                await run.spawn(argv)
         except* OSError as group:  # it could not start: not found, not executable
             exc = group.exceptions[0]
             strerror = exc.strerror if isinstance(exc, OSError) else None
             not_started = f"cannot run {argv[0]}: {strerror or exc}"
         except* trio.Cancelled:
-            self._failed(
-                option,
-                event,
-                reason="stopped",
-                detail="the daemon stopped while it ran",
-                elapsed_s=trio.current_time() - started,
-                output=tail,
-            )
+            run.log(reason="stopped", detail="the daemon stopped while it ran")
             raise
-        if not_started is not None:
-            self._failed(option, event, reason="not_started", detail=not_started)
-            return
-        assert process is not None
-        elapsed = trio.current_time() - started
-        if limit.cancelled_caught:
+        process = run.process
+        if not_started is not None or process is None:
+            run.log(reason="not_started", detail=not_started or "")
+        elif limit.cancelled_caught:
             # Its main process may be gone while a child holds the output.
             _signal_group(process.pid, signal.SIGKILL)
-            detail = f"still running after {self.commands.timeout_s:g} s"
-            self._failed(
-                option, event, reason="timeout", detail=detail, elapsed_s=elapsed, output=tail
-            )
+            run.log(reason="timeout", detail=f"still running after {self.commands.timeout_s:g} s")
         elif process.returncode:
-            self._failed(
-                option,
-                event,
-                reason="exit_status",
-                detail=_exit_text(process.returncode),
-                elapsed_s=elapsed,
-                output=tail,
-                exit_status=process.returncode,
-            )
+            detail = _exit_text(process.returncode)
+            run.log(reason="exit_status", detail=detail, exit_status=process.returncode)
         else:
-            metrics.recorder.hook(option, "ok")
-            log.info(
-                "hook_finished",
-                hook=option,
-                hook_event=event.name,
-                job=event.fields.get("job"),
-                exit_status=0,
-                elapsed_s=round(elapsed, 3),
-                output=tail.text(),
-                output_bytes=tail.total,
-            )
+            run.log()
 
-    def _failed(
-        self,
-        option: str,
-        event: Event,
-        *,
-        reason: str,
-        detail: str,
-        elapsed_s: float = 0.0,
-        output: _Tail | None = None,
-        exit_status: int | None = None,
+    def _failed(self, option: str, event: Event, *, reason: str, detail: str) -> None:
+        _Run(option, event).log(reason=reason, detail=detail)
+
+
+class _Run:
+    """One run of a hook: its process, its output's tail, and its log line."""
+
+    __slots__ = ("event", "option", "process", "started", "tail")
+
+    def __init__(self, option: str, event: Event) -> None:
+        self.option = option
+        self.event = event
+        self.tail = _Tail(OUTPUT_TAIL_BYTES)
+        self.started = time.monotonic()
+        self.process: trio.Process | None = None
+
+    async def spawn(self, argv: list[str]) -> None:
+        """Start the hook in a session of its own, and read its output to the end."""
+        async with trio.open_nursery() as nursery:
+            self.process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    argv,
+                    stdin=self.event.payload(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=hook_environment(self.event, os.environ),
+                    check=False,
+                    start_new_session=True,
+                    deliver_cancel=_end_group,
+                )
+            )
+            assert self.process.stdout is not None
+            await self.tail.read(self.process.stdout)
+
+    def log(
+        self, *, reason: str | None = None, detail: str = "", exit_status: int | None = None
     ) -> None:
-        metrics.recorder.hook(option, "failed")
-        log.warning(
-            "hook_failed",
-            hook=option,
-            hook_event=event.name,
-            job=event.fields.get("job"),
-            reason=reason,
-            detail=detail,
-            exit_status=exit_status,
-            elapsed_s=round(elapsed_s, 3),
-            output=output.text() if output else "",
-            output_bytes=output.total if output else 0,
-        )
+        """`hook_finished`, or `hook_failed` with `reason`."""
+        fields = {
+            "hook": self.option,
+            "hook_event": self.event.name,
+            "job": self.event.fields.get("job"),
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+            "output": self.tail.text(),
+            "output_bytes": self.tail.total,
+        }
+        if reason is None:
+            metrics.recorder.hook(self.option, "ok")
+            log.info("hook_finished", exit_status=0, **fields)
+        else:
+            metrics.recorder.hook(self.option, "failed")
+            log.warning(
+                "hook_failed", reason=reason, detail=detail, exit_status=exit_status, **fields
+            )
 
 
 def _exit_text(returncode: int) -> str:
