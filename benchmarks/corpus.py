@@ -7,6 +7,7 @@ always gives the same bytes, so runs on different days compare.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import sys
 from pathlib import Path
@@ -52,6 +53,45 @@ def build(root: Path) -> tuple[int, int]:
     for path in paths:
         total += (root / path.lstrip("/")).stat().st_size
     return len(paths), total
+
+
+# (size, BLAKE2b digest) of each corpus image, to check what a tool saved.
+Digests = dict[tuple[int, bytes], str]
+
+
+def _digest(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return hashlib.blake2b(handle.read(), digest_size=16).digest()
+
+
+def digests(root: Path) -> Digests:
+    return {
+        (os.path.getsize(full), _digest(full)): path
+        for path in seed_paths()
+        for full in [str(root / path.lstrip("/"))]
+    }
+
+
+def verify(folder: Path, known: Digests) -> tuple[int, int]:
+    """(corpus images saved byte for byte under `folder`, counted once each; other files).
+
+    Names are each tool's own business, so files are matched by content. A
+    temporary file left behind, a partial body or an error page saved as an
+    image counts as "other".
+    """
+    sizes = {size for size, _ in known}
+    found: set[bytes] = set()
+    other = 0
+    for where, _, files in os.walk(folder):
+        for name in files:
+            full = os.path.join(where, name)
+            size = os.path.getsize(full)
+            digest = _digest(full) if size in sizes else b""
+            if (size, digest) in known:
+                found.add(digest)
+            else:
+                other += 1
+    return len(found), other
 
 
 if __name__ == "__main__":

@@ -1,15 +1,24 @@
 """`make bench`: imgdl-watch beside wget2, aria2c and curl, and daemon figures.
 
-Each tool runs on the same list at the same concurrency, in interleaved
-rounds (so that a noisy minute hurts every tool alike), and the medians are
-printed: wall time, CPU ms per image (user + system, whole process),
-images/s and peak RSS, with ratios to the best peer and to the physical
-limit of the latency set (ceil(images / concurrency) x latency).
+Each row runs on the same list at the same concurrency, in interleaved
+rounds (so that a noisy minute hurts every row alike), and the medians are
+printed, one table per set: wall time, CPU ms per image (user + system,
+whole process), images/s, peak RSS, the images saved byte for byte, with
+ratios to the best peer and to the set's physical limit. Rows marked `*`
+are references, not peers: bare downloaders, a seed-style one, and
+imgdl-watch itself with fsync turned into a no-op (`eatmydata`).
+
+Sets: static (16 at once), latency (100 ms per answer, 64 at once) and mix
+(24 loopback hosts of 20-500 ms, 404s, a stalling host and a 429 host; 128
+at once, 8 per host; see `mix.py`). Then the daemon figures: pickup, a long
+list (`--lines`), a flood of 1000 lists, and an optional soak.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import importlib.util
 import json
 import math
@@ -21,13 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from benchmarks import corpus
+from benchmarks import mix as mixes
 from benchmarks import server as servers
+from benchmarks.warm import WarmDaemon
 
 HERE = Path(__file__).parent
 WORK = HERE / "_work"
@@ -36,11 +48,22 @@ WORK = HERE / "_work"
 # editable install's import hook alone costs ~10 ms of start-up per command).
 IMGDL = [str(Path(sys.executable).with_name("imgdl-watch"))]
 LATENCY_S = 0.1
-# Reference rows, not peers: `bare.py`, our stack's own floor, and
-# `aiohttp_bare.py`, the kind of program issue #6's CPU target is set against.
+# The product's rows: each must save every image it can, byte for byte.
+PRODUCT = "imgdl-watch"
+DAEMON = "imgdl-watch daemon"
+NOSYNC = "imgdl-watch (no sync)"
+DAEMON_NOSYNC = "imgdl-watch daemon (no sync)"
+OURS = (PRODUCT, DAEMON, NOSYNC, DAEMON_NOSYNC)
+# Reference rows, not peers: `bare.py`, our stack's own floor; `aiohttp_bare.py`
+# and `aiohttp_seed.py`, the kind of program issue #6's CPU target is set
+# against; and imgdl-watch under eatmydata, which durability is measured against.
 BARE = "trio (bare)"
 AIOHTTP = "aiohttp (bare)"
-REFERENCES = (BARE, AIOHTTP)
+SEED = "aiohttp (seed-style)"
+REFERENCES = (BARE, AIOHTTP, SEED, NOSYNC, DAEMON_NOSYNC)
+PEERS = ("wget2", "aria2c", "curl")
+# How long a timed daemon job may take before the run gives up on it.
+JOB_TIMEOUT_S = 300
 
 
 def product_python() -> Path:
@@ -49,13 +72,26 @@ def product_python() -> Path:
     return python if python.exists() else Path(sys.executable)
 
 
+def nosync_env() -> dict[str, str] | None:
+    """The environment that runs a command under eatmydata (fsync and fdatasync are
+    no-ops), or None without it. Preloaded directly rather than through the
+    `eatmydata` script, whose shell would add its start-up to the wall time."""
+    for pattern in ("/usr/lib/*/libeatmydata.so*", "/usr/lib/libeatmydata/libeatmydata.so*"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return {**os.environ, "LD_PRELOAD": found[0]}
+    return None
+
+
 @dataclass
 class Run:
     tool: str
     wall_s: float
     cpu_s: float
     rss_mb: float
-    files: int
+    files: int  # corpus images saved byte for byte
+    other: int = 0  # any other file left in the output folder
+    throttled: int = 0  # 429s the server sent (the mix only)
 
 
 def measure(
@@ -85,69 +121,206 @@ def measure(
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def commands(list_path: Path, out: Path, concurrency: int) -> dict[str, list[str]]:
-    tools: dict[str, list[str]] = {
-        "imgdl-watch": [
-            *IMGDL, "fetch", str(list_path), "--output", str(out),
-            "--concurrency", str(concurrency), "--per-host", str(concurrency), "--log-format", "json",
-        ],
-    }  # fmt: skip
-    tools[BARE] = [
-        str(product_python()), str(HERE / "bare.py"), str(list_path), str(out), str(concurrency),
+# -- rows ----------------------------------------------------------------------
+
+
+class Row(Protocol):
+    name: str
+
+    def run(self, list_path: Path, out: Path, stem: str) -> tuple[float, float, float, Path]:
+        """(wall s, CPU s, peak RSS MB, the folder its images are in) for one list."""
+        ...
+
+
+@dataclass
+class Command:
+    """A row that is one process per list, timed whole."""
+
+    name: str
+    argv: Callable[[Path, Path], list[str]]  # (list, output folder) -> command
+    env: dict[str, str] | None = None
+
+    def run(self, list_path: Path, out: Path, stem: str) -> tuple[float, float, float, Path]:
+        return (*measure(self.argv(list_path, out), out, env=self.env), out)
+
+
+@dataclass
+class Warm:
+    """A row that is one job of a daemon already running (see `warm.py`)."""
+
+    name: str
+    daemon: WarmDaemon
+
+    def run(self, list_path: Path, out: Path, stem: str) -> tuple[float, float, float, Path]:
+        wall, cpu, folder = self.daemon.job(list_path, stem, JOB_TIMEOUT_S)
+        return wall, cpu, self.daemon.peak_rss_mb(), folder
+
+
+def imgdl_fetch(options: list[str]) -> Callable[[Path, Path], list[str]]:
+    return lambda list_path, out: [
+        *IMGDL, "fetch", str(list_path), "--output", str(out), *options, "--log-format", "json",
     ]  # fmt: skip
+
+
+def peer_commands(concurrency: int) -> list[Command]:
+    """The reference programs and the peers, at `concurrency` (no per-host cap)."""
+    c = str(concurrency)
+
+    def script(name: str, python: Path | str, file: str) -> Command:
+        return Command(
+            name, lambda lst, out: [str(python), str(HERE / file), str(lst), str(out), c]
+        )
+
+    rows = [script(BARE, product_python(), "bare.py")]
     if importlib.util.find_spec("aiohttp") is not None:  # the bench extra installs it
-        tools[AIOHTTP] = [
-            sys.executable, str(HERE / "aiohttp_bare.py"), str(list_path), str(out), str(concurrency),
-        ]  # fmt: skip
+        rows.append(script(AIOHTTP, sys.executable, "aiohttp_bare.py"))
+        rows.append(script(SEED, sys.executable, "aiohttp_seed.py"))
     if shutil.which("wget2"):
-        tools["wget2"] = [
-            "wget2", f"--max-threads={concurrency}", "-q", "-i", str(list_path), "-P", str(out),
+        rows.append(Command("wget2", lambda lst, out: [
+            "wget2", f"--max-threads={c}", "-q", "-i", str(lst), "-P", str(out),
             "--no-robots", "--no-compression", "--tries=1",
-        ]  # fmt: skip
+        ]))  # fmt: skip
     if shutil.which("aria2c"):
-        tools["aria2c"] = [
-            "aria2c", "-q", "-i", str(list_path), "-d", str(out), "-j", str(concurrency),
+        rows.append(Command("aria2c", lambda lst, out: [
+            "aria2c", "-q", "-i", str(lst), "-d", str(out), "-j", c,
             "--max-connection-per-server=1", "--allow-overwrite=true", "--auto-file-renaming=false",
             "--file-allocation=none", "--max-tries=1",
-        ]  # fmt: skip
+        ]))  # fmt: skip
     if shutil.which("curl"):
-        config = out.parent / f"{out.name}.curl"
-        config.write_text("".join(f'url = "{u}"\n' for u in list_path.read_text().split()))
-        tools["curl"] = [
-            "curl", "-s", "--parallel", "--parallel-max", str(concurrency), "--remote-name-all",
-            "--output-dir", str(out), "-K", str(config),
-        ]  # fmt: skip
-    return tools
+
+        def curl(lst: Path, out: Path) -> list[str]:
+            config = out.parent / f"{out.name}.curl"
+            config.write_text("".join(f'url = "{u}"\n' for u in lst.read_text().split()))
+            return [
+                "curl", "-s", "--parallel", "--parallel-max", c, "--remote-name-all",
+                "--output-dir", str(out), "-K", str(config),
+            ]  # fmt: skip
+
+        rows.append(Command("curl", curl))
+    return rows
 
 
-def count_files(folder: Path) -> int:
-    return sum(len(files) for _, _, files in os.walk(folder))
+def mix_commands() -> list[Command]:
+    """wget2 and aria2c on the mix, with the nearest equivalents of imgdl-watch's settings.
+
+    Neither has a per-host cap across downloads: they run 128 at once over
+    all hosts. Both get the same timeouts and attempts as imgdl-watch, and
+    wait 1 s before a retry (imgdl-watch: its own backoff, or Retry-After).
+    """
+    c, attempts = str(mixes.CONCURRENCY), str(mixes.ATTEMPTS)
+    connect, read = str(mixes.CONNECT_TIMEOUT_S), str(mixes.READ_TIMEOUT_S)
+    rows = []
+    if shutil.which("wget2"):
+        rows.append(Command("wget2", lambda lst, out: [
+            "wget2", f"--max-threads={c}", "-q", "-i", str(lst), "-P", str(out),
+            "--no-robots", "--no-compression", f"--tries={attempts}", "--waitretry=1",
+            f"--connect-timeout={connect}", f"--read-timeout={read}",
+        ]))  # fmt: skip
+    if shutil.which("aria2c"):
+        rows.append(Command("aria2c", lambda lst, out: [
+            "aria2c", "-q", "-i", str(lst), "-d", str(out), "-j", c,
+            "--max-connection-per-server=1", "--allow-overwrite=true", "--auto-file-renaming=false",
+            "--file-allocation=none", f"--max-tries={attempts}", "--retry-wait=1",
+            f"--connect-timeout={connect}", f"--timeout={read}",
+        ]))  # fmt: skip
+    return rows
 
 
-def compare(name: str, list_path: Path, concurrency: int, rounds: int, images: int) -> list[Run]:
+MIX_OPTIONS = [
+    "--concurrency", str(mixes.CONCURRENCY), "--per-host", str(mixes.PER_HOST),
+    "--retries", str(mixes.ATTEMPTS - 1), "--connect-timeout", str(mixes.CONNECT_TIMEOUT_S),
+    "--read-timeout", str(mixes.READ_TIMEOUT_S),
+]  # fmt: skip
+
+
+@contextlib.contextmanager
+def warm_daemons(
+    set_name: str, options: list[str], warm_up: list[str], *, nosync: bool
+) -> Iterator[list[Warm]]:
+    """The daemon rows of a set: started, warmed up with a short list, stopped at the end."""
+    root = Path(tempfile.mkdtemp(prefix=f"imgdl-bench-{set_name}-daemon-", dir=WORK))
+    env = nosync_env() if nosync else None
+    specs = [(DAEMON, None)] + ([(DAEMON_NOSYNC, env)] if env else [])
+    rows: list[Warm] = []
+    try:
+        for name, environment in specs:
+            folder = root / name.replace(" ", "-").replace("(", "").replace(")", "")
+            daemon = WarmDaemon(IMGDL, folder, options, env=environment)
+            rows.append(Warm(name, daemon))
+            first = folder / "warm-up.txt"
+            first.write_text("".join(f"{url}?warm-up\n" for url in warm_up))
+            _, _, done = daemon.job(first, "warm-up", JOB_TIMEOUT_S)
+            shutil.rmtree(done, ignore_errors=True)
+        yield rows
+    finally:
+        for row in rows:
+            row.daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Throttled:
+    """429s in nginx's access log since a mark (its lines: msec, URI, status, address)."""
+
+    def __init__(self, access_log: Path) -> None:
+        self.log = access_log
+
+    def mark(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def since(self, mark: int) -> int:
+        time.sleep(0.15)  # nginx flushes its access log buffer every 50 ms
+        with self.log.open("rb") as handle:
+            handle.seek(mark)
+            return sum(line.split(b" ")[2:3] == [b"429"] for line in handle)
+
+
+def compare(
+    name: str,
+    list_path: Path,
+    rows: list[Row],
+    rounds: int,
+    known: corpus.Digests,
+    expected: int,
+    *,
+    throttled: Throttled | None = None,
+    require_all: bool = True,
+) -> list[Run]:
+    """Every row on the list, `rounds` times in turn. A row of ours that leaves a file that
+    is not a corpus image, or (with `require_all`) saves fewer than `expected`, stops it."""
     runs: list[Run] = []
     scratch = Path(tempfile.mkdtemp(prefix=f"imgdl-bench-{name}-", dir=WORK))
-    tool_names = list(commands(list_path, scratch / "probe", concurrency))
-    for _ in range(rounds):
-        for tool in tool_names:
-            out = scratch / tool
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            command = commands(list_path, out, concurrency)[tool]
-            wall, cpu, rss = measure(command, out)
-            runs.append(Run(tool, wall, cpu, rss, count_files(out)))
-            if tool == "imgdl-watch" and runs[-1].files < images:
-                raise SystemExit(
-                    f"bench: imgdl-watch saved {runs[-1].files} of {images} images; "
-                    f"try it by hand: {' '.join(command)}"
-                )
-    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        for round_no in range(rounds):
+            for row in rows:
+                out = scratch / row.name.replace(" ", "-").replace("(", "").replace(")", "")
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir()
+                mark = throttled.mark() if throttled else 0
+                wall, cpu, rss, folder = row.run(list_path, out, f"{name}{round_no}")
+                saved, other = corpus.verify(folder, known)
+                runs.append(Run(row.name, wall, cpu, rss, saved, other,
+                                throttled.since(mark) if throttled else 0))  # fmt: skip
+                if row.name in OURS and (other or (require_all and saved < expected)):
+                    raise SystemExit(
+                        f"bench: {row.name} saved {saved} of {expected} images byte for byte "
+                        f"and {other} other files, in {folder}"
+                    )
+                shutil.rmtree(folder, ignore_errors=True)
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return runs
 
 
 def table(
-    title: str, runs: list[Run], images: int, limit_s: float | None
+    title: str,
+    runs: list[Run],
+    urls: int,
+    limit_of: Callable[[str], float | None],
+    *,
+    show_throttled: bool = False,
 ) -> list[dict[str, object]]:
+    """Print one set's medians; return them as rows for results.json."""
     rows: list[dict[str, object]] = []
     by_tool: dict[str, list[Run]] = {}
     for run in runs:
@@ -158,32 +331,122 @@ def table(
             statistics.median(r.cpu_s for r in rs),
             max(r.rss_mb for r in rs),
             min(r.files for r in rs),
+            max(r.other for r in rs),
+            max(r.throttled for r in rs),
         )
         for tool, rs in by_tool.items()
     }
-    peers = [m[0] for t, m in medians.items() if t != "imgdl-watch" and t not in REFERENCES]
+    peers = [m[0] for t, m in medians.items() if t in PEERS]
     best_peer = min(peers) if peers else None
+    limited = any(limit_of(t) for t in medians)
     print(f"\n{title}")
-    header = f"{'tool':14} {'wall s':>7} {'CPU ms/img':>10} {'img/s':>7} {'peak RSS MB':>11} {'files':>6} {'x best peer':>11}"
-    header += f" {'x limit':>7}" if limit_s else ""
+    header = (
+        f"{'tool':30} {'wall s':>7} {'CPU ms/img':>10} {'img/s':>6} {'peak RSS MB':>11}"
+        f" {'saved':>5} {'other':>5} {'x best peer':>11}"
+    )
+    header += f" {'x limit':>7}" if limited else ""
+    header += f" {'429s':>5}" if show_throttled else ""
     print(header)
-    for tool, (wall, cpu, rss, files) in sorted(medians.items(), key=lambda kv: kv[1][0]):
-        line = f"{tool:14} {wall:7.2f} {cpu * 1000 / images:10.2f} {images / wall:7.0f} {rss:11.1f} {files:6d}"
+    for tool, (wall, cpu, rss, files, other, got_429) in sorted(
+        medians.items(), key=lambda kv: kv[1][0]
+    ):
+        limit = limit_of(tool)
+        shown = f"{tool} *" if tool in REFERENCES else tool
+        line = f"{shown:30} {wall:7.2f} {cpu * 1000 / urls:10.2f} {files / wall:6.0f} {rss:11.1f} {files:5d} {other:5d}"
         line += f" {wall / best_peer:11.2f}" if best_peer else f" {'-':>11}"
-        line += f" {wall / limit_s:7.2f}" if limit_s else ""
+        if limited:
+            line += f" {wall / limit:7.2f}" if limit else f" {'-':>7}"
+        line += f" {got_429:5.0f}" if show_throttled else ""
         print(line)
-        rows.append({
-            "tool": tool, "wall_s": round(wall, 3), "cpu_ms_per_img": round(cpu * 1000 / images, 3),
-            "img_per_s": round(images / wall), "peak_rss_mb": round(rss, 1), "files": files,
-        })  # fmt: skip
-    for reference in REFERENCES:
-        if "imgdl-watch" in medians and reference in medians:
-            ours, bare = medians["imgdl-watch"], medians[reference]
+        row: dict[str, object] = {
+            "tool": tool, "reference": tool in REFERENCES, "wall_s": round(wall, 3),
+            "cpu_ms_per_img": round(cpu * 1000 / urls, 3), "img_per_s": round(files / wall),
+            "peak_rss_mb": round(rss, 1), "files": files, "other_files": other,
+        }  # fmt: skip
+        if limit:
+            row["x_limit"] = round(wall / limit, 3)
+        if show_throttled:
+            row["responses_429"] = got_429
+        rows.append(row)
+    print("* reference row (not a peer)")
+    pairs = [
+        (PRODUCT, BARE, "no fsync, checks or logs"),
+        (PRODUCT, AIOHTTP, "no fsync, checks or logs"),
+        (PRODUCT, SEED, "no fsync, a task per URL"),
+        (PRODUCT, NOSYNC, "what fsync costs in fetch"),
+        (DAEMON, DAEMON_NOSYNC, "what fsync costs in the daemon"),
+        (DAEMON, PRODUCT, "a warm daemon against a fresh process"),
+    ]
+    for ours, other_tool, what in pairs:
+        if ours in medians and other_tool in medians:
+            a, b = medians[ours], medians[other_tool]
             print(
-                f"imgdl-watch against {reference} (no fsync, checks or logs): "
-                f"wall x{ours[0] / bare[0]:.2f}, CPU x{ours[1] / bare[1]:.2f}"
+                f"{ours} against {other_tool} ({what}): wall x{a[0] / b[0]:.2f} "
+                f"({a[0] - b[0]:+.2f} s), CPU x{a[1] / b[1]:.2f} ({(a[1] - b[1]) * 1000 / urls:+.2f} ms/img)"
             )
     return rows
+
+
+def side_by_side(
+    name: str, list_path: Path, concurrency: int, rounds: int, known: corpus.Digests, images: int
+) -> list[Run]:
+    """A set of the corpus on one host: imgdl-watch (fetch, warm daemon, and both under
+    eatmydata), the references and the peers, all at `concurrency`."""
+    options = ["--concurrency", str(concurrency), "--per-host", str(concurrency)]
+    env = nosync_env()
+    fetches: list[Row] = [Command(PRODUCT, imgdl_fetch(options))]
+    if env:
+        fetches.append(Command(NOSYNC, imgdl_fetch(options), env=env))
+    warm_up = list_path.read_text().split()[:32]
+    with warm_daemons(name, options, warm_up, nosync=True) as daemons:
+        return compare(name, list_path, [*fetches, *daemons, *peer_commands(concurrency)],
+                       rounds, known, images)  # fmt: skip
+
+
+def mix_set(srv: servers.Servers, rounds: int, known: corpus.Digests) -> dict[str, object] | None:
+    mix = srv.mix
+    if mix is None or srv.access_log is None:
+        print("\nmix set skipped: it needs nginx with the echo module")
+        return None
+    list_path = WORK / "mix.txt"
+    list_path.write_text("".join(f"{line}\n" for line in mix.lines()))
+    capped, capped_by = mixes.bound(mix, mixes.CONCURRENCY, mixes.PER_HOST)
+    uncapped, uncapped_by = mixes.bound(mix, mixes.CONCURRENCY, mixes.CONCURRENCY)
+    schedules = (
+        mixes.schedule(mix, mixes.CONCURRENCY, mixes.PER_HOST),
+        mixes.schedule(mix, mixes.CONCURRENCY, mixes.CONCURRENCY),
+    )
+    met = schedules[0] <= capped + 1e-6 and schedules[1] <= uncapped + 1e-6
+    warm_up = [mix.url(h, h.paths[0]) for h in mix.hosts if h.role == "ordinary"]
+    fetch = Command(PRODUCT, imgdl_fetch(MIX_OPTIONS))
+    with warm_daemons("mix", MIX_OPTIONS, warm_up, nosync=False) as daemons:
+        timed: list[Row] = [fetch, *daemons, *mix_commands()]
+        throttled = Throttled(srv.access_log)
+        runs = compare("mix", list_path, timed, rounds, known, mix.obtainable,
+                       throttled=throttled, require_all=False)  # fmt: skip
+
+    def limit_of(tool: str) -> float:
+        return capped if tool in OURS else uncapped
+
+    title = (
+        f"mix: {mixes.describe(mix)}\n"
+        f"  {mixes.CONCURRENCY} at once, {mixes.PER_HOST} per host (wget2, aria2c: no per-host cap); "
+        f"{mixes.ATTEMPTS} attempts; timeouts {mixes.CONNECT_TIMEOUT_S} s to connect, "
+        f"{mixes.READ_TIMEOUT_S} s to read; median of {rounds}\n"
+        f"  physical limit {capped:.2f} s at {mixes.PER_HOST} per host ({capped_by}); "
+        f"{uncapped:.2f} s without a per-host cap ({uncapped_by})\n"
+        f"  a schedule that knows the whole list takes {schedules[0]:.2f} s and {schedules[1]:.2f} s"
+        + (" (the limits are met)" if met else " (above the limits, which are lower bounds)")
+    )
+    rows = table(title, runs, mix.urls, limit_of, show_throttled=True)
+    return {
+        "rows": rows, "urls": mix.urls, "obtainable": mix.obtainable, "not_found": mix.not_found,
+        "stalled": mix.stalled, "limit_s": round(capped, 3), "limit_no_per_host_cap_s": round(uncapped, 3),
+        "hosts": [{"address": h.address, "role": h.role, "latency_s": h.latency_s, "urls": h.urls,
+                   "not_found": len(h.missing), "alone_s": round(mixes.host_time(h, mixes.PER_HOST), 3)}
+                  for h in mix.hosts],
+        "runs": [asdict(r) for r in runs],
+    }  # fmt: skip
 
 
 # Ready to send: the interpreter up, trio and httpx imported, one transport
@@ -242,7 +505,7 @@ def first_request_times(access_log: Path) -> dict[str, float]:
     times: dict[str, float] = {}
     time.sleep(0.2)  # nginx flushes its access log buffer every 50 ms
     for line in access_log.read_text().splitlines():
-        stamp, _, uri = line.partition(" ")
+        stamp, uri = line.split(" ")[:2]
         times.setdefault(uri, float(stamp))
     return times
 
@@ -280,52 +543,53 @@ def pickup(
     return statistics.median(delays), delays[max(0, math.ceil(0.95 * len(delays)) - 1)]
 
 
-def million_lines(srv: servers.Servers, lines: int) -> dict[str, float]:
-    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-1m-", dir=WORK))
-    big = root / "million.txt"
-    with big.open("w") as handle:
-        for i in range(lines):
-            handle.write(f"{srv.static}/m/{i}/image-{i}.jpg\n")
-    out = root / "out"
-    out.mkdir()
-    started = time.time()
-    proc = subprocess.Popen(
-        [*IMGDL, "fetch", str(big), "--output", str(out), "--concurrency", "64", "--per-host", "64",
-         "--retries", "0", "--log-format", "json", "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(8)
-    proc.send_signal(signal.SIGINT)
-    _, _, usage = os.wait4(proc.pid, 0)
+def long_list(srv: servers.Servers, lines: int) -> dict[str, float]:
+    """A list of `lines` distinct URLs (all 404 on the static server).
+
+    Time to the first request: `imgdl-watch fetch` on it, stopped once nginx
+    has logged that request. The whole list: `lines_probe.py`, the product's
+    own job over all of it with downloads answered at once, for the job's
+    intake in lines per second and its peak RSS (see that file for why not a
+    real fetch: on this VM it would time 404s, at ~800 per second).
+    """
     assert srv.access_log is not None
-    seen = first_request_times(srv.access_log)
-    first = seen.get("/m/0/image-0.jpg", math.nan) - started
-    # What de-duplication holds once the whole list has been read: the
-    # same structures the job uses, filled from the same file.
-    probe = subprocess.run(
-        [sys.executable, "-c", _DEDUPE_PROBE, str(big)], capture_output=True, text=True, check=True
-    )
-    dedupe = json.loads(probe.stdout)
-    shutil.rmtree(root, ignore_errors=True)
-    return {"first_request_s": round(first, 3), "peak_rss_mb_8s": round(usage.ru_maxrss / 1024, 1),
-            "rss_mb_after_whole_list_deduped": dedupe["rss_mb"], "bytes_per_url": dedupe["bytes_per_url"]}  # fmt: skip
-
-
-_DEDUPE_PROBE = """
-import json, os, resource, sys
-from imgdl_watch.job.dedupe import Dedupe
-from imgdl_watch.job.feed import read_entries as _read_entries
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-fd = os.open(sys.argv[1], os.O_RDONLY)
-dedupe = Dedupe()
-n = 0
-for entry in _read_entries(fd):
-    if hasattr(entry, "url") and dedupe.first_time(entry.url):
-        dedupe.name_for(entry.url)
-        n += 1
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rss_mb": round(after / 1024, 1), "bytes_per_url": round((after - before) * 1024 / n)}))
-"""
+    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-lines-", dir=WORK))
+    big = root / "long.txt"
+    try:
+        with big.open("w") as handle:
+            for start in range(0, lines, 100_000):
+                handle.write("".join(
+                    f"{srv.static}/m/{i}/image-{i}.jpg\n" for i in range(start, min(lines, start + 100_000))
+                ))  # fmt: skip
+        out = root / "out"
+        out.mkdir()
+        offset = srv.access_log.stat().st_size
+        started = time.time()
+        proc = subprocess.Popen(
+            [*IMGDL, "fetch", str(big), "--output", str(out), "--concurrency", "64", "--per-host", "64",
+             "--retries", "0", "--log-format", "json", "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        first = math.nan
+        deadline = time.monotonic() + 20
+        while math.isnan(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with srv.access_log.open("rb") as log:
+                log.seek(offset)
+                for line in log:
+                    stamp, uri = line.split(b" ")[:2]
+                    if uri == b"/m/0/image-0.jpg":
+                        first = float(stamp) - started
+                        break
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        probe = subprocess.run(
+            [str(product_python()), str(HERE / "lines_probe.py"), str(big)],
+            capture_output=True, text=True, check=True, timeout=120 + lines / 2000,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"lines": lines, "first_request_s": round(first, 3), **json.loads(probe.stdout)}
 
 
 def flood(srv: servers.Servers, paths: list[str], lists: int) -> dict[str, float]:
@@ -382,8 +646,15 @@ def soak(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--skip-daemon", action="store_true", help="only the side-by-side table")
-    parser.add_argument("--million", type=int, default=1_000_000, help="lines of the huge list")
+    parser.add_argument(
+        "--skip-daemon", action="store_true",
+        help="only the tables: no pickup, long list or flood figures",
+    )  # fmt: skip
+    parser.add_argument("--skip-mix", action="store_true", help="no mix set")
+    parser.add_argument(
+        "--lines", type=int, default=1_000_000, metavar="N",
+        help="lines of the long list (1000000: ~1.5 min; 10000000: ~30 min, 1.5 GB; 0: none)",
+    )  # fmt: skip
     parser.add_argument("--imgdl", metavar="PATH", help="the imgdl-watch command to time")
     parser.add_argument(
         "--soak", type=int, default=0, metavar="LISTS",
@@ -395,26 +666,37 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     root = WORK / "corpus"
     images, size = corpus.build(root)
-    srv = servers.start(root, latency=LATENCY_S)
-    print(
-        f"corpus: {images} JPEGs, {size / 1e6:.1f} MB; server: {srv.kind}; {os.cpu_count()} cores"
+    known = corpus.digests(root)
+    srv = servers.start(
+        root, latency=LATENCY_S, mix_paths=None if args.skip_mix else corpus.seed_paths()
     )
-    results: dict[str, object] = {"server": srv.kind, "images": images}
+    print(
+        f"corpus: {images} JPEGs, {size / 1e6:.1f} MB; server: {srv.kind}; {os.cpu_count()} cores; "
+        f"no-sync rows: {'eatmydata' if nosync_env() else 'none (apt-get install eatmydata)'}; "
+        f"load average {os.getloadavg()[0]:.2f} before the run"
+    )
+    results: dict[str, object] = {
+        "server": srv.kind,
+        "images": images,
+        "load_at_start": os.getloadavg()[0],
+    }
+    began = time.monotonic()
     try:
         seed = corpus.SEED_LIST.read_text()
         lists = {}
         for name, base in (("static", srv.static), ("latency", srv.latency)):
             lists[name] = WORK / f"{name}.txt"
             lists[name].write_text(seed.replace("https://cdn.pixabay.com", base))
-        static = compare("static", lists["static"], 16, args.rounds, images)
+        static = side_by_side("static", lists["static"], 16, args.rounds, known, images)
         results["static_c16"] = table(
-            f"static files, 16 at once (median of {args.rounds})", static, images, None
+            f"static files, 16 at once (median of {args.rounds})", static, images, lambda _: None
         )
         limit = math.ceil(images / 64) * LATENCY_S
-        latency = compare("latency", lists["latency"], 64, args.rounds, images)
+        latency = side_by_side("latency", lists["latency"], 64, args.rounds, known, images)
         results["latency_c64"] = table(
-            f"{LATENCY_S * 1000:.0f} ms per response, 64 at once (physical limit {limit:.2f} s)",
-            latency, images, limit,
+            f"{LATENCY_S * 1000:.0f} ms per response, 64 at once (physical limit {limit:.2f} s; "
+            f"median of {args.rounds})",
+            latency, images, lambda _: limit,
         )  # fmt: skip
         results["runs"] = [asdict(r) for r in static + latency]
         floor = startup_floor()
@@ -423,6 +705,8 @@ def main() -> None:
             f"send, + {limit:.2f} s physical limit = {floor + limit:.2f} s"
         )
         results["trio_httpx_floor_s"] = round(floor + limit, 3)
+        if not args.skip_mix:
+            results["mix"] = mix_set(srv, args.rounds, known)
         if not args.skip_daemon and srv.access_log is not None:
             paths = corpus.seed_paths()
             p50, p95 = pickup(srv, paths, 20, in_place=False, settle=1.0)
@@ -435,12 +719,15 @@ def main() -> None:
             )
             results["pickup"] = {"renamed_p50_ms": round(p50 * 1000), "renamed_p95_ms": round(p95 * 1000),
                                  "in_place_p50_ms": round(q50 * 1000), "in_place_p95_ms": round(q95 * 1000)}  # fmt: skip
-            huge = million_lines(srv, args.million)
-            print(f"{args.million}-line list: first request after {huge['first_request_s']} s, "
-                  f"peak RSS {huge['peak_rss_mb_8s']} MB in the first 8 s; "
-                  f"{huge['rss_mb_after_whole_list_deduped']} MB once the whole list is de-duplicated "
-                  f"({huge['bytes_per_url']} bytes per URL)")  # fmt: skip
-            results["million"] = huge
+            if args.lines:
+                long = long_list(srv, args.lines)
+                print(
+                    f"{args.lines:,}-line list: first request after {long['first_request_s']} s; "
+                    f"the whole list through a job whose downloads cost nothing: {long['seconds']} s, "
+                    f"{long['lines_per_s']:,} lines/s, peak RSS {long['peak_rss_mb']} MB "
+                    f"({long['base_rss_mb']} MB before the job, {long['bytes_per_url']} bytes per URL)"
+                )
+                results["long_list"] = long
             flooded = flood(srv, paths, 1000)
             print(
                 f"{flooded['lists']} lists at once: {flooded['total_s']} s, peak RSS {flooded['peak_rss_mb']} MB"
@@ -457,8 +744,13 @@ def main() -> None:
             results["soak"] = soaked
     finally:
         srv.stop()  # type: ignore[operator]
+    results["load_at_end"] = os.getloadavg()[0]
+    results["run_s"] = round(time.monotonic() - began)
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nresults: {WORK / 'results.json'}")
+    print(
+        f"\nload average {os.getloadavg()[0]:.2f}; the run took {(time.monotonic() - began) / 60:.1f} min"
+        f"\nresults: {WORK / 'results.json'}"
+    )
 
 
 if __name__ == "__main__":

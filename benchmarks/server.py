@@ -2,8 +2,10 @@
 
 Two ports serve the corpus: one answers at once (the static set), one waits
 `latency` seconds before each response (the latency set), via the echo
-module's `echo_sleep`. nginx with two workers is never the bottleneck here;
-the Python fallback may be, and says so.
+module's `echo_sleep`. With nginx, the same server also plays the mix set's
+24 hosts (`mix.py`), one server block per loopback address. nginx with two
+workers is never the bottleneck here; the Python fallback may be, says so,
+and has no mix.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from benchmarks import mix as mixes
+
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 
 NGINX_CONF = """
@@ -28,10 +32,12 @@ NGINX_CONF = """
 worker_processes 2;
 daemon off;
 pid {work}/nginx.pid;
+# The mix's stalling host holds requests for half a minute: a stop must not wait for them.
+worker_shutdown_timeout 1s;
 error_log {work}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format timed '$msec $request_uri';
+    log_format timed '$msec $request_uri $status $server_addr';
     access_log {work}/access.log timed buffer=64k flush=50ms;
     client_body_temp_path {work}/tmp;
     proxy_temp_path {work}/tmp;
@@ -56,13 +62,14 @@ http {{
         }}
         location @file {{ }}
     }}
+    {mix_servers}
 }}
 """
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
@@ -73,19 +80,21 @@ class Servers:
     kind: str
     access_log: Path | None
     stop: object
+    mix: mixes.Mix | None = None
 
 
-def _wait_listening(port: int) -> None:
+def _wait_listening(port: int, address: str = "127.0.0.1") -> None:
     for _ in range(200):
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            socket.create_connection((address, port), timeout=0.1).close()
             return
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def start(root: Path, *, latency: float = 0.1) -> Servers:
+def start(root: Path, *, latency: float = 0.1, mix_paths: list[str] | None = None) -> Servers:
+    """The servers; with `mix_paths` (the corpus's paths) and nginx, the mix's hosts too."""
     static_port, latency_port = free_port(), free_port()
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
@@ -93,6 +102,9 @@ def start(root: Path, *, latency: float = 0.1) -> Servers:
     if nginx and os.path.exists(ECHO_MODULE):
         work = Path(tempfile.mkdtemp(prefix="imgdl-bench-nginx-"))
         (work / "tmp").mkdir()
+        mix = None
+        if mix_paths is not None:
+            mix = mixes.build(mix_paths, free_port(f"127.0.0.{mixes.FIRST_ADDRESS}"))
         conf = work / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
@@ -102,11 +114,15 @@ def start(root: Path, *, latency: float = 0.1) -> Servers:
                 static_port=static_port,
                 latency_port=latency_port,
                 latency=latency,
+                mix_servers=mix.nginx_servers(root.resolve()) if mix else "",
             )
         )
         proc = subprocess.Popen([nginx, "-c", str(conf), "-e", str(work / "error.log")])
         _wait_listening(static_port)
         _wait_listening(latency_port)
+        if mix is not None:
+            for host in mix.hosts:
+                _wait_listening(mix.port, host.address)
 
         def stop() -> None:
             proc.send_signal(signal.SIGQUIT)
@@ -119,6 +135,7 @@ def start(root: Path, *, latency: float = 0.1) -> Servers:
             "nginx",
             work / "access.log",
             stop,
+            mix,
         )
     print("warning: nginx with the echo module is not installed; the Python server "
           "may be the bottleneck (apt-get install nginx-light libnginx-mod-http-echo)",

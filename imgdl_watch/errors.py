@@ -33,6 +33,9 @@ the branch a class sits on.
 `Interrupted` is not a failure: the daemon is stopping, and the URL stays in
 the job for the next run.
 
+`AlreadyThere` is not a failure either: the name is taken in the folder,
+and the URL counts as skipped.
+
 `JobError` is not a download's: the list as a whole cannot run (its
 `reason`: `list_unreadable`, `folder_error`).
 """
@@ -154,6 +157,16 @@ class WriteFailed(PermanentError):
 
 class DiskFull(WriteFailed):
     reason = "disk_full"
+
+
+class AlreadyThere(Exception):
+    """Not a failure: a file of the download's name appeared in its folder
+    meanwhile (a look-alike of the same list, `a` saved as `a.jpg` beside
+    `a.jpg`). It is left as it is, never replaced; the URL is `skipped`."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__(file)
+        self.file = file
 
 
 class JobError(Exception):

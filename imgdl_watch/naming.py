@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 # The longest file name most Linux filesystems accept, in bytes.
 MAX_NAME_BYTES = 255
@@ -86,7 +86,12 @@ def safe_name(raw: str, *, fallback: str = FALLBACK_NAME, reserve: int = 0) -> s
     `reserve` bytes are kept free below `MAX_NAME_BYTES` for a suffix the
     caller adds later.
     """
-    cleaned = "".join("_" if _is_unsafe_char(c) else c for c in raw).strip()
+    if raw.isascii() and raw.isprintable() and "/" not in raw and "\\" not in raw:
+        # Nearly every name: printable ASCII has no control, format or
+        # surrogate character, so the loop below would change nothing.
+        cleaned = raw.strip()
+    else:
+        cleaned = "".join("_" if _is_unsafe_char(c) else c for c in raw).strip()
     cleaned = cleaned.lstrip(".")
     if not cleaned:
         cleaned = fallback
@@ -94,7 +99,9 @@ def safe_name(raw: str, *, fallback: str = FALLBACK_NAME, reserve: int = 0) -> s
     budget = MAX_NAME_BYTES - reserve - len(ext.encode("utf-8"))
     if not ext:
         budget -= EXTENSION_ROOM
-    stem = _truncate_utf8(stem, budget).rstrip() or fallback
+    if not (stem.isascii() and len(stem) <= budget):  # (ASCII: a character is a byte)
+        stem = _truncate_utf8(stem, budget)
+    stem = stem.rstrip() or fallback
     return stem + ext
 
 
@@ -107,17 +114,46 @@ def url_hash(url: str) -> str:
     return hashlib.blake2b(url.encode("utf-8"), digest_size=8).hexdigest()[:HASH_CHARS]
 
 
+def url_path(url: str) -> str:
+    """`urlsplit(url).path` of a URL the list parser accepted (`scheme://...`,
+    no whitespace or control characters), by string search: a third of the cost."""
+    start = url.find("://") + 3
+    # The authority ends at the first of "/", "?" and "#"; only a "/" starts a path.
+    cut = len(url)
+    for sep in "/?#":
+        at = url.find(sep, start, cut)
+        if at >= 0:
+            cut = at
+    if cut == len(url) or url[cut] != "/":
+        return ""
+    end = len(url)
+    for sep in "?#":
+        at = url.find(sep, cut, end)
+        if at >= 0:
+            end = at
+    return url[cut:end]
+
+
 def base_name(url: str) -> str:
     """The safe, percent-decoded last path segment of a URL."""
-    path = urlsplit(url).path
-    segment = path.rsplit("/", 1)[-1]
-    return safe_name(unquote(segment, errors="replace"), reserve=HASH_CHARS + 1)
+    segment = url_path(url).rsplit("/", 1)[-1]
+    if "%" in segment:
+        segment = unquote(segment, errors="replace")
+    return safe_name(segment, reserve=HASH_CHARS + 1)
 
 
 def hashed_name(name: str, url: str) -> str:
     """`name` told apart from its look-alikes by a short hash of `url`."""
     stem, ext = split_extension(name)
     return f"{stem}-{url_hash(url)}{ext}"
+
+
+def wide_name(name: str, url: str) -> str:
+    """`name` with a 128-bit hash of `url`: when even `hashed_name` clashes."""
+    stem, ext = split_extension(name)
+    wide = hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
+    stem = _truncate_utf8(stem, MAX_NAME_BYTES - EXTENSION_ROOM - len(wide) - 1 - len(ext))
+    return f"{stem}-{wide}{ext}"
 
 
 def has_extension(name: str) -> bool:
@@ -174,6 +210,11 @@ class FingerprintSet:
     def __init__(self) -> None:
         self._keys: set[int] = set()
 
+    @property
+    def keys(self) -> set[int]:
+        """The fingerprints themselves (to move them elsewhere)."""
+        return self._keys
+
     def add(self, text: str) -> bool:
         """Add `text`; True if it was not there yet."""
         key = fingerprint(text)
@@ -195,6 +236,11 @@ class NameRegistry:
     def __init__(self) -> None:
         self._taken = FingerprintSet()
 
+    @property
+    def keys(self) -> set[int]:
+        """The fingerprints of the names given out."""
+        return self._taken.keys
+
     def _claim(self, name: str) -> bool:
         return self._taken.add(name)
 
@@ -206,9 +252,6 @@ class NameRegistry:
         # A second clash means the list holds the same URL twice, which the
         # caller removes first, or a 32-bit hash clash: widen the hash then.
         if not self._claim(hashed):
-            stem, ext = split_extension(name)
-            wide = hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
-            stem = _truncate_utf8(stem, MAX_NAME_BYTES - EXTENSION_ROOM - len(wide) - 1 - len(ext))
-            hashed = f"{stem}-{wide}{ext}"
+            hashed = wide_name(name, url)
             self._claim(hashed)
         return hashed

@@ -13,6 +13,7 @@ import trio
 import imgdl_watch.download.durability as durability_module
 import imgdl_watch.download.filesink as filesink
 from imgdl_watch import errors as err
+from imgdl_watch.download import syscalls
 from imgdl_watch.download.durability import Durability
 from imgdl_watch.download.filesink import TEMP_PREFIX, FileSink, GroupCommit
 
@@ -141,8 +142,8 @@ def test_every_file_of_a_batch_is_durable_before_any_name_appears(
     out_fd: int, monkeypatch: pytest.MonkeyPatch, durability: Durability
 ) -> None:
     trace: list[tuple[str, int | str]] = []
-    real_fdatasync, real_rename, real_syncfs = os.fdatasync, os.rename, durability_module.syncfs
-    real_writeback = durability_module.start_writeback
+    real_fdatasync, real_rename = os.fdatasync, syscalls.rename_new
+    real_syncfs, real_writeback = syscalls.syncfs, syscalls.start_writeback
 
     def fdatasync(fd: int) -> None:
         trace.append(("fdatasync", fd))
@@ -156,12 +157,12 @@ def test_every_file_of_a_batch_is_durable_before_any_name_appears(
         trace.append(("writeback", fd))
         real_writeback(fd)
 
-    def rename(src: str, dst: str, **kw: int) -> None:
+    def rename(src: str, dst: str, *, dir_fd: int) -> None:
         trace.append(("rename", dst))
-        real_rename(src, dst, **kw)
+        real_rename(src, dst, dir_fd=dir_fd)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(filesink, "rename_new", rename)
     monkeypatch.setattr(durability_module, "syncfs", syncfs)
     monkeypatch.setattr(filesink, "start_writeback", writeback)
     batch = _batch_of(out_fd, 6)

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from imgdl_watch.naming import (
+    EXTENSION_ROOM,
+    FALLBACK_NAME,
     JOB_NAME_ROOM,
     MAX_NAME_BYTES,
     NameRegistry,
+    _is_unsafe_char,
     base_name,
     extension_for,
     job_stem,
     safe_name,
+    split_extension,
+    url_path,
 )
 
 
@@ -83,6 +89,8 @@ def test_a_job_stem_leaves_room_for_every_name_built_from_it(raw: str) -> None:
 
 
 @given(st.text(max_size=400))
+@example("a/b.jpg")
+@example("..\\..\\x")
 def test_safe_name_is_always_safe(raw: str) -> None:
     assert_safe(safe_name(raw))
 
@@ -95,3 +103,56 @@ def test_any_url_path_gives_a_safe_name_inside_the_folder(path: str, query: str)
     registry = NameRegistry()
     assert_safe(registry.assign(url))
     assert_safe(registry.assign(url + "&again"))
+
+
+# URLs as the list parser accepts them: a scheme, "://", and no whitespace or
+# control characters (it refuses those as bad_characters). Mostly the
+# characters that end an authority or a path, so that their orders are tried.
+_URL_CHARS = st.characters(
+    blacklist_categories=("Cc", "Zs", "Zl", "Zp"), blacklist_characters="\x85\xa0"
+)
+_URLS = st.builds(
+    lambda scheme, rest: f"{scheme}://{rest}",
+    st.sampled_from(["http", "https", "HTTP"]),
+    st.text(st.sampled_from("ab/?#:@%.") | _URL_CHARS, max_size=40),
+)
+
+
+@given(_URLS)
+@example("http://host?q/x.jpg")
+@example("http://host#f/x.jpg")
+@example("http://host")
+@example("http://u:p@host:80/a/b.jpg?x=/y#z")
+def test_the_fast_url_path_is_urlsplits(url: str) -> None:
+    try:
+        expected = urlsplit(url).path
+    except ValueError:
+        return  # the parser refuses it as malformed_url first
+    assert url_path(url) == expected
+
+
+def _safe_name_by_the_loop(raw: str, reserve: int) -> str:
+    """safe_name as it was, character by character: the oracle of its fast path."""
+    cleaned = "".join("_" if _is_unsafe_char(c) else c for c in raw).strip().lstrip(".")
+    cleaned = cleaned or FALLBACK_NAME
+    stem, ext = split_extension(cleaned)
+    budget = MAX_NAME_BYTES - reserve - len(ext.encode("utf-8"))
+    if not ext:
+        budget -= EXTENSION_ROOM
+    stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip() or FALLBACK_NAME
+    return stem + ext
+
+
+# Printable ASCII, which takes the fast path unless it holds a separator, and
+# mostly the characters that matter to it; then any text at all.
+_NAMES = st.text(st.sampled_from("/\\. ab") | st.characters(min_codepoint=32, max_codepoint=126),
+                 max_size=300) | st.text(max_size=300)  # fmt: skip
+
+
+@given(_NAMES, st.sampled_from([0, 9, 20]))
+@example("a/b.jpg", 0)
+@example("a\\b.jpg", 0)
+@example(" ..hidden.png ", 9)
+@example("x" * 300 + ".jpg", 9)
+def test_the_fast_safe_name_is_the_loops(raw: str, reserve: int) -> None:
+    assert safe_name(raw, reserve=reserve) == _safe_name_by_the_loop(raw, reserve)

@@ -27,12 +27,11 @@ is in benchmarks/README.md ("Durability").
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import enum
-import errno as errnos
 import os
 from collections.abc import Sequence
+
+from .syscalls import syncfs
 
 
 class Durability(enum.Enum):
@@ -44,42 +43,6 @@ class Durability(enum.Enum):
     FILESYSTEM = "filesystem"
     # A name is whole after the daemon is killed, not after a power loss.
     NONE = "none"
-
-
-# From <fcntl.h>: start writing the dirty pages of the range, do not wait.
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing `fd`'s data now. Best effort: a kernel
-    or libc without `sync_file_range` only makes the fdatasync that follows
-    slower, never less safe."""
-    if _LIBC is None:
-        return
-    _LIBC.sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
-
-
-def syncfs(fd: int) -> bool:
-    """Flush the whole filesystem that holds `fd`. False where syncfs is not
-    to be had (no libc, or ENOSYS): the caller syncs file by file then."""
-    if _LIBC is None:
-        return False
-    if _LIBC.syncfs(fd) == 0:
-        return True
-    errno = ctypes.get_errno()
-    if errno == errnos.ENOSYS:
-        return False
-    raise OSError(errno, os.strerror(errno))
 
 
 def make_durable(fds: Sequence[int], durability: Durability) -> list[OSError | None]:

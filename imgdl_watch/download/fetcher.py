@@ -199,7 +199,8 @@ class Fetcher:
 
         `parsed` is `url` as httpx parsed it already, if it was. An
         extension-less `name` gets its extension from the response. Raises
-        a `DownloadError` (with `attempts` set) or `Interrupted`.
+        a `DownloadError` (with `attempts` set), `Interrupted`, or
+        `AlreadyThere` when the name was taken meanwhile.
         """
         started = time.monotonic()
         attempts = _Attempts()

@@ -24,11 +24,13 @@ import errno
 import itertools
 import os
 import secrets
+import stat
 
 import trio
 
-from ..errors import DiskFull, WriteFailed
-from .durability import Durability, make_durable, start_writeback
+from ..errors import AlreadyThere, DiskFull, WriteFailed
+from .durability import Durability, make_durable
+from .syscalls import rename_new, start_writeback
 
 # Bodies up to this size stay in memory until done; 64 downloads in flight
 # then hold at most 16 MiB. Larger bodies stream to disk in writes this big.
@@ -119,12 +121,24 @@ class FileSink:
         return fd
 
     def rename(self, name: str) -> None:
-        """Phase 3: close, and rename to `name` (its data durable, if asked). Blocking."""
+        """Phase 3: close, and rename to `name` (its data durable, if asked).
+
+        Never over a regular file already there (FileExistsError then: a
+        look-alike's image, left as it is). Anything else under that name, a
+        symlink someone planted in our folder, is replaced, never followed.
+        Blocking.
+        """
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         assert self._temp is not None
-        os.rename(self._temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        try:
+            rename_new(self._temp, name, dir_fd=self._dir_fd)
+        except FileExistsError:
+            there = os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False)
+            if stat.S_ISREG(there.st_mode):
+                raise
+            os.rename(self._temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         self._temp = None
 
     def discard(self) -> None:
@@ -199,8 +213,12 @@ class GroupCommit:
         self._busy = False
 
     async def publish(self, sink: FileSink, name: str) -> None:
-        """Publish `sink` under `name`; raises `WriteFailed` (reason `disk_full` on ENOSPC)."""
+        """Publish `sink` under `name`. Raises `AlreadyThere` when a file of that
+        name appeared meanwhile (it is left as it is), else `WriteFailed`
+        (reason `disk_full` on ENOSPC)."""
         error = await self._publish(sink, name)
+        if isinstance(error, FileExistsError):
+            raise AlreadyThere(name)
         if error is not None:
             raise _write_error(error) from error
 

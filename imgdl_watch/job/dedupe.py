@@ -1,28 +1,196 @@
-"""What a job remembers of its list: each URL seen, and each name given out."""
+"""What a job remembers of its list: each URL seen, and each name given out.
+
+Exact, and in bounded memory whatever the list's length:
+
+- Up to `MEMORY_URLS` distinct URLs, both are kept in memory as 60-bit
+  fingerprints (`naming.FingerprintSet`): ~160 bytes a URL, with the sets'
+  own overhead.
+- Past that, both sets move into a SQLite file in the job folder, under a
+  hidden temporary name (`filesink.TEMP_PREFIX`, so that a crash's leftover
+  is swept with the others), and the rest of the list is checked there, a
+  batch at a time, in a few queries. SQLite runs in C with the GIL
+  released, in the reader's thread; its page cache is bounded
+  (`CACHE_KIB`), and the file is the operating system's to cache. The file
+  is scratch: it is removed when the job ends, and a resumed job starts a
+  new one, since it reads its list again from the start.
+
+Two distinct URLs sharing a fingerprint (~4e-7 for a million of them,
+~4e-3 for a hundred million) would make the second a duplicate: that is
+the one inexactness, as before.
+
+Names are given in list order, exactly as `naming.NameRegistry.assign`
+does one URL after another: the first URL that wants a name gets it, a
+later one a hash of its URL (`a.jpg`, `a-3f9c2d1e.jpg`). A batch is
+settled in that same order, so that names never depend on where batches
+begin or where the list moved to disk: a resumed job finds the same names.
+"""
 
 from __future__ import annotations
 
-from ..naming import FingerprintSet, NameRegistry
+import contextlib
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from ..download.filesink import TEMP_PREFIX
+from ..naming import FingerprintSet, NameRegistry, base_name, fingerprint, hashed_name, wide_name
+
+# Distinct URLs kept in memory before the list moves to disk: ~40 MB of sets.
+# A list below it (nearly every list) never touches the disk.
+MEMORY_URLS = 250_000
+# SQLite's page cache, in KiB: what the disk state adds to the process's memory.
+CACHE_KIB = 16 * 1024
+# Fingerprints per query (SQLite's limit on a statement's parameters is far above).
+QUERY_PARAMETERS = 900
+# Batches between commits. The state is scratch (no journal, no sync): a
+# commit only bounds how much an open transaction holds.
+COMMIT_EVERY = 64
 
 
 class Dedupe:
-    """Each URL seen, and each name given out, both as fingerprints.
+    """Each URL seen, and each name given out (see the module's notes).
 
-    (`FingerprintSet`), so that a list of a million URLs costs ~160 bytes per
-    URL (measured by `make bench`), not the URLs themselves. In the unlikely
-    case of two distinct URLs sharing a fingerprint (~4e-7 for a million),
-    the second is reported as a duplicate.
+    `spill_dir_fd`: the job folder, where the state moves past `memory_urls`;
+    None keeps everything in memory.
     """
 
-    __slots__ = ("_names", "_seen")
+    def __init__(self, *, spill_dir_fd: int | None = None, memory_urls: int = MEMORY_URLS) -> None:
+        self._seen = FingerprintSet()
+        self._names = NameRegistry()
+        self._spill_dir_fd = spill_dir_fd
+        self._memory_urls = memory_urls
+        self._urls = 0
+        self._db: sqlite3.Connection | None = None
+        self._db_name: str | None = None
+        self._batches = 0
 
-    def __init__(self) -> None:
+    def classify(self, urls: Sequence[str]) -> list[str | None]:
+        """For each URL, in order: the name it gets, or None when it is a
+        duplicate of an earlier one in the list. Blocking: call from a thread."""
+        if self._db is not None:
+            return self._classify_on_disk(urls)
+        names: list[str | None] = []
+        for url in urls:
+            names.append(self._names.assign(url) if self._seen.add(url) else None)
+        self._urls += sum(name is not None for name in names)
+        if self._spill_dir_fd is not None and self._urls > self._memory_urls:
+            self._spill(self._spill_dir_fd)
+        return names
+
+    def close(self) -> None:
+        """Remove the disk state, if there is one."""
+        if self._db is None:
+            return
+        self._db.close()
+        self._db = None
+        if self._db_name is not None and self._spill_dir_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._db_name, dir_fd=self._spill_dir_fd)
+
+    # -- on disk ------------------------------------------------------------
+
+    def _spill(self, dir_fd: int) -> None:
+        self._db_name = f"{TEMP_PREFIX}dedupe-{secrets.token_hex(8)}.sqlite"
+        # Through the folder's descriptor: the folder is never looked up by name again.
+        db = sqlite3.connect(f"/proc/self/fd/{dir_fd}/{self._db_name}", check_same_thread=False)
+        # Scratch state: a crash loses nothing that the next run does not rebuild.
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE"):
+            db.execute(f"PRAGMA {pragma}")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db.execute("CREATE TABLE seen (fp INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE names (fp INTEGER PRIMARY KEY)")
+        # Sorted, so that the B-trees are written in order.
+        db.executemany("INSERT INTO seen VALUES (?)", ((fp,) for fp in sorted(self._seen.keys)))
+        db.executemany("INSERT INTO names VALUES (?)", ((fp,) for fp in sorted(self._names.keys)))
+        db.commit()
+        self._db = db
         self._seen = FingerprintSet()
         self._names = NameRegistry()
 
-    def first_time(self, url: str) -> bool:
-        """True the first time `url` is offered, False for a duplicate."""
-        return self._seen.add(url)
+    def _taken(self, table: str, fps: Iterable[int]) -> set[int]:
+        """Which of `fps` the disk state holds already."""
+        assert self._db is not None
+        wanted = list(set(fps))
+        found: set[int] = set()
+        for start in range(0, len(wanted), QUERY_PARAMETERS):
+            chunk = wanted[start : start + QUERY_PARAMETERS]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT fp FROM {table} WHERE fp IN ({marks})", chunk)  # noqa: S608 - only marks are formatted in
+            found.update(fp for (fp,) in rows)
+        return found
 
-    def name_for(self, url: str) -> str:
-        return self._names.assign(url)
+    def _classify_on_disk(self, urls: Sequence[str]) -> list[str | None]:
+        assert self._db is not None
+        url_fps = [fingerprint(url) for url in urls]
+        seen_before = self._taken("seen", url_fps)
+        new: list[int] = []  # indices of the URLs new to the list, in order
+        batch_seen: set[int] = set()
+        for i, fp in enumerate(url_fps):
+            if fp not in seen_before and fp not in batch_seen:
+                batch_seen.add(fp)
+                new.append(i)
+        names: list[str | None] = [None] * len(urls)
+        claims = _NameClaims(self, [urls[i] for i in new])
+        for i, name in zip(new, claims.settle(), strict=True):
+            names[i] = name
+        # Sorted, for the B-tree's sake.
+        self._db.executemany("INSERT INTO seen VALUES (?)", ((fp,) for fp in sorted(batch_seen)))
+        self._db.executemany("INSERT INTO names VALUES (?)", ((fp,) for fp in sorted(claims.new)))
+        self._batches += 1
+        if self._batches % COMMIT_EVERY == 0:
+            self._db.commit()
+        return names
+
+
+class _NameClaims:
+    """One batch's names, settled in list order against the disk state."""
+
+    def __init__(self, dedupe: Dedupe, urls: list[str]) -> None:
+        self._dedupe = dedupe
+        self._urls = urls
+        self._bases = [base_name(url) for url in urls]
+        self._base_fps = [fingerprint(base) for base in self._bases]
+        # Names the disk holds already, among those this batch may want; more
+        # are asked for only when a URL turns out to need a hashed name.
+        self._asked: set[int] = set(self._base_fps)
+        self._taken = dedupe._taken("names", self._asked)
+        # The fingerprints of the names this batch gives out.
+        self.new: set[int] = set()
+
+    def _free(self, fp: int) -> bool:
+        if fp not in self._asked:
+            self._asked.add(fp)
+            self._taken |= self._dedupe._taken("names", [fp])
+        return fp not in self._taken and fp not in self.new
+
+    def settle(self) -> list[str]:
+        """The names, in order: a base name if free, else its hashed one, else a wide one."""
+        # The hashed names likely wanted: those of bases the disk holds, or
+        # that this batch wants more than once. Asked for in one query; any
+        # other turns up only when a base equals another URL's hashed name.
+        counts: dict[int, int] = {}
+        for fp in self._base_fps:
+            counts[fp] = counts.get(fp, 0) + 1
+        hashed: dict[int, tuple[str, int]] = {}
+        for i, fp in enumerate(self._base_fps):
+            if counts[fp] > 1 or fp in self._taken:
+                name = hashed_name(self._bases[i], self._urls[i])
+                hashed[i] = (name, fingerprint(name))
+        fps = {fp for _, fp in hashed.values()} - self._asked
+        self._asked |= fps
+        self._taken |= self._dedupe._taken("names", fps)
+        names = []
+        for i, (base, base_fp) in enumerate(zip(self._bases, self._base_fps, strict=True)):
+            name, fp = base, base_fp
+            if not self._free(fp):
+                name, fp = hashed.get(i) or _named(hashed_name(base, self._urls[i]))
+                if not self._free(fp):
+                    name, fp = _named(wide_name(base, self._urls[i]))
+            self.new.add(fp)
+            names.append(name)
+        return names
+
+
+def _named(name: str) -> tuple[str, int]:
+    return name, fingerprint(name)

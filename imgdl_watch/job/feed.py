@@ -27,6 +27,7 @@ from ..errors import JobError
 from .archive import Archive, ArchivedFile
 from .archive import failed as archive_failed
 from .dedupe import Dedupe
+from .folder import existing_file
 from .listparse import InvalidLine, ListedUrl, parse_chunks
 from .outcomes import Outcomes
 
@@ -58,21 +59,48 @@ def read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
     return parse_chunks(iter(lambda: os.read(list_fd, READ_CHUNK_BYTES), b""))
 
 
-Batch = list[ListedUrl | InvalidLine]
+_Batch = list[ListedUrl | InvalidLine]
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """What the reader found of one URL: its name, and its file if the folder has it."""
+
+    name: str
+    existing: str | None
+    # Its file in the archive (`--archive`), if the folder has none.
+    archived: ArchivedFile | None = None
 
 
 def _take(
-    entries: Iterator[ListedUrl | InvalidLine], count: int, archive: Archive | None
-) -> tuple[Batch, dict[str, ArchivedFile]]:
-    """The next `count` entries, and the archived files of their URLs (in a thread)."""
+    entries: Iterator[ListedUrl | InvalidLine],
+    count: int,
+    dedupe: Dedupe,
+    folder_fd: int,
+    archive: Archive | None,
+) -> tuple[_Batch, list[_Named | None]]:
+    """The next `count` entries, and for each URL among them its name and
+    existing file (None: a duplicate), or its archived one. Blocking, in the
+    reader's thread: de-duplication may ask its disk state, the folder is
+    asked by `stat`, and the archive by one query for the batch."""
     batch = list(islice(entries, count))
-    if archive is None or not batch:
-        return batch, {}
+    urls = [e.url for e in batch if isinstance(e, ListedUrl)]
+    names = dedupe.classify(urls)
+    named = [
+        None if name is None else _Named(name, existing_file(folder_fd, name)) for name in names
+    ]
+    if archive is None:
+        return batch, named
+    wanted = [url for url, n in zip(urls, named, strict=True) if n is not None and not n.existing]
     try:
-        return batch, archive.look_up(e.url for e in batch if isinstance(e, ListedUrl))
+        archived = archive.look_up(wanted) if wanted else {}
     except sqlite3.Error as exc:
         archive_failed("look_up", exc)
-        return batch, {}
+        return batch, named
+    return batch, [
+        _Named(n.name, None, archived[url]) if n is not None and url in archived else n
+        for url, n in zip(urls, named, strict=True)
+    ]
 
 
 class Feed:
@@ -83,14 +111,15 @@ class Feed:
         list_fd: int,
         *,
         outcomes: Outcomes,
-        existing: Callable[[str], str | None],
+        folder_fd: int,
         stopping: trio.Event,
         archive: Archive | None = None,
     ) -> None:
         self._list_fd = list_fd
+        # The job folder: asked for what it has already, and where the
+        # de-duplication state goes when a list is too long for memory.
+        self._folder_fd = folder_fd
         self._outcomes = outcomes
-        # The name of the file a download of this name left in the folder, if any.
-        self._existing = existing
         self._stopping = stopping
         self._archive = archive
         # Cancelled by a worker that met the stop: nothing more is handed over.
@@ -122,7 +151,13 @@ class Feed:
 
     async def _read(self, batches: trio.MemorySendChannel[list[Work]]) -> None:
         """Parse and classify the list in batches, the first one small."""
-        dedupe = Dedupe()
+        dedupe = Dedupe(spill_dir_fd=self._folder_fd)
+        try:
+            await self._read_with(dedupe, batches)
+        finally:
+            dedupe.close()
+
+    async def _read_with(self, dedupe: Dedupe, batches: trio.MemorySendChannel[list[Work]]) -> None:
         async with batches:
             try:
                 entries = read_entries(self._list_fd)
@@ -132,8 +167,8 @@ class Feed:
             size = FIRST_PARSE_BATCH
             while not self._stopping.is_set():
                 try:
-                    batch, archived = await trio.to_thread.run_sync(
-                        _take, entries, size, self._archive
+                    batch, names = await trio.to_thread.run_sync(
+                        _take, entries, size, dedupe, self._folder_fd, self._archive
                     )
                 except OSError as exc:
                     self.error = JobError("list_unreadable", exc.strerror or str(exc))
@@ -142,28 +177,26 @@ class Feed:
                     self._outcomes.summary.listed = True
                     return
                 size = min(size * 2, PARSE_BATCH)
-                await batches.send(self._classify(batch, dedupe, archived))
+                await batches.send(self._classify(batch, names))
             self.stopped_early = True
 
-    def _classify(
-        self, batch: Batch, dedupe: Dedupe, archived: dict[str, ArchivedFile]
-    ) -> list[Work]:
-        """Settle what needs no download; return what does."""
+    def _classify(self, batch: _Batch, names: list[_Named | None]) -> list[Work]:
+        """Settle what needs no download; return what does. `names`: one per
+        URL of the batch, in order (None: a duplicate)."""
         outcomes = self._outcomes
         work = []
+        named = iter(names)
         for entry in batch:
             if isinstance(entry, InvalidLine):
                 outcomes.invalid(entry)
-            elif not dedupe.first_time(entry.url):
+            elif (found := next(named)) is None:
                 outcomes.duplicate(entry)
             else:
                 outcomes.summary.found += 1
-                name = dedupe.name_for(entry.url)
-                existing = self._existing(name)
-                if existing is not None:
-                    outcomes.skipped(entry, existing)
+                if found.existing is not None:
+                    outcomes.skipped(entry, found.existing)
                 else:
                     work.append(
-                        Work(entry.line, entry.url, name, entry.parsed, archived.get(entry.url))
+                        Work(entry.line, entry.url, found.name, entry.parsed, found.archived)
                     )
         return work

@@ -9,6 +9,7 @@ the folder nor one planted inside it, is ever followed.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 
 import structlog
@@ -16,6 +17,7 @@ import trio
 
 from ..download.filesink import TEMP_PREFIX
 from ..errors import Interrupted
+from ..naming import candidates
 
 # Seconds between checks of free space while it is below `min_free`.
 DISK_POLL_S = 5.0
@@ -37,22 +39,20 @@ def sweep_temp_files(dir_fd: int) -> int:
     return removed
 
 
-def existing_images(dir_fd: int) -> set[str]:
-    """Names of the regular, non-empty files already in a job folder."""
-    found: set[str] = set()
-    with os.scandir(dir_fd) as entries:
-        for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX):
-                continue
-            try:
-                if (
-                    entry.is_file(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_size
-                ):
-                    found.add(entry.name)
-            except OSError:
-                continue
-    return found
+def existing_file(dir_fd: int, name: str) -> str | None:
+    """The file that a download named `name` left in the folder, if any: a
+    regular, non-empty file under one of the names it may have been given
+    (`naming.candidates`). Asked of the folder itself, one `stat` a name
+    (more only for a name with no extension), rather than a set of every
+    name in it: a resumed job of ten million images would hold ten million."""
+    for candidate in candidates(name):
+        try:
+            found = os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(found.st_mode) and found.st_size:
+            return candidate
+    return None
 
 
 def open_job_folder(parent: str, name: str) -> int:

@@ -27,10 +27,9 @@ import trio
 from .. import errors as err
 from ..download.fetcher import Fetcher
 from ..errors import JobError
-from ..naming import candidates
 from .archive import Archive, ArchiveLog
 from .feed import Feed, Work
-from .folder import DiskSpace, existing_images, open_job_folder, sweep_temp_files
+from .folder import DiskSpace, open_job_folder, sweep_temp_files
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
 from .report import JobReport, ReportPaths
@@ -124,7 +123,6 @@ class Job:
         self._options = options
         # The whole job's: a report that cannot be written stops everything.
         self._whole = trio.CancelScope()
-        self._existing: set[str] = set()
         self._stopped_early = False
         self._on_disk_full = on_disk_full
         # --archive: what is looked up, reused and recorded (see `archive`).
@@ -201,11 +199,11 @@ class Job:
                 stopping=self._fetcher.stopping,
                 on_full=self._on_disk_full,
             )
-            self._existing = await trio.to_thread.run_sync(self._prepare_folder)
+            await trio.to_thread.run_sync(self._prepare_folder)
             feed = self._feed = Feed(
                 self._list_fd,
                 outcomes=outcomes,
-                existing=self._existing_file,
+                folder_fd=self._dir_fd,
                 stopping=self._fetcher.stopping,
                 archive=self._archive,
             )
@@ -248,14 +246,10 @@ class Job:
         """Worker tasks hired so far (two per download slot at most)."""
         return self._hired
 
-    def _prepare_folder(self) -> set[str]:
+    def _prepare_folder(self) -> None:
         swept = sweep_temp_files(self._dir_fd)
         if swept:
             log.info("temp_files_removed", count=swept)
-        return existing_images(self._dir_fd)
-
-    def _existing_file(self, name: str) -> str | None:
-        return next((c for c in candidates(name) if c in self._existing), None)
 
     def _max_workers(self) -> int:
         slots = self._fetcher.concurrency if self._slots is None else self._slots
@@ -269,7 +263,6 @@ class Job:
                         item.url, item.archived, self._dir_fd, item.name
                     )
                     if got is not None:
-                        self._existing.add(got.file)
                         self._outcomes.reused(item, got)
                         continue
                 try:
@@ -288,7 +281,9 @@ class Job:
                     if isinstance(exc, err.DiskFull):
                         self._space.full()
                     continue
-                self._existing.add(result.file)
+                except err.AlreadyThere as there:  # a look-alike's file, left as it is
+                    self._outcomes.skipped(item, there.file)
+                    continue
                 self._outcomes.ok(item, result)
                 if self._archive_log is not None and result.sha256 is not None:
                     self._archive_log.downloaded(item.url, result.file, result.sha256, result.bytes)

@@ -77,7 +77,7 @@ class Outcomes:
         log.debug("url_duplicate", line=entry.line, url=log_url(entry.url))
         self._record(outcome="duplicate", line=entry.line, url=entry.url)
 
-    def skipped(self, entry: ListedUrl, file: str) -> None:
+    def skipped(self, entry: Item, file: str) -> None:
         self.summary.skipped += 1
         metrics.recorder.download("skipped")
         log.info("download_skipped", url=log_url(entry.url), file=file)

@@ -1,0 +1,101 @@
+"""De-duplication in bounded memory: exactly what one URL after another gives."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imgdl_watch.download.filesink import TEMP_PREFIX
+from imgdl_watch.job.dedupe import Dedupe
+from imgdl_watch.job.folder import sweep_temp_files
+from imgdl_watch.naming import FingerprintSet, NameRegistry, hashed_name
+from tests.helpers import write_list
+
+
+def one_by_one(urls: list[str]) -> list[str | None]:
+    """The reference: each URL in turn, all in memory."""
+    seen, names = FingerprintSet(), NameRegistry()
+    return [names.assign(url) if seen.add(url) else None for url in urls]
+
+
+def in_batches(dedupe: Dedupe, urls: list[str], sizes: Iterator[int]) -> list[str | None]:
+    out: list[str | None] = []
+    start = 0
+    while start < len(urls):
+        size = next(sizes)
+        out.extend(dedupe.classify(urls[start : start + size]))
+        start += size
+    return out
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+# Few hosts, few names: duplicates and look-alike names everywhere, and now
+# and then a plain name that is another URL's hashed one.
+_NAME = st.sampled_from(["a.jpg", "b.jpg", "a", "image.png", "x-y.gif", "%41.jpg"])
+_URL = st.builds(
+    lambda host, path, name: f"http://{host}.example/{path}/{name}",
+    st.sampled_from(["h1", "h2"]),
+    st.sampled_from(["p", "q", "p/r"]),
+    _NAME,
+)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    urls=st.lists(_URL, max_size=120),
+    memory=st.sampled_from([0, 5, 40, 10_000]),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=20),
+)
+def test_batches_on_disk_give_the_names_one_by_one_gives(
+    folder: int, urls: list[str], memory: int, sizes: list[int]
+) -> None:
+    # A plain name that is another URL's hashed name, in the same batch or not.
+    if len(urls) > 2:
+        urls.insert(len(urls) // 2, f"http://h9.example/z/{hashed_name(*_first_clash(urls))}")
+    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
+    try:
+        got = in_batches(dedupe, urls, iter(sizes * (len(urls) + 1)))
+    finally:
+        dedupe.close()
+    assert got == one_by_one(urls)
+    assert not [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]  # closed: gone
+
+
+def _first_clash(urls: list[str]) -> tuple[str, str]:
+    """A URL's base name and URL: what `hashed_name` makes of a clash."""
+    url = urls[0]
+    return url.rsplit("/", 1)[-1].replace("%41", "A") or "image", url
+
+
+def test_the_state_moves_to_disk_past_its_bound_and_is_swept_after_a_crash(
+    folder: int,
+) -> None:
+    urls = [f"http://h.example/{i % 50}/{i}.jpg" for i in range(500)]
+    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=100)
+    names = dedupe.classify(urls[:150])
+    files = [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]
+    assert len(files) == 1 and files[0].endswith(".sqlite")  # past 100 URLs: on disk
+    names += dedupe.classify(urls[150:] + urls[:10])  # the last ten are duplicates
+    assert names == one_by_one(urls + urls[:10])
+    # Killed without closing: the next run of the job sweeps it with the other temporaries.
+    assert sweep_temp_files(folder) == 1
+    assert not os.listdir(folder)
+
+
+def test_without_a_folder_everything_stays_in_memory(tmp_path: Path) -> None:
+    dedupe = Dedupe(spill_dir_fd=None, memory_urls=1)
+    urls = [f"http://h.example/{i}.jpg" for i in range(20)] * 2
+    assert dedupe.classify(urls) == one_by_one(urls)
+    dedupe.close()
+    assert write_list(tmp_path / "unused.txt", []).exists()  # nothing else was written
