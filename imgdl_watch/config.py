@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import shlex
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ MAX_JOBS = 256
 MAX_RETRIES = 100
 # curl's default is 50; a chain longer than this is a loop by another name.
 MAX_REDIRECTS = 100
+# A hook that needs more than a day is not a hook.
+MAX_HOOK_TIMEOUT_S = 86400.0
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
@@ -151,6 +154,24 @@ def _header_value(value: str, name: str = "") -> str:
 
 def _user_agent(text: str) -> str:
     return _header_value(_text(text))
+
+
+def _command(text: str) -> str:
+    """A command line, split as a shell would (`shlex`), though no shell runs it."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"must be a command line ({exc})") from None
+    if not words:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _hook_timeout(text: str) -> float:
+    value = _positive_float(text)
+    if value > MAX_HOOK_TIMEOUT_S:
+        raise ValueError(f"must be at most {MAX_HOOK_TIMEOUT_S:g}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -318,6 +339,56 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "metrics_bind", _text, "127.0.0.1", "address the metrics server binds to", "ADDR", ("run",)
     ),
+    Option(
+        "archive",
+        _text,
+        None,
+        "SQLite file that remembers every downloaded URL, its sha256 and its file, "
+        "so that no list fetches it again (off when unset)",
+        "FILE",
+    ),
+    Option(
+        "on_finished",
+        _command,
+        None,
+        "command run after each finished job, the job_finished event as JSON on its stdin",
+        "CMD",
+        ("run",),
+    ),
+    Option(
+        "on_failed",
+        _command,
+        None,
+        "command run after each job that failed as a whole (job_failed)",
+        "CMD",
+        ("run",),
+    ),
+    Option(
+        "on_disk_full",
+        _command,
+        None,
+        "command run when the output's disk is full",
+        "CMD",
+        ("run",),
+    ),
+    Option(
+        "hook_timeout",
+        _hook_timeout,
+        60.0,
+        "seconds a hook may run before it is killed",
+        "SECONDS",
+        ("run",),
+    ),
+    Option(
+        "notify",
+        _text,
+        (),
+        "send job_finished, job_failed and disk_full to this Apprise URL, such as "
+        "json://host/path or ntfy://topic (repeat for more; needs imgdl-watch[notify])",
+        "URL",
+        ("run",),
+        repeat=True,
+    ),
 )
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -354,6 +425,12 @@ class Settings:
     force_polling: bool
     metrics_port: int | None
     metrics_bind: str
+    archive: str | None
+    on_finished: str | None
+    on_failed: str | None
+    on_disk_full: str | None
+    hook_timeout: float
+    notify: tuple[str, ...]
     config: str | None = None
 
     def replace(self, **changes: Any) -> Settings:
@@ -371,6 +448,8 @@ _WANTED: Final = {
     "SECONDS": "a number of seconds",
     "PORT": "a port number",
     "HEADER": "a header such as 'Referer: https://example.com/'",
+    "CMD": "a command line",
+    "URL": "an Apprise URL",
 }
 
 

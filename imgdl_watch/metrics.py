@@ -1,36 +1,63 @@
 """Prometheus metrics, off unless `--metrics-port` is given.
 
 The parts that see events (the fetcher, the job) report to `recorder`, which
-does nothing until the daemon calls `serve()`. Then prometheus-client is
-imported (only then: it costs start-up time that `fetch` should not pay) and
-its own HTTP server answers `/metrics` from a thread.
+does nothing until the daemon calls `enable()`. Then prometheus-client is
+imported (only then: it costs start-up time that `fetch` should not pay);
+the status page's server (`service/statuspage.py`) answers `/metrics` from
+the registry it returns.
 
-    imgdl_downloads_total{result}            ok, failed, skipped
+    imgdl_downloads_total{result}            ok, failed, skipped, reused
+    imgdl_download_failures_total{reason}    failed downloads by reason
     imgdl_download_bytes_total
     imgdl_download_duration_seconds          histogram of successful downloads
     imgdl_host_throttled_total{host,status}  429 and 503 answers, per host
     imgdl_jobs_running, imgdl_lists_queued, imgdl_downloads_in_flight   gauges
+    imgdl_output_free_bytes, imgdl_output_min_free_bytes    the output's disk
+    imgdl_heartbeat_timestamp_seconds        the daemon's loop is alive
+    imgdl_hooks_total{hook,result}           hooks run: ok, failed
+    imgdl_notifications_total{result}        notifications: sent, failed
+
+Every label has a bounded set of values (`alerts.yml` in contrib/prometheus
+relies on these names).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 # Distinct host labels before further hosts are counted as "_other": a list
 # with a million hosts must not create a million time series.
 MAX_HOST_LABELS = 500
+# Distinct failure reasons before further ones count as "_other". The
+# reasons are the error classes' own (about twenty); this only bounds a bug.
+MAX_REASON_LABELS = 64
+# Results counted from the start at 0, so that `rate()` and `increase()` see
+# a series before the first download of each kind.
+RESULTS = ("ok", "failed", "skipped", "reused")
 
 
 class Recorder:
     """The no-op recorder: what every part calls while metrics are off."""
 
-    def download(self, result: str, *, size: int = 0, seconds: float = 0.0) -> None:
+    def download(
+        self, result: str, *, size: int = 0, seconds: float = 0.0, reason: str | None = None
+    ) -> None:
         pass
 
     def throttled(self, host: str, status: int) -> None:
         pass
 
     def gauges(self, *, jobs: int, queued: int, in_flight: int) -> None:
+        pass
+
+    def disk(self, *, free: int, min_free: int) -> None:
+        pass
+
+    def heartbeat(self) -> None:
+        pass
+
+    def hook(self, hook: str, result: str) -> None:
+        pass
+
+    def notification(self, result: str) -> None:
         pass
 
 
@@ -62,13 +89,55 @@ class PrometheusRecorder(Recorder):
         self._in_flight = Gauge(
             "imgdl_downloads_in_flight", "Downloads in flight", registry=self.registry
         )
+        self._failures = Counter(
+            "imgdl_download_failures",
+            "Failed downloads by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._free = Gauge(
+            "imgdl_output_free_bytes",
+            "Free bytes on the output folder's filesystem",
+            registry=self.registry,
+        )
+        self._min_free = Gauge(
+            "imgdl_output_min_free_bytes",
+            "Free bytes below which no download starts (--min-free)",
+            registry=self.registry,
+        )
+        self._heartbeat = Gauge(
+            "imgdl_heartbeat_timestamp_seconds",
+            "When the daemon's event loop last wrote its status (Unix time)",
+            registry=self.registry,
+        )
+        self._hooks = Counter(
+            "imgdl_hooks",
+            "Hooks run, by hook and result",
+            ["hook", "result"],
+            registry=self.registry,
+        )
+        self._notifications = Counter(
+            "imgdl_notifications", "Notifications by result", ["result"], registry=self.registry
+        )
+        for result in RESULTS:
+            self._downloads.labels(result)
         self._hosts: set[str] = set()
+        self._reasons: set[str] = set()
 
-    def download(self, result: str, *, size: int = 0, seconds: float = 0.0) -> None:
+    def download(
+        self, result: str, *, size: int = 0, seconds: float = 0.0, reason: str | None = None
+    ) -> None:
         self._downloads.labels(result).inc()
         if result == "ok":
             self._bytes.inc(size)
             self._duration.observe(seconds)
+        elif reason is not None:
+            if reason not in self._reasons:
+                if len(self._reasons) >= MAX_REASON_LABELS:
+                    reason = "_other"
+                else:
+                    self._reasons.add(reason)
+            self._failures.labels(reason).inc()
 
     def throttled(self, host: str, status: int) -> None:
         if host not in self._hosts:
@@ -83,16 +152,32 @@ class PrometheusRecorder(Recorder):
         self._queued.set(queued)
         self._in_flight.set(in_flight)
 
+    def disk(self, *, free: int, min_free: int) -> None:
+        self._free.set(free)
+        self._min_free.set(min_free)
+
+    def heartbeat(self) -> None:
+        self._heartbeat.set_to_current_time()
+
+    def hook(self, hook: str, result: str) -> None:
+        self._hooks.labels(hook, result).inc()
+
+    def notification(self, result: str) -> None:
+        self._notifications.labels(result).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in Prometheus' text format, and its Content-Type."""
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
 
 recorder: Recorder = Recorder()
 
 
-def serve(port: int, address: str) -> Any:
-    """Turn metrics on and serve them on `address:port`. Returns the server."""
+def enable() -> PrometheusRecorder:
+    """Turn metrics on; the recorder returned holds the registry to serve."""
     global recorder  # noqa: PLW0603 - the one switch from no-op to Prometheus
-    from prometheus_client import start_http_server  # noqa: PLC0415
-
     prometheus = PrometheusRecorder()
-    server, _thread = start_http_server(port, addr=address, registry=prometheus.registry)
     recorder = prometheus
-    return server
+    return prometheus

@@ -8,6 +8,12 @@ draws one), and structlog gets a stand-in for asyncio that imports the real
 one on first use. (`importlib.util.LazyLoader` cannot do this: the `import`
 statement itself reads the module's `__spec__`, and that loads it.)
 
+httpx, for its part, imports its own command-line tool (click, pygments and
+rich) whenever click is installed, which Apprise (the `notify` extra)
+brings. We never run httpx's tool, so its module is marked absent before
+httpx is first imported, and httpx falls back to its stub (`httpx.main`
+then says the tool is not installed).
+
 Importing this module does it: the command line imports it first, before
 anything else can import structlog. A one-shot `fetch` pays for its imports
 in wall time, a daemon once. What it saves, measured as in
@@ -43,4 +49,11 @@ def import_structlog_lean() -> None:
             del sys.modules[name]
 
 
+def keep_httpx_tool_out() -> None:
+    """Mark httpx's command-line tool absent, unless httpx is imported already."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 import_structlog_lean()
+keep_httpx_tool_out()

@@ -20,6 +20,7 @@ import structlog
 
 from ..config import OPTIONS, ConfigError, Settings, resolve
 from ..errors import first_leaf
+from ..job.archive import Archive, ArchiveError
 from ..service.logs import LogFormat, LogOutput, configure
 from ..service.openfiles import OpenFilesError, files_needed
 from ..service.openfiles import ensure_open_files as raise_open_files
@@ -99,3 +100,13 @@ def log_crash(exc: BaseException) -> None:
         )
     except Exception:  # noqa: S110 - logging itself failed; the stderr line remains
         pass
+
+
+def open_archive(settings: Settings) -> Archive | None:
+    """`--archive`, opened (and created if new); one line if it cannot be."""
+    if settings.archive is None:
+        return None
+    try:
+        return Archive(settings.archive)
+    except ArchiveError as exc:
+        raise ConfigError(str(exc)) from None

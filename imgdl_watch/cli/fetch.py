@@ -22,10 +22,19 @@ import trio
 
 from ..config import Settings, fetch_options, job_options
 from ..download.fetcher import Fetcher
+from ..job.archive import Archive
 from ..job.job import Job
 from ..naming import job_stem
 from ..version import PROG
-from .common import check_writable_folder, closing_log, ensure_open_files, fail, open_log, tell
+from .common import (
+    check_writable_folder,
+    closing_log,
+    ensure_open_files,
+    fail,
+    open_archive,
+    open_log,
+    tell,
+)
 from .parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .terminal import ProgressView, summary_paragraph
 
@@ -37,7 +46,11 @@ class Outcome(enum.Enum):
 
 
 async def fetch_lists(
-    settings: Settings, lists: list[tuple[str, int]], *, view: ProgressView | None = None
+    settings: Settings,
+    lists: list[tuple[str, int]],
+    *,
+    view: ProgressView | None = None,
+    archive: Archive | None = None,
 ) -> Outcome:
     """Run each list in turn, until done or until SIGINT, SIGTERM or SIGHUP
     (the terminal was closed).
@@ -61,7 +74,7 @@ async def fetch_lists(
             nursery.start_soon(on_signal, signals, nursery.cancel_scope)
             if view is not None:
                 nursery.start_soon(view.refresh_loop)
-            all_ok = await _run_lists(settings, lists, fetcher, output, view)
+            all_ok = await _run_lists(settings, lists, fetcher, output, view, archive=archive)
             nursery.cancel_scope.cancel()
     if interrupted:
         return Outcome.INTERRUPTED
@@ -74,12 +87,19 @@ async def _run_lists(
     fetcher: Fetcher,
     output: str,
     view: ProgressView | None,
+    *,
+    archive: Archive | None,
 ) -> bool:
     all_ok = True
     for path, fd in lists:
         stem = job_stem(os.path.basename(path))
         job = Job(
-            name=stem, list_fd=fd, output=output, fetcher=fetcher, options=job_options(settings)
+            name=stem,
+            list_fd=fd,
+            output=output,
+            fetcher=fetcher,
+            options=job_options(settings),
+            archive=archive,
         )
         if view is not None:
             view.add(job.summary)
@@ -111,18 +131,23 @@ def fetch(settings: Settings, lists: list[str]) -> int:
     ensure_open_files(settings, jobs=len(fds) + 1)
     # At a terminal: a progress bar, warnings above it, a summary after it.
     interactive = settings.log_format == "auto" and sys.stdout.isatty()
+    archive = open_archive(settings)
     output = open_log(settings, stream_level="warning" if interactive else "debug")
     try:
         with closing_log(output):
             if interactive:
                 with ProgressView() as view:
-                    outcome = trio.run(partial(fetch_lists, view=view), settings, fds)
+                    outcome = trio.run(
+                        partial(fetch_lists, view=view, archive=archive), settings, fds
+                    )
                 print(summary_paragraph(view.summaries, os.path.abspath(settings.output)))
             else:
-                outcome = trio.run(fetch_lists, settings, fds)
+                outcome = trio.run(partial(fetch_lists, archive=archive), settings, fds)
     finally:
         for _, fd in fds:
             os.close(fd)
+        if archive is not None:
+            archive.close()
     if outcome is Outcome.INTERRUPTED:
         tell("interrupted; run the same command again to finish")
         return EXIT_INTERRUPTED

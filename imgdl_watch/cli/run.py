@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import trio
 
 from ..config import ConfigError, Settings
 from ..service.daemon import Daemon
+from ..service.hooks import check_commands
+from ..service.notify import NotifyError, targets
 from .common import (
     check_writable_folder,
     closing_log,
     ensure_open_files,
+    open_archive,
     open_log,
     settings_for,
 )
@@ -22,16 +26,33 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     check_writable_folder(settings.inbox, "inbox")
     check_writable_folder(settings.output, "output")
     ensure_open_files(settings, jobs=settings.max_jobs)
-    if settings.metrics_port is not None:
-        from .. import metrics  # noqa: PLC0415 - prometheus-client only when asked for
+    check_commands(settings)
+    try:
+        notify = targets(settings.notify)
+    except NotifyError as exc:
+        raise ConfigError(str(exc)) from None
+    with contextlib.ExitStack() as stack:
+        archive = open_archive(settings)
+        if archive is not None:
+            stack.callback(archive.close)
+        if settings.metrics_port is not None:
+            # prometheus-client only when asked for
+            from ..service.statuspage import serve  # noqa: PLC0415
 
-        try:
-            metrics.serve(settings.metrics_port, settings.metrics_bind)
-        except OSError as exc:
-            where = f"{settings.metrics_bind}:{settings.metrics_port}"
-            raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror}") from None
-    output = open_log(settings)
-    daemon = Daemon(settings, reload=lambda: settings_for("run", args), log_output=output)
-    with closing_log(output):
-        trio.run(daemon.run)
+            try:
+                server = serve(settings.metrics_port, settings.metrics_bind, inbox=settings.inbox)
+            except OSError as exc:
+                where = f"{settings.metrics_bind}:{settings.metrics_port}"
+                raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror}") from None
+            stack.callback(server.stop)
+        output = open_log(settings)
+        daemon = Daemon(
+            settings,
+            reload=lambda: settings_for("run", args),
+            log_output=output,
+            notify=notify,
+            archive=archive,
+        )
+        with closing_log(output):
+            trio.run(daemon.run)
     return EXIT_OK

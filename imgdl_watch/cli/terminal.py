@@ -102,6 +102,7 @@ class ProgressView:
 def summary_paragraph(summaries: list[JobSummary], output: str) -> str:
     ok = sum(s.ok for s in summaries)
     skipped = sum(s.skipped for s in summaries)
+    reused = sum(s.reused for s in summaries)
     failed = sum(s.failed for s in summaries)
     invalid = sum(s.invalid for s in summaries)
     size = sum(s.bytes for s in summaries)
@@ -111,6 +112,8 @@ def summary_paragraph(summaries: list[JobSummary], output: str) -> str:
         f"Fetched {ok} images ({_mb(size)}) in {elapsed:.1f} s into {output} ({lists})"
         f"; {skipped} were already there."
     )
+    if reused:
+        text += f" {reused} came from the archive (--archive), not fetched."
     if failed or invalid:
         lines = "line was not a valid URL" if invalid == 1 else "lines were not valid URLs"
         text += (

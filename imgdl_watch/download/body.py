@@ -8,10 +8,14 @@ read, and again against the bytes as they stream.
 A body counts as an image when its Content-Type is `image/*` or its first
 bytes are one (`imagecheck.sniff`); one that claims `image/*` but is markup
 or JSON (`imagecheck.disguised`) is not. `any_type` saves whatever comes.
+
+The body's sha256 is computed as it streams (never by reading the file
+back) and left on its sink (`FileSink.sha256`): the archive records it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -60,12 +64,14 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
     want_head = checked or need_type
     head = b""
     sink = FileSink(dir_fd)
+    digest = hashlib.sha256()
     try:
         async for chunk in answer.body:
             if sink.size + len(chunk) > limit:
                 raise err.TooLarge(f"body is over the cap of {limit} bytes")
             if want_head and len(head) < SNIFF_BYTES:
                 head += chunk[: SNIFF_BYTES - len(head)]
+            digest.update(chunk)
             await sink.write(chunk)
         if length is not None and sink.size < length:
             raise err.Truncated(f"{sink.size} of {length} bytes")
@@ -76,6 +82,7 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
             raise err.NotAnImage(f"Content-Type {content_type or 'missing'}")
         if checked and typed_image and (kind := disguised(head)) is not None:
             raise err.NotAnImage(f"Content-Type {content_type}, but the body is {kind}")
+        sink.sha256 = digest.hexdigest()
         return Received(sink, content_type, sniffed)
     except BaseException:
         sink.discard()

@@ -113,6 +113,8 @@ class Downloaded:
     bytes: int
     elapsed_s: float
     attempts: int
+    # The body's sha256, hex (computed while it streamed).
+    sha256: str | None = None
 
 
 class _Attempts:
@@ -214,7 +216,9 @@ class Fetcher:
         except err.DownloadError as exc:
             exc.attempts = attempts.count
             raise
-        return Downloaded(url, file, sink.size, time.monotonic() - started, attempts.count)
+        return Downloaded(
+            url, file, sink.size, time.monotonic() - started, attempts.count, sha256=sink.sha256
+        )
 
     async def _with_retries(
         self, url: str, parsed: httpx.URL, dir_fd: int, name: str, attempts: _Attempts

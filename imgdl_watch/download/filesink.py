@@ -69,7 +69,7 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
 class FileSink:
     """Collects one body and publishes it under its final name, or nothing."""
 
-    __slots__ = ("_chunks", "_dir_fd", "_fd", "_held", "_temp", "size")
+    __slots__ = ("_chunks", "_dir_fd", "_fd", "_held", "_temp", "sha256", "size")
 
     def __init__(self, dir_fd: int) -> None:
         self._dir_fd = dir_fd
@@ -78,6 +78,8 @@ class FileSink:
         self._fd: int | None = None
         self._temp: str | None = None
         self.size = 0
+        # The body's sha256 (hex), once `body.receive` has it all.
+        self.sha256: str | None = None
 
     def _open_temp(self) -> int:
         tries = 0

@@ -8,6 +8,7 @@
     report     the report and the list of failures, written as they come
     progress   the job's counters, rates, ETA and `job_progress` events
     folder     the job folder: opened safely, swept, and watched for free space
+    archive    --archive: each downloaded URL remembered across lists, and reused
 
 It knows no inbox: whoever runs a job says what becomes of its list.
 """

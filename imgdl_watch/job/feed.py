@@ -3,7 +3,9 @@
     read        the list in batches, parsed in a worker thread (the first
                 batch small, so that the first download starts at once)
     classify    invalid lines, duplicates and images the folder has already
-                get their outcome here; what is left is work
+                get their outcome here; what is left is work (with its
+                archived file, if `--archive` knows the URL: looked up in
+                the same thread hop as the parsing, one query per batch)
     hand over   one item at a time, to a worker that is free, hiring one more
                 when none is (up to the job's limit)
 
@@ -13,6 +15,7 @@ At most two batches of work are in memory, whatever the length of the list.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -21,6 +24,8 @@ import httpx
 import trio
 
 from ..errors import JobError
+from .archive import Archive, ArchivedFile
+from .archive import failed as archive_failed
 from .dedupe import Dedupe
 from .folder import existing_file
 from .listparse import InvalidLine, ListedUrl, parse_chunks
@@ -44,6 +49,8 @@ class Work:
     url: str
     name: str
     parsed: httpx.URL
+    # The URL's file in the archive, to reuse rather than download.
+    archived: ArchivedFile | None = None
 
 
 def read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
@@ -61,18 +68,38 @@ class _Named:
 
     name: str
     existing: str | None
+    # Its file in the archive (`--archive`), if the folder has none.
+    archived: ArchivedFile | None = None
 
 
 def _take(
-    entries: Iterator[ListedUrl | InvalidLine], count: int, dedupe: Dedupe, folder_fd: int
+    entries: Iterator[ListedUrl | InvalidLine],
+    count: int,
+    dedupe: Dedupe,
+    folder_fd: int,
+    archive: Archive | None,
 ) -> tuple[_Batch, list[_Named | None]]:
     """The next `count` entries, and for each URL among them its name and
-    existing file (None: a duplicate). Blocking, in the reader's thread:
-    de-duplication may ask its disk state, and the folder is asked by `stat`."""
+    existing file (None: a duplicate), or its archived one. Blocking, in the
+    reader's thread: de-duplication may ask its disk state, the folder is
+    asked by `stat`, and the archive by one query for the batch."""
     batch = list(islice(entries, count))
-    names = dedupe.classify([e.url for e in batch if isinstance(e, ListedUrl)])
-    return batch, [
+    urls = [e.url for e in batch if isinstance(e, ListedUrl)]
+    names = dedupe.classify(urls)
+    named = [
         None if name is None else _Named(name, existing_file(folder_fd, name)) for name in names
+    ]
+    if archive is None:
+        return batch, named
+    wanted = [url for url, n in zip(urls, named, strict=True) if n is not None and not n.existing]
+    try:
+        archived = archive.look_up(wanted) if wanted else {}
+    except sqlite3.Error as exc:
+        archive_failed("look_up", exc)
+        return batch, named
+    return batch, [
+        _Named(n.name, None, archived[url]) if n is not None and url in archived else n
+        for url, n in zip(urls, named, strict=True)
     ]
 
 
@@ -86,6 +113,7 @@ class Feed:
         outcomes: Outcomes,
         folder_fd: int,
         stopping: trio.Event,
+        archive: Archive | None = None,
     ) -> None:
         self._list_fd = list_fd
         # The job folder: asked for what it has already, and where the
@@ -93,6 +121,7 @@ class Feed:
         self._folder_fd = folder_fd
         self._outcomes = outcomes
         self._stopping = stopping
+        self._archive = archive
         # Cancelled by a worker that met the stop: nothing more is handed over.
         self.scope = trio.CancelScope()
         self.stopped_early = False
@@ -139,7 +168,7 @@ class Feed:
             while not self._stopping.is_set():
                 try:
                     batch, names = await trio.to_thread.run_sync(
-                        _take, entries, size, dedupe, self._folder_fd
+                        _take, entries, size, dedupe, self._folder_fd, self._archive
                     )
                 except OSError as exc:
                     self.error = JobError("list_unreadable", exc.strerror or str(exc))
@@ -167,5 +196,7 @@ class Feed:
                 if found.existing is not None:
                     outcomes.skipped(entry, found.existing)
                 else:
-                    work.append(Work(entry.line, entry.url, found.name, entry.parsed))
+                    work.append(
+                        Work(entry.line, entry.url, found.name, entry.parsed, found.archived)
+                    )
         return work

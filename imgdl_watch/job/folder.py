@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -71,15 +72,39 @@ def open_job_folder(parent: str, name: str) -> int:
 
 class DiskSpace:
     """Holds a job's downloads while its folder's filesystem has less than
-    `min_free` bytes free (`--min-free`): `disk_low` once, then `disk_ok`."""
+    `min_free` bytes free (`--min-free`): `disk_low` once, then `disk_ok`.
 
-    __slots__ = ("_dir_fd", "_low", "_min_free", "_stopping")
+    `on_full(source, free_bytes)` hears that the disk is full: at each
+    `disk_low` ("disk_low"), and at the first download of the job that
+    failed for want of space (`full()`, "download_failed")."""
 
-    def __init__(self, dir_fd: int, *, min_free: int, stopping: trio.Event) -> None:
+    __slots__ = ("_dir_fd", "_low", "_min_free", "_on_full", "_stopping", "_told_full")
+
+    def __init__(
+        self,
+        dir_fd: int,
+        *,
+        min_free: int,
+        stopping: trio.Event,
+        on_full: Callable[[str, int | None], None] | None = None,
+    ) -> None:
         self._dir_fd = dir_fd
         self._min_free = min_free
         self._stopping = stopping
+        self._on_full = on_full
+        self._told_full = False
         self._low = False
+
+    def full(self) -> None:
+        """A download failed for want of space: say so once (every one after it fails too)."""
+        if self._on_full is None or self._told_full:
+            return
+        self._told_full = True
+        try:
+            free: int | None = self.free_bytes()
+        except OSError:
+            free = None
+        self._on_full("download_failed", free)
 
     def free_bytes(self) -> int:
         # fstatvfs on the folder we hold: one fast system call, no thread hop.
@@ -94,6 +119,8 @@ class DiskSpace:
             if not self._low:
                 self._low = True
                 log.warning("disk_low", free_bytes=free, min_free=self._min_free)
+                if self._on_full is not None:
+                    self._on_full("disk_low", free)
             with trio.move_on_after(DISK_POLL_S):
                 await self._stopping.wait()
             if self._stopping.is_set():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +27,7 @@ import trio
 from .. import errors as err
 from ..download.fetcher import Fetcher
 from ..errors import JobError
+from .archive import Archive, ArchiveLog
 from .feed import Feed, Work
 from .folder import DiskSpace, open_job_folder, sweep_temp_files
 from .outcomes import Outcomes
@@ -49,6 +51,12 @@ class JobOptions:
     progress_interval_s: float
     # No download starts while the folder's filesystem has less free (`--min-free`).
     min_free: int
+
+
+# Told that the output's disk is full: where it was seen ("download_failed":
+# a download met ENOSPC, once per job; "disk_low": free space fell below
+# `--min-free`), and the free bytes then.
+DiskFullCallback = Callable[[str, int | None], None]
 
 
 class JobEnd(Protocol):
@@ -97,6 +105,8 @@ class Job:
         options: JobOptions,
         workers: int | None = None,
         report: ReportPaths | None = None,
+        on_disk_full: DiskFullCallback | None = None,
+        archive: Archive | None = None,
     ) -> None:
         self.name = name
         self.summary = JobSummary(name)
@@ -114,6 +124,12 @@ class Job:
         # The whole job's: a report that cannot be written stops everything.
         self._whole = trio.CancelScope()
         self._stopped_early = False
+        self._on_disk_full = on_disk_full
+        # --archive: what is looked up, reused and recorded (see `archive`).
+        self._archive = archive
+        self._archive_log = (
+            ArchiveLog(archive, os.path.join(output, name)) if archive is not None else None
+        )
         # Set up by `_download_all`, for its workers.
         self._dir_fd = -1
         self._outcomes: Outcomes
@@ -178,7 +194,10 @@ class Job:
             ) from exc
         try:
             self._space = DiskSpace(
-                self._dir_fd, min_free=self._options.min_free, stopping=self._fetcher.stopping
+                self._dir_fd,
+                min_free=self._options.min_free,
+                stopping=self._fetcher.stopping,
+                on_full=self._on_disk_full,
             )
             await trio.to_thread.run_sync(self._prepare_folder)
             feed = self._feed = Feed(
@@ -186,6 +205,7 @@ class Job:
                 outcomes=outcomes,
                 folder_fd=self._dir_fd,
                 stopping=self._fetcher.stopping,
+                archive=self._archive,
             )
             # No buffer: an item passes only from the feed's hand to a
             # worker's, so the feed knows when no worker is free.
@@ -195,6 +215,8 @@ class Job:
                     nursery.start_soon(
                         report_progress, self.summary, self._options.progress_interval_s
                     )
+                    if self._archive_log is not None:
+                        nursery.start_soon(self._archive_log.run)
                     async with trio.open_nursery() as crew:
 
                         def hire() -> None:
@@ -209,6 +231,8 @@ class Job:
                         crew.start_soon(feed.run, send, hire)
                     nursery.cancel_scope.cancel()
         finally:
+            if self._archive_log is not None:
+                await self._archive_log.last_flush()
             os.close(self._dir_fd)
         if outcomes.report_error is not None:
             raise outcomes.report_error
@@ -234,6 +258,13 @@ class Job:
     async def _work(self, receive: trio.MemoryReceiveChannel[Work]) -> None:
         async with receive:
             async for item in receive:
+                if item.archived is not None and self._archive_log is not None:
+                    got = await self._archive_log.reuse(
+                        item.url, item.archived, self._dir_fd, item.name
+                    )
+                    if got is not None:
+                        self._outcomes.reused(item, got)
+                        continue
                 try:
                     await self._space.wait()
                     result = await self._fetcher.download(
@@ -247,8 +278,12 @@ class Job:
                     return
                 except err.DownloadError as exc:
                     self._outcomes.failed(item, exc)
+                    if isinstance(exc, err.DiskFull):
+                        self._space.full()
                     continue
                 except err.AlreadyThere as there:  # a look-alike's file, left as it is
                     self._outcomes.skipped(item, there.file)
                     continue
                 self._outcomes.ok(item, result)
+                if self._archive_log is not None and result.sha256 is not None:
+                    self._archive_log.downloaded(item.url, result.file, result.sha256, result.bytes)

@@ -8,6 +8,8 @@ record to the report.
     invalid     url_invalid             -                         line, reason, excerpt
     duplicate   url_duplicate (debug)   -                         line, url
     skipped     download_skipped        {result="skipped"}        line, url, file
+    reused      download_reused         {result="reused"}         line, url, file, bytes,
+                                                                  sha256, source
     failed      download_failed         {result="failed"}         line, url, reason, attempts,
                                                                   status
     ok          download_ok             {result="ok"}, bytes,     line, url, file, bytes,
@@ -28,6 +30,7 @@ from .. import errors as err
 from .. import metrics
 from ..download.fetcher import Downloaded
 from ..redact import excerpt, log_url
+from .archive import Reused
 from .listparse import InvalidLine, ListedUrl
 from .progress import JobSummary
 
@@ -80,9 +83,25 @@ class Outcomes:
         log.info("download_skipped", url=log_url(entry.url), file=file)
         self._record(outcome="skipped", line=entry.line, url=entry.url, file=file)
 
+    def reused(self, item: Item, got: Reused) -> None:
+        self.summary.reused += 1
+        metrics.recorder.download("reused")
+        log.info(
+            "download_reused", url=log_url(item.url), file=got.file, source=got.source, how=got.how
+        )
+        self._record(
+            outcome="reused",
+            line=item.line,
+            url=item.url,
+            file=got.file,
+            bytes=got.bytes,
+            sha256=got.sha256,
+            source=got.source,
+        )
+
     def failed(self, item: Item, exc: err.DownloadError) -> None:
         self.summary.failed += 1
-        metrics.recorder.download("failed")
+        metrics.recorder.download("failed", reason=exc.reason)
         extra = {"status": exc.status} if exc.status is not None else {}
         log.warning(
             "download_failed",

@@ -27,6 +27,8 @@ class JobSummary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    # Images put in place from the archive (`--archive`), not downloaded.
+    reused: int = 0
     invalid: int = 0
     duplicates: int = 0
     bytes: int = 0
@@ -41,8 +43,8 @@ class JobSummary:
 
     @property
     def done(self) -> int:
-        """URLs with the image in the folder: downloaded now, or already there."""
-        return self.ok + self.skipped
+        """URLs with the image in the folder: downloaded now, reused, or already there."""
+        return self.ok + self.skipped + self.reused
 
     @property
     def elapsed_s(self) -> float:
@@ -53,6 +55,7 @@ class JobSummary:
             "ok": self.ok,
             "failed": self.failed,
             "skipped": self.skipped,
+            "reused": self.reused,
             "invalid": self.invalid,
             "duplicates": self.duplicates,
             "bytes": self.bytes,

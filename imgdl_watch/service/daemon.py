@@ -4,6 +4,8 @@
     ├── _signals                            SIGTERM/SIGINT: stop; SIGHUP: reload
     ├── StatusReporter.run                  the status file, the metrics gauges, and
     │                                       systemd's STATUS= and WATCHDOG= (statusreport)
+    ├── Hooks.run                           the operator's hooks, off the jobs' path (hooks)
+    ├── Notifications.run                   --notify, through Apprise in a thread (notify)
     └── work nursery
         ├── Intake.run                      cancelled first on stop (intake)
         │   ├── the watch loop              watcher.watch pokes on inbox changes
@@ -15,7 +17,9 @@ taken; `fetcher.stopping` is set, so no new download starts; in-flight
 downloads get `grace` seconds, then the work nursery is cancelled. An
 unfinished job stays in `processing/` for the next run. A second signal
 cancels at once. All cleanup is plain system calls, which run even inside a
-cancelled scope.
+cancelled scope. Hooks and notifications live in the root nursery, so the
+stop never waits for them: they are cancelled once the jobs have stopped
+(`hooks` says what that does to a hook's process).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import os
 import signal
 import traceback
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 
 import structlog
@@ -33,18 +37,33 @@ from ..config import Settings, fetch_options, job_options
 from ..download.fetcher import Fetcher
 from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
-from ..inbox.lifecycle import Claim, Inbox
+from ..inbox.lifecycle import LIST_SUFFIX, Claim, Inbox
 from ..inbox.watcher import ChangeSource, watchfiles_source
+from ..job.archive import Archive
 from ..job.job import Job
 from ..job.progress import JobSummary
 from ..job.report import ReportPaths
+from .events import Event
+from .hooks import Hooks, commands_of
 from .logs import LogOutput
+from .notify import Notifications, Target
 from .openfiles import ensure_open_files, files_needed
 from .sdnotify import Notifier
 from .status import StatusFile, adopt_history
 from .statusreport import StatusReporter
 
 log = structlog.get_logger("imgdl_watch")
+
+# The settings that SIGHUP applies to a running daemon.
+RELOADED = (
+    "concurrency",
+    "per_host",
+    "max_jobs",
+    "on_finished",
+    "on_failed",
+    "on_disk_full",
+    "hook_timeout",
+)
 
 
 class Daemon:
@@ -56,6 +75,8 @@ class Daemon:
         notifier: Notifier | None = None,
         reload: Callable[[], Settings] | None = None,
         log_output: LogOutput | None = None,
+        notify: Sequence[Target] = (),
+        archive: Archive | None = None,
     ) -> None:
         self.settings = settings
         self.inbox = Inbox(settings.inbox)
@@ -79,8 +100,14 @@ class Daemon:
             prepare_folders=self._prepare_folders,
         )
         self.reporter = StatusReporter(
-            self, status=StatusFile(self.inbox, self.output), notifier=self._notifier
+            self,
+            status=StatusFile(self.inbox, self.output),
+            notifier=self._notifier,
+            min_free=settings.min_free,
         )
+        self.archive = archive
+        self.hooks = Hooks(commands_of(settings))
+        self.notifications = Notifications(notify)
 
     # -- what the status reporter reads -----------------------------------
 
@@ -106,6 +133,9 @@ class Daemon:
                     intake = await work.start(self._run_intake, work)
                     root.start_soon(self._signals, signals, work, intake)
                     root.start_soon(self.reporter.run)
+                    root.start_soon(self.hooks.run)
+                    if self.notifications.enabled:
+                        root.start_soon(self.notifications.run)
                     log.info(
                         "daemon_started", inbox=self.inbox.root, output=self.output, pid=os.getpid()
                     )
@@ -136,7 +166,13 @@ class Daemon:
 
     # -- jobs -------------------------------------------------------------
 
+    def announce(self, event: Event) -> None:
+        """Tell the hooks and the notifications (neither is awaited)."""
+        self.hooks.fire(event)
+        self.notifications.fire(event)
+
     async def _run_job(self, claim: Claim, slot_token: object) -> None:
+        folder = os.path.join(self.output, claim.stem)
         try:
             job = Job(
                 name=claim.stem,
@@ -145,9 +181,15 @@ class Daemon:
                 fetcher=self.fetcher,
                 options=job_options(self.settings),
                 report=ReportPaths(*self.inbox.parts(claim.stem)),
+                on_disk_full=lambda source, free: self.announce(
+                    Event.disk_full(claim.stem, folder=folder, source=source, free_bytes=free)
+                ),
+                archive=self.archive,
             )
             self.jobs[claim.stem] = job
-            await job.run(_InboxEnd(self, claim))
+            end = _InboxEnd(self, claim)
+            summary = await job.run(end)
+            self._announce_end(claim.stem, summary, end, folder)
         except Exception as exc:
             # A bug, met on this list. The list goes to failed/, so that a
             # restart does not meet it again (a crash loop); the daemon goes on.
@@ -159,6 +201,11 @@ class Daemon:
                 traceback="".join(traceback.format_exception(exc)),
             )
             await trio.to_thread.run_sync(lambda: self.inbox.fail(claim))
+            self.announce(
+                Event.job_failed(
+                    claim.stem, "crashed", {}, folder=folder, detail=f"{type(leaf).__name__}"
+                )
+            )
         finally:
             # Cancelled too (stop after grace, or a second signal): the list
             # stays in processing/. Plain syscalls, which run in a cancelled scope.
@@ -168,6 +215,18 @@ class Daemon:
             self.jobs.pop(claim.stem, None)
             self._job_slots.release_on_behalf_of(slot_token)
             self.intake.poke()
+
+    def _announce_end(self, job: str, summary: JobSummary, end: _InboxEnd, folder: str) -> None:
+        """A finished or failed job, to the hooks and notifications (an
+        interrupted one is neither: it resumes on the next start)."""
+        counts = summary.finished_fields()
+        if summary.failure is not None:
+            detail = end.detail
+            self.announce(
+                Event.job_failed(job, summary.failure, counts, folder=folder, detail=detail)
+            )
+        elif summary.complete:
+            self.announce(Event.job_finished(job, counts, folder=folder, report=end.report))
 
     # -- signals and reload -----------------------------------------------
 
@@ -208,9 +267,8 @@ class Daemon:
             return
         self.fetcher.set_limits(concurrency=new.concurrency, per_host=new.per_host)
         self._job_slots.total_tokens = new.max_jobs
-        self.settings = self.settings.replace(
-            concurrency=new.concurrency, per_host=new.per_host, max_jobs=new.max_jobs
-        )
+        self.hooks.commands = commands_of(new)
+        self.settings = self.settings.replace(**{k: getattr(new, k) for k in RELOADED})
         log.info(
             "config_reloaded",
             concurrency=new.concurrency,
@@ -228,14 +286,24 @@ class _InboxEnd:
         self._daemon = daemon
         self._claim = claim
         self._held_back = daemon.intake.hold_back.started(claim.stem)
+        # Where the published report is, once it is.
+        self.report: str | None = None
+        # What `give_up` was told, for the hooks.
+        self.detail = ""
 
     async def publish(self, summary: JobSummary) -> None:
         inbox, claim = self._daemon.inbox, self._claim
-        await trio.to_thread.run_sync(lambda: inbox.finish(claim, failed=summary.failed))
-        self._daemon.reporter.status.finished(claim.stem, summary.finished_fields())
+        done = await trio.to_thread.run_sync(lambda: inbox.finish(claim, failed=summary.failed))
+        # `Inbox.finish` puts the report beside the list, under the list's stem.
+        name = os.path.basename(done)[: -len(LIST_SUFFIX)] + ".report.jsonl"
+        self.report = os.path.join(inbox.done, name)
+        self._daemon.reporter.status.finished(
+            claim.stem, {**summary.finished_fields(), "report": name}
+        )
 
     async def give_up(self, error: JobError) -> None:
         inbox, claim = self._daemon.inbox, self._claim
+        self.detail = str(error)
         await trio.to_thread.run_sync(lambda: inbox.fail(claim))
 
     def retry_in(self) -> float:

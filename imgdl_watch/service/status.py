@@ -56,7 +56,15 @@ class StatusFile:
         self.recent.insert(0, {"job": job, "finished_at": _now_iso(), **fields})
         del self.recent[RECENT_JOBS:]
 
-    def write(self, *, state: str, jobs: list[Snapshot], in_flight: int, queued: int) -> None:
+    def write(
+        self,
+        *,
+        state: str,
+        jobs: list[Snapshot],
+        in_flight: int,
+        queued: int,
+        free_bytes: int | None = None,
+    ) -> None:
         document = {
             "state": state,
             "pid": self.pid,
@@ -67,6 +75,7 @@ class StatusFile:
             "updated_at": _now_iso(),
             "in_flight": in_flight,
             "queued": queued,
+            "output_free_bytes": free_bytes,
             "running": [dataclasses.asdict(s) for s in jobs],
             "recent": self.recent,
         }
@@ -151,7 +160,16 @@ def collect(inbox_root: str) -> dict[str, Any]:
         "daemons": [
             {
                 k: d.get(k)
-                for k in ("pid", "host", "state", "alive", "started_at", "updated_at", "in_flight")
+                for k in (
+                    "pid",
+                    "host",
+                    "state",
+                    "alive",
+                    "started_at",
+                    "updated_at",
+                    "in_flight",
+                    "output_free_bytes",
+                )
             }
             for d in daemons
         ],
@@ -197,8 +215,10 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  ... and {len(report['queued']) - 20} more")
     lines.append(f"last finished: {len(report['recent'])}")
     for job in report["recent"]:
+        reused = f"{job['reused']} reused, " if job.get("reused") else ""
         lines.append(
-            f"  {job['job']} at {job['finished_at']}: {job['ok']} ok, {job['failed']} failed, "
-            f"{job['skipped']} skipped, {job['invalid']} invalid ({job['elapsed_s']:.1f} s)"
+            f"  {job['job']} at {job['finished_at']}: {job['ok']} ok, {reused}{job['failed']} "
+            f"failed, {job['skipped']} skipped, {job['invalid']} invalid "
+            f"({job['elapsed_s']:.1f} s)"
         )
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
     status file     INBOX/.imgdl-watch/status-<host>-<pid>.json, every
                     `STATUS_INTERVAL_S` (what `imgdl-watch status` reads)
-    metrics         the gauges: jobs running, lists waiting, downloads in flight
+    metrics         the gauges: jobs running, lists waiting, downloads in flight,
+                    the output's free bytes, and a heartbeat (the loop is alive)
     systemd         `STATUS=` when its text changes, and `WATCHDOG=1` pings
 
 Everything here reads the daemon's state through `DaemonView`; nothing here
@@ -11,6 +12,7 @@ changes it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -41,10 +43,13 @@ class DaemonView(Protocol):
 class StatusReporter:
     """Writes the status file and the gauges, and tells systemd how it goes."""
 
-    def __init__(self, view: DaemonView, *, status: StatusFile, notifier: Notifier) -> None:
+    def __init__(
+        self, view: DaemonView, *, status: StatusFile, notifier: Notifier, min_free: int = 0
+    ) -> None:
         self._view = view
         self.status = status
         self._notifier = notifier
+        self._min_free = min_free
         self._meters: dict[str, RateMeter] = {}
         self._snapshots: list[Snapshot] = []
 
@@ -75,15 +80,29 @@ class StatusReporter:
             del self._meters[gone]
         waiting, in_flight = self._view.waiting, self._view.in_flight
         metrics.recorder.gauges(jobs=len(running), queued=waiting, in_flight=in_flight)
+        metrics.recorder.heartbeat()
         snapshots = self._snapshots
         try:
-            await trio.to_thread.run_sync(
-                lambda: self.status.write(
-                    state=state, jobs=snapshots, in_flight=in_flight, queued=waiting
-                )
+            free = await trio.to_thread.run_sync(
+                lambda: self._write(state, snapshots, in_flight, waiting)
             )
         except OSError as exc:  # the inbox may be gone for a moment: the scan recreates it
             log.debug("status_write_failed", detail=str(exc))
+            return
+        if free is not None:
+            metrics.recorder.disk(free=free, min_free=self._min_free)
+
+    def _write(self, state: str, jobs: list[Snapshot], in_flight: int, queued: int) -> int | None:
+        """The output's free bytes, then the status file (in a worker thread)."""
+        try:
+            st = os.statvfs(self.status.output)
+            free: int | None = st.f_bavail * st.f_frsize
+        except OSError:  # the output folder is gone for a moment
+            free = None
+        self.status.write(
+            state=state, jobs=jobs, in_flight=in_flight, queued=queued, free_bytes=free
+        )
+        return free
 
     async def _status_loop(self) -> None:
         while True:
