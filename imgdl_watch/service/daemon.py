@@ -31,6 +31,7 @@ import trio
 
 from ..config import Settings, fetch_options, job_options
 from ..download.fetcher import Fetcher
+from ..download.hoststats import HostState
 from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import Claim, Inbox
@@ -95,6 +96,9 @@ class Daemon:
     @property
     def in_flight(self) -> int:
         return self.fetcher.in_flight
+
+    def hosts(self, count: int) -> list[HostState]:
+        return self.fetcher.host_states(count)
 
     # -- the tree ---------------------------------------------------------
 
@@ -207,15 +211,26 @@ class Daemon:
             await self._notifier.ready()
             return
         self.fetcher.set_limits(concurrency=new.concurrency, per_host=new.per_host)
+        self.fetcher.set_politeness(fetch_options(new))
         self._job_slots.total_tokens = new.max_jobs
         self.settings = self.settings.replace(
-            concurrency=new.concurrency, per_host=new.per_host, max_jobs=new.max_jobs
+            concurrency=new.concurrency,
+            per_host=new.per_host,
+            max_jobs=new.max_jobs,
+            rate_per_host=new.rate_per_host,
+            min_gap=new.min_gap,
+            max_rate=new.max_rate,
+            hosts=new.hosts,
         )
         log.info(
             "config_reloaded",
             concurrency=new.concurrency,
             per_host=new.per_host,
             max_jobs=new.max_jobs,
+            rate_per_host=new.rate_per_host,
+            min_gap_s=new.min_gap,
+            max_rate=new.max_rate,
+            hosts=len(new.hosts.rules),
         )
         await self._notifier.ready()
 

@@ -1,8 +1,10 @@
 """What a running daemon shows of itself, each at its own cadence.
 
     status file     INBOX/.imgdl-watch/status-<host>-<pid>.json, every
-                    `STATUS_INTERVAL_S` (what `imgdl-watch status` reads)
-    metrics         the gauges: jobs running, lists waiting, downloads in flight
+                    `STATUS_INTERVAL_S` (what `imgdl-watch status` reads), with
+                    the `STATUS_HOSTS` busiest hosts
+    metrics         the gauges: jobs running, lists waiting, downloads in flight,
+                    and each shown host's concurrency, ceiling and rate limit
     systemd         `STATUS=` when its text changes, and `WATCHDOG=1` pings
 
 Everything here reads the daemon's state through `DaemonView`; nothing here
@@ -11,13 +13,15 @@ changes it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import structlog
 import trio
 
 from .. import metrics
+from ..download.hoststats import HostState
 from ..job.progress import JobSummary, RateMeter, Snapshot
 from .sdnotify import Notifier
 from .status import STATUS_INTERVAL_S, StatusFile
@@ -37,6 +41,13 @@ class DaemonView(Protocol):
     @property
     def in_flight(self) -> int: ...
 
+    def hosts(self, count: int) -> Sequence[HostState]: ...
+
+
+# Hosts in the status file: those with downloads in flight first, then those
+# seen last.
+STATUS_HOSTS = 20
+
 
 class StatusReporter:
     """Writes the status file and the gauges, and tells systemd how it goes."""
@@ -47,6 +58,8 @@ class StatusReporter:
         self._notifier = notifier
         self._meters: dict[str, RateMeter] = {}
         self._snapshots: list[Snapshot] = []
+        # Each shown host's requests when last sampled, and when, for its rate.
+        self._host_samples: dict[str, tuple[float, int]] = {}
 
     def text(self) -> str:
         """One line for systemd's STATUS=."""
@@ -75,15 +88,30 @@ class StatusReporter:
             del self._meters[gone]
         waiting, in_flight = self._view.waiting, self._view.in_flight
         metrics.recorder.gauges(jobs=len(running), queued=waiting, in_flight=in_flight)
+        states = self._view.hosts(STATUS_HOSTS)
+        metrics.recorder.hosts(states)
+        hosts = self._host_rows(states, now)
         snapshots = self._snapshots
         try:
             await trio.to_thread.run_sync(
                 lambda: self.status.write(
-                    state=state, jobs=snapshots, in_flight=in_flight, queued=waiting
+                    state=state, jobs=snapshots, in_flight=in_flight, queued=waiting, hosts=hosts
                 )
             )
         except OSError as exc:  # the inbox may be gone for a moment: the scan recreates it
             log.debug("status_write_failed", detail=str(exc))
+
+    def _host_rows(self, states: Sequence[HostState], now: float) -> list[dict[str, Any]]:
+        """Each host as the status file has it, with its requests per second since
+        the last sample."""
+        rows, samples = [], {}
+        for state in states:
+            then, before = self._host_samples.get(state.host, (now, state.requests))
+            rate = (state.requests - before) / (now - then) if now > then else 0.0
+            samples[state.host] = (now, state.requests)
+            rows.append({**dataclasses.asdict(state), "req_s": round(rate, 2)})
+        self._host_samples = samples
+        return rows
 
     async def _status_loop(self) -> None:
         while True:
