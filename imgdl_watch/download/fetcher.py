@@ -59,10 +59,11 @@ import datetime as dt
 import functools
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from types import ModuleType
-from typing import Final
+from typing import Final, TypeVar
 
 import httpx
 import structlog
@@ -84,7 +85,7 @@ from .optout import agent_token, opt_out
 from .pacing import UNLIMITED, Pacer, PaceRule
 from .redirects import REDIRECTS, next_hop
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, status_error
-from .robots import Robots
+from .robots import Robots, Send, WithSend
 from .translate import HTTP_ERRORS, translate
 from .transports import Answer, Transports
 
@@ -95,6 +96,8 @@ _OK: Final = frozenset({200, 203})
 _PAUSE_LOG_STEP_S: Final = 1.0
 
 log = structlog.get_logger("imgdl_watch")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +404,10 @@ class Fetcher:
         The host's limit hears how the host answered, once, as the slot goes back.
         """
         host = url.host
+        if self._robots is not None:
+            # Before any limit: a disallowed URL takes no slot, and the host's
+            # Crawl-delay is known before its first request.
+            await self._robots_check(url, self._with_global_slot)
         host_slot = await self.hosts.acquire(host)
         verdict = Verdict.NEUTRAL
         try:
@@ -468,6 +475,32 @@ class Fetcher:
             self.stats.get(host).opt_outs += 1
         metrics.recorder.opted_out(host, exc.reason)
 
+    async def _robots_check(self, url: httpx.URL, with_send: WithSend) -> None:
+        assert self._robots is not None
+        try:
+            await self._robots.check(url, with_send)
+        except err.RobotsDisallowed as exc:
+            self._refused(url.host, exc)
+            raise
+
+    async def _with_global_slot(self, fetch: Callable[[Send], Awaitable[T]]) -> T:
+        """`fetch(send)` on a global slot of its own (a robots.txt, before the download's)."""
+        async with self._global:
+            slot = self._free_slots.pop()
+            try:
+                return await fetch(partial(self._send_anonymous, slot))
+            finally:
+                self._free_slots.append(slot)
+
+    def _on_slot(self, slot: int) -> WithSend:
+        """Runs a fetch on `slot`, which the caller holds."""
+        send = partial(self._send_anonymous, slot)
+
+        async def with_send(fetch: Callable[[Send], Awaitable[T]]) -> T:
+            return await fetch(send)
+
+        return with_send
+
     async def _send_anonymous(self, slot: int, url: httpx.URL) -> Answer:
         """GET `url` on `slot` with no credentials (a robots.txt)."""
         if self.options.block_private and literal_is_refused(url.host):
@@ -486,12 +519,9 @@ class Fetcher:
         for _hop in range(self.options.max_redirects + 1):
             if self.options.block_private and literal_is_refused(current.host):
                 raise err.BlockedAddress(f"{current.host} is not a public address")
-            if self._robots is not None:
-                try:
-                    await self._robots.check(current, partial(self._send_anonymous, slot))
-                except err.RobotsDisallowed as exc:
-                    self._refused(current.host, exc)
-                    raise
+            if self._robots is not None and current is not url:
+                # A redirect's hop: its origin's robots.txt, on this download's slot.
+                await self._robots_check(current, self._on_slot(slot))
             headers = request_headers.for_request(url, current)
             try:
                 answer = await self._transports.send(slot, current, headers)

@@ -150,6 +150,8 @@ class RobotsCache:
 
 
 Send = Callable[[httpx.URL], Awaitable[Answer]]
+# Runs a fetch with a `Send` of the caller's (on a download slot it holds or takes).
+WithSend = Callable[[Callable[[Send], Awaitable["RobotsFile"]]], Awaitable["RobotsFile"]]
 
 
 class Robots:
@@ -166,19 +168,21 @@ class Robots:
     def crawl_delay(self, host: str) -> float:
         return self._delays.get(host, 0.0)
 
-    async def check(self, url: httpx.URL, send: Send) -> None:
+    async def check(self, url: httpx.URL, with_send: WithSend) -> None:
         """Raise `RobotsDisallowed` (or `RobotsUnavailable`) unless `url` may be fetched.
 
-        `send` GETs a URL on the caller's connection (the fetcher's slot).
+        `with_send(fetch)` runs `fetch(send)`, where `send` GETs a URL on a
+        download slot: only the one download that fetches a file holds a slot
+        for it; the others wait for it holding none.
         """
-        entry = await self._file(origin_of(url), url, send)
+        entry = await self._file(origin_of(url), url, with_send)
         if entry.allows(url, self.token):
             return
         if entry.verdict is Verdict.UNAVAILABLE:
             raise err.RobotsUnavailable(f"robots.txt of {url.host}: {entry.detail}")
         raise err.RobotsDisallowed(f"robots.txt of {url.host} disallows {url.raw_path.decode()}")
 
-    async def _file(self, origin: Origin, url: httpx.URL, send: Send) -> RobotsFile:
+    async def _file(self, origin: Origin, url: httpx.URL, with_send: WithSend) -> RobotsFile:
         while True:
             entry = self.cache.get(origin, trio.current_time())
             if entry is not None:
@@ -189,7 +193,8 @@ class Robots:
             await busy.wait()
         done = self._fetching[origin] = trio.Event()
         try:
-            entry = await fetch(robots_url(url), send)
+            where = robots_url(url)
+            entry = await with_send(lambda send: fetch(where, send))
             self.cache.put(origin, entry)
             delay = entry.crawl_delay(self.token)
             if delay:
