@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -40,6 +41,14 @@ TICK_S = 0.1
 NEVER = 1e6
 
 Outcome = dict[str, object]
+
+
+@pytest.fixture
+def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are published without fdatasync: its thread hop can outlast
+    AUTOJUMP_S on a busy disk, and durability is not what these tests time."""
+    monkeypatch.setattr(os, "fdatasync", lambda fd: None)
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
 
 
 def on_mock_clock(main: Callable[[], Awaitable[None]]) -> None:

@@ -16,7 +16,16 @@ from imgdl_watch.download import robots
 from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.robots import RobotsCache, RobotsFile, Verdict
 from imgdl_watch.download.transports import Answer
-from tests.pacedserver import Outcome, PacedServer, download_all, on_mock_clock, options
+from tests.pacedserver import (
+    Outcome,
+    PacedServer,
+    download_all,
+    no_fsync,  # noqa: F401 - a fixture, for every test here
+    on_mock_clock,
+    options,
+)
+
+pytestmark = pytest.mark.usefixtures("no_fsync")
 
 ROBOTS_TXT = """\
 # For everyone: not /img/private/

@@ -25,7 +25,7 @@ OPT_OUT_DIRECTIVES: Final = frozenset({"noai", "noimageai", "none", "noindex"})
 _VALUED: Final = frozenset(
     {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 )
-_NAMED: Final = re.compile(r"\s*([A-Za-z0-9_.-]+)\s*:\s*(.*)", re.DOTALL)
+_NAMED: Final = re.compile(r"\s*([A-Za-z0-9_.*-]+)\s*:\s*(.*)", re.DOTALL)
 _TOKEN: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
