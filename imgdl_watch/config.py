@@ -163,7 +163,8 @@ def _user_agent(text: str) -> str:
 
 
 def _rate(text: str) -> float:
-    value = _positive_float(text)
+    """Requests per second; 0 for no rate (a `[hosts]` entry's way to exempt a host)."""
+    value = _non_negative_float(text)
     if value > MAX_RATE_PER_HOST:
         raise ValueError(f"must be at most {MAX_RATE_PER_HOST:g} requests per second")
     return value
@@ -329,7 +330,7 @@ OPTIONS: tuple[Option, ...] = (
         _rate,
         None,
         "requests per second to one host, across all jobs, with a burst of a "
-        "second's worth (off when unset)",
+        "second's worth (off when unset or 0)",
         "RATE",
     ),
     Option(

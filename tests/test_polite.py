@@ -111,6 +111,26 @@ def test_a_paced_host_does_not_slow_a_fast_one(tmp_path: Path) -> None:
     assert len(gaps) == 7 and all(gap >= 2.0 - 1e-9 for gap in gaps), gaps
 
 
+def test_a_rate_of_0_in_the_table_exempts_its_host(tmp_path: Path) -> None:
+    paced, exempt = PacedServer(), PacedServer()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            paced_base = await nursery.start(paced.serve, "127.0.0.2")
+            exempt_base = await nursery.start(exempt.serve, "127.0.0.3")
+            table = HostTable([HostRule("127.0.0.3", rate=0.0)])
+            async with Fetcher(options(rate_per_host=2.0, hosts=table)) as fetcher:
+                urls = [f"{paced_base}/img/{i}.jpg" for i in range(6)]
+                urls += [f"{exempt_base}/img/{i}.jpg" for i in range(30)]
+                await download_all(fetcher, urls, tmp_path / "out")
+            nursery.cancel_scope.cancel()
+
+    on_mock_clock(main)
+    assert len(exempt.times()) == 30 and max(exempt.times()) - min(exempt.times()) < 0.2
+    assert most_in_any_second(paced.times()) == 2
+    assert max(paced.times()) - min(paced.times()) >= 2.0
+
+
 def test_retry_after_pauses_the_whole_host(tmp_path: Path) -> None:
     server = PacedServer()
 

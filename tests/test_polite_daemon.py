@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -79,3 +80,26 @@ def test_host_gauges_are_bounded_and_go_with_their_host() -> None:
     assert recorder.registry.get_sample_value("imgdl_host_opt_outs_total", other) == 12
     recorder.hosts([state("late.example")])  # past the bound: no gauge, no "_other" gauge
     assert recorder.registry.get_sample_value("imgdl_host_limit", {"host": "_other"}) is None
+
+
+def test_sighup_reloads_the_hosts_table(server: ImageServer, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[hosts."127.0.0.1"]\nrate = 0.5\n')
+    daemon = DaemonProcess(tmp_path, "--config", str(config))
+    try:
+        daemon.wait_event("daemon_started")
+        drop(daemon.inbox, "slow.txt", "".join(f"{server.base}/img/{i}.jpg\n" for i in range(20)))
+        daemon.wait_event("download_ok", count=2)  # at 0.5/s: 40 s for the list
+        config.write_text('[hosts."127.0.0.1"]\nrate = 0.5\nspeed = 9\n')
+        daemon.signal(signal.SIGHUP)
+        failed = daemon.wait_event("config_reload_failed")[0]
+        assert "unknown key 'speed'" in failed["detail"]  # the running table stays
+        config.write_text('[hosts."127.0.0.1"]\nrate = 0\n')  # exempt from any rate
+        daemon.signal(signal.SIGHUP)
+        reloaded = daemon.wait_event("config_reloaded")[0]
+        assert reloaded["hosts"] == 1
+        (finished,) = daemon.wait_event("job_finished", timeout=30)
+    finally:
+        daemon.stop_cleanly()
+    assert finished["ok"] == 20
+    assert finished["elapsed_s"] < 20  # not 38 s, as at 0.5/s

@@ -197,7 +197,7 @@ def test_each_politeness_option_is_a_flag_an_environment_variable_and_a_key(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"rate_per_host": "0"}, "rate-per-host must be more than 0"),
+        ({"rate_per_host": "-1"}, "rate-per-host must be 0 or more"),
         ({"rate_per_host": "5000"}, "rate-per-host must be at most 1000"),
         ({"rate_per_host": "fast"}, "'fast' is not a number of requests per second"),
         ({"min_gap": "-1"}, "min-gap must be 0 or more"),
@@ -258,7 +258,7 @@ max_rate = "1M"
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ('[hosts."i.imgur.com"]\nrate = 0\n', '[hosts."i.imgur.com"]: rate must be more than 0'),
+        ('[hosts."i.imgur.com"]\nrate = -2\n', '[hosts."i.imgur.com"]: rate must be 0 or more'),
         ('[hosts."i.imgur.com"]\nspeed = 2\n', "unknown key 'speed' (known: rate, min_gap"),
         ('[hosts."i.imgur.com"]\nper_host = 0\n', "per-host must be 1 to 1000"),
         ('[hosts."i.imgur.com"]\nheader = ["Host: x"]\n', "header must not set Host"),

@@ -131,7 +131,7 @@ class FetchOptions:
     any_type: bool
     # Refuse loopback, private, link-local and other non-public addresses.
     block_private: bool
-    # Requests per second to one host, or None (`--rate-per-host`).
+    # Requests per second to one host, or None or 0 for none (`--rate-per-host`).
     rate_per_host: float | None
     # Seconds at least between two requests to one host, jittered; 0: none.
     min_gap: float
@@ -270,9 +270,9 @@ class Fetcher:
             gap = gap if rule.min_gap is None else rule.min_gap
         if self._robots is not None:
             gap = max(gap, self._robots.crawl_delay(host))
-        if rate is None and not gap:
+        if not rate and not gap:  # a rate of 0 is none (a `[hosts]` entry's exemption)
             return UNLIMITED
-        return PaceRule(rate, gap)
+        return PaceRule(rate or None, gap)
 
     def _ceiling_override(self, host: str) -> int | None:
         rule = self.options.hosts.match(host)

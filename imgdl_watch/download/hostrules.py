@@ -1,7 +1,7 @@
 """The operator's per-host overrides, the config file's `[hosts."name"]` table: pure logic.
 
     [hosts."i.imgur.com"]
-    rate = 2                                # requests per second (--rate-per-host)
+    rate = 2                                # requests per second (--rate-per-host; 0: none)
     min_gap = 0.5                           # seconds between requests (--min-gap)
     per_host = 4                            # downloads in flight at once (--per-host)
     max_rate = "1M"                         # bytes per second read (--max-rate)
