@@ -56,8 +56,9 @@ def test_the_rate_is_honoured_on_the_servers_clock(tmp_path: Path) -> None:
     times = server.times("/img/")
     assert len(times) == 30
     assert most_in_any_second(times) == 5
-    # A second's worth at once, then 5 a second: 30 requests over 5 seconds.
-    assert 5.0 <= max(times) - min(times) < 5.5
+    # A second's worth at once, then 5 a second: 30 requests over 5 seconds
+    # (and the rate's 5% slack).
+    assert 5.25 <= max(times) - min(times) < 5.5
 
 
 def test_the_minimum_gap_holds_with_jitter(tmp_path: Path) -> None:

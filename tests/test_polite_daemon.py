@@ -29,7 +29,7 @@ def test_status_and_metrics_show_the_paced_host_and_its_opt_outs(
         (host,) = report["hosts"]
         assert host["host"] == "127.0.0.1" and host["rate"] == 2.0
         assert host["ceiling"] == 8 and host["opt_outs"] == 2
-        assert 0 <= host["in_flight"] <= host["limit"] <= 8
+        assert 0 <= host["in_flight"] + host["waiting"] <= host["limit"] <= 8
         assert 0 < host["req_s"] <= 3.0
         text = status(daemon.inbox).stdout
         assert "127.0.0.1: " in text and "(paced at 2/s)" in text and "2 opted out" in text
@@ -65,7 +65,7 @@ def test_host_gauges_are_bounded_and_go_with_their_host() -> None:
     from imgdl_watch.download.hoststats import HostState
 
     def state(host: str) -> HostState:
-        return HostState(host, 1, 4, 8, 2.0, 0.0, 10, 0.0, 0.0, 0)
+        return HostState(host, 1, 0, 4, 8, 2.0, 0.0, 10, 0.0, 0.0, 0)
 
     recorder = metrics.PrometheusRecorder()
     recorder.hosts([state("a.example"), state("b.example")])

@@ -17,7 +17,7 @@ from imgdl_watch.config import ConfigError, resolve
 from imgdl_watch.download.bandwidth import ByteBucket
 from imgdl_watch.download.hostrules import HostRule, HostTable
 from imgdl_watch.download.optout import agent_token, directives, opt_out
-from imgdl_watch.download.pacing import MAX_BURST, HostPace, Pacer, PaceRule
+from imgdl_watch.download.pacing import MAX_BURST, RATE_SLACK, HostPace, Pacer, PaceRule
 
 TOKEN = "imgdl-watch"
 
@@ -107,7 +107,10 @@ def schedule(rule: PaceRule, count: int, *, seed: int = 1) -> list[float]:
 def test_200_requests_at_5_per_second_take_40_seconds_with_5_in_any_second() -> None:
     sent = schedule(PaceRule(rate=5.0), 200)
     assert window_counts(sent) == 5
-    assert sent[-1] == pytest.approx(39.0)
+    # 39 windows of a second, and the slack: 5 in any second on the server's
+    # log too, whose requests come a few milliseconds after their turns.
+    assert sent[-1] == pytest.approx(39.0 * (1 + RATE_SLACK))
+    assert all(b - a >= 1.05 - 1e-9 for a, b in zip(sent, sent[5:], strict=False))
     assert sent[:5] == [0.0] * 5  # a second's worth at once
 
 
@@ -119,8 +122,9 @@ def test_no_second_has_more_than_the_rate_allows(rate: float) -> None:
     assert window_counts(sent) <= rule.burst * math.ceil(rate / rule.burst)
     if rate == int(rate) and rate <= MAX_BURST:
         assert window_counts(sent) == rate  # ... so a whole rate is a true "per second"
-    # ... and over time, the rate.
-    assert (len(sent) - rule.burst) / (sent[-1] - sent[0]) == pytest.approx(rate, rel=0.02)
+    # ... and over time, the rate (less the slack).
+    achieved = (len(sent) - rule.burst) / (sent[-1] - sent[0])
+    assert achieved == pytest.approx(rate / (1 + RATE_SLACK), rel=0.02)
 
 
 def test_the_gap_is_a_minimum_with_jitter_and_the_tighter_rule_wins() -> None:

@@ -204,6 +204,9 @@ class Fetcher:
         self.pacer = Pacer(self._pace_rule, rand=self._rand)
         self._bandwidth = Bandwidth(options.max_rate, self._max_rate_of)
         self.stats = HostStats()
+        # Downloads with a request out, by host (past their turn); at most
+        # `concurrency` hosts, each gone at 0.
+        self._sending: dict[str, int] = {}
         # Each `[hosts]` rule's headers, built on first use.
         self._rule_headers: dict[str, RequestHeaders] = {}
         # Finished bodies are written to disk in batches, one thread hop each.
@@ -306,9 +309,11 @@ class Fetcher:
 
     def _host_state(self, host: str) -> HostState:
         rule, counts = self._pace_rule(host), self.stats.peek(host)
+        sending = self._sending.get(host, 0)
         return HostState(
             host=host,
-            in_flight=self.hosts.in_flight(host),
+            in_flight=sending,
+            waiting=max(0, self.hosts.in_flight(host) - sending),
             limit=self.hosts.limit_of(host),
             ceiling=self.hosts.ceiling_of(host),
             rate=rule.rate,
@@ -413,6 +418,8 @@ class Fetcher:
         try:
             await self._global_slot(host)
             slot = self._free_slots.pop()
+            sending = self._sending
+            sending[host] = sending.get(host, 0) + 1
             try:
                 self.stats.get(host).requests += 1
                 metrics.recorder.request(host)
@@ -422,6 +429,10 @@ class Fetcher:
                     return done
                 raise err.TimedOut(f"no complete answer within {self.options.total_timeout:g} s")
             finally:
+                if sending[host] == 1:
+                    del sending[host]
+                else:
+                    sending[host] -= 1
                 self._free_slots.append(slot)
                 self._global.release()
         except err.HttpStatusError as exc:

@@ -31,9 +31,11 @@ class HostCounts:
 @dataclass(frozen=True, slots=True)
 class HostState:
     host: str
-    # Downloads in flight to the host now, and its limit now (adaptive, at
-    # most its ceiling).
+    # Downloads with a request out to the host now; those holding one of its
+    # slots while they wait for its turn (its rate, gap or pause); and its
+    # limit on both together now (adaptive, at most its ceiling).
     in_flight: int
+    waiting: int
     limit: int
     ceiling: int
     # Requests per second allowed (None: no rate), and the least gap.

@@ -191,6 +191,8 @@ def _host_lines(hosts: list[dict[str, Any]]) -> list[str]:
         limit = f"{host['in_flight']}/{host['limit']} in flight"
         if host["limit"] < host["ceiling"]:
             limit += f" (ceiling {host['ceiling']})"
+        if host.get("waiting"):
+            limit += f", {host['waiting']} waiting for a turn"
         rate = f"{host['req_s']:.1f} req/s"
         if host.get("rate") is not None:
             rate += f" (paced at {host['rate']:g}/s)"
