@@ -20,7 +20,8 @@ from imgdl_watch import errors as err
 from imgdl_watch.download import body, filesink
 from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.hostrules import HostRule, HostTable
-from tests.helpers import events
+from imgdl_watch.job.job import Job
+from tests.helpers import events, job_options, open_list, write_list
 from tests.pacedserver import (
     PacedServer,
     download_all,
@@ -272,3 +273,46 @@ def test_a_host_rule_caps_its_host_only(tmp_path: Path, monkeypatch: pytest.Monk
     free_took, capped_took = (t - started[0] for t in sorted(read_at))
     assert free_took < 0.2, free_took
     assert 3.85 <= capped_took <= 4.1, capped_took  # less the bucket's burst
+
+
+def test_a_list_mixing_a_paced_host_with_a_fast_one_runs_the_fast_one_at_full_speed(
+    tmp_path: Path,
+) -> None:
+    """One list, its URLs alternating between a host paced at 2/s and a fast
+    one, with more of the paced host's than the job has workers (16): they
+    wait aside, not in the workers, so the fast host's are not stuck behind."""
+    paced, fast = PacedServer(), PacedServer()
+    (tmp_path / "out").mkdir()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            paced_base = await nursery.start(paced.serve, "127.0.0.2")
+            fast_base = await nursery.start(fast.serve, "127.0.0.3")
+            lines = []
+            for i in range(40):
+                lines += [f"{paced_base}/img/{i}.jpg"] if i < 24 else []
+                lines.append(f"{fast_base}/slow/50/{i}.jpg")
+            listed = write_list(tmp_path / "mixed.txt", lines)
+            table = HostTable([HostRule("127.0.0.2", rate=2.0)])
+            fd = open_list(listed)
+            try:
+                async with Fetcher(options(concurrency=8, per_host=4, hosts=table)) as fetcher:
+                    job = Job(
+                        name="mixed",
+                        list_fd=fd,
+                        output=str(tmp_path / "out"),
+                        fetcher=fetcher,
+                        options=job_options(),
+                    )
+                    summary = await job.run()
+            finally:
+                os.close(fd)
+            nursery.cancel_scope.cancel()
+        assert summary.ok == 64
+
+    on_mock_clock(main)
+    start = min(paced.times() + fast.times())
+    # 40 downloads of 50 ms on the slots the paced host leaves: about half a
+    # second; stuck behind the paced host's 11 s, they would end near its end.
+    assert max(fast.times()) - start < 2.0, max(fast.times()) - start
+    assert max(paced.times()) - start > 11.0

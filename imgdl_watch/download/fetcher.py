@@ -296,6 +296,11 @@ class Fetcher:
             )
         return headers
 
+    def host_busy(self, host: str) -> bool:
+        """Whether a download of `host` would wait for one of its slots now (every
+        one is taken: by downloads in flight, or waiting for the host's turn)."""
+        return self.hosts.saturated(host)
+
     def host_states(self, count: int) -> list[HostState]:
         """The hosts `status` shows: those with downloads in flight first, then
         those seen last, `count` at most."""

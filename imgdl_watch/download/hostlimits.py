@@ -58,6 +58,14 @@ class HostLimits:
         self._ceiling = ceiling
         self._overrides = overrides
         self._hosts: dict[str, HostSlot] = {}
+        # Set when a slot is given back, for whoever waits in `given_back`.
+        self._given_back: trio.Event | None = None
+
+    async def given_back(self) -> None:
+        """Return once any host's slot is given back."""
+        if self._given_back is None:
+            self._given_back = trio.Event()
+        await self._given_back.wait()
 
     @property
     def ceiling(self) -> int:
@@ -81,6 +89,11 @@ class HostLimits:
     def limit_of(self, host: str) -> int:
         entry = self._hosts.get(host)
         return self.ceiling_of(host) if entry is None else int(entry.limiter.total_tokens)
+
+    def saturated(self, host: str) -> bool:
+        """Whether every slot of `host` is taken or waited for."""
+        entry = self._hosts.get(host)
+        return entry is not None and entry.users >= entry.limiter.total_tokens
 
     def in_flight(self, host: str) -> int:
         entry = self._hosts.get(host)
@@ -113,6 +126,9 @@ class HostLimits:
     def release(self, entry: HostSlot, verdict: Verdict) -> None:
         """Give the slot back, with what the attempt showed of the host."""
         entry.limiter.release()
+        if self._given_back is not None:
+            self._given_back.set()
+            self._given_back = None
         if verdict is Verdict.BUSY:
             # Halve its concurrency.
             entry.good = 0

@@ -188,6 +188,8 @@ class Job:
                 outcomes=outcomes,
                 existing=self._existing_file,
                 stopping=self._fetcher.stopping,
+                busy=self._fetcher.host_busy,
+                room=self._fetcher.hosts.given_back,
             )
             # No buffer: an item passes only from the feed's hand to a
             # worker's, so the feed knows when no worker is free.
