@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from imgdl_watch.download.bandwidth import ByteBucket
 from imgdl_watch.download.hostrules import HostRule, HostTable
 from imgdl_watch.download.optout import agent_token, directives, opt_out
 from imgdl_watch.download.pacing import MAX_BURST, RATE_SLACK, HostPace, Pacer, PaceRule
+from imgdl_watch.job import feed as feed_module
+from imgdl_watch.job.outcomes import Outcomes
+from imgdl_watch.job.progress import JobSummary
+from tests.helpers import open_list, write_list
 
 TOKEN = "imgdl-watch"
 
@@ -278,3 +283,51 @@ def test_a_bad_hosts_table_is_one_line(tmp_path: Path, table: str, message: str)
     with pytest.raises(ConfigError) as caught:
         resolve("run", {}, env={}, config_path=str(toml))
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_feed_sets_busy_hosts_aside_within_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy host's items wait aside while others go; past SET_ASIDE_MAX the
+    oldest goes all the same; the rest go as the host gives slots back."""
+    monkeypatch.setattr(feed_module, "SET_ASIDE_MAX", 3)
+    lines = [f"http://busy.example/{i}.jpg" for i in range(6)]
+    lines += [f"http://free.example/{i}.jpg" for i in range(4)]
+    listed = write_list(tmp_path / "l.txt", lines)
+    busy = {"busy.example"}
+    handed: list[str] = []
+
+    async def main() -> None:
+        room = trio.Event()
+
+        async def wait_for_room() -> None:
+            await room.wait()
+
+        fd = open_list(listed)
+        feed = feed_module.Feed(
+            fd,
+            outcomes=Outcomes(JobSummary("l"), None, stop=lambda: None),
+            existing=lambda name: None,
+            stopping=trio.Event(),
+            busy=lambda host: host in busy,
+            room=wait_for_room,
+        )
+        send, receive = trio.open_memory_channel[feed_module.Work](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed.run, send, lambda: None)
+            async with receive:
+                while len(handed) < 7:  # 3 of busy.example, past the bound, and 4 free
+                    handed.append((await receive.receive()).url)
+                assert trio.current_time() == 0  # none waited for room
+                busy.clear()
+                room.set()
+                async for item in receive:
+                    handed.append(item.url)
+        os.close(fd)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    free = [u for u in handed if "free" in u]
+    assert free == lines[6:]
+    # Three went past the bound, the oldest first, before the free host's;
+    # the rest once the host had room.
+    assert handed == lines[:3] + lines[6:] + lines[3:6]

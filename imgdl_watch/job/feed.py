@@ -117,6 +117,8 @@ class Feed:
                             for earlier in self._ready_aside():
                                 await self._hand_over(send, earlier, hire)
                             if self._set_aside(item):
+                                if (oldest := self._overflow()) is not None:
+                                    await self._hand_over(send, oldest, hire)
                                 continue
                             await self._hand_over(send, item, hire)
                     # The list is read: what is left aside goes as its host has room.
@@ -142,7 +144,7 @@ class Feed:
 
     def _set_aside(self, item: Work) -> bool:
         """Keep `item` aside if its host is busy (or has items aside already, to keep
-        their order). Past `SET_ASIDE_MAX`, the oldest item aside makes room."""
+        their order)."""
         host = item.parsed.host
         waiting = self._aside.get(host)
         if waiting is None and not self._busy(host):
@@ -153,22 +155,25 @@ class Feed:
         self._aside_count += 1
         return True
 
+    def _overflow(self) -> Work | None:
+        """Past `SET_ASIDE_MAX`, the oldest item aside, to be handed over all the same."""
+        if self._aside_count <= SET_ASIDE_MAX:
+            return None
+        return self._take_aside(next(iter(self._aside)))
+
     def _ready_aside(self) -> list[Work]:
-        """Items aside whose host has room now, and the oldest when too many are aside."""
+        """The first item aside of each host that has room now."""
         if not self._aside:
             return []
-        ready = []
-        for host in [h for h in self._aside if not self._busy(h)]:
-            ready.append(self._aside[host].popleft())
-            if not self._aside[host]:
-                del self._aside[host]
-        if self._aside_count - len(ready) >= SET_ASIDE_MAX:
-            host = next(iter(self._aside))
-            ready.append(self._aside[host].popleft())
-            if not self._aside[host]:
-                del self._aside[host]
-        self._aside_count -= len(ready)
-        return ready
+        return [self._take_aside(h) for h in [h for h in self._aside if not self._busy(h)]]
+
+    def _take_aside(self, host: str) -> Work:
+        waiting = self._aside[host]
+        item = waiting.popleft()
+        if not waiting:
+            del self._aside[host]
+        self._aside_count -= 1
+        return item
 
     async def _read(self, batches: trio.MemorySendChannel[list[Work]]) -> None:
         """Parse and classify the list in batches, the first one small."""
