@@ -24,8 +24,13 @@ def test_status_and_metrics_show_the_paced_host_and_its_opt_outs(
         daemon.wait_event("daemon_started")
         drop(daemon.inbox, "paced.txt", "".join(line + "\n" for line in lines))
         daemon.wait_event("download_failed", count=2)
-        time.sleep(1.5)  # the status file is rewritten every second
-        report = json.loads(status(daemon.inbox, "--json").stdout)
+        deadline = time.monotonic() + 20
+        while True:  # the status file is rewritten every second
+            report = json.loads(status(daemon.inbox, "--json").stdout)
+            if report["hosts"] and report["hosts"][0]["req_s"] > 0:
+                break
+            assert time.monotonic() < deadline, report
+            time.sleep(0.5)
         (host,) = report["hosts"]
         assert host["host"] == "127.0.0.1" and host["rate"] == 2.0
         assert host["ceiling"] == 8 and host["opt_outs"] == 2

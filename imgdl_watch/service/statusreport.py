@@ -14,6 +14,7 @@ changes it.
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -47,6 +48,8 @@ class DaemonView(Protocol):
 # Hosts in the status file: those with downloads in flight first, then those
 # seen last.
 STATUS_HOSTS = 20
+# Samples (one a second) over which a host's request rate is shown.
+HOST_RATE_SAMPLES = 5
 
 
 class StatusReporter:
@@ -58,8 +61,8 @@ class StatusReporter:
         self._notifier = notifier
         self._meters: dict[str, RateMeter] = {}
         self._snapshots: list[Snapshot] = []
-        # Each shown host's requests when last sampled, and when, for its rate.
-        self._host_samples: dict[str, tuple[float, int]] = {}
+        # Each shown host's last samples of (time, requests sent), for its rate.
+        self._host_samples: dict[str, deque[tuple[float, int]]] = {}
 
     def text(self) -> str:
         """One line for systemd's STATUS=."""
@@ -102,13 +105,16 @@ class StatusReporter:
             log.debug("status_write_failed", detail=str(exc))
 
     def _host_rows(self, states: Sequence[HostState], now: float) -> list[dict[str, Any]]:
-        """Each host as the status file has it, with its requests per second since
-        the last sample."""
+        """Each host as the status file has it, with its requests per second over
+        the last `HOST_RATE_SAMPLES` samples (a paced host's bursts come about
+        once a second, so one sample would flicker between 0 and twice the rate)."""
         rows, samples = [], {}
         for state in states:
-            then, before = self._host_samples.get(state.host, (now, state.requests))
+            history = self._host_samples.get(state.host) or deque(maxlen=HOST_RATE_SAMPLES)
+            then, before = history[0] if history else (now, state.requests)
             rate = (state.requests - before) / (now - then) if now > then else 0.0
-            samples[state.host] = (now, state.requests)
+            history.append((now, state.requests))
+            samples[state.host] = history
             rows.append({**dataclasses.asdict(state), "req_s": round(rate, 2)})
         self._host_samples = samples
         return rows
