@@ -20,13 +20,17 @@ from typing import Any, Final
 
 from .download.durability import Durability
 from .download.fetcher import FetchOptions
+from .download.hostrules import HostRule, HostTable, is_host_name
 from .job.job import JobOptions
 from .version import PROG, __version__
 
 ENV_PREFIX = "IMGDL_WATCH_"
 # The levels of `--log-level`, lowest first.
 LEVELS = ("debug", "info", "warning", "error", "critical")
-USER_AGENT = f"{PROG}/{__version__}"
+# Who we are, as crawlers say it: the product token (robots.txt and
+# X-Robots-Tag address us by it), then a comment. `--contact` adds how to
+# reach the operator.
+USER_AGENT = f"{PROG}/{__version__} (image list downloader)"
 
 
 class ConfigError(Exception):
@@ -46,6 +50,12 @@ MAX_RETRIES = 100
 MAX_REDIRECTS = 100
 # A hook that needs more than a day is not a hook.
 MAX_HOOK_TIMEOUT_S = 86400.0
+# Requests per second to one host: more than any host would call polite.
+MAX_RATE_PER_HOST = 1000.0
+# An hour between two requests to one host already makes a list of 100 last days.
+MAX_MIN_GAP_S = 3600.0
+# A bandwidth cap below this would stall every read (a read is up to 64 KiB).
+MIN_MAX_RATE = 1024
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
@@ -174,6 +184,53 @@ def _hook_timeout(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    """Requests per second; 0 for no rate (a `[hosts]` entry's way to exempt a host)."""
+    value = _non_negative_float(text)
+    if value > MAX_RATE_PER_HOST:
+        raise ValueError(f"must be at most {MAX_RATE_PER_HOST:g} requests per second")
+    return value
+
+
+def _gap(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > MAX_MIN_GAP_S:
+        raise ValueError(f"must be at most {MAX_MIN_GAP_S:g} seconds")
+    return value
+
+
+def _bandwidth(text: str) -> int:
+    value = _size(text)
+    if 0 < value < MIN_MAX_RATE:
+        raise ValueError("must be 0 (no cap) or at least 1K bytes per second")
+    return value
+
+
+# A contact goes into the User-Agent's comment: no parentheses, semicolons or spaces.
+_EMAIL = re.compile(r"[^@\s()<>;,\\\"]+@[^@\s()<>;,\\\"]+\.[^@\s()<>;,\\\".]+")
+_CONTACT_URL = re.compile(r"https?://[^\s()<>;,\\\"]+", re.IGNORECASE)
+
+
+def _contact(text: str) -> str:
+    """How to reach the operator: an http(s) URL or an email address."""
+    value = text.strip()
+    if not value.isascii() or not (_EMAIL.fullmatch(value) or _CONTACT_URL.fullmatch(value)):
+        raise ValueError(
+            "must be an http(s) URL or an email address (ASCII, no spaces), "
+            "such as https://example.com/bot or ops@example.com"
+        )
+    return value
+
+
+def user_agent_with(contact: str | None) -> str:
+    """The default User-Agent, with the operator's contact (`--contact`) if any."""
+    if contact is None:
+        return USER_AGENT
+    # A URL is `+URL`, as crawlers write it; an email goes as it is.
+    shown = f"+{contact}" if contact.lower().startswith("http") else contact
+    return f"{USER_AGENT[:-1]}; {shown})"
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -276,7 +333,58 @@ OPTIONS: tuple[Option, ...] = (
         switch=True,
     ),
     Option(
-        "user_agent", _user_agent, USER_AGENT, "User-Agent header sent with each request", "TEXT"
+        "user_agent",
+        _user_agent,
+        USER_AGENT,
+        "User-Agent header sent with each request (the default carries --contact)",
+        "TEXT",
+    ),
+    Option(
+        "contact",
+        _contact,
+        None,
+        "how hosts reach the operator, a URL or an email, told in the User-Agent "
+        "(an email also as the From header)",
+        "CONTACT",
+    ),
+    Option(
+        "rate_per_host",
+        _rate,
+        None,
+        "requests per second to one host, across all jobs, with a burst of a "
+        "second's worth (off when unset or 0)",
+        "RATE",
+    ),
+    Option(
+        "min_gap",
+        _gap,
+        0.0,
+        "seconds at least between two requests to one host, each gap up to 50%% longer "
+        "at random (0: none)",
+        "SECONDS",
+    ),
+    Option(
+        "max_rate",
+        _bandwidth,
+        0,
+        "bytes per second read by the whole process, such as 2M (0: no cap)",
+        "BYTES",
+    ),
+    Option(
+        "ignore_opt_outs",
+        _bool,
+        False,
+        "download what X-Robots-Tag opts out of (noai, noimageai, none, noindex)",
+        "BOOL",
+        switch=True,
+    ),
+    Option(
+        "robots",
+        _bool,
+        False,
+        "fetch each host's robots.txt and honour its Disallow and Crawl-delay",
+        "BOOL",
+        switch=True,
     ),
     Option(
         "header",
@@ -416,6 +524,12 @@ class Settings:
     block_private: bool
     durability: str
     user_agent: str
+    contact: str | None
+    rate_per_host: float | None
+    min_gap: float
+    max_rate: int
+    ignore_opt_outs: bool
+    robots: bool
     header: tuple[tuple[str, str], ...]
     log_file: str | None
     log_level: str
@@ -431,6 +545,8 @@ class Settings:
     on_disk_full: str | None
     hook_timeout: float
     notify: tuple[str, ...]
+    # The config file's `[hosts]` table (from the file only).
+    hosts: HostTable = dataclasses.field(default_factory=HostTable)
     config: str | None = None
 
     def replace(self, **changes: Any) -> Settings:
@@ -450,6 +566,7 @@ _WANTED: Final = {
     "HEADER": "a header such as 'Referer: https://example.com/'",
     "CMD": "a command line",
     "URL": "an Apprise URL",
+    "RATE": "a number of requests per second",
 }
 
 
@@ -488,7 +605,46 @@ def read_config_file(path: str) -> dict[str, Any]:
     table = data.get("imgdl-watch", data)
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [imgdl-watch] must be a table")
+    if table is not data and "hosts" in data:
+        # [hosts."name"] beside [imgdl-watch], as well as inside it.
+        if "hosts" in table:
+            raise ConfigError(f"config file {path}: [hosts] is given twice")
+        table = {**table, "hosts": data["hosts"]}
     return table
+
+
+# The keys of a `[hosts."name"]` entry, and the option whose parser checks each.
+HOST_KEYS: Final = {
+    "rate": "rate_per_host",
+    "min_gap": "min_gap",
+    "per_host": "per_host",
+    "max_rate": "max_rate",
+    "header": "header",
+}
+
+
+def host_table(raw: Any, where: str) -> HostTable:
+    """The `[hosts]` table, each key checked, with a one-line error for a bad one."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where}: [hosts] must be a table of [hosts."name"] tables')
+    rules = []
+    for name, entry in raw.items():
+        at = f'{where}: [hosts."{name}"]'
+        if not is_host_name(name):
+            raise ConfigError(f"{at}: not a host name, nor *.domain for a domain")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at} must be a table, such as rate = 2")
+        values: dict[str, Any] = {}
+        for key, value in entry.items():
+            field = key.replace("-", "_")
+            if field not in HOST_KEYS:
+                known = ", ".join(HOST_KEYS)
+                raise ConfigError(f"{at}: unknown key {key!r} (known: {known})")
+            option = dataclasses.replace(OPTION_BY_NAME[HOST_KEYS[field]], name=field)
+            one_or_more = [value] if option.repeat and not isinstance(value, list) else value
+            values[field] = _parse(option, one_or_more, at)
+        rules.append(HostRule(name=name.lower().rstrip("."), **values))
+    return HostTable(rules)
 
 
 def resolve(
@@ -501,13 +657,18 @@ def resolve(
     """Settings for `command`: flag > environment > file > default."""
     config_path = config_path or env.get(env_name("config"))
     file_values: dict[str, Any] = {}
+    hosts = HostTable()
     if config_path:
         for key, value in read_config_file(config_path).items():
+            if key == "hosts":
+                hosts = host_table(value, f"config file {config_path}")
+                continue
             name = key.replace("-", "_")
             if name not in OPTION_BY_NAME:
                 raise ConfigError(f"config file {config_path}: unknown key {key!r}")
             file_values[name] = value
     values: dict[str, Any] = {}
+    given: set[str] = set()
     for option in OPTIONS:
         raw = flags.get(option.name)
         if raw is not None:
@@ -520,9 +681,19 @@ def resolve(
             )
         else:
             values[option.name] = option.default
+            continue
+        given.add(option.name)
     if values["output"] is None:
         values["output"] = "downloads" if command == "run" else "."
-    return Settings(**values, config=config_path)
+    contact = values["contact"]
+    if contact is not None:
+        if "user_agent" not in given:
+            values["user_agent"] = user_agent_with(contact)
+        names = {name.lower() for name, _value in values["header"]}
+        if "@" in contact and not contact.lower().startswith("http") and "from" not in names:
+            # RFC 9110 10.1.2: the From header is how a robot names its operator.
+            values["header"] = (*values["header"], ("From", contact))
+    return Settings(**values, hosts=hosts, config=config_path)
 
 
 def defaults(command: str = "run") -> Settings:

@@ -23,6 +23,11 @@ the branch a class sits on.
         ├── UnknownHost                unknown_host: DNS says the name does not exist
         ├── UntrustedCertificate       certificate_error: TLS verification failed
         ├── BlockedAddress             blocked_address: private-address guard
+        ├── OptedOut                   opted_out: X-Robots-Tag noai, noimageai, none or
+        │                              noindex for us (no body byte read)
+        ├── RobotsDisallowed           robots_disallowed: robots.txt disallows it (--robots)
+        │   └── RobotsUnavailable      robots_unavailable: robots.txt answered 5xx or 429,
+        │                              or could not be fetched (RFC 9309: disallow, a while)
         ├── ProtocolError              protocol_error: not speaking HTTP
         └── WriteFailed                write_error
             └── DiskFull               disk_full: ENOSPC or EDQUOT
@@ -145,6 +150,25 @@ class UntrustedCertificate(PermanentError):
 
 class BlockedAddress(PermanentError):
     reason = "blocked_address"
+
+
+class OptedOut(PermanentError):
+    """The publisher opted the image out (X-Robots-Tag), seen before its body was read."""
+
+    reason = "opted_out"
+
+
+class RobotsDisallowed(PermanentError):
+    """The host's robots.txt disallows the URL for our token (`--robots`): never requested."""
+
+    reason = "robots_disallowed"
+
+
+class RobotsUnavailable(RobotsDisallowed):
+    """The host's robots.txt could not be had (5xx, 429, unreachable): RFC 9309 says
+    disallow everything for a while. Retrying within seconds would meet the same."""
+
+    reason = "robots_unavailable"
 
 
 class ProtocolError(PermanentError):

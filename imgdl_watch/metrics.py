@@ -11,6 +11,12 @@ the registry it returns.
     imgdl_download_bytes_total
     imgdl_download_duration_seconds          histogram of successful downloads
     imgdl_host_throttled_total{host,status}  429 and 503 answers, per host
+    imgdl_host_requests_total{host}          download attempts sent, per host
+    imgdl_host_opt_outs_total{host,reason}   URLs refused: opted_out (X-Robots-Tag),
+                                             robots_disallowed, robots_unavailable
+    imgdl_host_paused_seconds_total{host}    seconds a host was paused (Retry-After)
+    imgdl_host_in_flight{host}, imgdl_host_limit{host}, imgdl_host_ceiling{host},
+    imgdl_host_rate_limit{host}              gauges, for the hosts `status` shows
     imgdl_jobs_running, imgdl_lists_queued, imgdl_downloads_in_flight   gauges
     imgdl_output_free_bytes, imgdl_output_min_free_bytes    the output's disk
     imgdl_heartbeat_timestamp_seconds        the daemon's loop is alive
@@ -23,6 +29,9 @@ relies on these names).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 # Distinct host labels before further hosts are counted as "_other": a list
 # with a million hosts must not create a million time series.
 MAX_HOST_LABELS = 500
@@ -34,8 +43,35 @@ MAX_REASON_LABELS = 64
 RESULTS = ("ok", "failed", "skipped", "reused")
 
 
+class HostGauges(Protocol):
+    """One host's gauges (the download side's `HostState`)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def ceiling(self) -> int: ...
+    @property
+    def rate(self) -> float | None: ...
+
+
 class Recorder:
     """The no-op recorder: what every part calls while metrics are off."""
+
+    def request(self, host: str) -> None:
+        pass
+
+    def opted_out(self, host: str, reason: str) -> None:
+        pass
+
+    def paused(self, host: str, seconds: float) -> None:
+        pass
+
+    def hosts(self, states: Sequence[HostGauges]) -> None:
+        pass
 
     def download(
         self, result: str, *, size: int = 0, seconds: float = 0.0, reason: str | None = None
@@ -121,8 +157,65 @@ class PrometheusRecorder(Recorder):
         )
         for result in RESULTS:
             self._downloads.labels(result)
+        self._requests = Counter(
+            "imgdl_host_requests", "Download attempts by host", ["host"], registry=self.registry
+        )
+        self._opt_outs = Counter(
+            "imgdl_host_opt_outs",
+            "URLs opted out (X-Robots-Tag) or disallowed by robots.txt, by host",
+            ["host", "reason"],
+            registry=self.registry,
+        )
+        self._paused = Counter(
+            "imgdl_host_paused_seconds",
+            "Seconds a host was paused at its request (Retry-After)",
+            ["host"],
+            registry=self.registry,
+        )
+        self._host_gauges = {
+            name: Gauge(f"imgdl_host_{name}", text, ["host"], registry=self.registry)
+            for name, text in (
+                ("in_flight", "Downloads in flight to a host"),
+                ("limit", "A host's concurrency limit now (adaptive, at most its ceiling)"),
+                ("ceiling", "A host's concurrency ceiling"),
+                ("rate_limit", "Requests per second allowed to a host (0: no limit)"),
+            )
+        }
+        self._gauged: set[str] = set()
         self._hosts: set[str] = set()
         self._reasons: set[str] = set()
+
+    def _label(self, host: str) -> str:
+        """The host's label: itself, or "_other" past `MAX_HOST_LABELS` hosts."""
+        if host not in self._hosts:
+            if len(self._hosts) >= MAX_HOST_LABELS:
+                return "_other"
+            self._hosts.add(host)
+        return host
+
+    def request(self, host: str) -> None:
+        self._requests.labels(self._label(host)).inc()
+
+    def opted_out(self, host: str, reason: str) -> None:
+        self._opt_outs.labels(self._label(host), reason).inc()
+
+    def paused(self, host: str, seconds: float) -> None:
+        self._paused.labels(self._label(host)).inc(seconds)
+
+    def hosts(self, states: Sequence[HostGauges]) -> None:
+        shown = set()
+        for state in states:
+            label = self._label(state.host)
+            if label == "_other":
+                continue  # a gauge of many hosts at once would mean nothing
+            shown.add(label)
+            values = (state.in_flight, state.limit, state.ceiling, state.rate or 0)
+            for gauge, value in zip(self._host_gauges.values(), values, strict=True):
+                gauge.labels(label).set(value)
+        for gone in self._gauged - shown:
+            for gauge in self._host_gauges.values():
+                gauge.remove(gone)
+        self._gauged = shown
 
     def download(
         self, result: str, *, size: int = 0, seconds: float = 0.0, reason: str | None = None
@@ -140,12 +233,7 @@ class PrometheusRecorder(Recorder):
             self._failures.labels(reason).inc()
 
     def throttled(self, host: str, status: int) -> None:
-        if host not in self._hosts:
-            if len(self._hosts) >= MAX_HOST_LABELS:
-                host = "_other"
-            else:
-                self._hosts.add(host)
-        self._throttled.labels(host, str(status)).inc()
+        self._throttled.labels(self._label(host), str(status)).inc()
 
     def gauges(self, *, jobs: int, queued: int, in_flight: int) -> None:
         self._jobs.set(jobs)

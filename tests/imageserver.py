@@ -26,6 +26,8 @@ what was fetched and how often. Routes, by the first path segment:
     /gzip/...                a gzip bomb: Content-Encoding gzip, 10 MB of zeros inside
     /slow/MS/...             the image, after MS milliseconds
     /typeless/...            200 with no Content-Type, JPEG magic bytes
+    /noai/...                X-Robots-Tag: noai and a 64 MB Content-Length, then the body
+                             streamed until the client hangs up (`noai_body_bytes`)
     any other *.jpg, *.png…  200, as /img/ (so the seed list works with its host pointed here)
 """
 
@@ -115,6 +117,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, image_bytes(path, kind="png"), "image/png")
         elif route == "typeless":
             self._send(200, image_bytes(path), None)
+        elif route == "noai":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("X-Robots-Tag", "noai")
+            self.send_header("Content-Length", str(64 * 1024**2))
+            self.end_headers()
+            self.close_connection = True
+            chunk = b"\xff\xd8\xff\xe0" + b"\4" * 65532
+            for _ in range(1024):
+                self.wfile.write(chunk)
+                with self.server.lock:
+                    self.server.noai_body_bytes += len(chunk)
         elif route == "status":
             self._send(int(seg[1]), b"<html>nope</html>", "text/html")
         elif route == "flaky":
@@ -238,6 +252,8 @@ class ImageServer(ThreadingHTTPServer):
         self.peak_connections = 0
         # Client connections ever opened.
         self.opened_connections = 0
+        # Body bytes of /noai/ answers that clients' sockets took.
+        self.noai_body_bytes = 0
         # Set to let stalled responses end (so that the server can shut down).
         self.release = threading.Event()
         self._thread: threading.Thread | None = None

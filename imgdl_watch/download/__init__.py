@@ -10,6 +10,12 @@
     imagecheck    is it an image: Content-Type and magic bytes
     filesink      writing it, so that a final name is only ever a whole file
     hostlimits    per-host concurrency that adapts to 429 and 503
+    pacing        per-host request rate, minimum gap, and Retry-After pauses
+    bandwidth     bytes per second read, for the process and per host
+    optout        X-Robots-Tag opt-outs, read before any body byte (pure)
+    robots        robots.txt (--robots): fetched once per origin, cached, honoured
+    hostrules     the config file's [hosts] table: per-host overrides (pure)
+    hoststats     what each host has seen of us, for status and metrics
     retrypolicy   what is retried, and how long to wait first
     addressguard  --block-private: the addresses a download may connect to
 

@@ -9,14 +9,26 @@ The parts, each in a module of its own:
     body           receiving a body: whole, within the cap, and an image
     filesink       writing it so that a final name is only ever a whole file
     hostlimits     per-host concurrency that adapts to 429 and 503
+    pacing         per-host request rate, minimum gap, and Retry-After pauses
+    bandwidth      bytes per second read, for the process and per host
+    optout         X-Robots-Tag opt-outs, read before any body byte
+    robots         robots.txt (`--robots`)
+    hostrules      the operator's per-host overrides (`[hosts]`)
+    hoststats      what each host has seen of us, for status and metrics
     retrypolicy    what is retried, and how long to wait first
 
 What is left here is the download itself: the retries, one attempt under the
 limits, and the redirects.
 
 **Limits.** A download holds, in this order, a per-host slot (adaptive, see
-`hostlimits`) and a global slot. The host slot comes first, so that a busy
-host makes its own downloads wait without holding global capacity. The
+`hostlimits`), the host's turn (`pacing`) and a global slot. The host slot
+comes first, so that a busy host makes its own downloads wait without
+holding global capacity. The turn comes next, so that a paced or paused host
+waits holding no global slot: other hosts keep every global slot while one
+host is paced. It is taken when the global slot is in hand, right before the
+request, so that the rate holds on the times requests are really sent (a
+turn taken and then kept waiting for a global slot would let turns bunch
+up). Each limit composes with the others: the tightest wins. The
 global limiter is a `trio.CapacityLimiter`, which serves waiters in FIFO
 order: running jobs take turns, so a short list is not starved behind a huge
 one. Both are released during a retry's backoff. Each global slot owns its
@@ -27,7 +39,16 @@ and for how long to wait. Every attempt gets a total deadline on top of
 httpx's per-read timeout, which alone would let a slow drip last forever.
 
 **Redirects** are followed here, not by httpx, so that every hop is checked
-for its scheme, for loops, and by the private-address guard.
+for its scheme, for loops, by the private-address guard, and (with
+`--robots`) by its origin's robots.txt, fetched on the download's own slot.
+
+**Opt-outs.** A final answer's X-Robots-Tag is read before its body: an
+opted-out URL ends `opted_out` and its body is never read (the connection is
+closed unread).
+
+The per-host rules (rate, gap, ceiling, bandwidth, headers) are those of the
+listed URL's host, except bandwidth, which is the serving host's; a pause is
+the host's that asked for it.
 """
 
 from __future__ import annotations
@@ -38,9 +59,11 @@ import datetime as dt
 import functools
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import ModuleType
-from typing import Final
+from typing import Final, TypeVar
 
 import httpx
 import structlog
@@ -51,20 +74,31 @@ from .. import metrics
 from ..naming import final_name, has_extension
 from ..redact import log_url
 from .addressguard import guarding, literal_is_refused
+from .bandwidth import Bandwidth
 from .body import BodyRules, receive
 from .durability import Durability
 from .filesink import FileSink, GroupCommit
 from .headers import RequestHeaders
 from .hostlimits import HostLimits, Verdict
+from .hostrules import HostTable
+from .hoststats import HostState, HostStats
+from .optout import agent_token, opt_out
+from .pacing import UNLIMITED, Pacer, PaceRule
 from .redirects import REDIRECTS, next_hop
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, status_error
+from .robots import Robots, Send, WithSend
 from .translate import HTTP_ERRORS, translate
-from .transports import Transports
+from .transports import Answer, Transports
 
 # Statuses whose body is the image. 203 is a 200 passed on by a proxy.
 _OK: Final = frozenset({200, 203})
+# A pause that grows by less than this is not logged again (many downloads
+# of a host get a Retry-After at nearly the same time).
+_PAUSE_LOG_STEP_S: Final = 1.0
 
 log = structlog.get_logger("imgdl_watch")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +134,18 @@ class FetchOptions:
     block_private: bool
     # What a final name promises after a crash or a power loss (see `durability`).
     durability: Durability
+    # Requests per second to one host, or None or 0 for none (`--rate-per-host`).
+    rate_per_host: float | None
+    # Seconds at least between two requests to one host, jittered; 0: none.
+    min_gap: float
+    # Bytes per second read by the whole process; 0: no cap.
+    max_rate: int
+    # Download what X-Robots-Tag opts out of, all the same.
+    ignore_opt_outs: bool
+    # Fetch each origin's robots.txt and honour it.
+    robots: bool
+    # The operator's per-host overrides (the config file's `[hosts]` table).
+    hosts: HostTable
     backoff: Backoff = field(default_factory=Backoff)
 
     def replace(self, **changes: object) -> FetchOptions:
@@ -129,7 +175,13 @@ class _Attempts:
 class Fetcher:
     """Downloads URLs into job folders. Use as an async context manager."""
 
-    def __init__(self, options: FetchOptions, *, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        options: FetchOptions,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rand: random.Random | None = None,
+    ):
         self.options = options
         self._transports = Transports(
             timeout=httpx.Timeout(
@@ -147,10 +199,21 @@ class Fetcher:
         self._global = trio.CapacityLimiter(options.concurrency)
         self._free_slots = list(range(options.concurrency))
         self._slot_ids = options.concurrency
-        self.hosts = HostLimits(options.per_host)
+        self.hosts = HostLimits(options.per_host, overrides=self._ceiling_override)
         # Set when the daemon stops: no new attempt starts after it.
         self.stopping = trio.Event()
-        self._rand = random.Random()
+        # Backoff's and the gaps' jitter (injectable, for tests).
+        self._rand = rand or random.Random()
+        self._token = agent_token(options.user_agent)
+        self._robots = Robots(self._token) if options.robots else None
+        self.pacer = Pacer(self._pace_rule, rand=self._rand)
+        self._bandwidth = Bandwidth(options.max_rate, self._max_rate_of)
+        self.stats = HostStats()
+        # Downloads with a request out, by host (past their turn); at most
+        # `concurrency` hosts, each gone at 0.
+        self._sending: dict[str, int] = {}
+        # Each `[hosts]` rule's headers, built on first use.
+        self._rule_headers: dict[str, RequestHeaders] = {}
         # Finished bodies are written to disk in batches, one thread hop each.
         self._commit = GroupCommit(options.durability)
 
@@ -191,6 +254,85 @@ class Fetcher:
             self._slot_ids = concurrency
         self._global.total_tokens = concurrency
         self.hosts.set_ceiling(per_host)
+
+    def set_politeness(self, options: FetchOptions) -> None:
+        """Apply a reloaded rate, gap, bandwidth cap and `[hosts]` table while running."""
+        self.options = self.options.replace(
+            rate_per_host=options.rate_per_host,
+            min_gap=options.min_gap,
+            max_rate=options.max_rate,
+            hosts=options.hosts,
+        )
+        self._rule_headers.clear()
+        self._bandwidth.set_rate(options.max_rate)
+        self.hosts.set_ceiling(self.hosts.ceiling)
+
+    # -- the per-host rules ------------------------------------------------
+
+    def _pace_rule(self, host: str) -> PaceRule:
+        options = self.options
+        rule = options.hosts.match(host)
+        rate, gap = options.rate_per_host, options.min_gap
+        if rule is not None:
+            rate = rate if rule.rate is None else rule.rate
+            gap = gap if rule.min_gap is None else rule.min_gap
+        if self._robots is not None:
+            gap = max(gap, self._robots.crawl_delay(host))
+        if not rate and not gap:  # a rate of 0 is none (a `[hosts]` entry's exemption)
+            return UNLIMITED
+        return PaceRule(rate or None, gap)
+
+    def _ceiling_override(self, host: str) -> int | None:
+        rule = self.options.hosts.match(host)
+        return None if rule is None else rule.per_host
+
+    def _max_rate_of(self, host: str) -> int:
+        rule = self.options.hosts.match(host)
+        return 0 if rule is None or rule.max_rate is None else rule.max_rate
+
+    def _headers_for(self, host: str) -> RequestHeaders:
+        rule = self.options.hosts.match(host)
+        if rule is None or not rule.header:
+            return self._headers
+        headers = self._rule_headers.get(rule.name)
+        if headers is None:
+            headers = self._rule_headers[rule.name] = RequestHeaders(
+                user_agent=self.options.user_agent, extra=self.options.header + rule.header
+            )
+        return headers
+
+    def host_busy(self, host: str) -> bool:
+        """Whether a download of `host` would wait for one of its slots now (every
+        one is taken: by downloads in flight, or waiting for the host's turn)."""
+        return self.hosts.saturated(host)
+
+    def host_states(self, count: int) -> list[HostState]:
+        """The hosts `status` shows: those with downloads in flight first, then
+        those seen last, `count` at most."""
+        shown = sorted(self.hosts.busy_hosts(), key=self.hosts.in_flight, reverse=True)[:count]
+        for host in self.stats.recent(count):
+            if len(shown) >= count:
+                break
+            if host not in shown:
+                shown.append(host)
+        return [self._host_state(host) for host in shown]
+
+    def _host_state(self, host: str) -> HostState:
+        rule, counts = self._pace_rule(host), self.stats.peek(host)
+        sending = self._sending.get(host, 0)
+        return HostState(
+            host=host,
+            in_flight=sending,
+            waiting=max(0, self.hosts.in_flight(host) - sending),
+            limit=self.hosts.limit_of(host),
+            ceiling=self.hosts.ceiling_of(host),
+            rate=rule.rate,
+            min_gap_s=rule.min_gap,
+            requests=counts.requests,
+            paused_s=round(counts.paused_s, 3),
+            paused_for_s=round(self.pacer.paused_for(host), 3),
+            opt_outs=counts.opt_outs,
+        )
 
     async def download(
         self, url: str, *, dir_fd: int, name: str, parsed: httpx.URL | None = None
@@ -255,6 +397,8 @@ class Fetcher:
                 reason=exc.reason,
                 status=exc.status,
                 delay_s=round(delay, 3),
+                # The host asked for the wait (and is paused for it), or it is ours.
+                wait="retry_after" if retry_after is not None else "backoff",
             )
             return delay
 
@@ -272,25 +416,38 @@ class Fetcher:
         raise AssertionError("unreachable: stamina re-raises the last failure")
 
     async def _attempt(self, url: httpx.URL, dir_fd: int, name: str) -> tuple[str, FileSink]:
-        """One try under the host's and the global limit: a whole body, not yet published.
+        """One try under the host's limit, its turn and the global limit: a whole
+        body, not yet published.
 
         The host's limit hears how the host answered, once, as the slot goes back.
         """
-        host_slot = await self.hosts.acquire(url.host)
+        host = url.host
+        if self._robots is not None:
+            # Before any limit: a disallowed URL takes no slot, and the host's
+            # Crawl-delay is known before its first request.
+            await self._robots_check(url, self._with_global_slot)
+        host_slot = await self.hosts.acquire(host)
         verdict = Verdict.NEUTRAL
         try:
-            async with self._global:
-                slot = self._free_slots.pop()
-                try:
-                    with trio.move_on_after(self.options.total_timeout):
-                        done = await self._follow(slot, url, dir_fd, name)
-                        verdict = Verdict.GOOD
-                        return done
-                    raise err.TimedOut(
-                        f"no complete answer within {self.options.total_timeout:g} s"
-                    )
-                finally:
-                    self._free_slots.append(slot)
+            await self._global_slot(host)
+            slot = self._free_slots.pop()
+            sending = self._sending
+            sending[host] = sending.get(host, 0) + 1
+            try:
+                self.stats.get(host).requests += 1
+                metrics.recorder.request(host)
+                with trio.move_on_after(self.options.total_timeout):
+                    done = await self._follow(slot, url, dir_fd, name)
+                    verdict = Verdict.GOOD
+                    return done
+                raise err.TimedOut(f"no complete answer within {self.options.total_timeout:g} s")
+            finally:
+                if sending[host] == 1:
+                    del sending[host]
+                else:
+                    sending[host] -= 1
+                self._free_slots.append(slot)
+                self._global.release()
         except err.HttpStatusError as exc:
             if exc.status in RETRY_AFTER_STATUSES:
                 verdict = Verdict.BUSY
@@ -298,15 +455,98 @@ class Fetcher:
         finally:
             self.hosts.release(host_slot, verdict)
 
+    async def _global_slot(self, host: str) -> None:
+        """A global slot, once it is the host's turn: waiting for the turn holds none."""
+        pacer = self.pacer
+        if not pacer.active(host):
+            await self._global.acquire()
+            return
+        entry = pacer.enter(host)
+        try:
+            async with entry.lock:
+                while True:
+                    await pacer.wait(entry, host)
+                    await self._global.acquire()
+                    # A pause may have come while we waited for the slot.
+                    if pacer.take(entry, host):
+                        return
+                    self._global.release()
+        finally:
+            pacer.leave(entry, host)
+
+    def _pause(self, host: str, exc: err.HttpStatusError) -> None:
+        """The host asked us to wait (Retry-After): no download asks it before then."""
+        assert exc.retry_after is not None
+        seconds = min(exc.retry_after, self.options.backoff.retry_after_cap_s)
+        was_paused = self.pacer.paused_for(host) > 0
+        added = self.pacer.pause(host, seconds)
+        if added <= 0:
+            return
+        self.stats.get(host).paused_s += added
+        metrics.recorder.paused(host, added)
+        if not was_paused or added >= _PAUSE_LOG_STEP_S:
+            log.info(
+                "host_paused",
+                host=host,
+                reason="retry_after",
+                status=exc.status,
+                pause_s=round(seconds, 3),
+            )
+
+    def _refused(self, host: str, exc: err.DownloadError) -> None:
+        """A URL that the host's publisher opted out, or robots.txt disallowed."""
+        if not isinstance(exc, err.RobotsUnavailable):
+            self.stats.get(host).opt_outs += 1
+        metrics.recorder.opted_out(host, exc.reason)
+
+    async def _robots_check(self, url: httpx.URL, with_send: WithSend) -> None:
+        assert self._robots is not None
+        try:
+            await self._robots.check(url, with_send)
+        except err.RobotsDisallowed as exc:
+            self._refused(url.host, exc)
+            raise
+
+    async def _with_global_slot(self, fetch: Callable[[Send], Awaitable[T]]) -> T:
+        """`fetch(send)` on a global slot of its own (a robots.txt, before the download's)."""
+        async with self._global:
+            slot = self._free_slots.pop()
+            try:
+                return await fetch(partial(self._send_anonymous, slot))
+            finally:
+                self._free_slots.append(slot)
+
+    def _on_slot(self, slot: int) -> WithSend:
+        """Runs a fetch on `slot`, which the caller holds."""
+        send = partial(self._send_anonymous, slot)
+
+        async def with_send(fetch: Callable[[Send], Awaitable[T]]) -> T:
+            return await fetch(send)
+
+        return with_send
+
+    async def _send_anonymous(self, slot: int, url: httpx.URL) -> Answer:
+        """GET `url` on `slot` with no credentials (a robots.txt)."""
+        if self.options.block_private and literal_is_refused(url.host):
+            raise err.BlockedAddress(f"{url.host} is not a public address")
+        try:
+            return await self._transports.send(slot, url, self._headers.anonymous())
+        except HTTP_ERRORS as exc:
+            raise translate(exc, url.host) from exc
+
     async def _follow(
         self, slot: int, url: httpx.URL, dir_fd: int, name: str
     ) -> tuple[str, FileSink]:
         seen = {str(url)}
         current = url
+        request_headers = self._headers_for(url.host)
         for _hop in range(self.options.max_redirects + 1):
             if self.options.block_private and literal_is_refused(current.host):
                 raise err.BlockedAddress(f"{current.host} is not a public address")
-            headers = self._headers.for_request(url, current)
+            if self._robots is not None and current is not url:
+                # A redirect's hop: its origin's robots.txt, on this download's slot.
+                await self._robots_check(current, self._on_slot(slot))
+            headers = request_headers.for_request(url, current)
             try:
                 answer = await self._transports.send(slot, current, headers)
                 try:
@@ -318,16 +558,42 @@ class Fetcher:
                         if answer.status in RETRY_AFTER_STATUSES:
                             metrics.recorder.throttled(current.host, answer.status)
                         now = dt.datetime.now(dt.UTC)
-                        raise status_error(answer.status, answer.headers, now=now)
-                    got = await receive(
-                        answer, dir_fd, self._body, need_type=not has_extension(name)
-                    )
-                    return final_name(name, got.content_type, got.sniffed), got.sink
+                        error = status_error(answer.status, answer.headers, now=now)
+                        if error.retry_after is not None:
+                            self._pause(current.host, error)
+                        raise error
+                    self._check_opt_out(current.host, answer)
+                    return await self._receive(current.host, answer, dir_fd, name)
                 finally:
                     await answer.close()
             except HTTP_ERRORS as exc:
                 raise translate(exc, current.host) from exc
         raise err.RedirectError(f"more than {self.options.max_redirects} redirects")
+
+    def _check_opt_out(self, host: str, answer: Answer) -> None:
+        """Raise `OptedOut` for an X-Robots-Tag that opts out of us; no body byte is read."""
+        if self.options.ignore_opt_outs or not answer.robots_tags:
+            return
+        directive = opt_out(answer.robots_tags, self._token)
+        if directive is not None:
+            exc = err.OptedOut(f"X-Robots-Tag: {directive}")
+            self._refused(host, exc)
+            raise exc
+
+    async def _receive(
+        self, host: str, answer: Answer, dir_fd: int, name: str
+    ) -> tuple[str, FileSink]:
+        """The body, read no faster than the bandwidth caps allow."""
+        capped = None
+        if self._bandwidth.capped(host):
+            capped = self._bandwidth.reader(host, answer.body)
+            answer = dataclasses.replace(answer, body=capped)
+        try:
+            got = await receive(answer, dir_fd, self._body, need_type=not has_extension(name))
+        finally:
+            if capped is not None:
+                capped.close()
+        return final_name(name, got.content_type, got.sniffed), got.sink
 
 
 # Imported on first use. A one-shot `fetch` pays for its imports in wall time,

@@ -53,6 +53,10 @@ class RequestHeaders:
         self._raw_home = httpx.Headers(self._home).raw
         self._raw_elsewhere = httpx.Headers(self._elsewhere).raw
 
+    def anonymous(self) -> RawHeaders:
+        """The headers without credentials (what a robots.txt request sends)."""
+        return self._raw_elsewhere
+
     def for_request(self, listed: httpx.URL, current: httpx.URL) -> RawHeaders:
         """The headers for a request to `current`, on the way from `listed`."""
         if current is listed and not listed.userinfo:

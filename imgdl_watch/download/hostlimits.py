@@ -8,11 +8,15 @@ requests at once, and one that answers well climbs back slowly to the cap.
 
 Limiters of idle hosts at the ceiling are dropped, so that a list with a
 million hosts does not keep a million limiters.
+
+A host's ceiling is the shared one, unless `overrides` gives it its own (the
+config file's `[hosts]` table).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -37,31 +41,67 @@ class HostSlot:
     limiter: trio.CapacityLimiter
     good: int = 0
     users: int = 0
+    # The host's ceiling, as it was when last looked up.
+    ceiling: int = 0
+
+
+def _no_overrides(host: str) -> int | None:
+    return None
 
 
 class HostLimits:
     """Adaptive per-host concurrency with a shared ceiling."""
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(
+        self, ceiling: int, *, overrides: Callable[[str], int | None] = _no_overrides
+    ) -> None:
         self._ceiling = ceiling
+        self._overrides = overrides
         self._hosts: dict[str, HostSlot] = {}
+        # Set when a slot is given back, for whoever waits in `given_back`.
+        self._given_back: trio.Event | None = None
+
+    async def given_back(self) -> None:
+        """Return once any host's slot is given back."""
+        if self._given_back is None:
+            self._given_back = trio.Event()
+        await self._given_back.wait()
 
     @property
     def ceiling(self) -> int:
         return self._ceiling
 
+    def ceiling_of(self, host: str) -> int:
+        override = self._overrides(host)
+        return self._ceiling if override is None else override
+
     def set_ceiling(self, ceiling: int) -> None:
-        """Apply a new per-host cap (config reload) to every known host."""
-        old, self._ceiling = self._ceiling, ceiling
+        """Apply a new per-host cap, or new overrides (config reload), to every known host."""
+        self._ceiling = ceiling
         for host in self._hosts.values():
+            old, new = host.ceiling, self.ceiling_of(host.host)
             current = int(host.limiter.total_tokens)
             # A host at the old cap follows the new one; a throttled host keeps
             # its lower limit and climbs from there.
-            host.limiter.total_tokens = ceiling if current >= old else min(current, ceiling)
+            host.limiter.total_tokens = new if current >= old else min(current, new)
+            host.ceiling = new
 
     def limit_of(self, host: str) -> int:
         entry = self._hosts.get(host)
-        return self._ceiling if entry is None else int(entry.limiter.total_tokens)
+        return self.ceiling_of(host) if entry is None else int(entry.limiter.total_tokens)
+
+    def saturated(self, host: str) -> bool:
+        """Whether every slot of `host` is taken or waited for."""
+        entry = self._hosts.get(host)
+        return entry is not None and entry.users >= entry.limiter.total_tokens
+
+    def in_flight(self, host: str) -> int:
+        entry = self._hosts.get(host)
+        return 0 if entry is None else int(entry.limiter.borrowed_tokens)
+
+    def busy_hosts(self) -> list[str]:
+        """Hosts with a download in flight or waiting, or below their ceiling."""
+        return list(self._hosts)
 
     async def acquire(self, host: str) -> HostSlot:
         """Wait for a slot of `host`. Give it back with `release` in the same task.
@@ -71,7 +111,10 @@ class HostLimits:
         """
         entry = self._hosts.get(host)
         if entry is None:
-            entry = self._hosts[host] = HostSlot(host, trio.CapacityLimiter(self._ceiling))
+            ceiling = self.ceiling_of(host)
+            entry = self._hosts[host] = HostSlot(
+                host, trio.CapacityLimiter(ceiling), ceiling=ceiling
+            )
         entry.users += 1
         try:
             await entry.limiter.acquire()
@@ -83,6 +126,9 @@ class HostLimits:
     def release(self, entry: HostSlot, verdict: Verdict) -> None:
         """Give the slot back, with what the attempt showed of the host."""
         entry.limiter.release()
+        if self._given_back is not None:
+            self._given_back.set()
+            self._given_back = None
         if verdict is Verdict.BUSY:
             # Halve its concurrency.
             entry.good = 0
@@ -90,7 +136,7 @@ class HostLimits:
         elif verdict is Verdict.GOOD:
             # After a full window of good answers, allow one more.
             limit = int(entry.limiter.total_tokens)
-            if limit < self._ceiling:
+            if limit < entry.ceiling:
                 entry.good += 1
                 if entry.good >= limit:
                     entry.good = 0
@@ -99,5 +145,5 @@ class HostLimits:
 
     def _forget_if_idle(self, entry: HostSlot) -> None:
         entry.users -= 1
-        if entry.users == 0 and entry.limiter.total_tokens >= self._ceiling:
+        if entry.users == 0 and entry.limiter.total_tokens >= entry.ceiling:
             del self._hosts[entry.host]

@@ -43,17 +43,23 @@ class Answer:
     headers: Mapping[str, str]
     body: AsyncIterable[bytes]
     close: Callable[[], Awaitable[None]]
+    # Each X-Robots-Tag header on its own: a robot's name in one speaks for
+    # that header only (`optout`), which the joined value would blur.
+    robots_tags: tuple[str, ...] = ()
 
 
 def _answer(response: httpcore.Response) -> Answer:
     headers: dict[str, str] = {}
+    robots_tags: list[str] = []
     for raw_name, raw_value in response.headers:
         name = raw_name.decode("latin-1").lower()
         value = _header_text(raw_value)
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        if name == "x-robots-tag":
+            robots_tags.append(value)
     # A response from a network connection streams asynchronously.
     body = cast(AsyncIterable[bytes], response.stream)
-    return Answer(response.status, headers, body, response.aclose)
+    return Answer(response.status, headers, body, response.aclose, tuple(robots_tags))
 
 
 def _header_text(value: bytes) -> str:
@@ -108,7 +114,13 @@ class Transports:
         proxied = httpx.Request("GET", url, headers=headers, extensions=self._extensions)
         response = await transport.handle_async_request(proxied)
         response.request = proxied
-        return Answer(response.status_code, response.headers, response.aiter_raw(), response.aclose)
+        return Answer(
+            response.status_code,
+            response.headers,
+            response.aiter_raw(),
+            response.aclose,
+            tuple(response.headers.get_list("x-robots-tag")),
+        )
 
     def _transport(self, slot: int, url: httpx.URL) -> httpx.AsyncBaseTransport | None:
         """The injected transport, the slot's for the environment's proxy, or None: direct."""

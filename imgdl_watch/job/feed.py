@@ -8,15 +8,22 @@
                 the same thread hop as the parsing, one query per batch)
     hand over   one item at a time, to a worker that is free, hiring one more
                 when none is (up to the job's limit)
+    set aside   an item whose host is busy (`busy(host)`: its every slot taken,
+                as a paced or paused host's soon are) waits here, not in a
+                worker, until its host has room: so one slow host does not
+                take every worker of a list that mixes it with fast ones
 
-At most two batches of work are in memory, whatever the length of the list.
+At most two batches of work are in memory, whatever the length of the list,
+and `SET_ASIDE_MAX` items set aside: past that, the oldest is handed over
+(a worker then waits for its host), so memory stays bounded whatever the list.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
@@ -39,6 +46,12 @@ READ_CHUNK_BYTES = 256 * 1024
 # millisecond or two; each next one doubles, up to the largest.
 FIRST_PARSE_BATCH = 32
 PARSE_BATCH = 1024
+# Items of busy hosts kept aside at most (~200 bytes each).
+SET_ASIDE_MAX = 4096
+
+
+def _never_busy(host: str) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +127,20 @@ class Feed:
         folder_fd: int,
         stopping: trio.Event,
         archive: Archive | None = None,
+        busy: Callable[[str], bool] = _never_busy,
+        room: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
     ) -> None:
         self._list_fd = list_fd
         # The job folder: asked for what it has already, and where the
         # de-duplication state goes when a list is too long for memory.
         self._folder_fd = folder_fd
+        # Whether a download of a host would wait for one of its slots now.
+        self._busy = busy
+        # Returns once some host may have room again (a slot was given back).
+        self._room = room
+        # Items of busy hosts, by host, in list order; hosts in order of arrival.
+        self._aside: dict[str, deque[Work]] = {}
+        self._aside_count = 0
         self._outcomes = outcomes
         self._stopping = stopping
         self._archive = archive
@@ -143,11 +165,66 @@ class Feed:
                                 self.stopped_early = True
                                 nursery.cancel_scope.cancel()
                                 return
-                            try:
-                                send.send_nowait(item)  # to a worker waiting for one
-                            except trio.WouldBlock:
-                                hire()
-                                await send.send(item)
+                            for earlier in self._ready_aside():
+                                await self._hand_over(send, earlier, hire)
+                            if self._set_aside(item):
+                                if (oldest := self._overflow()) is not None:
+                                    await self._hand_over(send, oldest, hire)
+                                continue
+                            await self._hand_over(send, item, hire)
+                    # The list is read: what is left aside goes as its host has room.
+                    while self._aside:
+                        if self._stopping.is_set():
+                            self.stopped_early = True
+                            return
+                        ready = self._ready_aside()
+                        if not ready:
+                            await self._room()
+                        for left in ready:
+                            await self._hand_over(send, left, hire)
+
+    @staticmethod
+    async def _hand_over(
+        send: trio.MemorySendChannel[Work], item: Work, hire: Callable[[], None]
+    ) -> None:
+        try:
+            send.send_nowait(item)  # to a worker waiting for one
+        except trio.WouldBlock:
+            hire()
+            await send.send(item)
+
+    def _set_aside(self, item: Work) -> bool:
+        """Keep `item` aside if its host is busy (or has items aside already, to keep
+        their order)."""
+        host = item.parsed.host
+        waiting = self._aside.get(host)
+        if waiting is None and not self._busy(host):
+            return False
+        if waiting is None:
+            waiting = self._aside[host] = deque()
+        waiting.append(item)
+        self._aside_count += 1
+        return True
+
+    def _overflow(self) -> Work | None:
+        """Past `SET_ASIDE_MAX`, the oldest item aside, to be handed over all the same."""
+        if self._aside_count <= SET_ASIDE_MAX:
+            return None
+        return self._take_aside(next(iter(self._aside)))
+
+    def _ready_aside(self) -> list[Work]:
+        """The first item aside of each host that has room now."""
+        if not self._aside:
+            return []
+        return [self._take_aside(h) for h in [h for h in self._aside if not self._busy(h)]]
+
+    def _take_aside(self, host: str) -> Work:
+        waiting = self._aside[host]
+        item = waiting.popleft()
+        if not waiting:
+            del self._aside[host]
+        self._aside_count -= 1
+        return item
 
     async def _read(self, batches: trio.MemorySendChannel[list[Work]]) -> None:
         """Parse and classify the list in batches, the first one small."""

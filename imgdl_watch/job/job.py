@@ -206,6 +206,8 @@ class Job:
                 folder_fd=self._dir_fd,
                 stopping=self._fetcher.stopping,
                 archive=self._archive,
+                busy=self._fetcher.host_busy,
+                room=self._fetcher.hosts.given_back,
             )
             # No buffer: an item passes only from the feed's hand to a
             # worker's, so the feed knows when no worker is free.

@@ -35,6 +35,7 @@ import trio
 
 from ..config import Settings, fetch_options, job_options
 from ..download.fetcher import Fetcher
+from ..download.hoststats import HostState
 from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import LIST_SUFFIX, Claim, Inbox
@@ -59,6 +60,10 @@ RELOADED = (
     "concurrency",
     "per_host",
     "max_jobs",
+    "rate_per_host",
+    "min_gap",
+    "max_rate",
+    "hosts",
     "on_finished",
     "on_failed",
     "on_disk_full",
@@ -122,6 +127,9 @@ class Daemon:
     @property
     def in_flight(self) -> int:
         return self.fetcher.in_flight
+
+    def hosts(self, count: int) -> list[HostState]:
+        return self.fetcher.host_states(count)
 
     # -- the tree ---------------------------------------------------------
 
@@ -266,6 +274,7 @@ class Daemon:
             await self._notifier.ready()
             return
         self.fetcher.set_limits(concurrency=new.concurrency, per_host=new.per_host)
+        self.fetcher.set_politeness(fetch_options(new))
         self._job_slots.total_tokens = new.max_jobs
         self.hooks.commands = commands_of(new)
         self.settings = self.settings.replace(**{k: getattr(new, k) for k in RELOADED})
@@ -274,6 +283,10 @@ class Daemon:
             concurrency=new.concurrency,
             per_host=new.per_host,
             max_jobs=new.max_jobs,
+            rate_per_host=new.rate_per_host,
+            min_gap_s=new.min_gap,
+            max_rate=new.max_rate,
+            hosts=len(new.hosts.rules),
         )
         await self._notifier.ready()
 

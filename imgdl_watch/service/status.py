@@ -64,6 +64,7 @@ class StatusFile:
         in_flight: int,
         queued: int,
         free_bytes: int | None = None,
+        hosts: list[dict[str, Any]] | None = None,
     ) -> None:
         document = {
             "state": state,
@@ -78,6 +79,8 @@ class StatusFile:
             "output_free_bytes": free_bytes,
             "running": [dataclasses.asdict(s) for s in jobs],
             "recent": self.recent,
+            # The busiest hosts (`statusreport.STATUS_HOSTS` at most).
+            "hosts": hosts or [],
         }
         temp = f"{self.path}.{self.pid}.tmp"
         with open(temp, "w", encoding="utf-8") as handle:
@@ -174,6 +177,7 @@ def collect(inbox_root: str) -> dict[str, Any]:
             for d in daemons
         ],
         "running": [job for d in live for job in d.get("running", [])],
+        "hosts": [host for d in live for host in d.get("hosts", [])],
         "queued": queued,
         "recent": recent[:RECENT_JOBS],
     }
@@ -187,6 +191,30 @@ def _size(n: float) -> str:
         if n < 1000:
             return f"{n:.1f} {unit}"
     return f"{n / 1000:.1f} GB"
+
+
+def _host_lines(hosts: list[dict[str, Any]]) -> list[str]:
+    """Each host: concurrency against its ceiling, its rate, its pause, its opt-outs."""
+    if not hosts:
+        return []
+    lines = [f"hosts: {len(hosts)}"]
+    for host in hosts:
+        limit = f"{host['in_flight']}/{host['limit']} in flight"
+        if host["limit"] < host["ceiling"]:
+            limit += f" (ceiling {host['ceiling']})"
+        if host.get("waiting"):
+            limit += f", {host['waiting']} waiting for a turn"
+        rate = f"{host['req_s']:.1f} req/s"
+        if host.get("rate") is not None:
+            rate += f" (paced at {host['rate']:g}/s)"
+        if host.get("min_gap_s"):
+            rate += f" (gap {host['min_gap_s']:g} s)"
+        paused = f", paused {host['paused_s']:.0f} s in all" if host["paused_s"] else ""
+        if host["paused_for_s"]:
+            paused += f", paused now ({host['paused_for_s']:.0f} s left)"
+        opt_outs = f", {host['opt_outs']} opted out" if host["opt_outs"] else ""
+        lines.append(f"  {host['host']}: {limit}, {rate}{paused}{opt_outs}")
+    return lines
 
 
 def render(report: dict[str, Any]) -> str:
@@ -209,6 +237,7 @@ def render(report: dict[str, Any]) -> str:
             f"{_size(job['bytes'])}, {job['rate_img_s']:.1f} img/s, "
             f"{_size(job['rate_bytes_s'])}/s{eta}"
         )
+    lines.extend(_host_lines(report.get("hosts", [])))
     lines.append(f"queued lists: {len(report['queued'])}")
     lines.extend(f"  {name}" for name in report["queued"][:20])
     if len(report["queued"]) > 20:

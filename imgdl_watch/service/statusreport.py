@@ -1,9 +1,11 @@
 """What a running daemon shows of itself, each at its own cadence.
 
     status file     INBOX/.imgdl-watch/status-<host>-<pid>.json, every
-                    `STATUS_INTERVAL_S` (what `imgdl-watch status` reads)
+                    `STATUS_INTERVAL_S` (what `imgdl-watch status` reads), with
+                    the `STATUS_HOSTS` busiest hosts
     metrics         the gauges: jobs running, lists waiting, downloads in flight,
-                    the output's free bytes, and a heartbeat (the loop is alive)
+                    the output's free bytes, each shown host's concurrency,
+                    ceiling and rate limit, and a heartbeat (the loop is alive)
     systemd         `STATUS=` when its text changes, and `WATCHDOG=1` pings
 
 Everything here reads the daemon's state through `DaemonView`; nothing here
@@ -12,14 +14,17 @@ changes it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
-from typing import Protocol
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import structlog
 import trio
 
 from .. import metrics
+from ..download.hoststats import HostState
 from ..job.progress import JobSummary, RateMeter, Snapshot
 from .sdnotify import Notifier
 from .status import STATUS_INTERVAL_S, StatusFile
@@ -39,6 +44,15 @@ class DaemonView(Protocol):
     @property
     def in_flight(self) -> int: ...
 
+    def hosts(self, count: int) -> Sequence[HostState]: ...
+
+
+# Hosts in the status file: those with downloads in flight first, then those
+# seen last.
+STATUS_HOSTS = 20
+# Samples (one a second) over which a host's request rate is shown.
+HOST_RATE_SAMPLES = 5
+
 
 class StatusReporter:
     """Writes the status file and the gauges, and tells systemd how it goes."""
@@ -52,6 +66,8 @@ class StatusReporter:
         self._min_free = min_free
         self._meters: dict[str, RateMeter] = {}
         self._snapshots: list[Snapshot] = []
+        # Each shown host's last samples of (time, requests sent), for its rate.
+        self._host_samples: dict[str, deque[tuple[float, int]]] = {}
 
     def text(self) -> str:
         """One line for systemd's STATUS=."""
@@ -81,10 +97,13 @@ class StatusReporter:
         waiting, in_flight = self._view.waiting, self._view.in_flight
         metrics.recorder.gauges(jobs=len(running), queued=waiting, in_flight=in_flight)
         metrics.recorder.heartbeat()
+        states = self._view.hosts(STATUS_HOSTS)
+        metrics.recorder.hosts(states)
+        hosts = self._host_rows(states, now)
         snapshots = self._snapshots
         try:
             free = await trio.to_thread.run_sync(
-                lambda: self._write(state, snapshots, in_flight, waiting)
+                lambda: self._write(state, snapshots, in_flight, waiting, hosts)
             )
         except OSError as exc:  # the inbox may be gone for a moment: the scan recreates it
             log.debug("status_write_failed", detail=str(exc))
@@ -92,7 +111,14 @@ class StatusReporter:
         if free is not None:
             metrics.recorder.disk(free=free, min_free=self._min_free)
 
-    def _write(self, state: str, jobs: list[Snapshot], in_flight: int, queued: int) -> int | None:
+    def _write(
+        self,
+        state: str,
+        jobs: list[Snapshot],
+        in_flight: int,
+        queued: int,
+        hosts: list[dict[str, Any]],
+    ) -> int | None:
         """The output's free bytes, then the status file (in a worker thread)."""
         try:
             st = os.statvfs(self.status.output)
@@ -100,9 +126,29 @@ class StatusReporter:
         except OSError:  # the output folder is gone for a moment
             free = None
         self.status.write(
-            state=state, jobs=jobs, in_flight=in_flight, queued=queued, free_bytes=free
+            state=state,
+            jobs=jobs,
+            in_flight=in_flight,
+            queued=queued,
+            free_bytes=free,
+            hosts=hosts,
         )
         return free
+
+    def _host_rows(self, states: Sequence[HostState], now: float) -> list[dict[str, Any]]:
+        """Each host as the status file has it, with its requests per second over
+        the last `HOST_RATE_SAMPLES` samples (a paced host's bursts come about
+        once a second, so one sample would flicker between 0 and twice the rate)."""
+        rows, samples = [], {}
+        for state in states:
+            history = self._host_samples.get(state.host) or deque(maxlen=HOST_RATE_SAMPLES)
+            then, before = history[0] if history else (now, state.requests)
+            rate = (state.requests - before) / (now - then) if now > then else 0.0
+            history.append((now, state.requests))
+            samples[state.host] = history
+            rows.append({**dataclasses.asdict(state), "req_s": round(rate, 2)})
+        self._host_samples = samples
+        return rows
 
     async def _status_loop(self) -> None:
         while True:

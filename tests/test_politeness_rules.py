@@ -1,0 +1,338 @@
+"""The pure parts of politeness: X-Robots-Tag, the [hosts] table, the pacing
+schedule, the byte bucket; and the options that set them."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from imgdl_watch import config
+from imgdl_watch.config import ConfigError, resolve
+from imgdl_watch.download.bandwidth import ByteBucket
+from imgdl_watch.download.hostrules import HostRule, HostTable
+from imgdl_watch.download.optout import agent_token, directives, opt_out
+from imgdl_watch.download.pacing import MAX_BURST, RATE_SLACK, HostPace, Pacer, PaceRule
+from imgdl_watch.job import feed as feed_module
+from imgdl_watch.job.outcomes import Outcomes
+from imgdl_watch.job.progress import JobSummary
+from tests.helpers import open_list, write_list
+
+TOKEN = "imgdl-watch"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (["noai"], "noai"),
+        (["NoImageAI"], "noimageai"),
+        (["noindex, nofollow"], "noindex"),
+        (["none"], "none"),
+        (["imgdl-watch: noai"], "noai"),
+        (["IMGDL-WATCH: none"], "none"),
+        (["*: noindex"], "noindex"),
+        (["otherbot: noindex"], None),
+        (["otherbot: noindex, imgdl-watch: noai"], "noai"),
+        (["imgdl-watch: noai, otherbot: nofollow"], "noai"),
+        # A header's robot speaks for that header only.
+        (["otherbot: nofollow", "noai"], "noai"),
+        (["max-snippet: 20, noimageai"], "noimageai"),
+        (["unavailable_after: 25 Jun 2010 15:00:00 PST"], None),
+        (["nofollow, noarchive"], None),
+        ([], None),
+    ],
+)
+def test_x_robots_tag_opts_out_for_all_or_for_us(headers: list[str], expected: str | None) -> None:
+    assert opt_out(headers, TOKEN) == expected
+
+
+def test_directives_name_their_robot() -> None:
+    assert directives("googlebot: noindex, nofollow, imgdl-watch: noai") == [
+        ("googlebot", "noindex"),
+        ("googlebot", "nofollow"),
+        ("imgdl-watch", "noai"),
+    ]
+
+
+def test_the_token_is_the_user_agents_product() -> None:
+    assert agent_token(config.USER_AGENT) == "imgdl-watch"
+    assert agent_token("MyBot/2.0 (+https://example.com)") == "mybot"
+
+
+def test_host_rules_match_a_host_or_a_domain() -> None:
+    table = HostTable(
+        [
+            HostRule("i.imgur.com", rate=2),
+            HostRule("*.imgur.com", rate=3),
+            HostRule("*.cdn.imgur.com", rate=4),
+            HostRule("127.0.0.2", per_host=1),
+        ]
+    )
+    rate = {h: r.rate if (r := table.match(h)) else None for h in (
+        "i.imgur.com", "I.IMGUR.COM.", "imgur.com", "a.imgur.com", "x.cdn.imgur.com",
+        "cdn.imgur.com", "notimgur.com", "imgur.com.evil", "example.com",
+    )}  # fmt: skip
+    assert rate == {
+        "i.imgur.com": 2,
+        "I.IMGUR.COM.": 2,
+        "imgur.com": 3,  # a domain includes itself
+        "a.imgur.com": 3,
+        "x.cdn.imgur.com": 4,  # the longer domain wins
+        "cdn.imgur.com": 4,
+        "notimgur.com": None,
+        "imgur.com.evil": None,
+        "example.com": None,
+    }
+    match = table.match("127.0.0.2")
+    assert match is not None and match.per_host == 1
+    assert HostTable().match("i.imgur.com") is None
+
+
+def window_counts(times: list[float]) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times[i:] if t < s + 1) for i, s in enumerate(times))
+
+
+def schedule(rule: PaceRule, count: int, *, seed: int = 1) -> list[float]:
+    """When `count` requests go, each as soon as the schedule allows."""
+    pace, rand, now, sent = HostPace(), random.Random(seed), 0.0, []
+    for _ in range(count):
+        now = pace.ready_at(rule, now)
+        pace.take(rule, now, rand.random())
+        sent.append(now)
+    return sent
+
+
+def test_200_requests_at_5_per_second_take_40_seconds_with_5_in_any_second() -> None:
+    sent = schedule(PaceRule(rate=5.0), 200)
+    assert window_counts(sent) == 5
+    # 39 windows of a second, and the slack: 5 in any second on the server's
+    # log too, whose requests come a few milliseconds after their turns.
+    assert sent[-1] == pytest.approx(39.0 * (1 + RATE_SLACK))
+    assert all(b - a >= 1.05 - 1e-9 for a, b in zip(sent, sent[5:], strict=False))
+    assert sent[:5] == [0.0] * 5  # a second's worth at once
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5, 1.0, 2.5, 7.0, 10.0, 40.0])
+def test_no_second_has_more_than_the_rate_allows(rate: float) -> None:
+    rule = PaceRule(rate=rate)
+    sent = schedule(rule, 300)
+    # At most a burst per window of burst/rate seconds...
+    assert window_counts(sent) <= rule.burst * math.ceil(rate / rule.burst)
+    if rate == int(rate) and rate <= MAX_BURST:
+        assert window_counts(sent) == rate  # ... so a whole rate is a true "per second"
+    # ... and over time, the rate (less the slack).
+    achieved = (len(sent) - rule.burst) / (sent[-1] - sent[0])
+    assert achieved == pytest.approx(rate / (1 + RATE_SLACK), rel=0.02)
+
+
+def test_the_gap_is_a_minimum_with_jitter_and_the_tighter_rule_wins() -> None:
+    gaps = [b - a for a, b in itertools.pairwise(schedule(PaceRule(min_gap=2.0), 50))]
+    assert all(2.0 <= g <= 3.0 for g in gaps) and len(set(gaps)) > 40
+    # A rate of 10/s with a gap of 1 s: the gap wins.
+    both = schedule(PaceRule(rate=10.0, min_gap=1.0), 20)
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(both))
+
+
+def test_a_pause_holds_every_request_until_it_ends() -> None:
+    pace = HostPace()
+    assert pace.pause(10.0) and not pace.pause(5.0)
+    assert pace.ready_at(PaceRule(), 3.0) == 10.0
+    assert pace.ready_at(PaceRule(), 11.0) == 11.0
+
+
+def test_the_pacer_forgets_hosts_at_rest() -> None:
+    async def main() -> None:
+        pacer = Pacer(lambda host: PaceRule(rate=100.0))
+        for i in range(5000):
+            host = f"h{i}.example"
+            entry = pacer.enter(host)
+            await pacer.wait(entry, host)
+            assert pacer.take(entry, host)
+            pacer.leave(entry, host)
+            await trio.sleep(0.1)
+        assert len(pacer._hosts) <= 257
+        unlimited = Pacer(lambda host: PaceRule())
+        assert not unlimited.active("h.example")
+        assert unlimited.pause("h.example", 3.0) == 3.0
+        assert unlimited.active("h.example") and unlimited.paused_for("h.example") == 3.0
+        await trio.sleep(3.0)
+        entry = unlimited.enter("h.example")
+        unlimited.leave(entry, "h.example")
+        assert not unlimited.active("h.example")  # the pause is over: forgotten
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_byte_bucket_spreads_10_mb_at_2_mb_per_second_over_5_seconds() -> None:
+    rate, now = 2 * 1024**2, 0.0
+    bucket = ByteBucket.full(rate, now)
+    for _ in range(160):  # 160 reads of 64 KiB: 10 MiB
+        now += bucket.pay(64 * 1024, now)
+    # The bucket's burst (a tenth of a second's worth) is free; the rest at the rate.
+    assert now == pytest.approx((10 * 1024**2 - bucket.capacity) / rate)
+    assert now == pytest.approx(4.9)
+
+
+# -- the options -------------------------------------------------------------
+
+
+def test_each_politeness_option_is_a_flag_an_environment_variable_and_a_key(
+    tmp_path: Path,
+) -> None:
+    values = {  # name: (text, TOML literal, value)
+        "rate_per_host": ("2.5", "2.5", 2.5),
+        "min_gap": ("0.5", "0.5", 0.5),
+        "max_rate": ("2M", '"2M"', 2 * 1024**2),
+        "ignore_opt_outs": ("true", "true", True),
+        "robots": ("true", "true", True),
+        "contact": ("ops@example.com", '"ops@example.com"', "ops@example.com"),
+    }
+    for name, (text, literal, parsed) in values.items():
+        by_flag = resolve("run", {name: text}, env={}, config_path=None)
+        by_env = resolve("run", {}, env={config.env_name(name): text}, config_path=None)
+        toml = tmp_path / f"{name}.toml"
+        toml.write_text(f"{name.replace('_', '-')} = {literal}\n")
+        by_file = resolve("run", {}, env={}, config_path=str(toml))
+        assert getattr(by_flag, name) == getattr(by_env, name) == getattr(by_file, name) == parsed
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"rate_per_host": "-1"}, "rate-per-host must be 0 or more"),
+        ({"rate_per_host": "5000"}, "rate-per-host must be at most 1000"),
+        ({"rate_per_host": "fast"}, "'fast' is not a number of requests per second"),
+        ({"min_gap": "-1"}, "min-gap must be 0 or more"),
+        ({"max_rate": "10"}, "max-rate must be 0 (no cap) or at least 1K"),
+        ({"contact": "call me"}, "contact must be an http(s) URL or an email"),
+    ],
+)
+def test_bad_politeness_options_are_one_line(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve("run", flags, env={}, config_path=None)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_contact_is_in_the_user_agent_and_an_email_in_from() -> None:
+    url = resolve("run", {"contact": "https://ops.example/bot"}, env={}, config_path=None)
+    assert url.user_agent == "imgdl-watch/0.1.0 (image list downloader; +https://ops.example/bot)"
+    assert url.header == ()
+    mail = resolve("run", {"contact": "ops@example.com"}, env={}, config_path=None)
+    assert mail.user_agent.endswith("; ops@example.com)")
+    assert mail.header == (("From", "ops@example.com"),)
+    own = resolve(
+        "run", {"contact": "ops@example.com", "user_agent": "mine/1"}, env={}, config_path=None
+    )
+    assert own.user_agent == "mine/1"  # the operator's own User-Agent is left as it is
+
+
+def test_the_hosts_table_from_the_config_file(tmp_path: Path) -> None:
+    toml = tmp_path / "config.toml"
+    toml.write_text(
+        """
+rate-per-host = 1
+[hosts."i.imgur.com"]
+rate = 2
+per_host = 4
+header = ["Referer: https://imgur.com/"]
+[hosts."*.example.com"]
+min-gap = 0.5
+max_rate = "1M"
+"""
+    )
+    settings = resolve("run", {}, env={}, config_path=str(toml))
+    assert settings.rate_per_host == 1.0
+    assert settings.hosts == HostTable(
+        [
+            HostRule(
+                "i.imgur.com", rate=2.0, per_host=4, header=(("Referer", "https://imgur.com/"),)
+            ),
+            HostRule("*.example.com", min_gap=0.5, max_rate=1024**2),
+        ]
+    )
+    assert config.fetch_options(settings).hosts == settings.hosts
+    # Beside an [imgdl-watch] table too.
+    toml.write_text('[imgdl-watch]\nper-host = 3\n[hosts."a.example"]\nrate = 7\n')
+    rule = resolve("run", {}, env={}, config_path=str(toml)).hosts.match("a.example")
+    assert rule is not None and rule.rate == 7.0
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[hosts."i.imgur.com"]\nrate = -2\n', '[hosts."i.imgur.com"]: rate must be 0 or more'),
+        ('[hosts."i.imgur.com"]\nspeed = 2\n', "unknown key 'speed' (known: rate, min_gap"),
+        ('[hosts."i.imgur.com"]\nper_host = 0\n', "per-host must be 1 to 1000"),
+        ('[hosts."i.imgur.com"]\nheader = ["Host: x"]\n', "header must not set Host"),
+        ('[hosts."i.imgur.com"]\nmax_rate = true\n', "max-rate must be a size"),
+        ('[hosts."bad host"]\nrate = 1\n', "not a host name, nor *.domain"),
+        ('[hosts]\n"i.imgur.com" = 2\n', '[hosts."i.imgur.com"] must be a table'),
+        ("hosts = 3\n", "[hosts] must be a table"),
+    ],
+)
+def test_a_bad_hosts_table_is_one_line(tmp_path: Path, table: str, message: str) -> None:
+    toml = tmp_path / "config.toml"
+    toml.write_text(table)
+    with pytest.raises(ConfigError) as caught:
+        resolve("run", {}, env={}, config_path=str(toml))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_feed_sets_busy_hosts_aside_within_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy host's items wait aside while others go; past SET_ASIDE_MAX the
+    oldest goes all the same; the rest go as the host gives slots back."""
+    monkeypatch.setattr(feed_module, "SET_ASIDE_MAX", 3)
+    lines = [f"http://busy.example/{i}.jpg" for i in range(6)]
+    lines += [f"http://free.example/{i}.jpg" for i in range(4)]
+    listed = write_list(tmp_path / "l.txt", lines)
+    busy = {"busy.example"}
+    handed: list[str] = []
+
+    async def main() -> None:
+        room = trio.Event()
+
+        async def wait_for_room() -> None:
+            await room.wait()
+
+        fd = open_list(listed)
+        (tmp_path / "out").mkdir()
+        folder_fd = os.open(
+            tmp_path / "out", os.O_RDONLY | os.O_DIRECTORY
+        )  # empty: nothing skipped
+        feed = feed_module.Feed(
+            fd,
+            outcomes=Outcomes(JobSummary("l"), None, stop=lambda: None),
+            folder_fd=folder_fd,
+            stopping=trio.Event(),
+            busy=lambda host: host in busy,
+            room=wait_for_room,
+        )
+        send, receive = trio.open_memory_channel[feed_module.Work](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed.run, send, lambda: None)
+            async with receive:
+                while len(handed) < 7:  # 3 of busy.example, past the bound, and 4 free
+                    handed.append((await receive.receive()).url)
+                assert trio.current_time() == 0  # none waited for room
+                busy.clear()
+                room.set()
+                async for item in receive:
+                    handed.append(item.url)
+        os.close(fd)
+        os.close(folder_fd)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    free = [u for u in handed if "free" in u]
+    assert free == lines[6:]
+    # Three went past the bound, the oldest first, before the free host's;
+    # the rest once the host had room.
+    assert handed == lines[:3] + lines[6:] + lines[3:6]
