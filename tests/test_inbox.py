@@ -7,22 +7,33 @@ from pathlib import Path
 
 import pytest
 
-from imgdl_watch.inbox.lifecycle import Claim, Inbox, is_list_name
+from imgdl_watch.inbox.lifecycle import (
+    NOT_A_CATEGORY,
+    NOT_A_LIST,
+    Claim,
+    Inbox,
+    is_list_name,
+)
 from imgdl_watch.inbox.settle import Seen, SettleTracker
 
 
 def test_list_names() -> None:
     assert is_list_name("cats.txt") and is_list_name("CATS.TXT")
+    for name in ("cats.csv", "cats.tsv", "cats.jsonl", "cats.csv.gz", "c.JSONL.ZST", "c.txt.gz"):
+        assert is_list_name(name), name
     for name in (
         ".cats.txt",
         "~cats.txt",
         "#cats.txt#",
         "cats.txt~",
         "cats.txt.swp",
-        "cats.csv",
+        "cats.xlsx",
+        "cats.gz",
+        "cats.csv.bz2",
+        ".csv",
         ".#cats.txt",
     ):
-        assert not is_list_name(name)
+        assert not is_list_name(name), name
 
 
 def test_settle_waits_for_quiet_and_takes_old_files_at_once() -> None:
@@ -51,13 +62,20 @@ def test_scan_ignores_symlinks_dirs_and_others(inbox: Inbox, tmp_path: Path) -> 
     root = Path(inbox.root)
     (root / "a.txt").write_text("x")
     (root / "b.csv").write_text("x")
+    (root / "c.xlsx").write_text("x")
     (root / "dir.txt").mkdir()
+    (root / "photos").mkdir()  # a folder that no category names
     (tmp_path / "secret").write_text("x")
     os.symlink(tmp_path / "secret", root / "link.txt")
     (root / ".hidden.txt").write_text("x")
     found, ignored = inbox.scan()
-    assert list(found) == ["a.txt"]
-    assert sorted(ignored) == ["b.csv", "dir.txt", "link.txt"]
+    assert sorted(found) == ["a.txt", "b.csv"]
+    assert sorted(ignored) == [
+        ("c.xlsx", NOT_A_LIST),
+        ("dir.txt", NOT_A_LIST),
+        ("link.txt", NOT_A_LIST),
+        ("photos", NOT_A_CATEGORY),
+    ]
 
 
 def test_claim_is_exclusive_and_finish_never_overwrites(inbox: Inbox) -> None:

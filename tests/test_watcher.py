@@ -23,7 +23,7 @@ async def test_real_watchfiles_pokes_on_a_new_list_and_stops_fast(
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(watch, source=source, stop=stop), str(tmp_path), poked.set)
         await trio.sleep(0.2)  # let the Rust watcher start
-        (tmp_path / "ignored.csv").write_text("x")
+        (tmp_path / "ignored.xlsx").write_text("x")
         (tmp_path / ".hidden.txt").write_text("x")
         await trio.sleep(0.3)
         assert not poked.is_set()

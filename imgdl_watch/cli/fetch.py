@@ -20,9 +20,10 @@ from functools import partial
 
 import trio
 
-from ..config import Settings, fetch_options, job_options
+from ..config import Settings, download_rules, fetch_options, job_options
 from ..download.fetcher import Fetcher
 from ..job.job import Job
+from ..job.listformat import ListFormat
 from ..naming import job_stem
 from ..version import PROG
 from .common import check_writable_folder, closing_log, ensure_open_files, fail, open_log, tell
@@ -76,10 +77,17 @@ async def _run_lists(
     view: ProgressView | None,
 ) -> bool:
     all_ok = True
+    rules = download_rules(settings)
     for path, fd in lists:
-        stem = job_stem(os.path.basename(path))
+        name = os.path.basename(path)
         job = Job(
-            name=stem, list_fd=fd, output=output, fetcher=fetcher, options=job_options(settings)
+            name=job_stem(name),
+            list_fd=fd,
+            output=output,
+            fetcher=fetcher,
+            options=job_options(settings),
+            rules=rules,
+            list_format=ListFormat.of(name),
         )
         if view is not None:
             view.add(job.summary)

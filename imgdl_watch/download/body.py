@@ -8,17 +8,68 @@ read, and again against the bytes as they stream.
 A body counts as an image when its Content-Type is `image/*` or its first
 bytes are one (`imagecheck.sniff`); one that claims `image/*` but is markup
 or JSON (`imagecheck.disguised`) is not. `any_type` saves whatever comes.
+
+While it streams, the body is hashed (sha256, for the report; md5 too for a
+small body when a placeholder is listed by its md5), and its first
+`DIMENSION_BYTES` are kept for its width and height, read from the header
+without decoding a pixel (`imagecheck.dimensions`). The `Filters` then
+decide, before anything is published, whether the image is kept:
+`Filtered` says why not, and the sink is discarded.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import errors as err
 from .filesink import FileSink
-from .imagecheck import SNIFF_BYTES, disguised, is_image_type, sniff
+from .imagecheck import SNIFF_BYTES, dimensions, disguised, is_image_type, sniff
 from .transports import Answer
+
+# The first bytes of a body kept for reading its width and height: a JPEG's
+# size comes after its EXIF, ICC and XMP segments, which may be tens of KB.
+# Bodies up to this size are in memory anyway (`filesink.SPILL_BYTES`).
+DIMENSION_BYTES = 256 * 1024
+# Bodies up to this size are hashed with md5 as well, when a placeholder is
+# listed by its md5 (imgur's is known by it, as its ETag). Placeholders are
+# small; a photo larger than this pays for no second hash.
+MD5_MAX_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Images that are dropped, not saved. Zero (or empty) is off."""
+
+    min_width: int = 0
+    min_height: int = 0
+    # Width x height at most: a decompression-bomb bound, read from the header.
+    max_pixels: int = 0
+    # Known placeholders ("image removed"), by the hex digest of their bytes.
+    skip_sha256: frozenset[str] = frozenset()
+    skip_md5: frozenset[str] = frozenset()
+
+    def verdict(
+        self, *, sha256: str, md5: str | None, width: int | None, height: int | None
+    ) -> tuple[str, str] | None:
+        """(reason, detail) when the image is to be dropped, else None.
+
+        An image whose size its header does not tell (SVG, or a header past
+        `DIMENSION_BYTES`) passes the size filters: nothing says it fails them.
+        """
+        if sha256 in self.skip_sha256 or (md5 is not None and md5 in self.skip_md5):
+            which = f"sha256 {sha256}" if sha256 in self.skip_sha256 else f"md5 {md5}"
+            return "placeholder", f"{which} is a known placeholder"
+        if width is None or height is None:
+            return None
+        if self.max_pixels and width * height > self.max_pixels:
+            return "too_many_pixels", f"{width}x{height} is over {self.max_pixels} pixels"
+        if width < self.min_width or height < self.min_height:
+            return "too_small", (
+                f"{width}x{height} is under the minimum {self.min_width}x{self.min_height}"
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +80,7 @@ class BodyRules:
     max_bytes: int
     # Save any Content-Type, not only images.
     any_type: bool
+    filters: Filters = field(default_factory=Filters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +91,11 @@ class Received:
     content_type: str | None
     # The image type its first bytes show, when they were looked at.
     sniffed: str | None
+    # The hex sha256 of the bytes, as saved.
+    sha256: str = ""
+    # From the image's header; None when it does not tell.
+    width: int | None = None
+    height: int | None = None
 
 
 async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: bool) -> Received:
@@ -59,6 +116,16 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
     # tell the caller the type.
     want_head = checked or need_type
     head = b""
+    # The first chunks, for the image's size (references: no copy until the end).
+    start: list[bytes] = []
+    started = 0
+    sha256 = hashlib.sha256()
+    filters = rules.filters
+    md5 = (
+        hashlib.md5(usedforsecurity=False)
+        if filters.skip_md5 and (length is None or length <= MD5_MAX_BYTES)
+        else None
+    )
     sink = FileSink(dir_fd)
     try:
         async for chunk in answer.body:
@@ -66,6 +133,15 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
                 raise err.TooLarge(f"body is over the cap of {limit} bytes")
             if want_head and len(head) < SNIFF_BYTES:
                 head += chunk[: SNIFF_BYTES - len(head)]
+            if started < DIMENSION_BYTES:
+                start.append(chunk)
+                started += len(chunk)
+            sha256.update(chunk)
+            if md5 is not None:
+                if sink.size + len(chunk) > MD5_MAX_BYTES:
+                    md5 = None
+                else:
+                    md5.update(chunk)
             await sink.write(chunk)
         if length is not None and sink.size < length:
             raise err.Truncated(f"{sink.size} of {length} bytes")
@@ -76,7 +152,25 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
             raise err.NotAnImage(f"Content-Type {content_type or 'missing'}")
         if checked and typed_image and (kind := disguised(head)) is not None:
             raise err.NotAnImage(f"Content-Type {content_type}, but the body is {kind}")
-        return Received(sink, content_type, sniffed)
+        size = dimensions(start[0] if len(start) == 1 else b"".join(start))
+        width, height = size if size is not None else (None, None)
+        digest = sha256.hexdigest()
+        dropped = filters.verdict(
+            sha256=digest,
+            md5=md5.hexdigest() if md5 is not None else None,
+            width=width,
+            height=height,
+        )
+        if dropped is not None:
+            raise err.Filtered(
+                *dropped,
+                sha256=digest,
+                width=width,
+                height=height,
+                size=sink.size,
+                content_type=content_type or sniffed,
+            )
+        return Received(sink, content_type, sniffed, digest, width, height)
     except BaseException:
         sink.discard()
         raise

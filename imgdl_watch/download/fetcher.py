@@ -14,6 +14,11 @@ The parts, each in a module of its own:
 What is left here is the download itself: the retries, one attempt under the
 limits, and the redirects.
 
+**Per job.** The fetcher is shared by every job; what may differ between
+jobs (headers, retries, timeouts, redirects, the body's rules and filters,
+a lower per-host limit) comes with each download as `rules.DownloadRules`.
+A download without them follows the fetcher's own options.
+
 **Limits.** A download holds, in this order, a per-host slot (adaptive, see
 `hostlimits`) and a global slot. The host slot comes first, so that a busy
 host makes its own downloads wait without holding global capacity. The
@@ -51,12 +56,12 @@ from .. import metrics
 from ..naming import final_name, has_extension
 from ..redact import log_url
 from .addressguard import guarding, literal_is_refused
-from .body import BodyRules, receive
-from .filesink import FileSink, GroupCommit
-from .headers import RequestHeaders
+from .body import Received, receive
+from .filesink import GroupCommit
 from .hostlimits import HostLimits, Verdict
 from .redirects import REDIRECTS, next_hop
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, status_error
+from .rules import DownloadRules
 from .translate import HTTP_ERRORS, translate
 from .transports import Transports
 
@@ -110,6 +115,27 @@ class Downloaded:
     bytes: int
     elapsed_s: float
     attempts: int
+    # The hex sha256 of the file's bytes, hashed as they streamed in.
+    sha256: str = ""
+    content_type: str | None = None
+    # From the image's header; None when it does not tell.
+    width: int | None = None
+    height: int | None = None
+
+
+def default_rules(options: FetchOptions) -> DownloadRules:
+    """The rules of a download that brings none: the fetcher's own options, no filters."""
+    return DownloadRules(
+        user_agent=options.user_agent,
+        header=options.header,
+        retries=options.retries,
+        max_bytes=options.max_bytes,
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        total_timeout=options.total_timeout,
+        max_redirects=options.max_redirects,
+        any_type=options.any_type,
+    )
 
 
 class _Attempts:
@@ -136,8 +162,8 @@ class Fetcher:
             ),
             injected=transport,
         )
-        self._headers = RequestHeaders(user_agent=options.user_agent, extra=options.header)
-        self._body = BodyRules(max_bytes=options.max_bytes, any_type=options.any_type)
+        # What a download that brings no rules of its own follows.
+        self.rules = default_rules(options)
         self._guard = contextlib.ExitStack()
         self._global = trio.CapacityLimiter(options.concurrency)
         self._free_slots = list(range(options.concurrency))
@@ -188,33 +214,61 @@ class Fetcher:
         self.hosts.set_ceiling(per_host)
 
     async def download(
-        self, url: str, *, dir_fd: int, name: str, parsed: httpx.URL | None = None
+        self,
+        url: str,
+        *,
+        dir_fd: int,
+        name: str,
+        parsed: httpx.URL | None = None,
+        rules: DownloadRules | None = None,
     ) -> Downloaded:
-        """Download `url` into the folder `dir_fd` under `name`.
+        """Download `url` into the folder `dir_fd` under `name`, by `rules`
+        (the fetcher's own options when None).
 
         `parsed` is `url` as httpx parsed it already, if it was. An
         extension-less `name` gets its extension from the response. Raises
-        a `DownloadError` (with `attempts` set) or `Interrupted`.
+        a `DownloadError` (with `attempts` set), `Filtered` or `Interrupted`.
         """
         started = time.monotonic()
         attempts = _Attempts()
+        rules = rules or self.rules
         try:
             parsed = parsed or httpx.URL(url)
-            file, sink = await self._with_retries(url, parsed, dir_fd, name, attempts)
+            file, got = await self._with_retries(
+                url, parsed, dir_fd, name, attempts=attempts, rules=rules
+            )
+            sink = got.sink
             # The body is whole and the slot is free for the next download while
             # the disk makes the file durable (fdatasync may take milliseconds).
             try:
                 await self._commit.publish(sink, file)
             finally:
                 sink.discard()
-        except err.DownloadError as exc:
+        except (err.DownloadError, err.Filtered) as exc:
             exc.attempts = attempts.count
             raise
-        return Downloaded(url, file, sink.size, time.monotonic() - started, attempts.count)
+        return Downloaded(
+            url,
+            file,
+            sink.size,
+            time.monotonic() - started,
+            attempts.count,
+            got.sha256,
+            got.content_type or got.sniffed,
+            got.width,
+            got.height,
+        )
 
     async def _with_retries(
-        self, url: str, parsed: httpx.URL, dir_fd: int, name: str, attempts: _Attempts
-    ) -> tuple[str, FileSink]:
+        self,
+        url: str,
+        parsed: httpx.URL,
+        dir_fd: int,
+        name: str,
+        *,
+        attempts: _Attempts,
+        rules: DownloadRules,
+    ) -> tuple[str, Received]:
         """Attempts until one succeeds, or until the policy says stop.
 
         Most downloads succeed at once, and building stamina's retry state
@@ -227,9 +281,9 @@ class Fetcher:
             raise err.Interrupted
         attempts.count = 1
         try:
-            return await self._attempt(parsed, dir_fd, name)
+            return await self._attempt(parsed, dir_fd, name, rules)
         except err.DownloadError as exc:
-            if not exc.retryable or self.options.retries == 0:
+            if not exc.retryable or rules.retries == 0:
                 raise
             first_failure: err.DownloadError | None = exc
 
@@ -251,7 +305,7 @@ class Fetcher:
             return delay
 
         async for attempt in _stamina().retry_context(
-            on=retry_delay, attempts=self.options.retries + 1, timeout=None
+            on=retry_delay, attempts=rules.retries + 1, timeout=None
         ):
             with attempt:
                 if first_failure is not None:
@@ -260,47 +314,58 @@ class Fetcher:
                 if self.stopping.is_set():
                     raise err.Interrupted from None
                 attempts.count += 1
-                return await self._attempt(parsed, dir_fd, name)
+                return await self._attempt(parsed, dir_fd, name, rules)
         raise AssertionError("unreachable: stamina re-raises the last failure")
 
-    async def _attempt(self, url: httpx.URL, dir_fd: int, name: str) -> tuple[str, FileSink]:
+    async def _attempt(
+        self, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
+    ) -> tuple[str, Received]:
         """One try under the host's and the global limit: a whole body, not yet published.
 
         The host's limit hears how the host answered, once, as the slot goes back.
+        A job with a per-host limit lower than the fetcher's takes its own
+        host slot first, so that waiting for it holds none of the shared ones.
         """
-        host_slot = await self.hosts.acquire(url.host)
+        own = rules.hosts
+        if own is not None and own.ceiling >= self.hosts.ceiling:
+            own = None  # no lower than the shared limit: that alone holds
+        own_slot = await own.acquire(url.host) if own is not None else None
         verdict = Verdict.NEUTRAL
         try:
-            async with self._global:
-                slot = self._free_slots.pop()
-                try:
-                    with trio.move_on_after(self.options.total_timeout):
-                        done = await self._follow(slot, url, dir_fd, name)
-                        verdict = Verdict.GOOD
-                        return done
-                    raise err.TimedOut(
-                        f"no complete answer within {self.options.total_timeout:g} s"
-                    )
-                finally:
-                    self._free_slots.append(slot)
-        except err.HttpStatusError as exc:
-            if exc.status in RETRY_AFTER_STATUSES:
-                verdict = Verdict.BUSY
-            raise
+            host_slot = await self.hosts.acquire(url.host)
+            try:
+                async with self._global:
+                    slot = self._free_slots.pop()
+                    try:
+                        with trio.move_on_after(rules.total_timeout):
+                            done = await self._follow(slot, url, dir_fd, name, rules)
+                            verdict = Verdict.GOOD
+                            return done
+                        raise err.TimedOut(f"no complete answer within {rules.total_timeout:g} s")
+                    finally:
+                        self._free_slots.append(slot)
+            except err.HttpStatusError as exc:
+                if exc.status in RETRY_AFTER_STATUSES:
+                    verdict = Verdict.BUSY
+                raise
+            finally:
+                self.hosts.release(host_slot, verdict)
         finally:
-            self.hosts.release(host_slot, verdict)
+            if own_slot is not None:
+                assert own is not None
+                own.release(own_slot, verdict)
 
     async def _follow(
-        self, slot: int, url: httpx.URL, dir_fd: int, name: str
-    ) -> tuple[str, FileSink]:
+        self, slot: int, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
+    ) -> tuple[str, Received]:
         seen = {str(url)}
         current = url
-        for _hop in range(self.options.max_redirects + 1):
+        for _hop in range(rules.max_redirects + 1):
             if self.options.block_private and literal_is_refused(current.host):
                 raise err.BlockedAddress(f"{current.host} is not a public address")
-            headers = self._headers.for_request(url, current)
+            headers = rules.headers.for_request(url, current)
             try:
-                answer = await self._transports.send(slot, current, headers)
+                answer = await self._transports.send(slot, current, headers, rules.timeouts)
                 try:
                     location = answer.headers.get("location")
                     if answer.status in REDIRECTS and location:
@@ -312,14 +377,14 @@ class Fetcher:
                         now = dt.datetime.now(dt.UTC)
                         raise status_error(answer.status, answer.headers, now=now)
                     got = await receive(
-                        answer, dir_fd, self._body, need_type=not has_extension(name)
+                        answer, dir_fd, rules.body, need_type=not has_extension(name)
                     )
-                    return final_name(name, got.content_type, got.sniffed), got.sink
+                    return final_name(name, got.content_type, got.sniffed), got
                 finally:
                     await answer.close()
             except HTTP_ERRORS as exc:
                 raise translate(exc, current.host) from exc
-        raise err.RedirectError(f"more than {self.options.max_redirects} redirects")
+        raise err.RedirectError(f"more than {rules.max_redirects} redirects")
 
 
 # Imported on first use. A one-shot `fetch` pays for its imports in wall time,

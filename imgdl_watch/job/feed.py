@@ -12,7 +12,6 @@ At most two batches of work are in memory, whatever the length of the list.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -21,12 +20,13 @@ import httpx
 import trio
 
 from ..errors import JobError
+from . import listformat
 from .dedupe import Dedupe
-from .listparse import InvalidLine, ListedUrl, parse_chunks
+from .listformat import ListFormat
+from .listparse import InvalidLine, ListedUrl
 from .outcomes import Outcomes
+from .rows import ListError, Row
 
-# Bytes of the list read per system call.
-READ_CHUNK_BYTES = 256 * 1024
 # Entries parsed per hop to a worker thread: the hop costs ~100 µs, parsing
 # an entry ~20 µs (it is validated as a URL), so a batch amortises the hop.
 # The first batch is small, so that the first download starts within a
@@ -43,12 +43,15 @@ class Work:
     url: str
     name: str
     parsed: httpx.URL
+    # Its row in a structured list, with its data; None for a txt list.
+    row: Row | None = None
 
 
-def read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
+def read_entries(
+    list_fd: int, fmt: ListFormat | None = None, *, url_column: str | None = None
+) -> Iterator[ListedUrl | InvalidLine]:
     """The list open at `list_fd`, from its start, parsed as it is read."""
-    os.lseek(list_fd, 0, os.SEEK_SET)
-    return parse_chunks(iter(lambda: os.read(list_fd, READ_CHUNK_BYTES), b""))
+    return listformat.read_entries(list_fd, fmt or ListFormat(), url_column=url_column)
 
 
 def _take(entries: Iterator[ListedUrl | InvalidLine], count: int) -> list[ListedUrl | InvalidLine]:
@@ -65,8 +68,12 @@ class Feed:
         outcomes: Outcomes,
         existing: Callable[[str], str | None],
         stopping: trio.Event,
+        fmt: ListFormat | None = None,
+        url_column: str | None = None,
     ) -> None:
         self._list_fd = list_fd
+        self._format = fmt or ListFormat()
+        self._url_column = url_column
         self._outcomes = outcomes
         # The name of the file a download of this name left in the folder, if any.
         self._existing = existing
@@ -103,7 +110,7 @@ class Feed:
         dedupe = Dedupe()
         async with batches:
             try:
-                entries = read_entries(self._list_fd)
+                entries = read_entries(self._list_fd, self._format, url_column=self._url_column)
             except OSError as exc:
                 self.error = JobError("list_unreadable", exc.strerror or str(exc))
                 return
@@ -113,6 +120,9 @@ class Feed:
                     batch = await trio.to_thread.run_sync(_take, entries, size)
                 except OSError as exc:
                     self.error = JobError("list_unreadable", exc.strerror or str(exc))
+                    return
+                except ListError as exc:
+                    self.error = JobError("bad_header", str(exc))
                     return
                 if not batch:
                     self._outcomes.summary.listed = True
@@ -137,5 +147,5 @@ class Feed:
                 if existing is not None:
                     outcomes.skipped(entry, existing)
                 else:
-                    work.append(Work(entry.line, entry.url, name, entry.parsed))
+                    work.append(Work(entry.line, entry.url, name, entry.parsed, entry.row))
         return work

@@ -25,10 +25,12 @@ import trio
 
 from .. import errors as err
 from ..download.fetcher import Fetcher
+from ..download.rules import DownloadRules
 from ..errors import JobError
 from ..naming import candidates
 from .feed import Feed, Work
 from .folder import DiskSpace, existing_images, open_job_folder, sweep_temp_files
+from .listformat import ListFormat
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
 from .report import JobReport, ReportPaths
@@ -50,6 +52,9 @@ class JobOptions:
     progress_interval_s: float
     # No download starts while the folder's filesystem has less free (`--min-free`).
     min_free: int
+    # The column (or key) of a structured list that holds the URL; None:
+    # `url` or `image_url`, in any case.
+    url_column: str | None = None
 
 
 class JobEnd(Protocol):
@@ -98,8 +103,17 @@ class Job:
         options: JobOptions,
         workers: int | None = None,
         report: ReportPaths | None = None,
+        rules: DownloadRules | None = None,
+        list_format: ListFormat | None = None,
+        folder: str | None = None,
     ) -> None:
+        """`name` is the job's, in its events; its folder is `output/folder`
+        (`folder` defaults to `name`). `rules` shape its downloads (the
+        fetcher's own when None), `list_format` is its list's (txt when None)."""
         self.name = name
+        self._folder = folder or name
+        self._rules = rules
+        self._format = list_format or ListFormat()
         self.summary = JobSummary(name)
         self._list_fd = list_fd
         self._output = output
@@ -173,10 +187,12 @@ class Job:
         """Every URL of the list to its outcome, unless stopped."""
         self._outcomes = outcomes = Outcomes(self.summary, report, stop=self._whole.cancel)
         try:
-            self._dir_fd = await trio.to_thread.run_sync(open_job_folder, self._output, self.name)
+            self._dir_fd = await trio.to_thread.run_sync(
+                open_job_folder, self._output, self._folder
+            )
         except OSError as exc:
             raise JobError(
-                "folder_error", f"cannot use {self._output}/{self.name}: {exc.strerror}"
+                "folder_error", f"cannot use {self._output}/{self._folder}: {exc.strerror}"
             ) from exc
         try:
             self._space = DiskSpace(
@@ -188,6 +204,8 @@ class Job:
                 outcomes=outcomes,
                 existing=self._existing_file,
                 stopping=self._fetcher.stopping,
+                fmt=self._format,
+                url_column=self._options.url_column,
             )
             # No buffer: an item passes only from the feed's hand to a
             # worker's, so the feed knows when no worker is free.
@@ -238,7 +256,11 @@ class Job:
                 try:
                     await self._space.wait()
                     result = await self._fetcher.download(
-                        item.url, dir_fd=self._dir_fd, name=item.name, parsed=item.parsed
+                        item.url,
+                        dir_fd=self._dir_fd,
+                        name=item.name,
+                        parsed=item.parsed,
+                        rules=self._rules,
                     )
                 except err.Interrupted:
                     self._stopped_early = True
@@ -248,6 +270,9 @@ class Job:
                     return
                 except err.DownloadError as exc:
                     self._outcomes.failed(item, exc)
+                    continue
+                except err.Filtered as exc:
+                    self._outcomes.filtered(item, exc)
                     continue
                 self._existing.add(result.file)
                 self._outcomes.ok(item, result)

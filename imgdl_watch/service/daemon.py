@@ -29,13 +29,14 @@ from functools import partial
 import structlog
 import trio
 
-from ..config import Settings, fetch_options, job_options
+from ..config import Settings, category_settings, download_rules, fetch_options, job_options
 from ..download.fetcher import Fetcher
 from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import Claim, Inbox
 from ..inbox.watcher import ChangeSource, watchfiles_source
 from ..job.job import Job
+from ..job.listformat import ListFormat
 from ..job.progress import JobSummary
 from ..job.report import ReportPaths
 from .logs import LogOutput
@@ -58,7 +59,7 @@ class Daemon:
         log_output: LogOutput | None = None,
     ) -> None:
         self.settings = settings
-        self.inbox = Inbox(settings.inbox)
+        self.inbox = Inbox(settings.inbox, categories=[c.name for c in settings.categories])
         self.output = os.path.abspath(settings.output)
         self._notifier = notifier or Notifier()
         self._reload = reload
@@ -71,7 +72,9 @@ class Daemon:
             self.inbox,
             source=change_source
             or watchfiles_source(
-                rescan_interval_s=settings.rescan_interval, force_polling=settings.force_polling
+                rescan_interval_s=settings.rescan_interval,
+                force_polling=settings.force_polling,
+                also=self.inbox.category_folders,
             ),
             settle_s=settings.settle,
             rescan_interval_s=settings.rescan_interval,
@@ -136,17 +139,30 @@ class Daemon:
 
     # -- jobs -------------------------------------------------------------
 
+    def _job(self, claim: Claim) -> Job:
+        """The job of a claim: with its category's settings, into its folder."""
+        settings = category_settings(self.settings, claim.category)
+        list_format = ListFormat.of(claim.original)
+        # A category's own (lower) concurrency is the number of slots its
+        # jobs may fill; else they follow the fetcher's, reloads included.
+        own_slots = settings.concurrency < self.settings.concurrency
+        return Job(
+            name=claim.job,
+            folder=claim.stem,
+            list_fd=claim.fd,
+            output=os.path.join(self.output, claim.category) if claim.category else self.output,
+            fetcher=self.fetcher,
+            options=job_options(settings),
+            rules=download_rules(settings),
+            list_format=list_format,
+            workers=settings.concurrency if own_slots else None,
+            report=ReportPaths(*self.inbox.parts_of(claim), format=list_format),
+        )
+
     async def _run_job(self, claim: Claim, slot_token: object) -> None:
         try:
-            job = Job(
-                name=claim.stem,
-                list_fd=claim.fd,
-                output=self.output,
-                fetcher=self.fetcher,
-                options=job_options(self.settings),
-                report=ReportPaths(*self.inbox.parts(claim.stem)),
-            )
-            self.jobs[claim.stem] = job
+            job = self._job(claim)
+            self.jobs[claim.job] = job
             await job.run(_InboxEnd(self, claim))
         except Exception as exc:
             # A bug, met on this list. The list goes to failed/, so that a
@@ -154,7 +170,7 @@ class Daemon:
             leaf = first_leaf(exc)
             log.error(
                 "job_crashed",
-                job=claim.stem,
+                job=claim.job,
                 error=f"{type(leaf).__name__}: {leaf}",
                 traceback="".join(traceback.format_exception(exc)),
             )
@@ -165,7 +181,7 @@ class Daemon:
             # The stem is let go only after the job logged its end, so that no
             # daemon's `list_claimed` of the stem comes before our last word on it.
             claim.release()
-            self.jobs.pop(claim.stem, None)
+            self.jobs.pop(claim.job, None)
             self._job_slots.release_on_behalf_of(slot_token)
             self.intake.poke()
 
@@ -209,13 +225,26 @@ class Daemon:
         self.fetcher.set_limits(concurrency=new.concurrency, per_host=new.per_host)
         self._job_slots.total_tokens = new.max_jobs
         self.settings = self.settings.replace(
-            concurrency=new.concurrency, per_host=new.per_host, max_jobs=new.max_jobs
+            concurrency=new.concurrency,
+            per_host=new.per_host,
+            max_jobs=new.max_jobs,
+            categories=new.categories,
         )
+        # New lists of a category follow its new settings; running jobs keep theirs.
+        names = [c.name for c in new.categories]
+        if tuple(sorted(names)) != self.inbox.categories:
+            self.inbox.set_categories(names)
+            try:
+                await trio.to_thread.run_sync(self.inbox.ensure_layout)
+            except OSError:
+                pass  # the next scan finds the folders missing, and makes them
+            self.intake.rewatch()  # a watcher of the new folders too
         log.info(
             "config_reloaded",
             concurrency=new.concurrency,
             per_host=new.per_host,
             max_jobs=new.max_jobs,
+            categories=names,
         )
         await self._notifier.ready()
 
@@ -227,12 +256,12 @@ class _InboxEnd:
     def __init__(self, daemon: Daemon, claim: Claim) -> None:
         self._daemon = daemon
         self._claim = claim
-        self._held_back = daemon.intake.hold_back.started(claim.stem)
+        self._held_back = daemon.intake.hold_back.started(claim.job)
 
     async def publish(self, summary: JobSummary) -> None:
         inbox, claim = self._daemon.inbox, self._claim
         await trio.to_thread.run_sync(lambda: inbox.finish(claim, failed=summary.failed))
-        self._daemon.reporter.status.finished(claim.stem, summary.finished_fields())
+        self._daemon.reporter.status.finished(claim.job, summary.finished_fields())
 
     async def give_up(self, error: JobError) -> None:
         inbox, claim = self._daemon.inbox, self._claim
@@ -240,4 +269,4 @@ class _InboxEnd:
 
     def retry_in(self) -> float:
         hold_back = self._daemon.intake.hold_back
-        return hold_back.failed(self._claim.stem, last=self._held_back, now=trio.current_time())
+        return hold_back.failed(self._claim.job, last=self._held_back, now=trio.current_time())
