@@ -127,8 +127,12 @@ class _Lines:
     def __next__(self) -> str:
         number, raw = self._again.popleft() if self._again else next(self._lines)
         self.row.append((number, raw))
+        # A bad line after a row's first says nothing of the row's own first
+        # line but that the row cannot end well: `bad_row`; read again, that
+        # line is then reported for what it is.
+        first = len(self.row) == 1
         if isinstance(raw, OverlongLine):
-            raise _BadRow("row_too_long")
+            raise _BadRow("row_too_long" if first else "bad_row")
         self._row_bytes += len(raw) + 1
         if self._row_bytes > MAX_ROW_BYTES or len(self.row) > MAX_ROW_LINES:
             raise _BadRow("row_too_long")
@@ -137,7 +141,7 @@ class _Lines:
         try:
             return raw.decode("utf-8") + "\n"
         except UnicodeDecodeError:
-            raise _BadRow("not_utf8") from None
+            raise _BadRow("not_utf8" if first else "bad_row") from None
 
 
 def parse_delimited(
