@@ -265,3 +265,63 @@ def test_a_list_with_the_longest_name_finishes_twice(inbox: Inbox, name: str) ->
     assert (Path(inbox.done) / kept).read_text() == "one\n"
     assert sorted(os.listdir(inbox.failed)) == sorted([kept, f"{kept_stem}.1.txt"])
     assert os.listdir(inbox.processing) == []
+
+
+def test_a_category_is_an_inbox_of_its_own(tmp_path: Path) -> None:
+    inbox = Inbox(str(tmp_path / "inbox"), categories=["art"])
+    inbox.ensure_layout()
+    root = Path(inbox.root)
+    (root / "cats.txt").write_text("top\n")
+    (root / "art" / "cats.txt").write_text("art\n")
+    (root / "art" / "dogs.csv.gz").write_text("x")
+    (root / "art" / "sub").mkdir()
+    found, ignored = inbox.scan()
+    assert sorted(found) == ["art/cats.txt", "art/dogs.csv.gz", "cats.txt"]
+    assert ignored == [("art/sub", NOT_A_LIST)]
+    # `art/cats` and `cats` are distinct stems: both may run at once.
+    top = inbox.claim("cats.txt")
+    art = inbox.claim("art/cats.txt")
+    assert top is not None and art is not None
+    assert (top.job, art.job, art.stem, art.category) == ("cats", "art/cats", "cats", "art")
+    assert top.lock.path != art.lock.path
+    assert art.path == str(root / "art" / "processing" / "cats.txt")
+    # Another format of a stem that runs waits, in a category as at the top.
+    (root / "art" / "cats.csv").write_text("url\n")
+    assert inbox.claim("art/cats.csv") is None
+    for claim in (top, art):
+        parts = inbox.parts_of(claim)
+        Path(parts.report).write_text("{}\n")
+        Path(parts.failed).write_text("x\n")
+        inbox.finish(claim, failed=1)
+        claim.release()
+    assert (root / "done" / "cats.txt").read_text() == "top\n"
+    assert (root / "art" / "done" / "cats.txt").read_text() == "art\n"
+    assert sorted(os.listdir(root / "art" / "failed")) == ["cats.txt"]
+    # A list left in a category's processing/ by a dead daemon is resumed, and
+    # a list of its stem in another format waits for it.
+    (root / "art" / "processing" / "left.jsonl").write_text("{}\n")
+    (root / "art" / "left.csv").write_text("url\n")
+    assert inbox.claim("art/left.csv") is None
+    (left,) = inbox.leftovers()
+    assert (left.job, left.suffix) == ("art/left", ".jsonl")
+    left.release()
+
+
+def test_a_numbered_list_keeps_its_whole_suffix(inbox: Inbox) -> None:
+    root = Path(inbox.root)
+    for text in ("one\n", "two\n"):
+        (root / "cats.csv.gz").write_text(text)
+        claim = inbox.claim("cats.csv.gz")
+        assert claim is not None
+        parts = inbox.parts(claim.stem)
+        Path(parts.report).write_text("{}\n")
+        Path(parts.failed).write_text("x\n")
+        inbox.finish(claim, failed=1)
+        claim.release()
+    assert sorted(os.listdir(inbox.done)) == [
+        "cats.1.csv.gz",
+        "cats.1.report.jsonl",
+        "cats.csv.gz",
+        "cats.report.jsonl",
+    ]
+    assert sorted(os.listdir(inbox.failed)) == ["cats.1.csv.gz", "cats.csv.gz"]

@@ -150,11 +150,7 @@ class Inbox:
         # a category's are its inbox's, with its locks in a folder of their own.
         self.state = state or os.path.join(self.root, STATE)
         self.category = category
-        self.locks = (
-            os.path.join(self.state, LOCKS, category)
-            if category
-            else (os.path.join(self.state, LOCKS))
-        )
+        self.locks = os.path.join(self.state, LOCKS, *([category] if category else []))
         self.categories: tuple[str, ...] = ()
         self.set_categories(categories)
 
