@@ -207,7 +207,7 @@ def _digests(text: str) -> Digests:
         if not re.fullmatch(r"[0-9a-f]{64}|[0-9a-f]{32}", digest):
             raise ValueError(
                 f"must hold one sha256 (64 hex digits) or md5 (32) per line: "
-                f"line {number} of {path} is {excerpt_of(line)!r}"
+                f"line {number} of {path} is {_cut(line)!r}"
             )
         (sha256 if len(digest) == 64 else md5).add(digest)
         if len(sha256) + len(md5) > MAX_DIGESTS:
@@ -215,7 +215,7 @@ def _digests(text: str) -> Digests:
     return Digests(frozenset(sha256), frozenset(md5), path)
 
 
-def excerpt_of(text: str) -> str:
+def _cut(text: str) -> str:
     return text if len(text) <= 40 else text[:40] + "…"
 
 
@@ -692,6 +692,7 @@ def download_rules(settings: Settings) -> DownloadRules:
         max_redirects=settings.max_redirects,
         any_type=settings.any_type,
         per_host=settings.per_host,
+        concurrency=settings.concurrency,
         filters=Filters(
             min_width=settings.min_width,
             min_height=settings.min_height,

@@ -38,7 +38,7 @@ the job for the next run.
 was published. It is not retried, and not listed in failed/.
 
 `JobError` is not a download's: the list as a whole cannot run (its
-`reason`: `list_unreadable`, `folder_error`).
+`reason`: `list_unreadable`, `bad_header`, `folder_error`).
 """
 
 from __future__ import annotations

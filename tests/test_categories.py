@@ -170,10 +170,11 @@ def test_a_forbidden_key_stops_the_daemon_at_start_with_one_line(tmp_path: Path)
 # -- a per-job per-host limit, in a real job --------------------------------
 
 
-async def test_a_categorys_per_host_holds_below_the_global_one(
-    server: ImageServer, tmp_path: Path
+@pytest.mark.parametrize("limit", ["per_host = 2", "concurrency = 2"])
+async def test_a_categorys_lower_limit_holds_below_the_global_one(
+    server: ImageServer, tmp_path: Path, limit: str
 ) -> None:
-    settings = _settings(tmp_path, "[category.slow]\nper_host = 2\n", per_host="8")
+    settings = _settings(tmp_path, f"[category.slow]\n{limit}\n", per_host="8")
     urls = "".join(f"{server.base}/slow/300/{n}.jpg\n" for n in range(8))
     peaks = {}
     for category in ("", "slow"):

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from imgdl_watch.job import listformat
 from imgdl_watch.job.listformat import FailedList, ListFormat, ListUnreadable, read_entries
 from imgdl_watch.job.listparse import InvalidLine, ListedUrl
 from imgdl_watch.job.rows import MAX_ROW_BYTES, MAX_ROW_LINES, Header, ListError, Row
@@ -181,6 +182,15 @@ def test_a_corrupt_or_cut_compressed_list_is_unreadable(tmp_path: Path) -> None:
     (tmp_path / "junk.csv.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"junk" * 100)
     with pytest.raises(ListUnreadable):
         _entries(tmp_path / "junk.csv.zst")
+
+
+def test_a_zst_list_without_the_library_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "l.csv.zst", CSV)
+    monkeypatch.setattr(listformat, "_zstandard", lambda: None)
+    with pytest.raises(ListUnreadable, match=r"pip install 'imgdl-watch\[zstd\]'"):
+        _entries(path)
 
 
 # -- what the failures' list writes, the parser reads back -------------------

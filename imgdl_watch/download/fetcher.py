@@ -323,9 +323,21 @@ class Fetcher:
         """One try under the host's and the global limit: a whole body, not yet published.
 
         The host's limit hears how the host answered, once, as the slot goes back.
-        A job with a per-host limit lower than the fetcher's takes its own
-        host slot first, so that waiting for it holds none of the shared ones.
+        A job with limits lower than the fetcher's (its category's concurrency
+        or per-host limit) takes its own slots first, so that waiting for them
+        holds none of the shared ones.
         """
+        limiter = rules.limiter
+        if limiter is not None and limiter.total_tokens >= self._global.total_tokens:
+            limiter = None  # no lower than the shared limit: that alone holds
+        if limiter is None:
+            return await self._attempt_on_host(url, dir_fd, name, rules)
+        async with limiter:
+            return await self._attempt_on_host(url, dir_fd, name, rules)
+
+    async def _attempt_on_host(
+        self, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
+    ) -> tuple[str, Received]:
         own = rules.hosts
         if own is not None and own.ceiling >= self.hosts.ceiling:
             own = None  # no lower than the shared limit: that alone holds

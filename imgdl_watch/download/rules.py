@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 from .body import BodyRules, Filters
 from .headers import RequestHeaders
 from .hostlimits import HostLimits
@@ -43,6 +45,9 @@ class DownloadRules:
     # Downloads of this job in flight to one host, when lower than the
     # fetcher's own per-host limit (which holds across all jobs); None: that alone.
     per_host: int | None = None
+    # Downloads of this job in flight at once, when lower than the fetcher's
+    # concurrency (which holds across all jobs); None: that alone.
+    concurrency: int | None = None
     # Images dropped before they are published (see `body.Filters`).
     filters: Filters = field(default_factory=Filters)
     # Derived once, for every download that carries these rules.
@@ -50,6 +55,7 @@ class DownloadRules:
     body: BodyRules = field(init=False, repr=False, compare=False)
     timeouts: dict[str, Any] = field(init=False, repr=False, compare=False)
     hosts: HostLimits | None = field(init=False, repr=False, compare=False)
+    limiter: trio.CapacityLimiter | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -73,5 +79,10 @@ class DownloadRules:
                 }
             },
         )
-        # The job's own per-host limits: one set per rules object, so per job.
+        # The job's own limits: one set per rules object, so per job.
         set_(self, "hosts", HostLimits(self.per_host) if self.per_host else None)
+        set_(
+            self,
+            "limiter",
+            trio.CapacityLimiter(self.concurrency) if self.concurrency else None,
+        )
