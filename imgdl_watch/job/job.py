@@ -54,7 +54,7 @@ class JobOptions:
     min_free: int
     # The column (or key) of a structured list that holds the URL; None:
     # `url` or `image_url`, in any case.
-    url_column: str | None = None
+    url_column: str | None
 
 
 class JobEnd(Protocol):

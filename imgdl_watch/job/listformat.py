@@ -86,9 +86,11 @@ def _decompressed(raw: IO[bytes], compression: str) -> IO[bytes]:
     return raw
 
 
-def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+def _chunks(stream: IO[bytes], compression: str) -> Iterator[bytes]:
     corrupt: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
-    zstandard = _zstandard()
+    # zstandard is imported for a .zst list only: a one-shot `fetch` of any
+    # other pays nothing for it (~8 ms, `python -X importtime`).
+    zstandard = _zstandard() if compression == "zst" else None
     if zstandard is not None:
         corrupt += (zstandard.ZstdError,)
     while True:
@@ -110,7 +112,7 @@ def read_entries(
     URL column, and `OSError` when its bytes cannot be read."""
     os.lseek(list_fd, 0, os.SEEK_SET)
     raw = io.FileIO(list_fd, "rb", closefd=False)
-    chunks = _chunks(_decompressed(raw, fmt.compression))
+    chunks = _chunks(_decompressed(raw, fmt.compression), fmt.compression)
     if fmt.kind == "txt":
         return parse_chunks(chunks)
     lines = split_lines(as_utf8(chunks), max_line_bytes=MAX_ROW_BYTES)
