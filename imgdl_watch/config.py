@@ -14,7 +14,9 @@ type, size and image filters), and an option marked `limit` no higher than
 its global value, so that nothing a category does (and so nothing a list
 dropped into it does) widens what the operator allowed. An option becomes
 settable per category by marking it; `category_settings` and the builders
-below do the rest.
+below do the rest: `download_rules` fills each field of `DownloadRules` from
+the setting of the same name, so a per-job download option needs its mark
+here and its field there, and nothing else.
 """
 
 from __future__ import annotations
@@ -679,28 +681,19 @@ def shipped_placeholders() -> Digests:
 
 
 def download_rules(settings: Settings) -> DownloadRules:
-    """What shapes one job's downloads (`settings` as `category_settings` gives them)."""
+    """What shapes one job's downloads (`settings` as `category_settings` gives
+    them): each field of `DownloadRules` from the setting of the same name, so
+    that a new per-job option needs only its field there and its mark here."""
     skip = settings.skip_sha256 or shipped_placeholders()
-    return DownloadRules(
-        user_agent=settings.user_agent,
-        header=settings.header,
-        retries=settings.retries,
-        max_bytes=settings.max_bytes,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        total_timeout=settings.total_timeout,
-        max_redirects=settings.max_redirects,
-        any_type=settings.any_type,
-        per_host=settings.per_host,
-        concurrency=settings.concurrency,
-        filters=Filters(
-            min_width=settings.min_width,
-            min_height=settings.min_height,
-            max_pixels=settings.max_pixels,
-            skip_sha256=skip.sha256,
-            skip_md5=skip.md5,
-        ),
+    filters = Filters(
+        min_width=settings.min_width,
+        min_height=settings.min_height,
+        max_pixels=settings.max_pixels,
+        skip_sha256=skip.sha256,
+        skip_md5=skip.md5,
     )
+    shared = {f.name for f in dataclasses.fields(DownloadRules) if f.init} - {"filters"}
+    return DownloadRules(**{name: getattr(settings, name) for name in shared}, filters=filters)
 
 
 def defaults(command: str = "run") -> Settings:

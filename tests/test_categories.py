@@ -5,6 +5,7 @@ failed/ round trip of a csv list with its captions."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -21,6 +22,7 @@ import pytest
 from imgdl_watch import config
 from imgdl_watch.config import ConfigError, category_settings, download_rules, resolve
 from imgdl_watch.download.fetcher import Fetcher
+from imgdl_watch.download.rules import DownloadRules
 from imgdl_watch.inbox.lifecycle import NAMED_AS_CATEGORY, NOT_A_CATEGORY
 from imgdl_watch.job.job import Job
 from imgdl_watch.job.listformat import ListFormat, read_entries
@@ -151,6 +153,18 @@ def test_the_readme_says_which_keys_a_category_may_set() -> None:
         wanted = "≤ global" if option.limit else "yes" if option.per_job else ""
         assert cell == wanted, (option.name, cell)
         assert not option.limit or option.per_job
+
+
+def test_every_per_job_option_reaches_the_job() -> None:
+    """A per-job option takes effect through a field of the same name in
+    DownloadRules (which `download_rules` fills by name), the filters or the
+    job's options; marking one per_job without such a field would let a
+    category set what nothing reads."""
+    rules = {f.name for f in dataclasses.fields(DownloadRules) if f.init} - {"filters"}
+    elsewhere = {"min_width", "min_height", "max_pixels", "skip_sha256", "url_column"}
+    per_job = {o.name for o in config.OPTIONS if o.per_job}
+    assert rules <= per_job, "a DownloadRules field with no per-job option"
+    assert per_job <= rules | elsewhere, "mark per_job only what a job's downloads read"
 
 
 def test_a_forbidden_key_stops_the_daemon_at_start_with_one_line(tmp_path: Path) -> None:
