@@ -661,6 +661,22 @@ def resolve(
     return Settings(**values, config=config_path, categories=categories)
 
 
+def check_categories(settings: Settings) -> None:
+    """Each category's limits against the global values of `settings`: for a
+    reload, which applies some of a new file's values and keeps the others
+    running, so that no category ends above what runs."""
+    for category in settings.categories:
+        for key, value in category.values:
+            option = OPTION_BY_NAME[key]
+            ceiling = getattr(settings, key)
+            if option.limit and _above(option, value, ceiling):
+                shown = key.replace("_", "-")
+                raise ConfigError(
+                    f"[category.{category.name}]: {shown} = {value} is above the running"
+                    f" {shown} ({ceiling}), which a reload does not change: restart to raise it"
+                )
+
+
 def category_settings(settings: Settings, name: str) -> Settings:
     """The settings of a job of category `name`: the global ones, with the
     category's over them. Its headers come after the global ones (and so win

@@ -393,6 +393,14 @@ def test_a_reload_checks_categories_and_brings_new_ones(
         daemon.signal(signal.SIGHUP)
         failed = daemon.wait_event("config_reload_failed", count=2)
         assert "a category may not set log_file" in failed[1]["detail"]
+        # max_bytes is not reloaded: a category may not go above the running one.
+        cfg.write_text("per_host = 4\nmax_bytes = '64M'\n[category.art]\nmax_bytes = '40M'\n")
+        daemon.signal(signal.SIGHUP)
+        failed = daemon.wait_event("config_reload_failed", count=3)
+        assert (
+            "max-bytes = 41943040 is above the running max-bytes (33554432)"
+            in (failed[2]["detail"])
+        )
         cfg.write_text("per_host = 4\n[category.art]\n[category.new]\nmin_width = 1\n")
         daemon.signal(signal.SIGHUP)
         reloaded = daemon.wait_event("config_reloaded")

@@ -29,7 +29,14 @@ from functools import partial
 import structlog
 import trio
 
-from ..config import Settings, category_settings, download_rules, fetch_options, job_options
+from ..config import (
+    Settings,
+    category_settings,
+    check_categories,
+    download_rules,
+    fetch_options,
+    job_options,
+)
 from ..download.fetcher import Fetcher
 from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
@@ -218,6 +225,14 @@ class Daemon:
         try:
             new = self._reload()
             ensure_open_files(files_needed(new, jobs=new.max_jobs))
+            check_categories(
+                self.settings.replace(
+                    concurrency=new.concurrency,
+                    per_host=new.per_host,
+                    max_jobs=new.max_jobs,
+                    categories=new.categories,
+                )
+            )
         except Exception as exc:  # a bad edit must not stop a running daemon
             log.error("config_reload_failed", detail=str(exc))
             await self._notifier.ready()
