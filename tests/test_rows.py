@@ -82,7 +82,7 @@ def test_a_csv_list_without_a_url_column_cannot_run(tmp_path: Path) -> None:
         _entries(_write(tmp_path / "l.csv", b"link,caption\nhttp://a.example/1.jpg,x\n"))
     with pytest.raises(ListError, match="no 'src' column"):
         _entries(_write(tmp_path / "m.csv", b"url\nhttp://a.example/1.jpg\n"), url_column="src")
-    with pytest.raises(ListError, match="appears twice"):
+    with pytest.raises(ListError, match=r"names the column 'a' twice"):
         _entries(_write(tmp_path / "n.csv", b"url,a,a\nhttp://a.example/1.jpg,1,2\n"))
 
 

@@ -163,7 +163,9 @@ def parse_delimited(
             return
         except (csv.Error, _BadRow) as exc:
             if header is None:
-                raise ListError(f"its first row, the column names, cannot be read: {exc}") from None
+                raise ListError(
+                    f"the list's first row, its column names, cannot be read: {exc}"
+                ) from None
             reason = exc.reason if isinstance(exc, _BadRow) else "bad_row"
             yield InvalidLine(source.first_line, reason, source.first_excerpt())
             source.read_again()
@@ -191,14 +193,14 @@ def _header(cells: list[str], url_column: str | None) -> Header:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise ListError(f"its column {name!r} appears twice in the first row")
+            raise ListError(f"the list's first row names the column {name!r} twice")
         seen.add(name)
     column = url_column_of(names, url_column)
     if column is None:
         wanted = repr(url_column) if url_column else "url or image_url"
         shown = ", ".join(repr(n) for n in names[:10])
         raise ListError(
-            f"its first row names no {wanted} column (it names {shown}); "
+            f"the list's first row names no {wanted} column (it names {shown}); "
             "name the URLs' column in the first row, or set url_column"
         )
     return Header(tuple(names), names.index(column))
