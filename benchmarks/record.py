@@ -13,13 +13,11 @@ and nothing else running:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import time
 
 from benchmarks.corpus import make_image, seed_paths
-from imgdl_watch.download.body import DIMENSION_BYTES, Filters
-from imgdl_watch.download.imagecheck import dimensions
+from imgdl_watch.download.body import BodyRecord, Filters
 
 
 def _chunks(data: bytes, size: int) -> list[bytes]:
@@ -28,17 +26,11 @@ def _chunks(data: bytes, size: int) -> list[bytes]:
 
 def _record(chunks: list[bytes], filters: Filters) -> object:
     """The added work of one body: as `receive` does it, chunk by chunk, then once."""
-    start: list[bytes] = []
-    started = 0
-    sha256 = hashlib.sha256()
+    record = BodyRecord(md5=False)
     for chunk in chunks:
-        if started < DIMENSION_BYTES:
-            start.append(chunk)
-            started += len(chunk)
-        sha256.update(chunk)
-    size = dimensions(start[0] if len(start) == 1 else b"".join(start))
-    width, height = size if size is not None else (None, None)
-    return filters.verdict(sha256=sha256.hexdigest(), md5=None, width=width, height=height)
+        record.add(chunk)
+    sha256, md5, width, height = record.finish()
+    return filters.verdict(sha256=sha256, md5=md5, width=width, height=height)
 
 
 def main() -> None:

@@ -116,16 +116,8 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
     # tell the caller the type.
     want_head = checked or need_type
     head = b""
-    # The first chunks, for the image's size (references: no copy until the end).
-    start: list[bytes] = []
-    started = 0
-    sha256 = hashlib.sha256()
     filters = rules.filters
-    md5 = (
-        hashlib.md5(usedforsecurity=False)
-        if filters.skip_md5 and (length is None or length <= MD5_MAX_BYTES)
-        else None
-    )
+    record = BodyRecord(md5=bool(filters.skip_md5) and (length is None or length <= MD5_MAX_BYTES))
     sink = FileSink(dir_fd)
     try:
         async for chunk in answer.body:
@@ -133,15 +125,7 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
                 raise err.TooLarge(f"body is over the cap of {limit} bytes")
             if want_head and len(head) < SNIFF_BYTES:
                 head += chunk[: SNIFF_BYTES - len(head)]
-            if started < DIMENSION_BYTES:
-                start.append(chunk)
-                started += len(chunk)
-            sha256.update(chunk)
-            if md5 is not None:
-                if sink.size + len(chunk) > MD5_MAX_BYTES:
-                    md5 = None
-                else:
-                    md5.update(chunk)
+            record.add(chunk)
             await sink.write(chunk)
         if length is not None and sink.size < length:
             raise err.Truncated(f"{sink.size} of {length} bytes")
@@ -152,15 +136,8 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
             raise err.NotAnImage(f"Content-Type {content_type or 'missing'}")
         if checked and typed_image and (kind := disguised(head)) is not None:
             raise err.NotAnImage(f"Content-Type {content_type}, but the body is {kind}")
-        size = dimensions(start[0] if len(start) == 1 else b"".join(start))
-        width, height = size if size is not None else (None, None)
-        digest = sha256.hexdigest()
-        dropped = filters.verdict(
-            sha256=digest,
-            md5=md5.hexdigest() if md5 is not None else None,
-            width=width,
-            height=height,
-        )
+        digest, md5, width, height = record.finish()
+        dropped = filters.verdict(sha256=digest, md5=md5, width=width, height=height)
         if dropped is not None:
             raise err.Filtered(
                 *dropped,
@@ -174,6 +151,41 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
     except BaseException:
         sink.discard()
         raise
+
+
+class BodyRecord:
+    """What the report says of a body, gathered as it streams: its sha256 (and
+    md5, while small), and its first chunks for the image's width and height
+    (references: nothing is copied until the end)."""
+
+    __slots__ = ("_md5", "_sha256", "_size", "_start", "_started")
+
+    def __init__(self, *, md5: bool) -> None:
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self._start: list[bytes] = []
+        self._started = 0
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self._started < DIMENSION_BYTES:
+            self._start.append(chunk)
+            self._started += len(chunk)
+        self._sha256.update(chunk)
+        self._size += len(chunk)
+        if self._md5 is not None:
+            if self._size > MD5_MAX_BYTES:
+                self._md5 = None
+            else:
+                self._md5.update(chunk)
+
+    def finish(self) -> tuple[str, str | None, int | None, int | None]:
+        """(sha256, md5 or None, width, height) of the whole body."""
+        start = self._start
+        size = dimensions(start[0] if len(start) == 1 else b"".join(start))
+        width, height = size if size is not None else (None, None)
+        md5 = self._md5.hexdigest() if self._md5 is not None else None
+        return self._sha256.hexdigest(), md5, width, height
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:

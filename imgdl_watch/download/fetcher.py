@@ -324,24 +324,12 @@ class Fetcher:
 
         The host's limit hears how the host answered, once, as the slot goes back.
         A job with limits lower than the fetcher's (its category's concurrency
-        or per-host limit) takes its own slots first, so that waiting for them
-        holds none of the shared ones.
+        or per-host limit) takes its own slots first (`rules.JobLimits`), so
+        that waiting for them holds none of the shared ones.
         """
-        limiter = rules.limiter
-        if limiter is not None and limiter.total_tokens >= self._global.total_tokens:
-            limiter = None  # no lower than the shared limit: that alone holds
-        if limiter is None:
-            return await self._attempt_on_host(url, dir_fd, name, rules)
-        async with limiter:
-            return await self._attempt_on_host(url, dir_fd, name, rules)
-
-    async def _attempt_on_host(
-        self, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
-    ) -> tuple[str, Received]:
-        own = rules.hosts
-        if own is not None and own.ceiling >= self.hosts.ceiling:
-            own = None  # no lower than the shared limit: that alone holds
-        own_slot = await own.acquire(url.host) if own is not None else None
+        own = await rules.limits.acquire(
+            url.host, concurrency=self.concurrency, per_host=self.hosts.ceiling
+        )
         verdict = Verdict.NEUTRAL
         try:
             host_slot = await self.hosts.acquire(url.host)
@@ -363,9 +351,7 @@ class Fetcher:
             finally:
                 self.hosts.release(host_slot, verdict)
         finally:
-            if own_slot is not None:
-                assert own is not None
-                own.release(own_slot, verdict)
+            rules.limits.release(own, verdict)
 
     async def _follow(
         self, slot: int, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules

@@ -21,7 +21,7 @@ import trio
 
 from .body import BodyRules, Filters
 from .headers import RequestHeaders
-from .hostlimits import HostLimits
+from .hostlimits import HostLimits, HostSlot, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,7 @@ class DownloadRules:
     headers: RequestHeaders = field(init=False, repr=False, compare=False)
     body: BodyRules = field(init=False, repr=False, compare=False)
     timeouts: dict[str, Any] = field(init=False, repr=False, compare=False)
-    hosts: HostLimits | None = field(init=False, repr=False, compare=False)
-    limiter: trio.CapacityLimiter | None = field(init=False, repr=False, compare=False)
+    limits: JobLimits = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -80,9 +79,54 @@ class DownloadRules:
             },
         )
         # The job's own limits: one set per rules object, so per job.
-        set_(self, "hosts", HostLimits(self.per_host) if self.per_host else None)
-        set_(
-            self,
-            "limiter",
-            trio.CapacityLimiter(self.concurrency) if self.concurrency else None,
-        )
+        set_(self, "limits", JobLimits(concurrency=self.concurrency, per_host=self.per_host))
+
+
+class JobLimits:
+    """A job's own concurrency and per-host limits, taken before the fetcher's
+    shared ones, and only when lower than those (else the shared ones alone
+    hold, and this costs nothing). Plain methods, as `HostLimits`: this runs
+    once per attempt."""
+
+    __slots__ = ("_hosts", "_limiter")
+
+    def __init__(self, *, concurrency: int | None, per_host: int | None) -> None:
+        self._limiter = trio.CapacityLimiter(concurrency) if concurrency else None
+        self._hosts = HostLimits(per_host) if per_host else None
+
+    async def acquire(self, host: str, *, concurrency: int, per_host: int) -> _Held:
+        """Wait for this job's own slots under the shared `concurrency` and
+        `per_host`; give them back with `release`, in the same task."""
+        limiter = self._limiter
+        if limiter is not None and limiter.total_tokens >= concurrency:
+            limiter = None
+        hosts = self._hosts
+        if hosts is not None and hosts.ceiling >= per_host:
+            hosts = None
+        if limiter is None and hosts is None:
+            return _NOTHING  # nearly every download
+        if limiter is not None:
+            await limiter.acquire()
+        try:
+            slot = await hosts.acquire(host) if hosts is not None else None
+        except BaseException:
+            if limiter is not None:
+                limiter.release()
+            raise
+        return _Held(limiter, hosts, slot)
+
+    def release(self, held: _Held, verdict: Verdict) -> None:
+        if held.hosts is not None and held.slot is not None:
+            held.hosts.release(held.slot, verdict)
+        if held.limiter is not None:
+            held.limiter.release()
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    limiter: trio.CapacityLimiter | None
+    hosts: HostLimits | None
+    slot: HostSlot | None
+
+
+_NOTHING = _Held(None, None, None)

@@ -146,29 +146,9 @@ class Daemon:
 
     # -- jobs -------------------------------------------------------------
 
-    def _job(self, claim: Claim) -> Job:
-        """The job of a claim: with its category's settings, into its folder."""
-        settings = category_settings(self.settings, claim.category)
-        list_format = ListFormat.of(claim.original)
-        # A category's own (lower) concurrency is the number of slots its
-        # jobs may fill; else they follow the fetcher's, reloads included.
-        own_slots = settings.concurrency < self.settings.concurrency
-        return Job(
-            name=claim.job,
-            folder=claim.stem,
-            list_fd=claim.fd,
-            output=os.path.join(self.output, claim.category) if claim.category else self.output,
-            fetcher=self.fetcher,
-            options=job_options(settings),
-            rules=download_rules(settings),
-            list_format=list_format,
-            workers=settings.concurrency if own_slots else None,
-            report=ReportPaths(*self.inbox.parts_of(claim), format=list_format),
-        )
-
     async def _run_job(self, claim: Claim, slot_token: object) -> None:
         try:
-            job = self._job(claim)
+            job = _job_of(self, claim)
             self.jobs[claim.job] = job
             await job.run(_InboxEnd(self, claim))
         except Exception as exc:
@@ -262,6 +242,27 @@ class Daemon:
             categories=names,
         )
         await self._notifier.ready()
+
+
+def _job_of(daemon: Daemon, claim: Claim) -> Job:
+    """The job of a claim: with its category's settings, into its folder."""
+    settings = category_settings(daemon.settings, claim.category)
+    list_format = ListFormat.of(claim.original)
+    # A category's own (lower) concurrency is also the number of slots its
+    # jobs' workers fill; else they follow the fetcher's, reloads included.
+    own_slots = settings.concurrency < daemon.settings.concurrency
+    return Job(
+        name=claim.job,
+        folder=claim.stem,
+        list_fd=claim.fd,
+        output=os.path.join(daemon.output, claim.category) if claim.category else daemon.output,
+        fetcher=daemon.fetcher,
+        options=job_options(settings),
+        rules=download_rules(settings),
+        list_format=list_format,
+        workers=settings.concurrency if own_slots else None,
+        report=ReportPaths(*daemon.inbox.parts_of(claim), format=list_format),
+    )
 
 
 class _InboxEnd:
