@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from imgdl_watch.inbox.lifecycle import (
+    CATEGORY_NOT_A_FOLDER,
+    CATEGORY_SYMLINK,
     NOT_A_CATEGORY,
     NOT_A_LIST,
     Claim,
@@ -325,3 +327,27 @@ def test_a_numbered_list_keeps_its_whole_suffix(inbox: Inbox) -> None:
         "cats.report.jsonl",
     ]
     assert sorted(os.listdir(inbox.failed)) == ["cats.1.csv.gz", "cats.csv.gz"]
+
+
+def test_a_broken_category_folder_stops_nothing_else(tmp_path: Path) -> None:
+    # A user of the inbox may put a file, or a symlink to elsewhere, where a
+    # category's folder should be: that category's lists wait, with a reason;
+    # the top of the inbox and the other categories go on.
+    root = tmp_path / "inbox"
+    root.mkdir()
+    (root / "art").write_text("not a folder")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "processing").mkdir(parents=True)
+    (elsewhere / "taken.txt").write_text("x")
+    (root / "pics").symlink_to(elsewhere)
+    inbox = Inbox(str(root), categories=["art", "pics", "ok"])
+    inbox.ensure_layout()  # no error: the scan reports
+    (root / "top.txt").write_text("x")
+    (root / "ok" / "fine.csv").write_text("url\n")
+    found, ignored = inbox.scan()
+    assert sorted(found) == ["ok/fine.csv", "top.txt"]
+    assert sorted(ignored) == [("art", CATEGORY_NOT_A_FOLDER), ("pics", CATEGORY_SYMLINK)]
+    assert inbox.leftovers() == []
+    assert inbox.claim("pics/taken.txt") is None  # never through the symlink
+    assert (elsewhere / "taken.txt").exists()
+    assert inbox.claim("ok/fine.csv") is not None

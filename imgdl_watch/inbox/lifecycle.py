@@ -73,6 +73,8 @@ _OWN_FOLDERS = (PROCESSING, DONE, FAILED)
 NOT_A_LIST = "not a regular list file (*.txt, *.csv, *.tsv, *.jsonl, optionally .gz or .zst)"
 NOT_A_CATEGORY = "a folder that no category of the config names"
 NAMED_AS_CATEGORY = "a top-level list may not be named after a category (its output folder)"
+CATEGORY_SYMLINK = "a category's folder, but a symlink: not followed, its lists wait"
+CATEGORY_NOT_A_FOLDER = "a category's name, but not a folder: its lists wait"
 
 
 def is_list_name(name: str) -> bool:
@@ -170,19 +172,49 @@ class Inbox:
         return [os.path.join(self.root, name) for name in self.categories]
 
     def ensure_layout(self) -> None:
+        """Make the inbox's folders, and its categories' where it can: a
+        category's folder that cannot be one (a file, a symlink, planted by a
+        user of the inbox) is the scan's to report, and stops nothing else."""
         for folder in (self.root, self.processing, self.done, self.failed, self.state, self.locks):
             os.makedirs(folder, exist_ok=True)
         for name in self.categories:
-            self._of(name).ensure_layout()
+            self._of(name).usable()
+
+    def usable(self) -> str | None:
+        """A category's inbox: make its folders if need be; why it cannot be
+        used (a symlink, not a folder), or None."""
+        try:
+            st = os.lstat(self.root)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            return CATEGORY_SYMLINK
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            return CATEGORY_NOT_A_FOLDER
+        try:
+            for folder in (self.root, self.processing, self.done, self.failed, self.locks):
+                os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            return f"{CATEGORY_NOT_A_FOLDER}: {exc.strerror}"
+        return None
 
     def scan(self) -> tuple[dict[str, Seen], list[tuple[str, str]]]:
         """Lists in the inbox and its categories with their stat (a category's
-        as `art/cats.txt`), and entries that are ignored, with why."""
+        as `art/cats.txt`), and entries that are ignored, with why (a
+        category's folder that cannot be used among them)."""
         found: dict[str, Seen] = {}
         ignored: list[tuple[str, str]] = []
         self._scan_folder(found, ignored)
         for name in self.categories:
-            self._of(name)._scan_folder(found, ignored)
+            category = self._of(name)
+            problem = category.usable()
+            if problem is not None:
+                ignored.append((name, problem))
+                continue
+            try:
+                category._scan_folder(found, ignored)
+            except OSError:
+                continue  # replaced while we looked: the next scan says how
         return found, ignored
 
     def _scan_folder(self, found: dict[str, Seen], ignored: list[tuple[str, str]]) -> None:
@@ -231,7 +263,8 @@ class Inbox:
         named as `scan` found it: `art/cats.txt`."""
         category, slash, rest = name.rpartition("/")
         if slash:
-            return self._of(category).claim(rest)
+            inbox = self._of(category)
+            return inbox.claim(rest) if inbox.usable() is None else None
         stem = job_stem(name)
         lock = try_lock(self.locks, stem + LOCK_SUFFIX)
         if lock is None:
@@ -261,10 +294,13 @@ class Inbox:
         daemon holds: ours to resume."""
         claims = self._leftovers()
         for name in self.categories:
+            category = self._of(name)
+            if category.usable() is not None:
+                continue  # the scan says why
             try:
-                claims.extend(self._of(name)._leftovers())
-            except FileNotFoundError:
-                continue  # a category's folder made by the next scan
+                claims.extend(category._leftovers())
+            except OSError:
+                continue  # replaced while we looked: the next scan says how
         return claims
 
     def _leftovers(self) -> list[Claim]:
