@@ -5,12 +5,26 @@ Each option is a flag (`--per-host`), an environment variable
 `per-host`). Precedence: flag > environment > file > default. Values are
 checked here, once, so that a bad one stops the program at start-up with one
 clear line (`ConfigError`) rather than somewhere deep inside it.
+
+**Categories.** A `[category.NAME]` table of the config file makes the inbox
+subfolder NAME a category: its lists run with the table's settings, into
+`OUTPUT/NAME/<stem>/`. A category may set only the options marked
+`per_job` (what shapes one job's downloads: headers, retries, timeouts,
+type, size and image filters), and an option marked `limit` no higher than
+its global value, so that nothing a category does (and so nothing a list
+dropped into it does) widens what the operator allowed. An option becomes
+settable per category by marking it; `category_settings` and the builders
+below do the rest: `download_rules` fills each field of `DownloadRules` from
+the setting of the same name, so a per-job download option needs its mark
+here and its field there, and nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import re
 import shlex
 import tomllib
@@ -18,9 +32,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .download.body import Filters
 from .download.durability import Durability
 from .download.fetcher import FetchOptions
 from .download.hostrules import HostRule, HostTable, is_host_name
+from .download.rules import DownloadRules
 from .job.job import JobOptions
 from .version import PROG, __version__
 
@@ -56,6 +72,18 @@ MAX_RATE_PER_HOST = 1000.0
 MAX_MIN_GAP_S = 3600.0
 # A bandwidth cap below this would stall every read (a read is up to 64 KiB).
 MIN_MAX_RATE = 1024
+# Pixels on a side: no image format in use goes past 2^16 (JPEG, WebP) or so.
+MAX_DIMENSION = 1 << 20
+# Width x height: a gigapixel panorama is 1e9; past this, nothing is a photo.
+MAX_PIXELS = 10**12
+# Digests in a --skip-sha256 file, at most: far more placeholders than exist.
+MAX_DIGESTS = 100_000
+# The shipped list of known placeholder images (`--skip-sha256`'s default).
+PLACEHOLDERS_FILE = os.path.join(os.path.dirname(__file__), "placeholders.txt")
+# A category's name: one folder name, plain (it is also a folder of OUTPUT).
+_CATEGORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Names a category may not take: the inbox's own folders.
+_RESERVED_FOLDERS = frozenset({"processing", "done", "failed"})
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
@@ -231,6 +259,47 @@ def user_agent_with(contact: str | None) -> str:
     return f"{USER_AGENT[:-1]}; {shown})"
 
 
+@dataclass(frozen=True, slots=True)
+class Digests:
+    """Known placeholder images, by the hex digest of their bytes."""
+
+    sha256: frozenset[str]
+    md5: frozenset[str]
+    source: str
+
+
+def _digests(text: str) -> Digests:
+    """A file of hex digests, one per line: 64 digits are a sha256, 32 an md5
+    (what imgur's placeholder is known by). `#` starts a comment."""
+    path = text.strip()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read(MAX_DIGESTS * 200).splitlines()
+    except FileNotFoundError:
+        raise ValueError(f"must name a file of sha256 digests; {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"must name a readable file of sha256 digests ({path}: {exc})") from None
+    sha256: set[str] = set()
+    md5: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        digest = line.split("#", 1)[0].strip().lower()
+        if not digest:
+            continue
+        if not re.fullmatch(r"[0-9a-f]{64}|[0-9a-f]{32}", digest):
+            raise ValueError(
+                f"must hold one sha256 (64 hex digits) or md5 (32) per line: "
+                f"line {number} of {path} is {_cut(line)!r}"
+            )
+        (sha256 if len(digest) == 64 else md5).add(digest)
+        if len(sha256) + len(md5) > MAX_DIGESTS:
+            raise ValueError(f"must hold at most {MAX_DIGESTS} digests ({path})")
+    return Digests(frozenset(sha256), frozenset(md5), path)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -252,6 +321,12 @@ class Option:
     # Options given any number of times: a repeated flag, a TOML array, or
     # one value per line of the environment variable. Parsed into a tuple.
     repeat: bool = False
+    # Options that shape one job's downloads: a `[category.NAME]` may set them.
+    per_job: bool = False
+    # A limit: a category may set it no higher than its global value.
+    limit: bool = False
+    # For a limit: 0 means none (the highest of all).
+    zero_is_none: bool = False
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -268,12 +343,16 @@ OPTIONS: tuple[Option, ...] = (
         _int_between(1, MAX_CONCURRENCY),
         32,
         "downloads in flight at once, across all jobs",
+        per_job=True,
+        limit=True,
     ),
     Option(
         "per_host",
         _int_between(1, MAX_CONCURRENCY),
         8,
         "downloads in flight at once to one host",
+        per_job=True,
+        limit=True,
     ),
     Option("max_jobs", _int_between(1, MAX_JOBS), 4, "lists processed at once", commands=("run",)),
     Option(
@@ -281,6 +360,7 @@ OPTIONS: tuple[Option, ...] = (
         _int_between(0, MAX_RETRIES),
         4,
         "retries of a failed download that a retry can fix",
+        per_job=True,
     ),
     Option(
         "max_bytes",
@@ -288,6 +368,8 @@ OPTIONS: tuple[Option, ...] = (
         32 * 1024**2,
         "largest image saved, in bytes (K, M, G, T suffixes)",
         "BYTES",
+        per_job=True,
+        limit=True,
     ),
     Option(
         "settle",
@@ -313,17 +395,35 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
         ("run", "fetch"),
     ),
-    Option("connect_timeout", _positive_float, 10.0, "seconds to connect", "SECONDS"),
-    Option("read_timeout", _positive_float, 30.0, "seconds a read may stall", "SECONDS"),
+    Option("connect_timeout", _positive_float, 10.0, "seconds to connect", "SECONDS", per_job=True),
+    Option(
+        "read_timeout", _positive_float, 30.0, "seconds a read may stall", "SECONDS", per_job=True
+    ),
     Option(
         "total_timeout",
         _positive_float,
         300.0,
         "seconds one download attempt may take in all",
         "SECONDS",
+        per_job=True,
     ),
-    Option("max_redirects", _int_between(0, MAX_REDIRECTS), 10, "redirects followed per download"),
-    Option("any_type", _bool, False, "save any Content-Type, not only images", "BOOL", switch=True),
+    Option(
+        "max_redirects",
+        _int_between(0, MAX_REDIRECTS),
+        10,
+        "redirects followed per download",
+        per_job=True,
+        limit=True,
+    ),
+    Option(
+        "any_type",
+        _bool,
+        False,
+        "save any Content-Type, not only images",
+        "BOOL",
+        switch=True,
+        per_job=True,
+    ),
     Option(
         "block_private",
         _bool,
@@ -338,6 +438,7 @@ OPTIONS: tuple[Option, ...] = (
         USER_AGENT,
         "User-Agent header sent with each request (the default carries --contact)",
         "TEXT",
+        per_job=True,
     ),
     Option(
         "contact",
@@ -393,6 +494,49 @@ OPTIONS: tuple[Option, ...] = (
         "another request header, such as 'Referer: https://example.com/' (repeat for more)",
         "HEADER",
         repeat=True,
+        per_job=True,
+    ),
+    Option(
+        "min_width",
+        _int_between(0, MAX_DIMENSION),
+        0,
+        "drop an image narrower than this many pixels (read from its header; 0: off)",
+        per_job=True,
+    ),
+    Option(
+        "min_height",
+        _int_between(0, MAX_DIMENSION),
+        0,
+        "drop an image shorter than this many pixels (read from its header; 0: off)",
+        per_job=True,
+    ),
+    Option(
+        "max_pixels",
+        _int_between(0, MAX_PIXELS),
+        0,
+        "drop an image of more pixels than this, width x height from its header"
+        " (a decompression-bomb bound; 0: off)",
+        per_job=True,
+        limit=True,
+        zero_is_none=True,
+    ),
+    Option(
+        "skip_sha256",
+        _digests,
+        None,
+        "drop images whose sha256 (or md5) is listed in FILE, one per line: known"
+        " placeholders ('image removed'); /dev/null for none",
+        "FILE",
+        per_job=True,
+    ),
+    Option(
+        "url_column",
+        _text,
+        None,
+        "the column (csv, tsv) or key (jsonl) of a list that holds the URLs"
+        " (default: url or image_url, in any case)",
+        "NAME",
+        per_job=True,
     ),
     Option(
         "durability",
@@ -545,12 +689,28 @@ class Settings:
     on_disk_full: str | None
     hook_timeout: float
     notify: tuple[str, ...]
+    min_width: int
+    min_height: int
+    max_pixels: int
+    # None: the shipped list (`PLACEHOLDERS_FILE`).
+    skip_sha256: Digests | None
+    url_column: str | None
     # The config file's `[hosts]` table (from the file only).
     hosts: HostTable = dataclasses.field(default_factory=HostTable)
     config: str | None = None
+    # The `[category.NAME]` tables of the config file, checked.
+    categories: tuple[Category, ...] = ()
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """An inbox subfolder that the config names, and the options it sets."""
+
+    name: str
+    values: tuple[tuple[str, Any], ...]
 
 
 def env_name(name: str) -> str:
@@ -567,6 +727,7 @@ _WANTED: Final = {
     "CMD": "a command line",
     "URL": "an Apprise URL",
     "RATE": "a number of requests per second",
+    "FILE": "a file of sha256 digests",
 }
 
 
@@ -647,6 +808,60 @@ def host_table(raw: Any, where: str) -> HostTable:
     return HostTable(rules)
 
 
+def _read_categories(raw: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
+    """The `[category.NAME]` tables, each checked for its name and keys; values
+    are parsed by `_category`, once the global ones are known."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: category must be a table of [category.NAME] tables")
+    found = []
+    for name, table in raw.items():
+        where = f"config file {path}: [category.{name}]"
+        if not _CATEGORY_NAME.fullmatch(name) or name.lower() in _RESERVED_FOLDERS:
+            raise ConfigError(
+                f"{where}: a category's name is its inbox folder's: letters, digits, '.', '-'"
+                " and '_', not starting with '.', and none of processing, done, failed"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table of options")
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            option = OPTION_BY_NAME.get(key.replace("-", "_"))
+            if option is None:
+                raise ConfigError(f"{where}: unknown key {key!r}")
+            if not option.per_job:
+                raise ConfigError(
+                    f"{where}: a category may not set {key} (only per-job options: "
+                    + ", ".join(o.name for o in OPTIONS if o.per_job)
+                    + ")"
+                )
+            values[option.name] = value
+        found.append((name, values))
+    return found
+
+
+def _category(name: str, raw: dict[str, Any], path: str, values: Mapping[str, Any]) -> Category:
+    """A category's options, parsed, with each limit checked against its global value."""
+    where = f"config file {path}: [category.{name}]"
+    parsed: dict[str, Any] = {}
+    for key, raw_value in raw.items():
+        option = OPTION_BY_NAME[key]
+        value = _parse(option, raw_value, where)
+        if option.limit and _above(option, value, values[key]):
+            shown = key.replace("_", "-")
+            raise ConfigError(
+                f"{where}: {shown} = {raw_value} is above the global {shown} ({values[key]}):"
+                " a category may lower a limit, never raise it"
+            )
+        parsed[key] = value
+    return Category(name, tuple(sorted(parsed.items())))
+
+
+def _above(option: Option, value: Any, ceiling: Any) -> bool:
+    if option.zero_is_none:
+        return bool(ceiling) and (not value or value > ceiling)
+    return bool(value > ceiling)
+
+
 def resolve(
     command: str,
     flags: Mapping[str, Any],
@@ -658,10 +873,14 @@ def resolve(
     config_path = config_path or env.get(env_name("config"))
     file_values: dict[str, Any] = {}
     hosts = HostTable()
+    raw_categories: list[tuple[str, dict[str, Any]]] = []
     if config_path:
         for key, value in read_config_file(config_path).items():
             if key == "hosts":
                 hosts = host_table(value, f"config file {config_path}")
+                continue
+            if key == "category":
+                raw_categories = _read_categories(value, config_path)
                 continue
             name = key.replace("-", "_")
             if name not in OPTION_BY_NAME:
@@ -693,7 +912,61 @@ def resolve(
         if "@" in contact and not contact.lower().startswith("http") and "from" not in names:
             # RFC 9110 10.1.2: the From header is how a robot names its operator.
             values["header"] = (*values["header"], ("From", contact))
-    return Settings(**values, hosts=hosts, config=config_path)
+    categories = tuple(
+        _category(name, raw, config_path or "", values) for name, raw in raw_categories
+    )
+    return Settings(**values, hosts=hosts, config=config_path, categories=categories)
+
+
+def check_categories(settings: Settings) -> None:
+    """Each category's limits against the global values of `settings`: for a
+    reload, which applies some of a new file's values and keeps the others
+    running, so that no category ends above what runs."""
+    for category in settings.categories:
+        for key, value in category.values:
+            option = OPTION_BY_NAME[key]
+            ceiling = getattr(settings, key)
+            if option.limit and _above(option, value, ceiling):
+                shown = key.replace("_", "-")
+                raise ConfigError(
+                    f"[category.{category.name}]: {shown} = {value} is above the running"
+                    f" {shown} ({ceiling}), which a reload does not change: restart to raise it"
+                )
+
+
+def category_settings(settings: Settings, name: str) -> Settings:
+    """The settings of a job of category `name`: the global ones, with the
+    category's over them. Its headers come after the global ones (and so win
+    for a name both set). An unknown name gives the global settings."""
+    for category in settings.categories:
+        if category.name == name:
+            changes = dict(category.values)
+            if "header" in changes:
+                changes["header"] = settings.header + changes["header"]
+            return settings.replace(**changes)
+    return settings
+
+
+@functools.cache
+def shipped_placeholders() -> Digests:
+    """The placeholders `--skip-sha256` drops when it is not set."""
+    return _digests(PLACEHOLDERS_FILE)
+
+
+def download_rules(settings: Settings) -> DownloadRules:
+    """What shapes one job's downloads (`settings` as `category_settings` gives
+    them): each field of `DownloadRules` from the setting of the same name, so
+    that a new per-job option needs only its field there and its mark here."""
+    skip = settings.skip_sha256 or shipped_placeholders()
+    filters = Filters(
+        min_width=settings.min_width,
+        min_height=settings.min_height,
+        max_pixels=settings.max_pixels,
+        skip_sha256=skip.sha256,
+        skip_md5=skip.md5,
+    )
+    shared = {f.name for f in dataclasses.fields(DownloadRules) if f.init} - {"filters"}
+    return DownloadRules(**{name: getattr(settings, name) for name in shared}, filters=filters)
 
 
 def defaults(command: str = "run") -> Settings:
@@ -711,4 +984,8 @@ def fetch_options(settings: Settings) -> FetchOptions:
 
 
 def job_options(settings: Settings) -> JobOptions:
-    return JobOptions(progress_interval_s=settings.progress_interval, min_free=settings.min_free)
+    return JobOptions(
+        progress_interval_s=settings.progress_interval,
+        min_free=settings.min_free,
+        url_column=settings.url_column,
+    )

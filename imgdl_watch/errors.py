@@ -41,8 +41,12 @@ the job for the next run.
 `AlreadyThere` is not a failure either: the name is taken in the folder,
 and the URL counts as skipped.
 
+`Filtered` is not a failure either: the image came whole, and a filter
+(`--min-width`, `--max-pixels`, `--skip-sha256`, ...) dropped it before it
+was published. It is not retried, and not listed in failed/.
+
 `JobError` is not a download's: the list as a whole cannot run (its
-`reason`: `list_unreadable`, `folder_error`).
+`reason`: `list_unreadable`, `bad_header`, `folder_error`).
 """
 
 from __future__ import annotations
@@ -199,6 +203,36 @@ class JobError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+class Filtered(Exception):
+    """An image dropped by a filter. `reason`: `placeholder`, `too_small` or
+    `too_many_pixels`; what was known of the image comes with it."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        sha256: str,
+        width: int | None,
+        height: int | None,
+        size: int,
+        content_type: str | None,
+    ) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.sha256 = sha256
+        self.width = width
+        self.height = height
+        self.size = size
+        self.content_type = content_type
+        # Attempts made; the fetcher sets it.
+        self.attempts = 0
+
+    @property
+    def detail(self) -> str:
+        return str(self)
 
 
 class Interrupted(Exception):

@@ -31,6 +31,18 @@ HASH_CHARS = 8
 # ("cats.99999.report.jsonl"). The hidden part files (".cats.report.part")
 # need less.
 JOB_NAME_ROOM = len(".99999.report.jsonl")
+# What a list's name ends with: its format, then optionally its compression
+# (`cats.csv.gz`). Longest first, so that `.csv.gz` is found before `.gz`
+# could be taken for anything.
+LIST_FORMATS = (".txt", ".csv", ".tsv", ".jsonl")
+LIST_COMPRESSIONS = (".gz", ".zst")
+LIST_SUFFIXES = tuple(
+    sorted(
+        (fmt + comp for fmt in LIST_FORMATS for comp in ("", *LIST_COMPRESSIONS)),
+        key=len,
+        reverse=True,
+    )
+)
 # The name used when nothing usable is left of the URL's last segment.
 FALLBACK_NAME = "image"
 FALLBACK_JOB = "list"
@@ -188,12 +200,23 @@ def candidates(name: str) -> tuple[str, ...]:
     return (name, *(name + ext for ext in ADDED_EXTENSIONS))
 
 
+def list_suffix(file_name: str) -> str | None:
+    """The list suffix that `file_name` ends with, as spelled there
+    (`cats.CSV.gz` → `.CSV.gz`), or None when it is not a list's name."""
+    lower = file_name.lower()
+    for suffix in LIST_SUFFIXES:
+        if lower.endswith(suffix) and len(file_name) > len(suffix):
+            return file_name[-len(suffix) :]
+    return None
+
+
 def job_stem(file_name: str) -> str:
-    """The job name for a list file: its stem, made safe (`cats.txt` → `cats`).
+    """The job name for a list file: its stem, made safe (`cats.csv.gz` → `cats`).
 
     A long stem is cut short, so that every name built from it still fits.
     """
-    stem = file_name[:-4] if file_name.lower().endswith(".txt") else file_name
+    suffix = list_suffix(file_name)
+    stem = file_name[: -len(suffix)] if suffix else file_name
     return safe_name(stem, fallback=FALLBACK_JOB, reserve=JOB_NAME_ROOM)
 
 

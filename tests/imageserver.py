@@ -28,6 +28,8 @@ what was fetched and how often. Routes, by the first path segment:
     /typeless/...            200 with no Content-Type, JPEG magic bytes
     /noai/...                X-Robots-Tag: noai and a 64 MB Content-Length, then the body
                              streamed until the client hangs up (`noai_body_bytes`)
+    /file/NAME               200, the bytes and Content-Type a test put in `files[NAME]`
+                             (404 when there are none)
     any other *.jpg, *.png…  200, as /img/ (so the seed list works with its host pointed here)
 """
 
@@ -215,6 +217,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif route == "gzip":
             self._send(200, GZIP_BOMB, "image/jpeg", Content_Encoding="gzip")
+        elif route == "file":
+            found = self.server.files.get("/".join(seg[1:]))
+            if found is None:
+                self._send(404, b"not here", "text/plain")
+            else:
+                self._send(200, found[0], found[1])
         elif route == "slow":
             time.sleep(int(seg[1]) / 1000)
             self._send(200, image_bytes(path))
@@ -241,6 +249,8 @@ class ImageServer(ThreadingHTTPServer):
             )
             self.scheme = "https"
         self.counts: Counter[str] = Counter()
+        # What /file/NAME serves: (bytes, Content-Type), set by a test.
+        self.files: dict[str, tuple[bytes, str]] = {}
         self.headers_seen: list[dict[str, str]] = []
         # Each request's headers as sent: every one, in order, as spelled.
         self.header_items: list[list[tuple[str, str]]] = []

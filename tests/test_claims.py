@@ -107,15 +107,23 @@ class Setup:
             env={"PYTHONDONTWRITEBYTECODE": "1", "HOME": str(self.root)},
         )
 
-    def drop(self, name: str, text: str) -> None:
-        """alice drops a list: written aside with umask 022, then renamed in."""
-        aside = self.inbox / f".{name}.part"
+    def drop(self, name: str, text: str, *, category: str = "") -> None:
+        """alice drops a list: written aside with umask 022, then renamed in
+        (into a category's folder, with `category`)."""
+        folder = self.inbox / category if category else self.inbox
+        aside = folder / f".{name}.part"
         aside.write_text(text)
         os.chown(aside, ALICE_UID, GROUP_GID)
         os.chmod(aside, 0o644)
         old = time.time() - OLD_S
         os.utime(aside, (old, old))
-        os.rename(aside, self.inbox / name)
+        os.rename(aside, folder / name)
+
+    def config(self, text: str) -> str:
+        path = self.root / "config.toml"
+        path.write_text(text)
+        os.chmod(path, 0o644)
+        return str(path)
 
 
 @pytest.fixture(params=["root", "service-user"])
@@ -280,3 +288,97 @@ def test_redrops_of_one_stem_racing_with_claims_lose_nothing(
     assert len(intervals) == rounds
     for (_, end), (start, _) in itertools.pairwise(intervals):
         assert end <= start
+
+
+def test_two_daemons_take_each_list_of_a_category_once(server: ImageServer, setup: Setup) -> None:
+    """As the first test, with categories: 160 lists, half at the top and half in
+    `art/` under the very same names (so `art/listN` and `listN` are distinct
+    stems of the same name), csv and txt, raced for by two daemons."""
+    _check_preconditions(setup)
+    config = setup.config("[category.art]\nretries = 1\n")
+    lists = 80
+    expected: dict[str, dict[str, str]] = {"": {}, "art": {}}
+    first = setup.daemon("first", *CONTEND, "--config", config)
+    second = setup.daemon("second", *CONTEND, "--config", config)
+    try:
+        first.wait_event("daemon_started")
+        second.wait_event("daemon_started")
+        for n in range(lists):
+            for category in ("", "art"):
+                url = f"{server.base}/img/{category or 'top'}/c{n}.jpg"
+                name, text = (
+                    (f"list{n:03}.csv", f"url,n\n{url},{n}\n")
+                    if n % 2
+                    else (f"list{n:03}.txt", url + "\n")
+                )
+                expected[category][name] = text
+                setup.drop(name, text, category=category)
+
+        def all_done(_: object) -> bool:
+            finished = len(first.events("job_finished")) + len(second.events("job_finished"))
+            return finished >= 2 * lists
+
+        first.wait_for(all_done, timeout=90)
+    finally:
+        _stop_both(first, second)
+    jobs = [e["job"] for e in first.events("job_finished") + second.events("job_finished")]
+    stems = [f"list{n:03}" for n in range(lists)]
+    assert sorted(jobs) == sorted([*stems, *(f"art/{s}" for s in stems)])  # each exactly once
+    assert first.events("job_finished") and second.events("job_finished")
+    assert _lists(setup.inbox / "done") == expected[""]
+    assert _lists(setup.inbox / "art" / "done") == expected["art"]
+    assert len(server.counts) == 2 * lists and set(server.counts.values()) == {1}
+    for n in range(lists):
+        for category, parent in (
+            ("", setup.root / "downloads"),
+            ("art", setup.root / "downloads" / "art"),
+        ):
+            saved = parent / f"list{n:03}" / f"c{n}.jpg"
+            assert saved.read_bytes() == image_bytes(f"/img/{category or 'top'}/c{n}.jpg")
+
+
+def test_settle_and_resume_in_a_category(server: ImageServer, setup: Setup) -> None:
+    """A category's list written slowly in place is one job, as at the top; a
+    daemon killed mid-job leaves it in the category's processing/, and the
+    other daemon resumes it without fetching its finished images again."""
+    _check_preconditions(setup)
+    config = setup.config("[category.art]\nconcurrency = 2\n")
+    slow = setup.daemon("slow", "--config", config, "--settle", "0.6")
+    try:
+        slow.wait_event("daemon_started")
+        target = setup.inbox / "art" / "slowly.txt"
+        with open(target, "w") as handle:
+            for i in range(5):
+                handle.write(f"{server.base}/img/settle/{i}.jpg\n")
+                handle.flush()
+                time.sleep(0.25)  # pauses shorter than --settle
+        finished = slow.wait_event("job_finished")
+        assert (finished[0]["job"], finished[0]["ok"]) == ("art/slowly", 5)
+        assert len(slow.events("job_started")) == 1
+        urls = [f"{server.base}/slow/200/k{i}.jpg" for i in range(30)]
+        setup.drop("kill.txt", "\n".join(urls) + "\n", category="art")
+        slow.wait_event("download_ok", count=5 + 4)
+        slow.kill()
+    finally:
+        if slow.proc.poll() is None:
+            slow.kill()
+    done_before = {e["url"] for e in slow.events("download_ok")}
+    left = [n for n in os.listdir(setup.inbox / "art" / "processing") if not n.startswith(".")]
+    assert left == ["kill.txt"]  # (with its report's hidden parts, which the resume rewrites)
+    other = setup.daemon("other", "--config", config)
+    try:
+        finished = other.wait_event("job_finished", timeout=60)
+    finally:
+        _stop_both(other)
+    assert [e["job"] for e in other.events("job_resumed")] == ["art/kill"]
+    assert finished[0]["job"] == "art/kill" and finished[0]["failed"] == 0
+    assert finished[0]["ok"] + finished[0]["skipped"] == 30
+    for url in urls:
+        path = url[len(server.base) :]
+        assert server.counts[path] == 1 if url in done_before else server.counts[path] <= 2
+    folder = setup.root / "downloads" / "art" / "kill"
+    assert sorted(os.listdir(folder)) == sorted(f"k{i}.jpg" for i in range(30))
+    assert _lists(setup.inbox / "art" / "done") == {
+        "slowly.txt": "".join(f"{server.base}/img/settle/{i}.jpg\n" for i in range(5)),
+        "kill.txt": "\n".join(urls) + "\n",
+    }

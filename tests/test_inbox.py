@@ -7,22 +7,35 @@ from pathlib import Path
 
 import pytest
 
-from imgdl_watch.inbox.lifecycle import Claim, Inbox, is_list_name
+from imgdl_watch.inbox.lifecycle import (
+    CATEGORY_NOT_A_FOLDER,
+    CATEGORY_SYMLINK,
+    NOT_A_CATEGORY,
+    NOT_A_LIST,
+    Claim,
+    Inbox,
+    is_list_name,
+)
 from imgdl_watch.inbox.settle import Seen, SettleTracker
 
 
 def test_list_names() -> None:
     assert is_list_name("cats.txt") and is_list_name("CATS.TXT")
+    for name in ("cats.csv", "cats.tsv", "cats.jsonl", "cats.csv.gz", "c.JSONL.ZST", "c.txt.gz"):
+        assert is_list_name(name), name
     for name in (
         ".cats.txt",
         "~cats.txt",
         "#cats.txt#",
         "cats.txt~",
         "cats.txt.swp",
-        "cats.csv",
+        "cats.xlsx",
+        "cats.gz",
+        "cats.csv.bz2",
+        ".csv",
         ".#cats.txt",
     ):
-        assert not is_list_name(name)
+        assert not is_list_name(name), name
 
 
 def test_settle_waits_for_quiet_and_takes_old_files_at_once() -> None:
@@ -51,13 +64,20 @@ def test_scan_ignores_symlinks_dirs_and_others(inbox: Inbox, tmp_path: Path) -> 
     root = Path(inbox.root)
     (root / "a.txt").write_text("x")
     (root / "b.csv").write_text("x")
+    (root / "c.xlsx").write_text("x")
     (root / "dir.txt").mkdir()
+    (root / "photos").mkdir()  # a folder that no category names
     (tmp_path / "secret").write_text("x")
     os.symlink(tmp_path / "secret", root / "link.txt")
     (root / ".hidden.txt").write_text("x")
     found, ignored = inbox.scan()
-    assert list(found) == ["a.txt"]
-    assert sorted(ignored) == ["b.csv", "dir.txt", "link.txt"]
+    assert sorted(found) == ["a.txt", "b.csv"]
+    assert sorted(ignored) == [
+        ("c.xlsx", NOT_A_LIST),
+        ("dir.txt", NOT_A_LIST),
+        ("link.txt", NOT_A_LIST),
+        ("photos", NOT_A_CATEGORY),
+    ]
 
 
 def test_claim_is_exclusive_and_finish_never_overwrites(inbox: Inbox) -> None:
@@ -247,3 +267,87 @@ def test_a_list_with_the_longest_name_finishes_twice(inbox: Inbox, name: str) ->
     assert (Path(inbox.done) / kept).read_text() == "one\n"
     assert sorted(os.listdir(inbox.failed)) == sorted([kept, f"{kept_stem}.1.txt"])
     assert os.listdir(inbox.processing) == []
+
+
+def test_a_category_is_an_inbox_of_its_own(tmp_path: Path) -> None:
+    inbox = Inbox(str(tmp_path / "inbox"), categories=["art"])
+    inbox.ensure_layout()
+    root = Path(inbox.root)
+    (root / "cats.txt").write_text("top\n")
+    (root / "art" / "cats.txt").write_text("art\n")
+    (root / "art" / "dogs.csv.gz").write_text("x")
+    (root / "art" / "sub").mkdir()
+    found, ignored = inbox.scan()
+    assert sorted(found) == ["art/cats.txt", "art/dogs.csv.gz", "cats.txt"]
+    assert ignored == [("art/sub", NOT_A_LIST)]
+    # `art/cats` and `cats` are distinct stems: both may run at once.
+    top = inbox.claim("cats.txt")
+    art = inbox.claim("art/cats.txt")
+    assert top is not None and art is not None
+    assert (top.job, art.job, art.stem, art.category) == ("cats", "art/cats", "cats", "art")
+    assert top.lock.path != art.lock.path
+    assert art.path == str(root / "art" / "processing" / "cats.txt")
+    # Another format of a stem that runs waits, in a category as at the top.
+    (root / "art" / "cats.csv").write_text("url\n")
+    assert inbox.claim("art/cats.csv") is None
+    for claim in (top, art):
+        parts = inbox.parts_of(claim)
+        Path(parts.report).write_text("{}\n")
+        Path(parts.failed).write_text("x\n")
+        inbox.finish(claim, failed=1)
+        claim.release()
+    assert (root / "done" / "cats.txt").read_text() == "top\n"
+    assert (root / "art" / "done" / "cats.txt").read_text() == "art\n"
+    assert sorted(os.listdir(root / "art" / "failed")) == ["cats.txt"]
+    # A list left in a category's processing/ by a dead daemon is resumed, and
+    # a list of its stem in another format waits for it.
+    (root / "art" / "processing" / "left.jsonl").write_text("{}\n")
+    (root / "art" / "left.csv").write_text("url\n")
+    assert inbox.claim("art/left.csv") is None
+    (left,) = inbox.leftovers()
+    assert (left.job, left.suffix) == ("art/left", ".jsonl")
+    left.release()
+
+
+def test_a_numbered_list_keeps_its_whole_suffix(inbox: Inbox) -> None:
+    root = Path(inbox.root)
+    for text in ("one\n", "two\n"):
+        (root / "cats.csv.gz").write_text(text)
+        claim = inbox.claim("cats.csv.gz")
+        assert claim is not None
+        parts = inbox.parts(claim.stem)
+        Path(parts.report).write_text("{}\n")
+        Path(parts.failed).write_text("x\n")
+        inbox.finish(claim, failed=1)
+        claim.release()
+    assert sorted(os.listdir(inbox.done)) == [
+        "cats.1.csv.gz",
+        "cats.1.report.jsonl",
+        "cats.csv.gz",
+        "cats.report.jsonl",
+    ]
+    assert sorted(os.listdir(inbox.failed)) == ["cats.1.csv.gz", "cats.csv.gz"]
+
+
+def test_a_broken_category_folder_stops_nothing_else(tmp_path: Path) -> None:
+    # A user of the inbox may put a file, or a symlink to elsewhere, where a
+    # category's folder should be: that category's lists wait, with a reason;
+    # the top of the inbox and the other categories go on.
+    root = tmp_path / "inbox"
+    root.mkdir()
+    (root / "art").write_text("not a folder")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "processing").mkdir(parents=True)
+    (elsewhere / "taken.txt").write_text("x")
+    (root / "pics").symlink_to(elsewhere)
+    inbox = Inbox(str(root), categories=["art", "pics", "ok"])
+    inbox.ensure_layout()  # no error: the scan reports
+    (root / "top.txt").write_text("x")
+    (root / "ok" / "fine.csv").write_text("url\n")
+    found, ignored = inbox.scan()
+    assert sorted(found) == ["ok/fine.csv", "top.txt"]
+    assert sorted(ignored) == [("art", CATEGORY_NOT_A_FOLDER), ("pics", CATEGORY_SYMLINK)]
+    assert inbox.leftovers() == []
+    assert inbox.claim("pics/taken.txt") is None  # never through the symlink
+    assert (elsewhere / "taken.txt").exists()
+    assert inbox.claim("ok/fine.csv") is not None

@@ -25,7 +25,7 @@ async def test_real_watchfiles_pokes_on_a_new_list_and_stops_fast(
         await nursery.start(partial(watch, source=source, stop=stop), str(tmp_path), poked.set)
         # awatch registers its inotify watch before its first wait (in a thread).
         await trio.testing.wait_all_tasks_blocked()
-        (tmp_path / "ignored.csv").write_text("x")
+        (tmp_path / "ignored.xlsx").write_text("x")
         (tmp_path / ".hidden.txt").write_text("x")
         # Not a synchronisation: time for a poke that must not come (debounce 200 ms).
         await trio.sleep(0.3)

@@ -20,10 +20,11 @@ from functools import partial
 
 import trio
 
-from ..config import Settings, fetch_options, job_options
+from ..config import Settings, download_rules, fetch_options, job_options
 from ..download.fetcher import Fetcher
 from ..job.archive import Archive
 from ..job.job import Job
+from ..job.listformat import ListFormat
 from ..naming import job_stem
 from ..version import PROG
 from .common import (
@@ -91,15 +92,18 @@ async def _run_lists(
     archive: Archive | None,
 ) -> bool:
     all_ok = True
+    rules = download_rules(settings)
     for path, fd in lists:
-        stem = job_stem(os.path.basename(path))
+        name = os.path.basename(path)
         job = Job(
-            name=stem,
+            name=job_stem(name),
             list_fd=fd,
             output=output,
             fetcher=fetcher,
             options=job_options(settings),
             archive=archive,
+            rules=rules,
+            list_format=ListFormat.of(name),
         )
         if view is not None:
             view.add(job.summary)

@@ -84,7 +84,7 @@ class ProgressView:
             self._progress.update(
                 bar.task,
                 total=summary.found if summary.listed else None,
-                completed=summary.done + summary.failed,
+                completed=summary.done + summary.failed + summary.filtered,
                 mb=_mb(summary.bytes),
                 rate=bar.rate,
             )
@@ -103,6 +103,7 @@ def summary_paragraph(summaries: list[JobSummary], output: str) -> str:
     ok = sum(s.ok for s in summaries)
     skipped = sum(s.skipped for s in summaries)
     reused = sum(s.reused for s in summaries)
+    filtered = sum(s.filtered for s in summaries)
     failed = sum(s.failed for s in summaries)
     invalid = sum(s.invalid for s in summaries)
     size = sum(s.bytes for s in summaries)
@@ -114,6 +115,9 @@ def summary_paragraph(summaries: list[JobSummary], output: str) -> str:
     )
     if reused:
         text += f" {reused} came from the archive (--archive), not fetched."
+    if filtered:
+        were = "was" if filtered == 1 else "were"
+        text += f" {filtered} {were} dropped by a filter (a placeholder, too small, too large)."
     if failed or invalid:
         lines = "line was not a valid URL" if invalid == 1 else "lines were not valid URLs"
         text += (

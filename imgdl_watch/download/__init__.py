@@ -1,13 +1,14 @@
 """The download side: one URL to one file, byte for byte.
 
     fetcher       the download: retries, one attempt under the limits, redirects
+    rules         what one job may shape of its downloads (`DownloadRules`)
     transports    how a request reaches its server: a slot's connections, or a proxy
     connections   a download slot's own keep-alive connections, with no pool
     headers       the headers of each request, and who gets credentials
     redirects     where a redirect leads, and whether we may go there
     translate     httpx's and httpcore's exceptions, translated into ours
-    body          receiving a body: whole, within the cap, and an image
-    imagecheck    is it an image: Content-Type and magic bytes
+    body          receiving a body: whole, within the cap, an image, hashed, filtered
+    imagecheck    is it an image, and how large: Content-Type, magic bytes, header
     filesink      writing it, so that a final name is only ever a whole file
     hostlimits    per-host concurrency that adapts to 429 and 503
     pacing        per-host request rate, minimum gap, and Retry-After pauses
@@ -19,10 +20,11 @@
     retrypolicy   what is retried, and how long to wait first
     addressguard  --block-private: the addresses a download may connect to
 
-It knows neither the settings (`config` builds its `FetchOptions`), nor a
-job, nor a list.
+It knows neither the settings (`config` builds its `FetchOptions` and each
+job's `DownloadRules`), nor a job, nor a list.
 """
 
 from .fetcher import Downloaded, Fetcher, FetchOptions
+from .rules import DownloadRules
 
-__all__ = ["Downloaded", "FetchOptions", "Fetcher"]
+__all__ = ["DownloadRules", "Downloaded", "FetchOptions", "Fetcher"]

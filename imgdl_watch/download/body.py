@@ -9,20 +9,68 @@ A body counts as an image when its Content-Type is `image/*` or its first
 bytes are one (`imagecheck.sniff`); one that claims `image/*` but is markup
 or JSON (`imagecheck.disguised`) is not. `any_type` saves whatever comes.
 
-The body's sha256 is computed as it streams (never by reading the file
-back) and left on its sink (`FileSink.sha256`): the archive records it.
+While it streams, the body is hashed (sha256, for the report; md5 too for a
+small body when a placeholder is listed by its md5), and its first
+`DIMENSION_BYTES` are kept for its width and height, read from the header
+without decoding a pixel (`imagecheck.dimensions`). The `Filters` then
+decide, before anything is published, whether the image is kept:
+`Filtered` says why not, and the sink is discarded.
+The sha256 is also left on the sink (`FileSink.sha256`): the archive records it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import errors as err
 from .filesink import FileSink
-from .imagecheck import SNIFF_BYTES, disguised, is_image_type, sniff
+from .imagecheck import SNIFF_BYTES, dimensions, disguised, is_image_type, sniff
 from .transports import Answer
+
+# The first bytes of a body kept for reading its width and height: a JPEG's
+# size comes after its EXIF, ICC and XMP segments, which may be tens of KB.
+# Bodies up to this size are in memory anyway (`filesink.SPILL_BYTES`).
+DIMENSION_BYTES = 256 * 1024
+# Bodies up to this size are hashed with md5 as well, when a placeholder is
+# listed by its md5 (imgur's is known by it, as its ETag). Placeholders are
+# small; a photo larger than this pays for no second hash.
+MD5_MAX_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Images that are dropped, not saved. Zero (or empty) is off."""
+
+    min_width: int = 0
+    min_height: int = 0
+    # Width x height at most: a decompression-bomb bound, read from the header.
+    max_pixels: int = 0
+    # Known placeholders ("image removed"), by the hex digest of their bytes.
+    skip_sha256: frozenset[str] = frozenset()
+    skip_md5: frozenset[str] = frozenset()
+
+    def verdict(
+        self, *, sha256: str, md5: str | None, width: int | None, height: int | None
+    ) -> tuple[str, str] | None:
+        """(reason, detail) when the image is to be dropped, else None.
+
+        An image whose size its header does not tell (SVG, or a header past
+        `DIMENSION_BYTES`) passes the size filters: nothing says it fails them.
+        """
+        if sha256 in self.skip_sha256 or (md5 is not None and md5 in self.skip_md5):
+            which = f"sha256 {sha256}" if sha256 in self.skip_sha256 else f"md5 {md5}"
+            return "placeholder", f"{which} is a known placeholder"
+        if width is None or height is None:
+            return None
+        if self.max_pixels and width * height > self.max_pixels:
+            return "too_many_pixels", f"{width}x{height} is over {self.max_pixels} pixels"
+        if width < self.min_width or height < self.min_height:
+            return "too_small", (
+                f"{width}x{height} is under the minimum {self.min_width}x{self.min_height}"
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +81,7 @@ class BodyRules:
     max_bytes: int
     # Save any Content-Type, not only images.
     any_type: bool
+    filters: Filters = field(default_factory=Filters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +92,11 @@ class Received:
     content_type: str | None
     # The image type its first bytes show, when they were looked at.
     sniffed: str | None
+    # The hex sha256 of the bytes, as saved.
+    sha256: str = ""
+    # From the image's header; None when it does not tell.
+    width: int | None = None
+    height: int | None = None
 
 
 async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: bool) -> Received:
@@ -63,15 +117,16 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
     # tell the caller the type.
     want_head = checked or need_type
     head = b""
+    filters = rules.filters
+    record = BodyRecord(md5=bool(filters.skip_md5) and (length is None or length <= MD5_MAX_BYTES))
     sink = FileSink(dir_fd)
-    digest = hashlib.sha256()
     try:
         async for chunk in answer.body:
             if sink.size + len(chunk) > limit:
                 raise err.TooLarge(f"body is over the cap of {limit} bytes")
             if want_head and len(head) < SNIFF_BYTES:
                 head += chunk[: SNIFF_BYTES - len(head)]
-            digest.update(chunk)
+            record.add(chunk)
             await sink.write(chunk)
         if length is not None and sink.size < length:
             raise err.Truncated(f"{sink.size} of {length} bytes")
@@ -82,11 +137,57 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
             raise err.NotAnImage(f"Content-Type {content_type or 'missing'}")
         if checked and typed_image and (kind := disguised(head)) is not None:
             raise err.NotAnImage(f"Content-Type {content_type}, but the body is {kind}")
-        sink.sha256 = digest.hexdigest()
-        return Received(sink, content_type, sniffed)
+        digest, md5, width, height = record.finish()
+        dropped = filters.verdict(sha256=digest, md5=md5, width=width, height=height)
+        if dropped is not None:
+            raise err.Filtered(
+                *dropped,
+                sha256=digest,
+                width=width,
+                height=height,
+                size=sink.size,
+                content_type=content_type or sniffed,
+            )
+        sink.sha256 = digest
+        return Received(sink, content_type, sniffed, digest, width, height)
     except BaseException:
         sink.discard()
         raise
+
+
+class BodyRecord:
+    """What the report says of a body, gathered as it streams: its sha256 (and
+    md5, while small), and its first chunks for the image's width and height
+    (references: nothing is copied until the end)."""
+
+    __slots__ = ("_md5", "_sha256", "_size", "_start", "_started")
+
+    def __init__(self, *, md5: bool) -> None:
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self._start: list[bytes] = []
+        self._started = 0
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self._started < DIMENSION_BYTES:
+            self._start.append(chunk)
+            self._started += len(chunk)
+        self._sha256.update(chunk)
+        self._size += len(chunk)
+        if self._md5 is not None:
+            if self._size > MD5_MAX_BYTES:
+                self._md5 = None
+            else:
+                self._md5.update(chunk)
+
+    def finish(self) -> tuple[str, str | None, int | None, int | None]:
+        """(sha256, md5 or None, width, height) of the whole body."""
+        start = self._start
+        size = dimensions(start[0] if len(start) == 1 else b"".join(start))
+        width, height = size if size is not None else (None, None)
+        md5 = self._md5.hexdigest() if self._md5 is not None else None
+        return self._sha256.hexdigest(), md5, width, height
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:

@@ -20,6 +20,11 @@ The parts, each in a module of its own:
 What is left here is the download itself: the retries, one attempt under the
 limits, and the redirects.
 
+**Per job.** The fetcher is shared by every job; what may differ between
+jobs (headers, retries, timeouts, redirects, the body's rules and filters,
+a lower per-host limit) comes with each download as `rules.DownloadRules`.
+A download without them follows the fetcher's own options.
+
 **Limits.** A download holds, in this order, a per-host slot (adaptive, see
 `hostlimits`), the host's turn (`pacing`) and a global slot. The host slot
 comes first, so that a busy host makes its own downloads wait without
@@ -75,9 +80,9 @@ from ..naming import final_name, has_extension
 from ..redact import log_url
 from .addressguard import guarding, literal_is_refused
 from .bandwidth import Bandwidth
-from .body import BodyRules, receive
+from .body import Received, receive
 from .durability import Durability
-from .filesink import FileSink, GroupCommit
+from .filesink import GroupCommit
 from .headers import RequestHeaders
 from .hostlimits import HostLimits, Verdict
 from .hostrules import HostTable
@@ -87,6 +92,7 @@ from .pacing import UNLIMITED, Pacer, PaceRule
 from .redirects import REDIRECTS, next_hop
 from .retrypolicy import RETRY_AFTER_STATUSES, Backoff, status_error
 from .robots import Robots, Send, WithSend
+from .rules import DownloadRules
 from .translate import HTTP_ERRORS, translate
 from .transports import Answer, Transports
 
@@ -159,8 +165,27 @@ class Downloaded:
     bytes: int
     elapsed_s: float
     attempts: int
-    # The body's sha256, hex (computed while it streamed).
-    sha256: str | None = None
+    # The hex sha256 of the file's bytes, hashed as they streamed in.
+    sha256: str = ""
+    content_type: str | None = None
+    # From the image's header; None when it does not tell.
+    width: int | None = None
+    height: int | None = None
+
+
+def default_rules(options: FetchOptions) -> DownloadRules:
+    """The rules of a download that brings none: the fetcher's own options, no filters."""
+    return DownloadRules(
+        user_agent=options.user_agent,
+        header=options.header,
+        retries=options.retries,
+        max_bytes=options.max_bytes,
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        total_timeout=options.total_timeout,
+        max_redirects=options.max_redirects,
+        any_type=options.any_type,
+    )
 
 
 class _Attempts:
@@ -193,8 +218,8 @@ class Fetcher:
             ),
             injected=transport,
         )
-        self._headers = RequestHeaders(user_agent=options.user_agent, extra=options.header)
-        self._body = BodyRules(max_bytes=options.max_bytes, any_type=options.any_type)
+        # What a download that brings no rules of its own follows.
+        self.rules = default_rules(options)
         self._guard = contextlib.ExitStack()
         self._global = trio.CapacityLimiter(options.concurrency)
         self._free_slots = list(range(options.concurrency))
@@ -212,8 +237,8 @@ class Fetcher:
         # Downloads with a request out, by host (past their turn); at most
         # `concurrency` hosts, each gone at 0.
         self._sending: dict[str, int] = {}
-        # Each `[hosts]` rule's headers, built on first use.
-        self._rule_headers: dict[str, RequestHeaders] = {}
+        # Each `[hosts]` rule's headers with a job's, built on first use.
+        self._rule_headers: dict[tuple[str, str, tuple[tuple[str, str], ...]], RequestHeaders] = {}
         # Finished bodies are written to disk in batches, one thread hop each.
         self._commit = GroupCommit(options.durability)
 
@@ -290,14 +315,17 @@ class Fetcher:
         rule = self.options.hosts.match(host)
         return 0 if rule is None or rule.max_rate is None else rule.max_rate
 
-    def _headers_for(self, host: str) -> RequestHeaders:
+    def _headers_for(self, host: str, rules: DownloadRules) -> RequestHeaders:
+        """A job's headers (global, then its category's), then the host's `[hosts]`
+        entry's, which win for a name: they are the most particular to it."""
         rule = self.options.hosts.match(host)
         if rule is None or not rule.header:
-            return self._headers
-        headers = self._rule_headers.get(rule.name)
+            return rules.headers
+        key = (rule.name, rules.user_agent, rules.header)
+        headers = self._rule_headers.get(key)
         if headers is None:
-            headers = self._rule_headers[rule.name] = RequestHeaders(
-                user_agent=self.options.user_agent, extra=self.options.header + rule.header
+            headers = self._rule_headers[key] = RequestHeaders(
+                user_agent=rules.user_agent, extra=rules.header + rule.header
             )
         return headers
 
@@ -335,36 +363,62 @@ class Fetcher:
         )
 
     async def download(
-        self, url: str, *, dir_fd: int, name: str, parsed: httpx.URL | None = None
+        self,
+        url: str,
+        *,
+        dir_fd: int,
+        name: str,
+        parsed: httpx.URL | None = None,
+        rules: DownloadRules | None = None,
     ) -> Downloaded:
-        """Download `url` into the folder `dir_fd` under `name`.
+        """Download `url` into the folder `dir_fd` under `name`, by `rules`
+        (the fetcher's own options when None).
 
         `parsed` is `url` as httpx parsed it already, if it was. An
         extension-less `name` gets its extension from the response. Raises
-        a `DownloadError` (with `attempts` set), `Interrupted`, or
+        a `DownloadError` (with `attempts` set), `Filtered`, `Interrupted`, or
         `AlreadyThere` when the name was taken meanwhile.
         """
         started = time.monotonic()
         attempts = _Attempts()
+        rules = rules or self.rules
         try:
             parsed = parsed or httpx.URL(url)
-            file, sink = await self._with_retries(url, parsed, dir_fd, name, attempts)
+            file, got = await self._with_retries(
+                url, parsed, dir_fd, name, attempts=attempts, rules=rules
+            )
+            sink = got.sink
             # The body is whole and the slot is free for the next download while
             # the disk makes the file durable (fdatasync may take milliseconds).
             try:
                 await self._commit.publish(sink, file)
             finally:
                 sink.discard()
-        except err.DownloadError as exc:
+        except (err.DownloadError, err.Filtered) as exc:
             exc.attempts = attempts.count
             raise
         return Downloaded(
-            url, file, sink.size, time.monotonic() - started, attempts.count, sha256=sink.sha256
+            url,
+            file,
+            sink.size,
+            time.monotonic() - started,
+            attempts.count,
+            got.sha256,
+            got.content_type or got.sniffed,
+            got.width,
+            got.height,
         )
 
     async def _with_retries(
-        self, url: str, parsed: httpx.URL, dir_fd: int, name: str, attempts: _Attempts
-    ) -> tuple[str, FileSink]:
+        self,
+        url: str,
+        parsed: httpx.URL,
+        dir_fd: int,
+        name: str,
+        *,
+        attempts: _Attempts,
+        rules: DownloadRules,
+    ) -> tuple[str, Received]:
         """Attempts until one succeeds, or until the policy says stop.
 
         Most downloads succeed at once, and building stamina's retry state
@@ -377,9 +431,9 @@ class Fetcher:
             raise err.Interrupted
         attempts.count = 1
         try:
-            return await self._attempt(parsed, dir_fd, name)
+            return await self._attempt(parsed, dir_fd, name, rules)
         except err.DownloadError as exc:
-            if not exc.retryable or self.options.retries == 0:
+            if not exc.retryable or rules.retries == 0:
                 raise
             first_failure: err.DownloadError | None = exc
 
@@ -403,7 +457,7 @@ class Fetcher:
             return delay
 
         async for attempt in _stamina().retry_context(
-            on=retry_delay, attempts=self.options.retries + 1, timeout=None
+            on=retry_delay, attempts=rules.retries + 1, timeout=None
         ):
             with attempt:
                 if first_failure is not None:
@@ -412,48 +466,59 @@ class Fetcher:
                 if self.stopping.is_set():
                     raise err.Interrupted from None
                 attempts.count += 1
-                return await self._attempt(parsed, dir_fd, name)
+                return await self._attempt(parsed, dir_fd, name, rules)
         raise AssertionError("unreachable: stamina re-raises the last failure")
 
-    async def _attempt(self, url: httpx.URL, dir_fd: int, name: str) -> tuple[str, FileSink]:
-        """One try under the host's limit, its turn and the global limit: a whole
-        body, not yet published.
+    async def _attempt(
+        self, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
+    ) -> tuple[str, Received]:
+        """One try under the job's own limits, the host's limit, its turn and the
+        global limit: a whole body, not yet published.
 
         The host's limit hears how the host answered, once, as the slot goes back.
+        A job with limits lower than the fetcher's (its category's concurrency
+        or per-host limit) takes its own slots first (`rules.JobLimits`), so
+        that waiting for them holds none of the shared ones.
         """
         host = url.host
         if self._robots is not None:
             # Before any limit: a disallowed URL takes no slot, and the host's
             # Crawl-delay is known before its first request.
             await self._robots_check(url, self._with_global_slot)
-        host_slot = await self.hosts.acquire(host)
+        own = await rules.limits.acquire(
+            host, concurrency=self.concurrency, per_host=self.hosts.ceiling
+        )
         verdict = Verdict.NEUTRAL
         try:
-            await self._global_slot(host)
-            slot = self._free_slots.pop()
-            sending = self._sending
-            sending[host] = sending.get(host, 0) + 1
+            host_slot = await self.hosts.acquire(host)
             try:
-                self.stats.get(host).requests += 1
-                metrics.recorder.request(host)
-                with trio.move_on_after(self.options.total_timeout):
-                    done = await self._follow(slot, url, dir_fd, name)
-                    verdict = Verdict.GOOD
-                    return done
-                raise err.TimedOut(f"no complete answer within {self.options.total_timeout:g} s")
+                await self._global_slot(host)
+                slot = self._free_slots.pop()
+                sending = self._sending
+                sending[host] = sending.get(host, 0) + 1
+                try:
+                    self.stats.get(host).requests += 1
+                    metrics.recorder.request(host)
+                    with trio.move_on_after(rules.total_timeout):
+                        done = await self._follow(slot, url, dir_fd, name, rules)
+                        verdict = Verdict.GOOD
+                        return done
+                    raise err.TimedOut(f"no complete answer within {rules.total_timeout:g} s")
+                finally:
+                    if sending[host] == 1:
+                        del sending[host]
+                    else:
+                        sending[host] -= 1
+                    self._free_slots.append(slot)
+                    self._global.release()
+            except err.HttpStatusError as exc:
+                if exc.status in RETRY_AFTER_STATUSES:
+                    verdict = Verdict.BUSY
+                raise
             finally:
-                if sending[host] == 1:
-                    del sending[host]
-                else:
-                    sending[host] -= 1
-                self._free_slots.append(slot)
-                self._global.release()
-        except err.HttpStatusError as exc:
-            if exc.status in RETRY_AFTER_STATUSES:
-                verdict = Verdict.BUSY
-            raise
+                self.hosts.release(host_slot, verdict)
         finally:
-            self.hosts.release(host_slot, verdict)
+            rules.limits.release(own, verdict)
 
     async def _global_slot(self, host: str) -> None:
         """A global slot, once it is the host's turn: waiting for the turn holds none."""
@@ -530,17 +595,17 @@ class Fetcher:
         if self.options.block_private and literal_is_refused(url.host):
             raise err.BlockedAddress(f"{url.host} is not a public address")
         try:
-            return await self._transports.send(slot, url, self._headers.anonymous())
+            return await self._transports.send(slot, url, self.rules.headers.anonymous())
         except HTTP_ERRORS as exc:
             raise translate(exc, url.host) from exc
 
     async def _follow(
-        self, slot: int, url: httpx.URL, dir_fd: int, name: str
-    ) -> tuple[str, FileSink]:
+        self, slot: int, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
+    ) -> tuple[str, Received]:
         seen = {str(url)}
         current = url
-        request_headers = self._headers_for(url.host)
-        for _hop in range(self.options.max_redirects + 1):
+        request_headers = self._headers_for(url.host, rules)
+        for _hop in range(rules.max_redirects + 1):
             if self.options.block_private and literal_is_refused(current.host):
                 raise err.BlockedAddress(f"{current.host} is not a public address")
             if self._robots is not None and current is not url:
@@ -548,7 +613,7 @@ class Fetcher:
                 await self._robots_check(current, self._on_slot(slot))
             headers = request_headers.for_request(url, current)
             try:
-                answer = await self._transports.send(slot, current, headers)
+                answer = await self._transports.send(slot, current, headers, rules.timeouts)
                 try:
                     location = answer.headers.get("location")
                     if answer.status in REDIRECTS and location:
@@ -563,12 +628,12 @@ class Fetcher:
                             self._pause(current.host, error)
                         raise error
                     self._check_opt_out(current.host, answer)
-                    return await self._receive(current.host, answer, dir_fd, name)
+                    return await self._receive(current.host, answer, dir_fd, name, rules)
                 finally:
                     await answer.close()
             except HTTP_ERRORS as exc:
                 raise translate(exc, current.host) from exc
-        raise err.RedirectError(f"more than {self.options.max_redirects} redirects")
+        raise err.RedirectError(f"more than {rules.max_redirects} redirects")
 
     def _check_opt_out(self, host: str, answer: Answer) -> None:
         """Raise `OptedOut` for an X-Robots-Tag that opts out of us; no body byte is read."""
@@ -581,19 +646,20 @@ class Fetcher:
             raise exc
 
     async def _receive(
-        self, host: str, answer: Answer, dir_fd: int, name: str
-    ) -> tuple[str, FileSink]:
-        """The body, read no faster than the bandwidth caps allow."""
+        self, host: str, answer: Answer, dir_fd: int, name: str, rules: DownloadRules
+    ) -> tuple[str, Received]:
+        """The body, read no faster than the bandwidth caps allow, and checked by
+        the job's rules."""
         capped = None
         if self._bandwidth.capped(host):
             capped = self._bandwidth.reader(host, answer.body)
             answer = dataclasses.replace(answer, body=capped)
         try:
-            got = await receive(answer, dir_fd, self._body, need_type=not has_extension(name))
+            got = await receive(answer, dir_fd, rules.body, need_type=not has_extension(name))
         finally:
             if capped is not None:
                 capped.close()
-        return final_name(name, got.content_type, got.sniffed), got.sink
+        return final_name(name, got.content_type, got.sniffed), got
 
 
 # Imported on first use. A one-shot `fetch` pays for its imports in wall time,

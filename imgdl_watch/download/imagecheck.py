@@ -1,6 +1,11 @@
-"""Is this an image? Content-Type and magic bytes: pure logic, no I/O."""
+"""Is this an image, and how large? Content-Type, magic bytes and the
+header's width and height: pure logic, no I/O."""
 
 from __future__ import annotations
+
+import io
+
+import imagesize
 
 # How many leading bytes `sniff` wants to see; SVG needs the most, since its
 # root element may follow an XML declaration, a doctype and comments.
@@ -66,3 +71,21 @@ def is_image_type(content_type: str | None) -> bool:
     if not content_type:
         return False
     return content_type.split(";", 1)[0].strip().lower().startswith("image/")
+
+
+def dimensions(head: bytes) -> tuple[int, int] | None:
+    """(width, height) in pixels as an image's header gives them, without
+    decoding it; None when the header does not tell (not an image, SVG with
+    relative sizes, a header cut short).
+
+    The stored size, as a decoder gives it: EXIF's orientation is not applied.
+    imagesize reads JPEG, PNG, GIF, WebP, AVIF, HEIC, TIFF, BMP and more,
+    from the header alone (`tests/test_imageinfo.py` checks it against
+    Pillow's full decode).
+    """
+    if not head:
+        return None
+    width, height = imagesize.get(io.BytesIO(head), exif_rotation=False)
+    if width <= 0 or height <= 0:
+        return None
+    return int(width), int(height)

@@ -20,7 +20,7 @@ import ssl
 import urllib.request  # httpx imports it anyway (http.cookiejar)
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -94,8 +94,16 @@ class Transports:
         self._direct: dict[int, SlotConnections] = {}
         self._proxied: dict[int, _SlotProxies] = {}
 
-    async def send(self, slot: int, url: httpx.URL, headers: RawHeaders) -> Answer:
-        """GET `url` on the slot's own connection, or through its transport for a proxy."""
+    async def send(
+        self,
+        slot: int,
+        url: httpx.URL,
+        headers: RawHeaders,
+        extensions: dict[str, Any] | None = None,
+    ) -> Answer:
+        """GET `url` on the slot's own connection, or through its transport for a
+        proxy; `extensions` (the timeouts) replace the transports' own for it."""
+        extensions = self._extensions if extensions is None else extensions
         transport = self._transport(slot, url)
         if transport is None:
             connections = self._direct.get(slot)
@@ -108,10 +116,10 @@ class Transports:
                 b"GET",
                 target,
                 headers=[(b"Host", url.netloc), *headers],
-                extensions=self._extensions,
+                extensions=extensions,
             )
             return _answer(await connections.send(request))
-        proxied = httpx.Request("GET", url, headers=headers, extensions=self._extensions)
+        proxied = httpx.Request("GET", url, headers=headers, extensions=extensions)
         response = await transport.handle_async_request(proxied)
         response.request = proxied
         return Answer(

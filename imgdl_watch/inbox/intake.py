@@ -109,6 +109,10 @@ class Intake:
         except trio.WouldBlock:
             pass  # a wake-up is already pending; one is enough
 
+    def rewatch(self) -> None:
+        """Start a new watcher: the folders to watch changed (a reload's categories)."""
+        self._watch_stop.set()
+
     def stop(self) -> None:
         """No more watching (cancel the intake's tasks after this)."""
         self._stopped = True
@@ -122,7 +126,7 @@ class Intake:
         # Jobs that an earlier run left in processing/ come first.
         self._queued.extend(await trio.to_thread.run_sync(self.inbox.leftovers))
         for claim in self._queued:
-            log.info("job_resumed", job=claim.stem)
+            log.info("job_resumed", job=claim.job)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._watch_loop)
             nursery.start_soon(self._take, start)
@@ -202,10 +206,10 @@ class Intake:
             return  # the scan reports the missing folder and recreates it
         now = trio.current_time()
         for claim in leftovers:
-            if not self.hold_back.due(claim.stem, now):
+            if not self.hold_back.due(claim.job, now):
                 claim.release()
                 continue
-            log.info("job_resumed", job=claim.stem)
+            log.info("job_resumed", job=claim.job)
             self._queued.append(claim)
 
     async def _claim(self, start: StartJob, name: str) -> None:
@@ -220,7 +224,7 @@ class Intake:
             self._job_slots.release_on_behalf_of(token)
             return
         self._tracker.forget(name)
-        log.info("list_claimed", job=taken.stem, file=name)
+        log.info("list_claimed", job=taken.job, file=name)
         start(taken, token)
 
     async def _scan(self) -> None:
@@ -244,10 +248,10 @@ class Intake:
         self._tracker.forget_missing(set(found))
         self.waiting = len(found)
 
-    def _report_ignored(self, names: list[str]) -> None:
-        for name in names:
+    def _report_ignored(self, entries: list[tuple[str, str]]) -> None:
+        for name, reason in entries:
             if name not in self._ignored:
                 if len(self._ignored) >= MAX_IGNORED_REMEMBERED:
                     self._ignored.clear()
                 self._ignored.add(name)
-                log.info("file_ignored", file=name, reason="not a regular *.txt file")
+                log.info("file_ignored", file=name, reason=reason)

@@ -19,7 +19,7 @@ not `rust_timeout`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import trio
@@ -51,12 +51,19 @@ def inbox_filter(change: watchfiles.Change, path: str) -> bool:
     return is_list_name(name)
 
 
-def watchfiles_source(*, rescan_interval_s: float, force_polling: bool = False) -> ChangeSource:
-    """The real change source: awatch on the inbox, not recursive."""
+def watchfiles_source(
+    *,
+    rescan_interval_s: float,
+    force_polling: bool = False,
+    also: Callable[[], Sequence[str]] = list,
+) -> ChangeSource:
+    """The real change source: awatch on the inbox, not recursive, and on the
+    folders `also()` names when it starts (the inbox's categories)."""
 
     def source(folder: str, stop: trio.Event) -> AsyncIterator[object]:
         return watchfiles.awatch(
             folder,
+            *also(),
             watch_filter=inbox_filter,
             recursive=False,
             debounce=DEBOUNCE_MS,

@@ -2,7 +2,10 @@
 
     job        the job's run: its crew of workers, and how it ends (`JobEnd`)
     feed       the list read, classified and handed to the workers, one by one
+    listformat a list's format by its name: reading (and decompressing) it, and
+               writing its failures back in the same format
     listparse  a list's lines: URLs, invalid lines, comments (pure)
+    rows       a csv, tsv or jsonl list's rows, their URL and data (pure)
     dedupe     each URL seen, and each name given out, in little memory
     outcomes   what became of each line: counted, logged, reported
     report     the report and the list of failures, written as they come

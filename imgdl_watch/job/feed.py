@@ -20,7 +20,6 @@ and `SET_ASIDE_MAX` items set aside: past that, the oldest is handed over
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,15 +30,16 @@ import httpx
 import trio
 
 from ..errors import JobError
+from . import listformat
 from .archive import Archive, ArchivedFile
 from .archive import failed as archive_failed
 from .dedupe import Dedupe
 from .folder import existing_file
-from .listparse import InvalidLine, ListedUrl, parse_chunks
+from .listformat import ListFormat
+from .listparse import InvalidLine, ListedUrl
 from .outcomes import Outcomes
+from .rows import ListError, Row
 
-# Bytes of the list read per system call.
-READ_CHUNK_BYTES = 256 * 1024
 # Entries parsed per hop to a worker thread: the hop costs ~100 µs, parsing
 # an entry ~20 µs (it is validated as a URL), so a batch amortises the hop.
 # The first batch is small, so that the first download starts within a
@@ -64,12 +64,15 @@ class Work:
     parsed: httpx.URL
     # The URL's file in the archive, to reuse rather than download.
     archived: ArchivedFile | None = None
+    # Its row in a structured list, with its data; None for a txt list.
+    row: Row | None = None
 
 
-def read_entries(list_fd: int) -> Iterator[ListedUrl | InvalidLine]:
+def read_entries(
+    list_fd: int, fmt: ListFormat | None = None, *, url_column: str | None = None
+) -> Iterator[ListedUrl | InvalidLine]:
     """The list open at `list_fd`, from its start, parsed as it is read."""
-    os.lseek(list_fd, 0, os.SEEK_SET)
-    return parse_chunks(iter(lambda: os.read(list_fd, READ_CHUNK_BYTES), b""))
+    return listformat.read_entries(list_fd, fmt or ListFormat(), url_column=url_column)
 
 
 _Batch = list[ListedUrl | InvalidLine]
@@ -129,8 +132,12 @@ class Feed:
         archive: Archive | None = None,
         busy: Callable[[str], bool] = _never_busy,
         room: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
+        fmt: ListFormat | None = None,
+        url_column: str | None = None,
     ) -> None:
         self._list_fd = list_fd
+        self._format = fmt or ListFormat()
+        self._url_column = url_column
         # The job folder: asked for what it has already, and where the
         # de-duplication state goes when a list is too long for memory.
         self._folder_fd = folder_fd
@@ -237,7 +244,7 @@ class Feed:
     async def _read_with(self, dedupe: Dedupe, batches: trio.MemorySendChannel[list[Work]]) -> None:
         async with batches:
             try:
-                entries = read_entries(self._list_fd)
+                entries = read_entries(self._list_fd, self._format, url_column=self._url_column)
             except OSError as exc:
                 self.error = JobError("list_unreadable", exc.strerror or str(exc))
                 return
@@ -249,6 +256,9 @@ class Feed:
                     )
                 except OSError as exc:
                     self.error = JobError("list_unreadable", exc.strerror or str(exc))
+                    return
+                except ListError as exc:
+                    self.error = JobError("bad_header", str(exc))
                     return
                 if not batch:
                     self._outcomes.summary.listed = True
@@ -274,6 +284,13 @@ class Feed:
                     outcomes.skipped(entry, found.existing)
                 else:
                     work.append(
-                        Work(entry.line, entry.url, found.name, entry.parsed, found.archived)
+                        Work(
+                            entry.line,
+                            entry.url,
+                            found.name,
+                            entry.parsed,
+                            archived=found.archived,
+                            row=entry.row,
+                        )
                     )
         return work

@@ -26,10 +26,12 @@ import trio
 
 from .. import errors as err
 from ..download.fetcher import Fetcher
+from ..download.rules import DownloadRules
 from ..errors import JobError
 from .archive import Archive, ArchiveLog
 from .feed import Feed, Work
 from .folder import DiskSpace, open_job_folder, sweep_temp_files
+from .listformat import ListFormat
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
 from .report import JobReport, ReportPaths
@@ -51,6 +53,9 @@ class JobOptions:
     progress_interval_s: float
     # No download starts while the folder's filesystem has less free (`--min-free`).
     min_free: int
+    # The column (or key) of a structured list that holds the URL; None:
+    # `url` or `image_url`, in any case.
+    url_column: str | None
 
 
 # Told that the output's disk is full: where it was seen ("download_failed":
@@ -107,8 +112,17 @@ class Job:
         report: ReportPaths | None = None,
         on_disk_full: DiskFullCallback | None = None,
         archive: Archive | None = None,
+        rules: DownloadRules | None = None,
+        list_format: ListFormat | None = None,
+        folder: str | None = None,
     ) -> None:
+        """`name` is the job's, in its events; its folder is `output/folder`
+        (`folder` defaults to `name`). `rules` shape its downloads (the
+        fetcher's own when None), `list_format` is its list's (txt when None)."""
         self.name = name
+        self._folder = folder or name
+        self._rules = rules
+        self._format = list_format or ListFormat()
         self.summary = JobSummary(name)
         self._list_fd = list_fd
         self._output = output
@@ -187,10 +201,12 @@ class Job:
         """Every URL of the list to its outcome, unless stopped."""
         self._outcomes = outcomes = Outcomes(self.summary, report, stop=self._whole.cancel)
         try:
-            self._dir_fd = await trio.to_thread.run_sync(open_job_folder, self._output, self.name)
+            self._dir_fd = await trio.to_thread.run_sync(
+                open_job_folder, self._output, self._folder
+            )
         except OSError as exc:
             raise JobError(
-                "folder_error", f"cannot use {self._output}/{self.name}: {exc.strerror}"
+                "folder_error", f"cannot use {self._output}/{self._folder}: {exc.strerror}"
             ) from exc
         try:
             self._space = DiskSpace(
@@ -208,6 +224,8 @@ class Job:
                 archive=self._archive,
                 busy=self._fetcher.host_busy,
                 room=self._fetcher.hosts.given_back,
+                fmt=self._format,
+                url_column=self._options.url_column,
             )
             # No buffer: an item passes only from the feed's hand to a
             # worker's, so the feed knows when no worker is free.
@@ -270,7 +288,11 @@ class Job:
                 try:
                     await self._space.wait()
                     result = await self._fetcher.download(
-                        item.url, dir_fd=self._dir_fd, name=item.name, parsed=item.parsed
+                        item.url,
+                        dir_fd=self._dir_fd,
+                        name=item.name,
+                        parsed=item.parsed,
+                        rules=self._rules,
                     )
                 except err.Interrupted:
                     self._stopped_early = True
@@ -286,6 +308,9 @@ class Job:
                 except err.AlreadyThere as there:  # a look-alike's file, left as it is
                     self._outcomes.skipped(item, there.file)
                     continue
+                except err.Filtered as exc:
+                    self._outcomes.filtered(item, exc)
+                    continue
                 self._outcomes.ok(item, result)
-                if self._archive_log is not None and result.sha256 is not None:
+                if self._archive_log is not None and result.sha256:
                     self._archive_log.downloaded(item.url, result.file, result.sha256, result.bytes)

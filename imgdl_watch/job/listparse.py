@@ -15,11 +15,15 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
 from ..redact import EXCERPT_CHARS, excerpt, redact
+
+if TYPE_CHECKING:
+    from .rows import Row
 
 # A URL longer than this is junk from a scraper, not an image address: common
 # servers refuse request lines past 8 KiB, so nothing longer could succeed.
@@ -48,6 +52,11 @@ class ListedUrl:
     # The URL as httpx parsed it to validate it, so that the download need
     # not parse it again on the event loop (the reader runs in a thread).
     parsed: httpx.URL = field(compare=False, repr=False)
+    # A structured list's row the URL came from, with its data.
+    row: Row | None = field(default=None, compare=False, repr=False)
+
+    def with_row(self, row: Row) -> ListedUrl:
+        return ListedUrl(self.line, self.url, self.parsed, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +121,11 @@ def parse_line(raw: bytes | OverlongLine, line: int) -> ListedUrl | InvalidLine 
     text = text.strip()
     if not text or text.startswith("#"):
         return None
-    return _check_url(text, line)
+    return check_url(text, line)
 
 
-def _check_url(text: str, line: int) -> ListedUrl | InvalidLine:
+def check_url(text: str, line: int) -> ListedUrl | InvalidLine:
+    """`text` (a line, or a row's URL cell) as a URL we can download, or why not."""
     reason = _invalid_reason(text)
     if reason is None:
         # The fragment never reaches the server: two URLs that differ only

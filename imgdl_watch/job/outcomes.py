@@ -12,8 +12,15 @@ record to the report.
                                                                   sha256, source
     failed      download_failed         {result="failed"}         line, url, reason, attempts,
                                                                   status
+    filtered    download_filtered       {result="filtered"}       line, url, reason, detail,
+                                                                  bytes, sha256, content_type,
+                                                                  width, height, attempts
     ok          download_ok             {result="ok"}, bytes,     line, url, file, bytes,
-                                        duration                  attempts
+                                        duration                  sha256, content_type, width,
+                                                                  height, attempts
+
+A URL from a structured list (csv, tsv, jsonl) also carries its row's other
+columns, as read, in its record's `columns`.
 
 A report that cannot be written (the inbox's disk is full) stops the job:
 its first error is kept in `report_error`, and `stop()` is called once.
@@ -33,6 +40,7 @@ from ..redact import excerpt, log_url
 from .archive import Reused
 from .listparse import InvalidLine, ListedUrl
 from .progress import JobSummary
+from .rows import Row
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -41,7 +49,7 @@ DETAIL_CHARS = 120
 
 
 class Report(Protocol):
-    def record(self, **fields: Any) -> None: ...
+    def record(self, fields: dict[str, Any], row: Row | None = None) -> None: ...
 
 
 class Item(Protocol):
@@ -52,6 +60,9 @@ class Item(Protocol):
 
     @property
     def url(self) -> str: ...
+
+    @property
+    def row(self) -> Row | None: ...
 
 
 class Outcomes:
@@ -70,18 +81,24 @@ class Outcomes:
     def invalid(self, entry: InvalidLine) -> None:
         self.summary.invalid += 1
         log.warning("url_invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt)
-        self._record(outcome="invalid", line=entry.line, reason=entry.reason, excerpt=entry.excerpt)
+        self._record(
+            {"outcome": "invalid", "line": entry.line, "reason": entry.reason},
+            None,
+            excerpt=entry.excerpt,
+        )
 
     def duplicate(self, entry: ListedUrl) -> None:
         self.summary.duplicates += 1
         log.debug("url_duplicate", line=entry.line, url=log_url(entry.url))
-        self._record(outcome="duplicate", line=entry.line, url=entry.url)
+        self._record({"outcome": "duplicate", "line": entry.line, "url": entry.url}, entry.row)
 
     def skipped(self, entry: Item, file: str) -> None:
         self.summary.skipped += 1
         metrics.recorder.download("skipped")
         log.info("download_skipped", url=log_url(entry.url), file=file)
-        self._record(outcome="skipped", line=entry.line, url=entry.url, file=file)
+        self._record(
+            {"outcome": "skipped", "line": entry.line, "url": entry.url}, entry.row, file=file
+        )
 
     def reused(self, item: Item, got: Reused) -> None:
         self.summary.reused += 1
@@ -90,9 +107,8 @@ class Outcomes:
             "download_reused", url=log_url(item.url), file=got.file, source=got.source, how=got.how
         )
         self._record(
-            outcome="reused",
-            line=item.line,
-            url=item.url,
+            {"outcome": "reused", "line": item.line, "url": item.url},
+            item.row,
             file=got.file,
             bytes=got.bytes,
             sha256=got.sha256,
@@ -112,12 +128,33 @@ class Outcomes:
             **extra,
         )
         self._record(
-            outcome="failed",
-            line=item.line,
-            url=item.url,
+            {"outcome": "failed", "line": item.line, "url": item.url},
+            item.row,
             reason=exc.reason,
             attempts=exc.attempts,
             **extra,
+        )
+
+    def filtered(self, item: Item, exc: err.Filtered) -> None:
+        self.summary.filtered += 1
+        metrics.recorder.download("filtered")
+        log.info(
+            "download_filtered",
+            url=log_url(item.url),
+            reason=exc.reason,
+            detail=excerpt(exc.detail, DETAIL_CHARS),
+        )
+        self._record(
+            {"outcome": "filtered", "line": item.line, "url": item.url},
+            item.row,
+            reason=exc.reason,
+            detail=exc.detail,
+            bytes=exc.size,
+            sha256=exc.sha256,
+            content_type=exc.content_type,
+            width=exc.width,
+            height=exc.height,
+            attempts=exc.attempts,
         )
 
     def ok(self, item: Item, result: Downloaded) -> None:
@@ -133,19 +170,26 @@ class Outcomes:
             elapsed_s=round(result.elapsed_s, 4),
         )
         self._record(
-            outcome="ok",
-            line=item.line,
-            url=item.url,
+            {"outcome": "ok", "line": item.line, "url": item.url},
+            item.row,
             file=result.file,
             bytes=result.bytes,
+            sha256=result.sha256,
+            content_type=result.content_type,
+            width=result.width,
+            height=result.height,
             attempts=result.attempts,
         )
 
-    def _record(self, **fields: Any) -> None:
+    def _record(self, fields: dict[str, Any], row: Row | None, **more: Any) -> None:
+        """Report `fields`, then `more`, then the row's other columns, if any."""
         if self._report is None or self.report_error is not None:
             return
+        fields.update(more)
+        if row is not None:
+            fields["columns"] = row.columns()
         try:
-            self._report.record(**fields)
+            self._report.record(fields, row)
         except OSError as exc:
             self.report_error = exc
             self._stop()

@@ -31,6 +31,8 @@ class JobSummary:
     reused: int = 0
     invalid: int = 0
     duplicates: int = 0
+    # Images that came whole and a filter dropped (not failures: not retried).
+    filtered: int = 0
     bytes: int = 0
     # Unique URLs found so far; it is the total once `listed` is True.
     found: int = 0
@@ -58,6 +60,7 @@ class JobSummary:
             "reused": self.reused,
             "invalid": self.invalid,
             "duplicates": self.duplicates,
+            "filtered": self.filtered,
             "bytes": self.bytes,
             "elapsed_s": round(self.elapsed_s, 3),
         }
@@ -102,7 +105,7 @@ class RateMeter:
         finished = summary.ok + summary.failed
         rate = (finished - self._finished) / span
         byte_rate = (summary.bytes - self._bytes) / span
-        remaining = summary.found - summary.done - summary.failed
+        remaining = summary.found - summary.done - summary.failed - summary.filtered
         eta = round(remaining / rate, 1) if summary.listed and rate > 0 else None
         self._at, self._finished, self._bytes = now, finished, summary.bytes
         return Snapshot(

@@ -4,6 +4,10 @@ Both are streamed to hidden part files next to the list while the job runs
 (so a list of a million URLs does not keep them in memory) and published by
 the inbox when the job ends. Writes go through a large userspace buffer, so
 the event loop makes a system call only every `BUFFER_BYTES`.
+
+The failures are a list of the job's own format (`listformat.FailedList`):
+a csv list's failed rows with its header and every column, compressed as
+it was, so that dropping it again retries exactly those rows.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
+
+from .listformat import FailedList, ListFormat
+from .rows import Row
 
 # Userspace buffer of each part file: one write(2) per this many bytes.
 BUFFER_BYTES = 256 * 1024
@@ -22,6 +29,8 @@ BUFFER_BYTES = 256 * 1024
 class ReportPaths:
     report: str
     failed: str
+    # The format of the list, which its failures keep.
+    format: ListFormat = field(default_factory=ListFormat)
 
 
 class JobReport:
@@ -36,9 +45,12 @@ class JobReport:
         self._report: IO[str] = open(  # noqa: SIM115 - closed in close()
             paths.report, "w", encoding="utf-8", buffering=BUFFER_BYTES
         )
-        self._failed: IO[str] = open(  # noqa: SIM115
-            paths.failed, "w", encoding="utf-8", buffering=BUFFER_BYTES
-        )
+        try:
+            self._failed = FailedList(paths.failed, paths.format, buffering=BUFFER_BYTES)
+        except BaseException:
+            self._report.close()
+            os.unlink(paths.report)
+            raise
         self.failed_count = 0
         self._committed = False
 
@@ -53,28 +65,29 @@ class JobReport:
         """The report was published: keep it (after `close` and the move)."""
         self._committed = True
 
-    def record(self, **fields: Any) -> None:
-        """One URL's outcome: `outcome`, `url`, and what else is known."""
+    def record(self, fields: dict[str, Any], row: Row | None = None) -> None:
+        """One URL's outcome: `outcome`, `url`, and what else is known; a
+        failed URL also goes to the list of failures, with its `row`."""
         self._report.write(json.dumps(fields, ensure_ascii=False, separators=(",", ":")) + "\n")
         if fields.get("outcome") == "failed":
             self.failed_count += 1
-            self._failed.write(fields["url"] + "\n")
+            self._failed.add(fields["url"], row)
 
     def close(self) -> None:
         """Flush and fsync both files, so that a published report is whole."""
-        for handle in (self._report, self._failed):
-            if not handle.closed:
-                handle.flush()
-                os.fsync(handle.fileno())
-                handle.close()
+        if not self._report.closed:
+            self._report.flush()
+            os.fsync(self._report.fileno())
+            self._report.close()
+        self._failed.close()
 
     def discard(self) -> None:
         """Close and remove both part files (plain syscalls: safe when cancelled)."""
-        for handle in (self._report, self._failed):
-            # Closing flushes what is buffered, which fails again on a full
-            # disk; the file is closed all the same, and removed below.
-            with contextlib.suppress(OSError):
-                handle.close()
+        # Closing flushes what is buffered, which fails again on a full
+        # disk; the file is closed all the same, and removed below.
+        with contextlib.suppress(OSError):
+            self._report.close()
+        self._failed.discard_close()
         for path in (self.paths.report, self.paths.failed):
             try:
                 os.unlink(path)

@@ -33,15 +33,23 @@ from functools import partial
 import structlog
 import trio
 
-from ..config import Settings, fetch_options, job_options
+from ..config import (
+    Settings,
+    category_settings,
+    check_categories,
+    download_rules,
+    fetch_options,
+    job_options,
+)
 from ..download.fetcher import Fetcher
 from ..download.hoststats import HostState
 from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
-from ..inbox.lifecycle import LIST_SUFFIX, Claim, Inbox
+from ..inbox.lifecycle import Claim, Inbox
 from ..inbox.watcher import ChangeSource, watchfiles_source
 from ..job.archive import Archive
-from ..job.job import Job
+from ..job.job import DiskFullCallback, Job
+from ..job.listformat import ListFormat
 from ..job.progress import JobSummary
 from ..job.report import ReportPaths
 from .events import Event
@@ -64,6 +72,7 @@ RELOADED = (
     "min_gap",
     "max_rate",
     "hosts",
+    "categories",
     "on_finished",
     "on_failed",
     "on_disk_full",
@@ -84,7 +93,7 @@ class Daemon:
         archive: Archive | None = None,
     ) -> None:
         self.settings = settings
-        self.inbox = Inbox(settings.inbox)
+        self.inbox = Inbox(settings.inbox, categories=[c.name for c in settings.categories])
         self.output = os.path.abspath(settings.output)
         self._notifier = notifier or Notifier()
         self._reload = reload
@@ -97,7 +106,9 @@ class Daemon:
             self.inbox,
             source=change_source
             or watchfiles_source(
-                rescan_interval_s=settings.rescan_interval, force_polling=settings.force_polling
+                rescan_interval_s=settings.rescan_interval,
+                force_polling=settings.force_polling,
+                also=self.inbox.category_folders,
             ),
             settle_s=settings.settle,
             rescan_interval_s=settings.rescan_interval,
@@ -180,38 +191,33 @@ class Daemon:
         self.notifications.fire(event)
 
     async def _run_job(self, claim: Claim, slot_token: object) -> None:
-        folder = os.path.join(self.output, claim.stem)
+        folder = os.path.join(_output_of(self, claim), claim.stem)
         try:
-            job = Job(
-                name=claim.stem,
-                list_fd=claim.fd,
-                output=self.output,
-                fetcher=self.fetcher,
-                options=job_options(self.settings),
-                report=ReportPaths(*self.inbox.parts(claim.stem)),
+            job = _job_of(
+                self,
+                claim,
                 on_disk_full=lambda source, free: self.announce(
-                    Event.disk_full(claim.stem, folder=folder, source=source, free_bytes=free)
+                    Event.disk_full(claim.job, folder=folder, source=source, free_bytes=free)
                 ),
-                archive=self.archive,
             )
-            self.jobs[claim.stem] = job
+            self.jobs[claim.job] = job
             end = _InboxEnd(self, claim)
             summary = await job.run(end)
-            self._announce_end(claim.stem, summary, end, folder)
+            self._announce_end(claim.job, summary, end, folder)
         except Exception as exc:
             # A bug, met on this list. The list goes to failed/, so that a
             # restart does not meet it again (a crash loop); the daemon goes on.
             leaf = first_leaf(exc)
             log.error(
                 "job_crashed",
-                job=claim.stem,
+                job=claim.job,
                 error=f"{type(leaf).__name__}: {leaf}",
                 traceback="".join(traceback.format_exception(exc)),
             )
             await trio.to_thread.run_sync(lambda: self.inbox.fail(claim))
             self.announce(
                 Event.job_failed(
-                    claim.stem, "crashed", {}, folder=folder, detail=f"{type(leaf).__name__}"
+                    claim.job, "crashed", {}, folder=folder, detail=f"{type(leaf).__name__}"
                 )
             )
         finally:
@@ -220,7 +226,7 @@ class Daemon:
             # The stem is let go only after the job logged its end, so that no
             # daemon's `list_claimed` of the stem comes before our last word on it.
             claim.release()
-            self.jobs.pop(claim.stem, None)
+            self.jobs.pop(claim.job, None)
             self._job_slots.release_on_behalf_of(slot_token)
             self.intake.poke()
 
@@ -269,6 +275,14 @@ class Daemon:
         try:
             new = self._reload()
             ensure_open_files(files_needed(new, jobs=new.max_jobs))
+            check_categories(
+                self.settings.replace(
+                    concurrency=new.concurrency,
+                    per_host=new.per_host,
+                    max_jobs=new.max_jobs,
+                    categories=new.categories,
+                )
+            )
         except Exception as exc:  # a bad edit must not stop a running daemon
             log.error("config_reload_failed", detail=str(exc))
             await self._notifier.ready()
@@ -278,6 +292,15 @@ class Daemon:
         self._job_slots.total_tokens = new.max_jobs
         self.hooks.commands = commands_of(new)
         self.settings = self.settings.replace(**{k: getattr(new, k) for k in RELOADED})
+        # New lists of a category follow its new settings; running jobs keep theirs.
+        names = [c.name for c in new.categories]
+        if tuple(sorted(names)) != self.inbox.categories:
+            self.inbox.set_categories(names)
+            try:
+                await trio.to_thread.run_sync(self.inbox.ensure_layout)
+            except OSError:
+                pass  # the next scan finds the folders missing, and makes them
+            self.intake.rewatch()  # a watcher of the new folders too
         log.info(
             "config_reloaded",
             concurrency=new.concurrency,
@@ -287,8 +310,37 @@ class Daemon:
             min_gap_s=new.min_gap,
             max_rate=new.max_rate,
             hosts=len(new.hosts.rules),
+            categories=names,
         )
         await self._notifier.ready()
+
+
+def _output_of(daemon: Daemon, claim: Claim) -> str:
+    """Where the jobs of a claim's category go: OUTPUT, or OUTPUT/<category>."""
+    return os.path.join(daemon.output, claim.category) if claim.category else daemon.output
+
+
+def _job_of(daemon: Daemon, claim: Claim, *, on_disk_full: DiskFullCallback) -> Job:
+    """The job of a claim: with its category's settings, into its folder."""
+    settings = category_settings(daemon.settings, claim.category)
+    list_format = ListFormat.of(claim.original)
+    # A category's own (lower) concurrency is also the number of slots its
+    # jobs' workers fill; else they follow the fetcher's, reloads included.
+    own_slots = settings.concurrency < daemon.settings.concurrency
+    return Job(
+        name=claim.job,
+        folder=claim.stem,
+        list_fd=claim.fd,
+        output=_output_of(daemon, claim),
+        fetcher=daemon.fetcher,
+        options=job_options(settings),
+        rules=download_rules(settings),
+        list_format=list_format,
+        workers=settings.concurrency if own_slots else None,
+        report=ReportPaths(*daemon.inbox.parts_of(claim), format=list_format),
+        on_disk_full=on_disk_full,
+        archive=daemon.archive,
+    )
 
 
 class _InboxEnd:
@@ -298,7 +350,7 @@ class _InboxEnd:
     def __init__(self, daemon: Daemon, claim: Claim) -> None:
         self._daemon = daemon
         self._claim = claim
-        self._held_back = daemon.intake.hold_back.started(claim.stem)
+        self._held_back = daemon.intake.hold_back.started(claim.job)
         # Where the published report is, once it is.
         self.report: str | None = None
         # What `give_up` was told, for the hooks.
@@ -308,11 +360,12 @@ class _InboxEnd:
         inbox, claim = self._daemon.inbox, self._claim
         done = await trio.to_thread.run_sync(lambda: inbox.finish(claim, failed=summary.failed))
         # `Inbox.finish` puts the report beside the list, under the list's stem.
-        name = os.path.basename(done)[: -len(LIST_SUFFIX)] + ".report.jsonl"
-        self.report = os.path.join(inbox.done, name)
-        self._daemon.reporter.status.finished(
-            claim.stem, {**summary.finished_fields(), "report": name}
-        )
+        name = os.path.basename(done)[: -len(claim.suffix)] + ".report.jsonl"
+        self.report = os.path.join(os.path.dirname(done), name)
+        fields = summary.finished_fields()
+        if not claim.category:  # the status page serves the inbox's own done/ only
+            fields["report"] = name
+        self._daemon.reporter.status.finished(claim.job, fields)
 
     async def give_up(self, error: JobError) -> None:
         inbox, claim = self._daemon.inbox, self._claim
@@ -321,4 +374,4 @@ class _InboxEnd:
 
     def retry_in(self) -> float:
         hold_back = self._daemon.intake.hold_back
-        return hold_back.failed(self._claim.stem, last=self._held_back, now=trio.current_time())
+        return hold_back.failed(self._claim.job, last=self._held_back, now=trio.current_time())

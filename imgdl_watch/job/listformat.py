@@ -1,0 +1,197 @@
+"""A list's format, told by its name: how it is read, and how its failures are
+written back in the same format.
+
+    cats.txt       one URL per line (`listparse`)
+    cats.csv       a header row, then one row per URL (`rows`, csv's `excel`)
+    cats.tsv       the same, tab-separated (csv's `excel-tab`)
+    cats.jsonl     one JSON object per line (`rows`)
+    … .gz, .zst    compressed (zstd needs the `zstd` extra: `zstandard`)
+
+Reading streams: the list is read and decompressed `READ_CHUNK_BYTES` at a
+time, whatever its length or its compression ratio, and parsed as it comes.
+
+The failures of a job go to a list of the same format (`FailedList`): the
+same columns, each failed row as it was read, so that dropping it again
+retries exactly those rows with their data.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import gzip
+import io
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import IO, Any, cast
+
+from ..naming import list_suffix
+from .listparse import InvalidLine, ListedUrl, as_utf8, parse_chunks, split_lines
+from .rows import MAX_ROW_BYTES, Row, parse_delimited, parse_jsonl
+
+# Bytes of the list read (and, compressed, decompressed) per step.
+READ_CHUNK_BYTES = 256 * 1024
+_DIALECTS = {"csv": "excel", "tsv": "excel-tab"}
+
+
+class ListUnreadable(OSError):
+    """The list's bytes cannot be read as its name says (bad gzip, no zstd)."""
+
+
+@functools.cache
+def _zstandard() -> ModuleType | None:
+    try:
+        import zstandard  # noqa: PLC0415 - optional, and only for .zst lists
+    except ImportError:
+        return None
+    return zstandard
+
+
+@dataclass(frozen=True, slots=True)
+class ListFormat:
+    # txt, csv, tsv or jsonl
+    kind: str = "txt"
+    # "", gz or zst
+    compression: str = ""
+
+    @classmethod
+    def of(cls, name: str) -> ListFormat:
+        """The format a list's name says (`cats.csv.gz`); txt for any other name."""
+        suffix = (list_suffix(name) or ".txt").lower()
+        kind, _, compression = suffix[1:].partition(".")
+        return cls(kind, compression)
+
+    @property
+    def structured(self) -> bool:
+        return self.kind != "txt"
+
+
+def _decompressed(raw: IO[bytes], compression: str) -> IO[bytes]:
+    if compression == "gz":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    if compression == "zst":
+        zstandard = _zstandard()
+        if zstandard is None:
+            raise ListUnreadable(
+                "a .zst list needs the zstandard library: pip install 'imgdl-watch[zstd]'"
+            )
+        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
+            raw, read_size=READ_CHUNK_BYTES, read_across_frames=True, closefd=False
+        )
+        return reader
+    return raw
+
+
+def _chunks(stream: IO[bytes], compression: str) -> Iterator[bytes]:
+    corrupt: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
+    # zstandard is imported for a .zst list only: a one-shot `fetch` of any
+    # other pays nothing for it (~8 ms, `python -X importtime`).
+    zstandard = _zstandard() if compression == "zst" else None
+    if zstandard is not None:
+        corrupt += (zstandard.ZstdError,)
+    while True:
+        try:
+            chunk = stream.read(READ_CHUNK_BYTES)
+        except corrupt as exc:
+            raise ListUnreadable(f"the compressed list is cut short or corrupt: {exc}") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def read_entries(
+    list_fd: int, fmt: ListFormat, *, url_column: str | None = None
+) -> Iterator[ListedUrl | InvalidLine]:
+    """The list open at `list_fd`, from its start, parsed as it is read.
+
+    Raises `rows.ListError` (as it is read) when a structured list has no
+    URL column, and `OSError` when its bytes cannot be read."""
+    os.lseek(list_fd, 0, os.SEEK_SET)
+    raw = io.FileIO(list_fd, "rb", closefd=False)
+    chunks = _chunks(_decompressed(raw, fmt.compression), fmt.compression)
+    if fmt.kind == "txt":
+        return parse_chunks(chunks)
+    lines = split_lines(as_utf8(chunks), max_line_bytes=MAX_ROW_BYTES)
+    if fmt.kind == "jsonl":
+        return parse_jsonl(lines, url_column=url_column)
+    return parse_delimited(lines, dialect=_DIALECTS[fmt.kind], url_column=url_column)
+
+
+class FailedList:
+    """A job's failures as a list of its own format, written as they come.
+
+    `path` is created at once; the caller flushes, syncs and closes it with
+    `close`, or drops it with `discard`.
+    """
+
+    def __init__(self, path: str, fmt: ListFormat, *, buffering: int) -> None:
+        self.fmt = fmt
+        self._raw = open(path, "wb", buffering=buffering)  # noqa: SIM115 - closed in close()
+        self._packed: IO[bytes] | None = None
+        if fmt.compression == "gz":
+            self._packed = cast(
+                IO[bytes], gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
+            )
+        elif fmt.compression == "zst":
+            zstandard = _zstandard()
+            if zstandard is None:
+                # A .zst list that could be read had the library: never here.
+                raise ListUnreadable("no zstandard library for a .zst list")
+            self._packed = zstandard.ZstdCompressor().stream_writer(self._raw, closefd=False)
+        self._text = io.TextIOWrapper(
+            self._packed or self._raw, encoding="utf-8", newline="", write_through=True
+        )
+        self._csv: Any = None
+        self.closed = False
+
+    def add(self, url: str, row: Row | None) -> None:
+        """One failed URL, with its row as it was read (txt lists have none)."""
+        if row is None:
+            self._text.write(url + "\n")
+        elif row.header is None:
+            self._text.write(json.dumps(row.record, ensure_ascii=False) + "\n")
+        else:
+            if self._csv is None:
+                # The header first, once: every row of a list shares it.
+                self._csv = csv.writer(self._text, _DIALECTS.get(self.fmt.kind, "excel"))
+                self._csv.writerow(row.header.names)
+            self._csv.writerow(row.cells)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        """Finish the compressed stream, flush and fsync: a published list is whole."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._text.flush()
+            if self._packed is not None:
+                self._packed.close()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+        finally:
+            self._raw.close()
+
+    def discard_close(self) -> None:
+        """Close without caring whether the last writes land (the file goes)."""
+        self.closed = True
+        for step in (self._text.flush, self._close_packed, self._raw.close):
+            try:
+                step()
+            except (OSError, ValueError):
+                pass
+        if not self._raw.closed:
+            try:
+                self._raw.close()
+            except OSError:
+                pass
+
+    def _close_packed(self) -> None:
+        if self._packed is not None:
+            self._packed.close()
