@@ -162,6 +162,7 @@ class Job:
             try:
                 with self._open_report() as report:
                     await self._download_all(report)
+                    summary.stop_clock()
                     if not summary.complete:
                         log.info("job_interrupted", job=self.name, **summary.finished_fields())
                         return summary
@@ -172,11 +173,13 @@ class Job:
                         report.commit()
                 log.info("job_finished", job=self.name, **summary.finished_fields())
             except JobError as exc:
+                summary.stop_clock()
                 summary.failure = exc.reason
                 log.error("job_failed", job=self.name, reason=exc.reason, detail=str(exc))
                 await end.give_up(exc)
         except OSError as exc:
             # The inbox failed us (its disk is full, a folder was removed).
+            summary.stop_clock()
             summary.failure = "inbox_error"
             retry = end.retry_in()
             log.error(
@@ -188,6 +191,7 @@ class Job:
             )
         except BaseException as exc:
             if _cancelled(exc):  # stopped after the grace period, or at once
+                summary.stop_clock()
                 log.info("job_interrupted", job=self.name, **summary.finished_fields())
             raise
         return summary
@@ -222,7 +226,7 @@ class Job:
                 folder_fd=self._dir_fd,
                 stopping=self._fetcher.stopping,
                 archive=self._archive,
-                busy=self._fetcher.host_busy,
+                busy=self._fetcher.policy.busy,
                 room=self._fetcher.hosts.given_back,
                 fmt=self._format,
                 url_column=self._options.url_column,

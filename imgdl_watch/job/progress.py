@@ -42,6 +42,8 @@ class JobSummary:
     # Why the list as a whole could not run (`job_failed`'s reason), if it could not.
     failure: str | None = None
     started: float = field(default_factory=time.monotonic)
+    # When the job's clock stopped (`stop_clock`); None while it runs.
+    stopped: float | None = None
 
     @property
     def done(self) -> int:
@@ -50,7 +52,14 @@ class JobSummary:
 
     @property
     def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
+        end = time.monotonic() if self.stopped is None else self.stopped
+        return end - self.started
+
+    def stop_clock(self) -> None:
+        """The job's work is over: every later look at it (its end event, the
+        hooks', a notification's) tells the same `elapsed_s`."""
+        if self.stopped is None:
+            self.stopped = time.monotonic()
 
     def finished_fields(self) -> dict[str, Any]:
         return {
