@@ -34,8 +34,8 @@ from typing import Any, Final
 
 from .download.body import Filters
 from .download.durability import Durability
-from .download.fetcher import FetchOptions
 from .download.hostrules import HostRule, HostTable, is_host_name
+from .download.options import FetchOptions
 from .download.rules import DownloadRules
 from .job.job import JobOptions
 from .version import PROG, __version__

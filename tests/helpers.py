@@ -12,7 +12,7 @@ import trio
 from structlog.typing import EventDict
 
 from imgdl_watch import config
-from imgdl_watch.download.fetcher import FetchOptions
+from imgdl_watch.download.options import FetchOptions
 from imgdl_watch.job.job import JobOptions
 
 

@@ -28,7 +28,8 @@ import trio
 import trio.testing
 
 from imgdl_watch import errors as err
-from imgdl_watch.download.fetcher import Fetcher, FetchOptions
+from imgdl_watch.download.fetcher import Fetcher
+from imgdl_watch.download.options import FetchOptions
 from tests.helpers import fetch_options
 
 # Real seconds of idleness before the mock clock jumps to the next deadline:

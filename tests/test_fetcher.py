@@ -16,8 +16,9 @@ import trustme
 
 from imgdl_watch import errors as err
 from imgdl_watch.download.addressguard import AddressRefused, PublicOnlyResolver
-from imgdl_watch.download.fetcher import Fetcher, FetchOptions
+from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.filesink import TEMP_PREFIX
+from imgdl_watch.download.options import FetchOptions
 from imgdl_watch.download.retrypolicy import Backoff
 from tests.helpers import fetch_options
 from tests.imageserver import GZIP_BOMB, ImageServer, image_bytes

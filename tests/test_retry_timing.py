@@ -156,7 +156,7 @@ def test_reloaded_limits_never_share_a_slot() -> None:
         fetcher = Fetcher(fetch_options(concurrency=4))
         fetcher.set_limits(concurrency=2, per_host=8)
         fetcher.set_limits(concurrency=6, per_host=8)
-        assert sorted(fetcher._free_slots) == list(range(6))  # no id twice
+        assert sorted(fetcher.slots.idle()) == list(range(6))  # no id twice
         assert fetcher.concurrency == 6
         fetcher.set_limits(concurrency=3, per_host=2)
         assert fetcher.concurrency == 3 and fetcher.hosts.ceiling == 2

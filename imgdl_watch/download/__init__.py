@@ -24,7 +24,8 @@ It knows neither the settings (`config` builds its `FetchOptions` and each
 job's `DownloadRules`), nor a job, nor a list.
 """
 
-from .fetcher import Downloaded, Fetcher, FetchOptions
+from .fetcher import Downloaded, Fetcher
+from .options import FetchOptions
 from .rules import DownloadRules
 
 __all__ = ["DownloadRules", "Downloaded", "FetchOptions", "Fetcher"]

@@ -140,7 +140,7 @@ class Daemon:
         return self.fetcher.in_flight
 
     def hosts(self, count: int) -> list[HostState]:
-        return self.fetcher.host_states(count)
+        return self.fetcher.policy.states(count)
 
     # -- the tree ---------------------------------------------------------
 
