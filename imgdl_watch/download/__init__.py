@@ -1,6 +1,11 @@
 """The download side: one URL to one file, byte for byte.
 
-    fetcher       the download: retries, one attempt under the limits, redirects
+    fetcher       the download: one attempt under the limits, and its redirects
+    options       the fetcher's options (`FetchOptions`), one value object
+    retries       the retry loop, and its download_retry events
+    slots         the global limit: numbered slots, taken on the host's turn
+    hostpolicy    each host's rules and state, asked by the fetcher (one object)
+    anonymous     our own requests with no credentials: a robots.txt
     rules         what one job may shape of its downloads (`DownloadRules`)
     transports    how a request reaches its server: a slot's connections, or a proxy
     connections   a download slot's own keep-alive connections, with no pool

@@ -6,6 +6,7 @@ The parts, each in a module of its own:
     slots          the global limit: numbered slots, taken on the host's turn
     hostpolicy     each host's rules and state: limits, pacing, bandwidth,
                    headers, pauses, opt-outs, and what status shows of it
+    anonymous      our own requests, with no credentials (a robots.txt)
     retries        the retry loop (stamina), and its `download_retry` events
     transports     how a request reaches its server (a slot's own connections,
                    or a proxy), and the shared SSL contexts
@@ -47,10 +48,9 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Final, TypeVar
+from typing import Final
 
 import httpx
 import trio
@@ -58,6 +58,7 @@ import trio
 from .. import errors as err
 from ..naming import final_name, has_extension
 from .addressguard import guarding, literal_is_refused
+from .anonymous import Anonymous
 from .body import Received, receive
 from .filesink import GroupCommit
 from .hostlimits import Verdict
@@ -66,7 +67,6 @@ from .options import FetchOptions, default_rules
 from .redirects import REDIRECTS, next_hop
 from .retries import Attempts, with_retries
 from .retrypolicy import RETRY_AFTER_STATUSES
-from .robots import Send, WithSend
 from .rules import DownloadRules
 from .slots import Slots
 from .translate import HTTP_ERRORS, translate
@@ -75,7 +75,6 @@ from .transports import Answer, Transports
 # Statuses whose body is the image. 203 is a 200 passed on by a proxy.
 _OK: Final = frozenset({200, 203})
 
-T = TypeVar("T")
 
 __all__ = ["Downloaded", "FetchOptions", "Fetcher"]
 
@@ -125,6 +124,9 @@ class Fetcher:
         self.hosts = self.policy.limits
         self.stats = self.policy.stats
         self.slots = Slots(options.concurrency, self.policy.pacer)
+        self._anonymous = Anonymous(
+            self._transports, self.slots, self.rules.headers, block_private=options.block_private
+        )
         # Set when the daemon stops: no new attempt starts after it.
         self.stopping = trio.Event()
         # Finished bodies are written to disk in batches, one thread hop each.
@@ -240,7 +242,7 @@ class Fetcher:
         host, policy = url.host, self.policy
         # Before any limit: a disallowed URL takes no slot, and the host's
         # Crawl-delay is known before its first request.
-        await policy.check_robots(url, self._on_own_slot)
+        await policy.check_robots(url, self._anonymous.on_own_slot)
         own = await rules.limits.acquire(
             host, concurrency=self.concurrency, per_host=self.hosts.ceiling
         )
@@ -280,7 +282,7 @@ class Fetcher:
                 raise err.BlockedAddress(f"{current.host} is not a public address")
             if current is not url:
                 # A redirect's hop: its origin's robots.txt, on this download's slot.
-                await policy.check_robots(current, self._on_slot(slot))
+                await policy.check_robots(current, self._anonymous.on_slot(slot))
             headers = request_headers.for_request(url, current)
             try:
                 answer = await self._transports.send(slot, current, headers, rules.timeouts)
@@ -311,28 +313,3 @@ class Fetcher:
             if capped is not None:
                 capped.close()
         return final_name(name, got.content_type, got.sniffed), got
-
-    # -- robots.txt requests -------------------------------------------------
-
-    async def _on_own_slot(self, fetch: Callable[[Send], Awaitable[T]]) -> T:
-        """`fetch(send)` on a global slot of its own (a robots.txt, before the download's)."""
-        async with self.slots.one() as slot:
-            return await fetch(partial(self._send_anonymous, slot))
-
-    def _on_slot(self, slot: int) -> WithSend:
-        """Runs a fetch on `slot`, which the caller holds."""
-        send = partial(self._send_anonymous, slot)
-
-        async def with_send(fetch: Callable[[Send], Awaitable[T]]) -> T:
-            return await fetch(send)
-
-        return with_send
-
-    async def _send_anonymous(self, slot: int, url: httpx.URL) -> Answer:
-        """GET `url` on `slot` with no credentials (a robots.txt)."""
-        if self.options.block_private and literal_is_refused(url.host):
-            raise err.BlockedAddress(f"{url.host} is not a public address")
-        try:
-            return await self._transports.send(slot, url, self.rules.headers.anonymous())
-        except HTTP_ERRORS as exc:
-            raise translate(exc, url.host) from exc
