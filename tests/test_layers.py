@@ -94,5 +94,5 @@ def test_the_check_sees_a_wrong_import(tmp_path: Path) -> None:
     fetcher = PACKAGE / "download" / "fetcher.py"
     assert "errors" in imports_of(fetcher)
     assert any(t.startswith("download.") for t in imports_of(fetcher))
-    daemon = PACKAGE / "service" / "daemon.py"
-    assert "job.job" in imports_of(daemon) and "inbox.lifecycle" in imports_of(daemon)
+    jobs = PACKAGE / "service" / "jobs.py"
+    assert "job.job" in imports_of(jobs) and "inbox.lifecycle" in imports_of(jobs)

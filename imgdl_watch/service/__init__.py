@@ -1,6 +1,7 @@
 """The daemon as a service: the parts put together, and what it shows.
 
     daemon        the task tree: intake, jobs, signals, reload
+    jobs          each claimed list run as a job, to its end in the inbox
     statusreport  the status file, the metrics gauges, systemd's STATUS= and watchdog
     status        the status file's format, and what `imgdl-watch status` prints
     statuspage    the metrics server: the status page, /status.json, /metrics, reports

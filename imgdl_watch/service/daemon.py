@@ -10,7 +10,8 @@
         ├── Intake.run                      cancelled first on stop (intake)
         │   ├── the watch loop              watcher.watch pokes on inbox changes
         │   └── take                        scan -> settle -> claim -> start a job
-        └── _run_job (at most max_jobs)     each with its own nursery of downloads
+        └── Jobs.run (at most max_jobs)     each list's job, with its own nursery of
+                                            downloads, to its end in the inbox (jobs)
 
 Stopping (first SIGTERM or SIGINT): the intake is cancelled, so no new list is
 taken; `fetcher.stopping` is set, so no new download starts; in-flight
@@ -26,34 +27,23 @@ from __future__ import annotations
 
 import os
 import signal
-import traceback
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 
 import structlog
 import trio
 
-from ..config import (
-    Settings,
-    category_settings,
-    check_categories,
-    download_rules,
-    fetch_options,
-    job_options,
-)
+from ..config import Settings, check_categories, fetch_options
 from ..download.fetcher import Fetcher
 from ..download.hoststats import HostState
-from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import Claim, Inbox
 from ..inbox.watcher import ChangeSource, watchfiles_source
 from ..job.archive import Archive
-from ..job.job import DiskFullCallback, Job
-from ..job.listformat import ListFormat
 from ..job.progress import JobSummary
-from ..job.report import ReportPaths
 from .events import Event
 from .hooks import Hooks, commands_of
+from .jobs import Jobs
 from .logs import LogOutput
 from .notify import Notifications, Target
 from .openfiles import ensure_open_files, files_needed
@@ -100,7 +90,6 @@ class Daemon:
         self._log_output = log_output
         self.fetcher = Fetcher(fetch_options(settings))
         self._job_slots = trio.CapacityLimiter(settings.max_jobs)
-        self.jobs: dict[str, Job] = {}
         self._stopping = False
         self.intake = Intake(
             self.inbox,
@@ -121,15 +110,25 @@ class Daemon:
             notifier=self._notifier,
             min_free=settings.min_free,
         )
-        self.archive = archive
         self.hooks = Hooks(commands_of(settings))
         self.notifications = Notifications(notify)
+        self.jobs = Jobs(
+            inbox=self.inbox,
+            output=self.output,
+            fetcher=self.fetcher,
+            intake=self.intake,
+            status=self.reporter.status,
+            slots=self._job_slots,
+            settings=lambda: self.settings,
+            announce=self.announce,
+            archive=archive,
+        )
 
     # -- what the status reporter reads -----------------------------------
 
     @property
     def running(self) -> Mapping[str, JobSummary]:
-        return {name: job.summary for name, job in self.jobs.items()}
+        return {name: job.summary for name, job in self.jobs.running.items()}
 
     @property
     def waiting(self) -> int:
@@ -181,66 +180,12 @@ class Daemon:
                 task_status.started(scope)
 
     def _start_job(self, work: trio.Nursery, claim: Claim, slot_token: object) -> None:
-        work.start_soon(self._run_job, claim, slot_token)
-
-    # -- jobs -------------------------------------------------------------
+        work.start_soon(self.jobs.run, claim, slot_token)
 
     def announce(self, event: Event) -> None:
         """Tell the hooks and the notifications (neither is awaited)."""
         self.hooks.fire(event)
         self.notifications.fire(event)
-
-    async def _run_job(self, claim: Claim, slot_token: object) -> None:
-        folder = os.path.join(_output_of(self, claim), claim.stem)
-        try:
-            job = _job_of(
-                self,
-                claim,
-                on_disk_full=lambda source, free: self.announce(
-                    Event.disk_full(claim.job, folder=folder, source=source, free_bytes=free)
-                ),
-            )
-            self.jobs[claim.job] = job
-            end = _InboxEnd(self, claim)
-            summary = await job.run(end)
-            self._announce_end(claim.job, summary, end, folder)
-        except Exception as exc:
-            # A bug, met on this list. The list goes to failed/, so that a
-            # restart does not meet it again (a crash loop); the daemon goes on.
-            leaf = first_leaf(exc)
-            log.error(
-                "job_crashed",
-                job=claim.job,
-                error=f"{type(leaf).__name__}: {leaf}",
-                traceback="".join(traceback.format_exception(exc)),
-            )
-            await trio.to_thread.run_sync(lambda: self.inbox.fail(claim))
-            self.announce(
-                Event.job_failed(
-                    claim.job, "crashed", {}, folder=folder, detail=f"{type(leaf).__name__}"
-                )
-            )
-        finally:
-            # Cancelled too (stop after grace, or a second signal): the list
-            # stays in processing/. Plain syscalls, which run in a cancelled scope.
-            # The stem is let go only after the job logged its end, so that no
-            # daemon's `list_claimed` of the stem comes before our last word on it.
-            claim.release()
-            self.jobs.pop(claim.job, None)
-            self._job_slots.release_on_behalf_of(slot_token)
-            self.intake.poke()
-
-    def _announce_end(self, job: str, summary: JobSummary, end: _InboxEnd, folder: str) -> None:
-        """A finished or failed job, to the hooks and notifications (an
-        interrupted one is neither: it resumes on the next start)."""
-        counts = summary.finished_fields()
-        if summary.failure is not None:
-            detail = end.detail
-            self.announce(
-                Event.job_failed(job, summary.failure, counts, folder=folder, detail=detail)
-            )
-        elif summary.complete:
-            self.announce(Event.job_finished(job, counts, folder=folder, report=end.report))
 
     # -- signals and reload -----------------------------------------------
 
@@ -258,7 +203,10 @@ class Daemon:
                 continue
             self._stopping = True
             log.info(
-                "daemon_stopping", signal=name, grace_s=self.settings.grace, jobs=len(self.jobs)
+                "daemon_stopping",
+                signal=name,
+                grace_s=self.settings.grace,
+                jobs=len(self.jobs.running),
             )
             await self._notifier.stopping()
             self.intake.stop()
@@ -313,65 +261,3 @@ class Daemon:
             categories=names,
         )
         await self._notifier.ready()
-
-
-def _output_of(daemon: Daemon, claim: Claim) -> str:
-    """Where the jobs of a claim's category go: OUTPUT, or OUTPUT/<category>."""
-    return os.path.join(daemon.output, claim.category) if claim.category else daemon.output
-
-
-def _job_of(daemon: Daemon, claim: Claim, *, on_disk_full: DiskFullCallback) -> Job:
-    """The job of a claim: with its category's settings, into its folder."""
-    settings = category_settings(daemon.settings, claim.category)
-    list_format = ListFormat.of(claim.original)
-    # A category's own (lower) concurrency is also the number of slots its
-    # jobs' workers fill; else they follow the fetcher's, reloads included.
-    own_slots = settings.concurrency < daemon.settings.concurrency
-    return Job(
-        name=claim.job,
-        folder=claim.stem,
-        list_fd=claim.fd,
-        output=_output_of(daemon, claim),
-        fetcher=daemon.fetcher,
-        options=job_options(settings),
-        rules=download_rules(settings),
-        list_format=list_format,
-        workers=settings.concurrency if own_slots else None,
-        report=ReportPaths(*daemon.inbox.parts_of(claim), format=list_format),
-        on_disk_full=on_disk_full,
-        archive=daemon.archive,
-    )
-
-
-class _InboxEnd:
-    """A daemon's job ends in the inbox: its list published in done/ (failures
-    in failed/), moved to failed/ as it is, or held back in processing/."""
-
-    def __init__(self, daemon: Daemon, claim: Claim) -> None:
-        self._daemon = daemon
-        self._claim = claim
-        self._held_back = daemon.intake.hold_back.started(claim.job)
-        # Where the published report is, once it is.
-        self.report: str | None = None
-        # What `give_up` was told, for the hooks.
-        self.detail = ""
-
-    async def publish(self, summary: JobSummary) -> None:
-        inbox, claim = self._daemon.inbox, self._claim
-        done = await trio.to_thread.run_sync(lambda: inbox.finish(claim, failed=summary.failed))
-        # `Inbox.finish` puts the report beside the list, under the list's stem.
-        name = os.path.basename(done)[: -len(claim.suffix)] + ".report.jsonl"
-        self.report = os.path.join(os.path.dirname(done), name)
-        fields = summary.finished_fields()
-        if not claim.category:  # the status page serves the inbox's own done/ only
-            fields["report"] = name
-        self._daemon.reporter.status.finished(claim.job, fields)
-
-    async def give_up(self, error: JobError) -> None:
-        inbox, claim = self._daemon.inbox, self._claim
-        self.detail = str(error)
-        await trio.to_thread.run_sync(lambda: inbox.fail(claim))
-
-    def retry_in(self) -> float:
-        hold_back = self._daemon.intake.hold_back
-        return hold_back.failed(self._claim.job, last=self._held_back, now=trio.current_time())
