@@ -1,6 +1,7 @@
 """A job: one list of URLs, downloaded into one folder.
 
-    job        the job's run: its crew of workers, and how it ends (`JobEnd`)
+    job        the job's run, and how it ends (`JobEnd`)
+    crew       the worker tasks: each item to its outcome, two per download slot
     feed       the list read, classified and handed to the workers, one by one
     listformat a list's format by its name: reading (and decompressing) it, and
                writing its failures back in the same format

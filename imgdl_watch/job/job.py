@@ -2,7 +2,7 @@
 
 The job reads its list as a stream, drops duplicate URLs (`dedupe`), names
 each image (`naming`), skips the ones its folder already holds (`feed`), and
-hands the rest, one at a time, to a crew of worker tasks that call the
+hands the rest, one at a time, to its `crew` of worker tasks that call the
 fetcher. It never holds more of the list than two batches and the
 de-duplication state. Every outcome is counted, logged and recorded in the
 job's report (`outcomes`).
@@ -24,23 +24,17 @@ from typing import Protocol
 import structlog
 import trio
 
-from .. import errors as err
 from ..download.fetcher import Fetcher
 from ..download.rules import DownloadRules
 from ..errors import JobError
 from .archive import Archive, ArchiveLog
-from .feed import Feed, Work
+from .crew import Crew
+from .feed import Feed
 from .folder import DiskSpace, open_job_folder, sweep_temp_files
 from .listformat import ListFormat
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
 from .report import JobReport, ReportPaths
-
-# Worker tasks per download slot: while one writes its finished file to disk
-# (fdatasync can take milliseconds), the other already uses the slot for the
-# next download. With one, a slow disk left slots idle (measured: +15% wall
-# time on the latency benchmark).
-WORKERS_PER_SLOT = 2
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -129,26 +123,20 @@ class Job:
         self._fetcher = fetcher
         # Download slots this job may fill: a fixed number, or (None) the
         # fetcher's concurrency as it is now, so that a reload that raises it
-        # reaches running jobs too. Two worker tasks per slot at most, hired
-        # as needed (see `hire`).
+        # reaches running jobs too (see `crew`).
         self._slots = workers
-        self._hired = 0
         self._report_paths = report
         self._options = options
         # The whole job's: a report that cannot be written stops everything.
         self._whole = trio.CancelScope()
-        self._stopped_early = False
         self._on_disk_full = on_disk_full
         # --archive: what is looked up, reused and recorded (see `archive`).
         self._archive = archive
         self._archive_log = (
             ArchiveLog(archive, os.path.join(output, name)) if archive is not None else None
         )
-        # Set up by `_download_all`, for its workers.
-        self._dir_fd = -1
-        self._outcomes: Outcomes
-        self._space: DiskSpace
-        self._feed: Feed
+        # The workers, once the list runs.
+        self._crew: Crew | None = None
 
     async def run(self, end: JobEnd | None = None) -> JobSummary:
         """Run the list to its end, or until the fetcher is stopping; then `end` it."""
@@ -203,118 +191,76 @@ class Job:
 
     async def _download_all(self, report: JobReport | None) -> None:
         """Every URL of the list to its outcome, unless stopped."""
-        self._outcomes = outcomes = Outcomes(self.summary, report, stop=self._whole.cancel)
+        outcomes = Outcomes(self.summary, report, stop=self._whole.cancel)
+        dir_fd = await self._open_folder()
         try:
-            self._dir_fd = await trio.to_thread.run_sync(
-                open_job_folder, self._output, self._folder
-            )
-        except OSError as exc:
-            raise JobError(
-                "folder_error", f"cannot use {self._output}/{self._folder}: {exc.strerror}"
-            ) from exc
-        try:
-            self._space = DiskSpace(
-                self._dir_fd,
-                min_free=self._options.min_free,
-                stopping=self._fetcher.stopping,
-                on_full=self._on_disk_full,
-            )
-            await trio.to_thread.run_sync(self._prepare_folder)
-            feed = self._feed = Feed(
-                self._list_fd,
+            await trio.to_thread.run_sync(self._prepare_folder, dir_fd)
+            feed = self._feed_of(dir_fd, outcomes)
+            crew = self._crew = Crew(
+                fetcher=self._fetcher,
+                dir_fd=dir_fd,
                 outcomes=outcomes,
-                folder_fd=self._dir_fd,
-                stopping=self._fetcher.stopping,
-                archive=self._archive,
-                busy=self._fetcher.policy.busy,
-                room=self._fetcher.hosts.given_back,
-                fmt=self._format,
-                url_column=self._options.url_column,
+                space=DiskSpace(
+                    dir_fd,
+                    min_free=self._options.min_free,
+                    stopping=self._fetcher.stopping,
+                    on_full=self._on_disk_full,
+                ),
+                rules=self._rules,
+                archive_log=self._archive_log,
+                slots=self._slots_now,
             )
-            # No buffer: an item passes only from the feed's hand to a
-            # worker's, so the feed knows when no worker is free.
-            send, receive = trio.open_memory_channel[Work](0)
             with self._whole:
-                async with trio.open_nursery() as nursery, receive:
-                    nursery.start_soon(
-                        report_progress, self.summary, self._options.progress_interval_s
-                    )
+                async with trio.open_nursery() as nursery:
+                    interval = self._options.progress_interval_s
+                    nursery.start_soon(report_progress, self.summary, interval)
                     if self._archive_log is not None:
                         nursery.start_soon(self._archive_log.run)
-                    async with trio.open_nursery() as crew:
-
-                        def hire() -> None:
-                            # Up to two per download slot, hired as items find
-                            # none free: a list of three URLs costs three tasks,
-                            # not 2 x --concurrency (a flood of small lists runs
-                            # --max-jobs at a time, and each idle task costs ~4 KB).
-                            if self._hired < self._max_workers():
-                                self._hired += 1
-                                crew.start_soon(self._work, receive.clone())
-
-                        crew.start_soon(feed.run, send, hire)
+                    await crew.run(feed)
                     nursery.cancel_scope.cancel()
         finally:
             if self._archive_log is not None:
                 await self._archive_log.last_flush()
-            os.close(self._dir_fd)
+            os.close(dir_fd)
         if outcomes.report_error is not None:
             raise outcomes.report_error
         if feed.error is not None:
             raise feed.error
-        stopped = feed.stopped_early or self._stopped_early
+        stopped = feed.stopped_early or crew.stopped_early
         self.summary.complete = self.summary.listed and not stopped
+
+    async def _open_folder(self) -> int:
+        try:
+            return await trio.to_thread.run_sync(open_job_folder, self._output, self._folder)
+        except OSError as exc:
+            raise JobError(
+                "folder_error", f"cannot use {self._output}/{self._folder}: {exc.strerror}"
+            ) from exc
+
+    def _feed_of(self, dir_fd: int, outcomes: Outcomes) -> Feed:
+        fetcher = self._fetcher
+        return Feed(
+            self._list_fd,
+            outcomes=outcomes,
+            folder_fd=dir_fd,
+            stopping=fetcher.stopping,
+            archive=self._archive,
+            busy=fetcher.policy.busy,
+            room=fetcher.hosts.given_back,
+            fmt=self._format,
+            url_column=self._options.url_column,
+        )
 
     @property
     def workers(self) -> int:
         """Worker tasks hired so far (two per download slot at most)."""
-        return self._hired
+        return 0 if self._crew is None else self._crew.hired
 
-    def _prepare_folder(self) -> None:
-        swept = sweep_temp_files(self._dir_fd)
+    @staticmethod
+    def _prepare_folder(dir_fd: int) -> None:
+        swept = sweep_temp_files(dir_fd)
         if swept:
             log.info("temp_files_removed", count=swept)
 
-    def _max_workers(self) -> int:
-        slots = self._fetcher.concurrency if self._slots is None else self._slots
-        return max(1, slots) * WORKERS_PER_SLOT
-
-    async def _work(self, receive: trio.MemoryReceiveChannel[Work]) -> None:
-        async with receive:
-            async for item in receive:
-                if item.archived is not None and self._archive_log is not None:
-                    got = await self._archive_log.reuse(
-                        item.url, item.archived, self._dir_fd, item.name
-                    )
-                    if got is not None:
-                        self._outcomes.reused(item, got)
-                        continue
-                try:
-                    await self._space.wait()
-                    result = await self._fetcher.download(
-                        item.url,
-                        dir_fd=self._dir_fd,
-                        name=item.name,
-                        parsed=item.parsed,
-                        rules=self._rules,
-                    )
-                except err.Interrupted:
-                    self._stopped_early = True
-                    # The feed may be waiting to hand over an item that no
-                    # worker will take: the job is stopping.
-                    self._feed.scope.cancel()
-                    return
-                except err.DownloadError as exc:
-                    self._outcomes.failed(item, exc)
-                    if isinstance(exc, err.DiskFull):
-                        self._space.full()
-                    continue
-                except err.AlreadyThere as there:  # a look-alike's file, left as it is
-                    self._outcomes.skipped(item, there.file)
-                    continue
-                except err.Filtered as exc:
-                    self._outcomes.filtered(item, exc)
-                    continue
-                self._outcomes.ok(item, result)
-                if self._archive_log is not None and result.sha256:
-                    self._archive_log.downloaded(item.url, result.file, result.sha256, result.bytes)
+    def _slots_now(self) -> int:
+        return self._fetcher.concurrency if self._slots is None else self._slots

@@ -16,7 +16,7 @@ import resource
 
 from ..config import Settings
 from ..download.connections import SLOT_CONNECTIONS
-from ..job.job import WORKERS_PER_SLOT
+from ..job.crew import WORKERS_PER_SLOT
 
 # Descriptors the process holds besides its downloads and lists: stdio, the
 # log file, trio's epoll and wake-up descriptors, the inbox folder and its
@@ -26,7 +26,7 @@ BASE_FILES = 64
 FILES_PER_JOB = 4
 # Per download slot: its own keep-alive connections (`connections`) and, through
 # a proxy, as many again in that proxy's transport; and one body per worker
-# task of the slot (`job.WORKERS_PER_SLOT`: one downloading, one publishing).
+# task of the slot (`crew.WORKERS_PER_SLOT`: one downloading, one publishing).
 FILES_PER_SLOT = 2 * SLOT_CONNECTIONS + WORKERS_PER_SLOT
 
 
