@@ -30,7 +30,10 @@ relies on these names).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # imported when metrics are enabled: `fetch` never pays for it
+    from prometheus_client import Counter, Gauge
 
 # Distinct host labels before further hosts are counted as "_other": a list
 # with a million hosts must not create a million time series.
@@ -99,81 +102,62 @@ class Recorder:
 
 class PrometheusRecorder(Recorder):
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram  # noqa: PLC0415
+        from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
         self.registry = CollectorRegistry()
-        self._downloads = Counter(
-            "imgdl_downloads", "Downloads by result", ["result"], registry=self.registry
+        self._define_downloads()
+        self._define_hosts()
+        self._define_daemon()
+        self._gauged: set[str] = set()
+        self._hosts: set[str] = set()
+        self._reasons: set[str] = set()
+
+    def _counter(self, name: str, text: str, *labels: str) -> Counter:
+        from prometheus_client import Counter  # noqa: PLC0415
+
+        return Counter(name, text, labels, registry=self.registry)
+
+    def _gauge(self, name: str, text: str, *labels: str) -> Gauge:
+        from prometheus_client import Gauge  # noqa: PLC0415
+
+        return Gauge(name, text, labels, registry=self.registry)
+
+    def _define_downloads(self) -> None:
+        from prometheus_client import Histogram  # noqa: PLC0415
+
+        self._downloads = self._counter("imgdl_downloads", "Downloads by result", "result")
+        for result in RESULTS:
+            self._downloads.labels(result)
+        self._failures = self._counter(
+            "imgdl_download_failures", "Failed downloads by reason", "reason"
         )
-        self._bytes = Counter("imgdl_download_bytes", "Bytes saved", registry=self.registry)
+        self._bytes = self._counter("imgdl_download_bytes", "Bytes saved")
         self._duration = Histogram(
             "imgdl_download_duration_seconds",
             "Duration of successful downloads, retries included",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
-        self._throttled = Counter(
-            "imgdl_host_throttled",
-            "429 and 503 answers by host",
-            ["host", "status"],
-            registry=self.registry,
+
+    def _define_hosts(self) -> None:
+        counter = self._counter
+        self._throttled = counter(
+            "imgdl_host_throttled", "429 and 503 answers by host", "host", "status"
         )
-        self._jobs = Gauge("imgdl_jobs_running", "Jobs running", registry=self.registry)
-        self._queued = Gauge(
-            "imgdl_lists_queued", "Lists waiting in the inbox", registry=self.registry
-        )
-        self._in_flight = Gauge(
-            "imgdl_downloads_in_flight", "Downloads in flight", registry=self.registry
-        )
-        self._failures = Counter(
-            "imgdl_download_failures",
-            "Failed downloads by reason",
-            ["reason"],
-            registry=self.registry,
-        )
-        self._free = Gauge(
-            "imgdl_output_free_bytes",
-            "Free bytes on the output folder's filesystem",
-            registry=self.registry,
-        )
-        self._min_free = Gauge(
-            "imgdl_output_min_free_bytes",
-            "Free bytes below which no download starts (--min-free)",
-            registry=self.registry,
-        )
-        self._heartbeat = Gauge(
-            "imgdl_heartbeat_timestamp_seconds",
-            "When the daemon's event loop last wrote its status (Unix time)",
-            registry=self.registry,
-        )
-        self._hooks = Counter(
-            "imgdl_hooks",
-            "Hooks run, by hook and result",
-            ["hook", "result"],
-            registry=self.registry,
-        )
-        self._notifications = Counter(
-            "imgdl_notifications", "Notifications by result", ["result"], registry=self.registry
-        )
-        for result in RESULTS:
-            self._downloads.labels(result)
-        self._requests = Counter(
-            "imgdl_host_requests", "Download attempts by host", ["host"], registry=self.registry
-        )
-        self._opt_outs = Counter(
+        self._requests = counter("imgdl_host_requests", "Download attempts by host", "host")
+        self._opt_outs = counter(
             "imgdl_host_opt_outs",
             "URLs opted out (X-Robots-Tag) or disallowed by robots.txt, by host",
-            ["host", "reason"],
-            registry=self.registry,
+            "host",
+            "reason",
         )
-        self._paused = Counter(
+        self._paused = counter(
             "imgdl_host_paused_seconds",
             "Seconds a host was paused at its request (Retry-After)",
-            ["host"],
-            registry=self.registry,
+            "host",
         )
         self._host_gauges = {
-            name: Gauge(f"imgdl_host_{name}", text, ["host"], registry=self.registry)
+            name: self._gauge(f"imgdl_host_{name}", text, "host")
             for name, text in (
                 ("in_flight", "Downloads in flight to a host"),
                 ("limit", "A host's concurrency limit now (adaptive, at most its ceiling)"),
@@ -181,9 +165,28 @@ class PrometheusRecorder(Recorder):
                 ("rate_limit", "Requests per second allowed to a host (0: no limit)"),
             )
         }
-        self._gauged: set[str] = set()
-        self._hosts: set[str] = set()
-        self._reasons: set[str] = set()
+
+    def _define_daemon(self) -> None:
+        gauge = self._gauge
+        self._jobs = gauge("imgdl_jobs_running", "Jobs running")
+        self._queued = gauge("imgdl_lists_queued", "Lists waiting in the inbox")
+        self._in_flight = gauge("imgdl_downloads_in_flight", "Downloads in flight")
+        self._free = gauge(
+            "imgdl_output_free_bytes", "Free bytes on the output folder's filesystem"
+        )
+        self._min_free = gauge(
+            "imgdl_output_min_free_bytes", "Free bytes below which no download starts (--min-free)"
+        )
+        self._heartbeat = gauge(
+            "imgdl_heartbeat_timestamp_seconds",
+            "When the daemon's event loop last wrote its status (Unix time)",
+        )
+        self._hooks = self._counter(
+            "imgdl_hooks", "Hooks run, by hook and result", "hook", "result"
+        )
+        self._notifications = self._counter(
+            "imgdl_notifications", "Notifications by result", "result"
+        )
 
     def _label(self, host: str) -> str:
         """The host's label: itself, or "_other" past `MAX_HOST_LABELS` hosts."""
