@@ -27,7 +27,7 @@ import watchfiles
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from ..errors import first_leaf
-from .lifecycle import is_list_name
+from .layout import is_list_name
 
 # Milliseconds awatch waits for more changes after one before it reports them.
 # Small, so that a list renamed into the inbox is picked up within ~50 ms.

@@ -1,0 +1,60 @@
+"""An inbox's folders and names: what is a list, and where a running job writes.
+
+    INBOX/cats.txt          dropped by a user; taken once it has settled
+    INBOX/processing/       claimed lists (`claims`)
+    INBOX/done/             finished lists, with <name>.report.jsonl beside each
+    INBOX/failed/           the URLs that failed, one per line, ready to re-drop
+    INBOX/.imgdl-watch/     the daemons' own: status files, and the locks
+
+Pure: names and paths only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from ..naming import list_suffix
+
+# The suffix of the plainest list; every list suffix is in `naming.LIST_SUFFIXES`.
+LIST_SUFFIX = ".txt"
+PROCESSING = "processing"
+DONE = "done"
+FAILED = "failed"
+STATE = ".imgdl-watch"
+# The daemons' locks, inside the state folder.
+LOCKS = "locks"
+# Editors and downloaders write these while a file is not finished yet.
+TEMP_PREFIXES = (".", "~", "#")
+
+
+# The folders of an inbox that are not lists nor categories.
+OWN_FOLDERS = (PROCESSING, DONE, FAILED)
+# Why `scan` passes over an entry, as `file_ignored` says it.
+NOT_A_LIST = "not a regular list file (*.txt, *.csv, *.tsv, *.jsonl, optionally .gz or .zst)"
+NOT_A_CATEGORY = "a folder that no category of the config names"
+NAMED_AS_CATEGORY = "a top-level list may not be named after a category (its output folder)"
+CATEGORY_SYMLINK = "a category's folder, but a symlink: not followed, its lists wait"
+CATEGORY_NOT_A_FOLDER = "a category's name, but not a folder: its lists wait"
+
+
+def is_list_name(name: str) -> bool:
+    """A list is `*.txt`, `*.csv`, `*.tsv` or `*.jsonl` (optionally `.gz` or
+    `.zst`), neither hidden nor an editor's or tool's temp name."""
+    return list_suffix(name) is not None and not name.startswith(TEMP_PREFIXES)
+
+
+class Parts(NamedTuple):
+    """Where a running job's report and its list of failures are written, in
+    processing/ (hidden), until `Inbox.finish` publishes them."""
+
+    report: str
+    failed: str
+
+
+def parts_in(processing: str, stem: str) -> Parts:
+    """The hidden report and failures of a job of `stem`, in the folder `processing`."""
+    return Parts(
+        report=os.path.join(processing, f".{stem}.report.part"),
+        failed=os.path.join(processing, f".{stem}.failed.part"),
+    )
