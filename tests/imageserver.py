@@ -79,6 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         with self.server.lock:
             self.server.connections -= 1
+            self.server._requested.notify_all()
         super().finish()
 
     def _send(
@@ -255,7 +256,7 @@ class ImageServer(ThreadingHTTPServer):
         # Each request's headers as sent: every one, in order, as spelled.
         self.header_items: list[list[tuple[str, str]]] = []
         self.lock = threading.Lock()
-        # Notified at every request, for `wait_for_requests`.
+        # Notified at every request and every closed connection, for the waits below.
         self._requested = threading.Condition(self.lock)
         # Client connections open now, and the most ever open at once.
         self.connections = 0
@@ -280,6 +281,13 @@ class ImageServer(ThreadingHTTPServer):
         with self._requested:
             if not self._requested.wait_for(lambda: self.counts.total() >= count, timeout):
                 raise AssertionError(f"{self.counts.total()} requests of {count} came in time")
+
+    def wait_for_no_connections(self, timeout: float = 10) -> None:
+        """Block until every client connection is closed, as the server sees it
+        (a client that closed its connections is seen closing them a little later)."""
+        with self._requested:
+            if not self._requested.wait_for(lambda: self.connections == 0, timeout):
+                raise AssertionError(f"{self.connections} connections still open")
 
     def start(self) -> ImageServer:
         self._thread = threading.Thread(

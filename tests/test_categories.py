@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from imgdl_watch import config
 from imgdl_watch.config import ConfigError, category_settings, download_rules, resolve
@@ -192,6 +193,8 @@ async def test_a_categorys_lower_limit_holds_below_the_global_one(
     urls = "".join(f"{server.base}/slow/300/{n}.jpg\n" for n in range(8))
     peaks = {}
     for category in ("", "slow"):
+        # The connections of the job before (or of an earlier test) would count.
+        await trio.to_thread.run_sync(server.wait_for_no_connections)
         server.peak_connections = 0
         job_settings = category_settings(settings, category)
         listing = tmp_path / f"list{category}.txt"
