@@ -10,6 +10,8 @@ from imgdl_watch.job.listparse import (
     InvalidLine,
     ListedUrl,
     OverlongLine,
+    check_url,
+    check_url_fully,
     parse_chunks,
     parse_line,
     split_lines,
@@ -18,7 +20,7 @@ from imgdl_watch.redact import EXCERPT_CHARS, log_url
 
 
 def listed(line: int, url: str) -> ListedUrl:
-    return ListedUrl(line, url, httpx.URL(url))
+    return ListedUrl(line, url, httpx.URL(url), httpx.URL(url).host)
 
 
 def entries(text: bytes, chunk: int = 7) -> list[ListedUrl | InvalidLine]:
@@ -77,10 +79,15 @@ def test_fragment_is_dropped() -> None:
 
 
 def test_the_parsed_url_travels_with_the_line() -> None:
-    # httpx parses each URL once, in the reader's thread; the download reuses it.
-    entry = parse_line(b"https://a.example:8443/p/x.jpg?s=2#frag", 3)
+    # A URL that httpx parsed to check it, in the reader's thread: the download
+    # reuses the parse. A plain one was not parsed: the download parses it.
+    entry = parse_line(b"https://[::1]:8443/p/x.jpg?s=2#frag", 3)
     assert isinstance(entry, ListedUrl) and entry.parsed is not None
-    assert entry.parsed == httpx.URL(entry.url) == httpx.URL("https://a.example:8443/p/x.jpg?s=2")
+    assert entry.parsed == httpx.URL(entry.url) == httpx.URL("https://[::1]:8443/p/x.jpg?s=2")
+    assert entry.host == "::1"
+    plain = parse_line(b"https://A.example:8443/p/x.jpg?s=2#frag", 3)
+    assert isinstance(plain, ListedUrl) and plain.parsed is None
+    assert (plain.url, plain.host) == ("https://A.example:8443/p/x.jpg?s=2", "a.example")
 
 
 @given(st.lists(st.binary(max_size=200), max_size=30), st.integers(min_value=1, max_value=50))
@@ -161,3 +168,59 @@ def test_an_invalid_line_does_not_echo_its_password() -> None:
     entry = parse_line(b"ftp://alice:s3cret@h.example/x.jpg", 1)
     assert isinstance(entry, InvalidLine) and entry.reason == "unsupported_scheme"
     assert "s3cret" not in entry.excerpt and "alice:***@" in entry.excerpt
+
+
+# -- the fast path of check_url ------------------------------------------
+
+_LABEL = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", max_size=12)
+_PRINTABLE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=60)
+# URLs shaped like the fast path's, and near misses: any of these may or may
+# not take it, and the property below must hold either way.
+_PLAINISH = st.builds(
+    lambda scheme, labels, rest: f"{scheme}://{'.'.join(labels)}{rest}",
+    st.sampled_from(["http", "https", "HTTP", "hTtPs", "ftp"]),
+    st.lists(_LABEL, min_size=1, max_size=4),
+    st.one_of(
+        st.just(""),
+        st.builds(lambda c, t: c + t, st.sampled_from("/?#:@."), _PRINTABLE),
+        st.builds(lambda p, t: f":{p}{t}", st.integers(0, 99999), _PRINTABLE),
+    ),
+)
+
+
+@given(st.one_of(_PLAINISH, st.text(max_size=80)))
+def test_the_fast_path_accepts_nothing_the_full_checks_refuse(text: str) -> None:
+    fast, full = check_url(text, 3), check_url_fully(text, 3)
+    if isinstance(fast, ListedUrl) and fast.parsed is None:  # the fast path took it
+        assert isinstance(full, ListedUrl), (text, full)
+        assert (fast.url, fast.host) == (full.url, full.host)
+        assert httpx.URL(fast.url).host == fast.host
+    else:
+        assert fast == full and type(fast) is type(full)
+
+
+def test_plain_urls_take_the_fast_path_and_others_the_full_checks() -> None:
+    for text in (
+        "http://a.example/1.jpg",
+        "HTTPS://Img.Example.COM/a/b.png?x=1&y=%20#frag",
+        "http://localhost",
+        "http://a-b.c0/x",
+        "http://localhost:8080/a.jpg",
+    ):
+        entry = check_url(text, 1)
+        assert isinstance(entry, ListedUrl) and entry.parsed is None, text
+    for text in (
+        "http://127.0.0.1/a.jpg",  # digits and dots: httpx checks it as IPv4
+        "http://xn--fiqs8s.example/a.jpg",  # IDNA: httpx decodes the host
+        "http://user:pw@a.example/a.jpg",
+        "http://a.example:65535/a.jpg",  # past the fast path's ports, not past httpx's
+        "http://[::1]/a.jpg",
+        "http://a_b.example/a.jpg",
+        "http://例え.jp/a.jpg",
+    ):
+        entry = check_url(text, 1)
+        assert isinstance(entry, ListedUrl) and entry.parsed is not None, text
+        assert entry.host == entry.parsed.host
+    for text in ("http://a.example:0/a.jpg", "http://a.example:65536/a.jpg"):
+        assert check_url(text, 1) == check_url_fully(text, 1)
+        assert isinstance(check_url(text, 1), InvalidLine), text

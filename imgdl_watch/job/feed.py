@@ -24,6 +24,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 
 import httpx
@@ -41,7 +42,7 @@ from .outcomes import Outcomes
 from .rows import ListError, Row
 
 # Entries parsed per hop to a worker thread: the hop costs ~100 µs, parsing
-# an entry ~20 µs (it is validated as a URL), so a batch amortises the hop.
+# an entry 2-20 µs (it is validated as a URL), so a batch amortises the hop.
 # The first batch is small, so that the first download starts within a
 # millisecond or two; each next one doubles, up to the largest.
 FIRST_PARSE_BATCH = 32
@@ -61,7 +62,10 @@ class Work:
     line: int
     url: str
     name: str
-    parsed: httpx.URL
+    # As httpx parsed it, if the reader did (see `listparse.ListedUrl`).
+    parsed: httpx.URL | None
+    # Its host, which the busy check keys on.
+    host: str
     # The URL's file in the archive, to reuse rather than download.
     archived: ArchivedFile | None = None
     # Its row in a structured list, with its data; None for a txt list.
@@ -94,17 +98,23 @@ def _take(
     dedupe: Dedupe,
     folder_fd: int,
     archive: Archive | None,
+    *,
+    folder_empty: bool = False,
 ) -> tuple[_Batch, list[_Named | None]]:
     """The next `count` entries, and for each URL among them its name and
     existing file (None: a duplicate), or its archived one. Blocking, in the
     reader's thread: de-duplication may ask its disk state, the folder is
-    asked by `stat`, and the archive by one query for the batch."""
+    asked by `stat` (unless it was empty when the job began), and the
+    archive by one query for the batch."""
     batch = list(islice(entries, count))
     urls = [e.url for e in batch if isinstance(e, ListedUrl)]
     names = dedupe.classify(urls)
-    named = [
-        None if name is None else _Named(name, existing_file(folder_fd, name)) for name in names
-    ]
+    if folder_empty:
+        named = [None if name is None else _Named(name, None) for name in names]
+    else:
+        named = [
+            None if name is None else _Named(name, existing_file(folder_fd, name)) for name in names
+        ]
     if archive is None:
         return batch, named
     wanted = [url for url, n in zip(urls, named, strict=True) if n is not None and not n.existing]
@@ -134,6 +144,7 @@ class Feed:
         room: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
         fmt: ListFormat | None = None,
         url_column: str | None = None,
+        folder_empty: bool = False,
     ) -> None:
         self._list_fd = list_fd
         self._format = fmt or ListFormat()
@@ -141,6 +152,13 @@ class Feed:
         # The job folder: asked for what it has already, and where the
         # de-duplication state goes when a list is too long for memory.
         self._folder_fd = folder_fd
+        # A folder that was empty when the job began holds no image of this
+        # list but those its own downloads put there, under names given once
+        # each: so no name is looked for in it (a `stat` a URL, a quarter of
+        # the reader's time on a new job; `benchmarks/lines_probe.py --reader`
+        # measures it again). A name taken meanwhile all the same (a
+        # look-alike's file) is still never replaced: its download is skipped.
+        self._folder_empty = folder_empty
         # Whether a download of a host would wait for one of its slots now.
         self._busy = busy
         # Returns once some host may have room again (a slot was given back).
@@ -203,7 +221,7 @@ class Feed:
     def _set_aside(self, item: Work) -> bool:
         """Keep `item` aside if its host is busy (or has items aside already, to keep
         their order)."""
-        host = item.parsed.host
+        host = item.host
         waiting = self._aside.get(host)
         if waiting is None and not self._busy(host):
             return False
@@ -252,7 +270,15 @@ class Feed:
             while not self._stopping.is_set():
                 try:
                     batch, names = await trio.to_thread.run_sync(
-                        _take, entries, size, dedupe, self._folder_fd, self._archive
+                        partial(
+                            _take,
+                            entries,
+                            size,
+                            dedupe,
+                            self._folder_fd,
+                            self._archive,
+                            folder_empty=self._folder_empty,
+                        )
                     )
                 except OSError as exc:
                     self.error = JobError("list_unreadable", exc.strerror or str(exc))
@@ -289,6 +315,7 @@ class Feed:
                             entry.url,
                             found.name,
                             entry.parsed,
+                            entry.host,
                             archived=found.archived,
                             row=entry.row,
                         )
