@@ -233,3 +233,16 @@ async def test_downloads_reuse_the_url_the_reader_parsed(
         urls = [f"{server.base}/img/p{i}.jpg" for i in range(3)]
         assert (await (await _job_in(tmp_path, fetcher, urls, workers=2)).run()).ok == 3
     assert len(passed) == 3 and all(isinstance(p, httpx.URL) for p in passed)
+
+
+async def test_a_name_taken_meanwhile_is_never_replaced(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # A new job's folder is empty, so no name is looked for in it before its
+    # download (see `feed`): the second URL's name is taken by the first's file
+    # (an extension-less PNG, named a.png), found only as it is published.
+    urls = [f"{server.base}/noext/a", f"{server.base}/img/a.png"]
+    summary = await run(write_list(tmp_path / "cats.txt", urls), tmp_path / "out", workers=1)
+    assert (summary.ok, summary.skipped, summary.failed) == (1, 1, 0)
+    saved = (tmp_path / "out" / "cats" / "a.png").read_bytes()
+    assert saved.startswith(b"\x89PNG") and os.listdir(tmp_path / "out" / "cats") == ["a.png"]

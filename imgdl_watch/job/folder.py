@@ -39,6 +39,12 @@ def sweep_temp_files(dir_fd: int) -> int:
     return removed
 
 
+def is_empty(dir_fd: int) -> bool:
+    """Whether the folder holds nothing at all (a new job's, once swept)."""
+    with os.scandir(dir_fd) as entries:
+        return next(entries, None) is None
+
+
 def existing_file(dir_fd: int, name: str) -> str | None:
     """The file that a download named `name` left in the folder, if any: a
     regular, non-empty file under one of the names it may have been given

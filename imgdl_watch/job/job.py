@@ -30,7 +30,7 @@ from ..errors import JobError
 from .archive import Archive, ArchiveLog
 from .crew import Crew
 from .feed import Feed
-from .folder import DiskSpace, open_job_folder, sweep_temp_files
+from .folder import DiskSpace, is_empty, open_job_folder, sweep_temp_files
 from .listformat import ListFormat
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
@@ -194,8 +194,8 @@ class Job:
         outcomes = Outcomes(self.summary, report, stop=self._whole.cancel)
         dir_fd = await self._open_folder()
         try:
-            await trio.to_thread.run_sync(self._prepare_folder, dir_fd)
-            feed = self._feed_of(dir_fd, outcomes)
+            empty = await trio.to_thread.run_sync(self._prepare_folder, dir_fd)
+            feed = self._feed_of(dir_fd, outcomes, folder_empty=empty)
             crew = self._crew = Crew(
                 fetcher=self._fetcher,
                 dir_fd=dir_fd,
@@ -237,7 +237,7 @@ class Job:
                 "folder_error", f"cannot use {self._output}/{self._folder}: {exc.strerror}"
             ) from exc
 
-    def _feed_of(self, dir_fd: int, outcomes: Outcomes) -> Feed:
+    def _feed_of(self, dir_fd: int, outcomes: Outcomes, *, folder_empty: bool) -> Feed:
         fetcher = self._fetcher
         return Feed(
             self._list_fd,
@@ -249,6 +249,7 @@ class Job:
             room=fetcher.hosts.given_back,
             fmt=self._format,
             url_column=self._options.url_column,
+            folder_empty=folder_empty,
         )
 
     @property
@@ -257,10 +258,12 @@ class Job:
         return 0 if self._crew is None else self._crew.hired
 
     @staticmethod
-    def _prepare_folder(dir_fd: int) -> None:
+    def _prepare_folder(dir_fd: int) -> bool:
+        """Sweep a killed run's temporary files; whether the folder is empty then."""
         swept = sweep_temp_files(dir_fd)
         if swept:
             log.info("temp_files_removed", count=swept)
+        return is_empty(dir_fd)
 
     def _slots_now(self) -> int:
         return self._fetcher.concurrency if self._slots is None else self._slots
