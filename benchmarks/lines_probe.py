@@ -1,6 +1,16 @@
 """How fast a job takes in a list, and what the whole list costs in memory.
 
-    python lines_probe.py LIST     (run it with the product's Python)
+    python lines_probe.py LIST            the whole job (below)
+    python lines_probe.py --reader LIST   the reading stage alone
+
+(Run it with the product's Python.)
+
+`--reader` times what the feed's reader thread does, alone, with no event
+loop and no worker: reading, parsing and validating each line,
+de-duplication (in memory, then on disk past `dedupe.MEMORY_URLS`),
+naming, and (in a folder that was not empty) the `stat` that looks for
+each name in it. It is the
+"reading and de-duplication" rate of issue #19.
 
 It runs the product's own `Job` over the whole list, as `fetch` does, with
 one thing changed: the fetcher answers every URL at once with a 404, with no
@@ -35,10 +45,24 @@ import trio
 
 from imgdl_watch import config, errors
 from imgdl_watch.download.fetcher import Downloaded, Fetcher
+from imgdl_watch.job.dedupe import Dedupe
+from imgdl_watch.job.feed import PARSE_BATCH, read_entries
+from imgdl_watch.job.feed import _take as take
+from imgdl_watch.job.folder import is_empty
 from imgdl_watch.job.job import Job
 from imgdl_watch.service.logs import configure
 
 CONCURRENCY = 64
+
+
+class NeverBusy:
+    """The host side of the fetcher that a job's feed asks: no host is ever busy."""
+
+    def busy(self, host: str) -> bool:
+        return False
+
+    async def given_back(self) -> None:
+        await trio.sleep_forever()  # never awaited: no URL is ever set aside
 
 
 class NotFoundFetcher:
@@ -47,8 +71,11 @@ class NotFoundFetcher:
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self.stopping = trio.Event()
+        self.policy = self.hosts = NeverBusy()
 
-    async def download(self, url: str, *, dir_fd: int, name: str, parsed: httpx.URL) -> Downloaded:
+    async def download(
+        self, url: str, *, dir_fd: int, name: str, parsed: httpx.URL | None, rules: object = None
+    ) -> Downloaded:
         failure = errors.RefusedStatus(404)
         failure.attempts = 1
         raise failure
@@ -81,6 +108,31 @@ async def main(path: str) -> dict[str, float]:
     }  # fmt: skip
 
 
+def reader(path: str) -> dict[str, float]:
+    fd = os.open(path, os.O_RDONLY)
+    base = high_water_mb()
+    lines = 0
+    with tempfile.TemporaryDirectory() as out:
+        dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+        dedupe = Dedupe(spill_dir_fd=dir_fd)
+        entries = read_entries(fd)
+        started = time.perf_counter()
+        # As the job does: a new job's folder is empty, so no name is looked for.
+        empty = is_empty(dir_fd)
+        while batch := take(entries, PARSE_BATCH, dedupe, dir_fd, None, folder_empty=empty)[0]:
+            lines += len(batch)
+        seconds = time.perf_counter() - started
+        dedupe.close()
+        os.close(dir_fd)
+    return {
+        "lines": lines, "seconds": round(seconds, 2), "lines_per_s": round(lines / seconds),
+        "base_rss_mb": round(base, 1), "peak_rss_mb": round(high_water_mb(), 1),
+    }  # fmt: skip
+
+
 if __name__ == "__main__":
     configure(level="error", fmt="json")
-    print(json.dumps(trio.run(main, sys.argv[1])))
+    if sys.argv[1] == "--reader":
+        print(json.dumps(reader(sys.argv[2])))
+    else:
+        print(json.dumps(trio.run(main, sys.argv[1])))
