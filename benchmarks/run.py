@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from benchmarks import corpus
 from benchmarks import mix as mixes
@@ -543,24 +543,31 @@ def pickup(
     return statistics.median(delays), delays[max(0, math.ceil(0.95 * len(delays)) - 1)]
 
 
-def long_list(srv: servers.Servers, lines: int) -> dict[str, float]:
-    """A list of `lines` distinct URLs (all 404 on the static server).
+def long_list(srv: servers.Servers, lines: int) -> dict[str, Any]:
+    """A list of `lines` distinct URLs.
 
-    Time to the first request: `imgdl-watch fetch` on it, stopped once nginx
-    has logged that request. The whole list: `lines_probe.py`, the product's
-    own job over all of it with downloads answered at once, for the job's
-    intake in lines per second and its peak RSS (see that file for why not a
-    real fetch: on this VM it would time 404s, at ~800 per second).
+    Time to the first request: `imgdl-watch fetch` on it (its URLs all 404 on
+    the static server), stopped once nginx has logged that request. The whole
+    list: `lines_probe.py`, the product's own job over all of it with
+    downloads answered at once, for the job's intake in lines per second and
+    its peak RSS (see that file for why not a real fetch: on this VM it would
+    time 404s, at ~800 per second); and `lines_probe.py --reader`, the
+    reading stage alone (read, parse, de-duplicate, name). The probes' list
+    has host names, as real lists do (`img7.example.org`; they are never
+    asked: the probe answers itself), where the fetch's list must name our
+    server by its address.
     """
     assert srv.access_log is not None
     root = Path(tempfile.mkdtemp(prefix="imgdl-bench-lines-", dir=WORK))
-    big = root / "long.txt"
+    big, named = root / "long.txt", root / "named.txt"
     try:
-        with big.open("w") as handle:
-            for start in range(0, lines, 100_000):
-                handle.write("".join(
-                    f"{srv.static}/m/{i}/image-{i}.jpg\n" for i in range(start, min(lines, start + 100_000))
-                ))  # fmt: skip
+        for path, base in ((big, srv.static), (named, None)):
+            with path.open("w") as handle:
+                for start in range(0, lines, 100_000):
+                    handle.write("".join(
+                        f"{base or f'http://img{i % 64}.example.org'}/m/{i}/image-{i}.jpg\n"
+                        for i in range(start, min(lines, start + 100_000))
+                    ))  # fmt: skip
         out = root / "out"
         out.mkdir()
         offset = srv.access_log.stat().st_size
@@ -583,13 +590,16 @@ def long_list(srv: servers.Servers, lines: int) -> dict[str, float]:
                         break
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
-        probe = subprocess.run(
-            [str(product_python()), str(HERE / "lines_probe.py"), str(big)],
-            capture_output=True, text=True, check=True, timeout=120 + lines / 2000,
-        )  # fmt: skip
+        probes = [
+            json.loads(subprocess.run(
+                [str(product_python()), str(HERE / "lines_probe.py"), *mode, str(named)],
+                capture_output=True, text=True, check=True, timeout=120 + lines / 2000,
+            ).stdout)
+            for mode in ([], ["--reader"])
+        ]  # fmt: skip
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"lines": lines, "first_request_s": round(first, 3), **json.loads(probe.stdout)}
+    return {"lines": lines, "first_request_s": round(first, 3), **probes[0], "reader": probes[1]}
 
 
 def flood(srv: servers.Servers, paths: list[str], lists: int) -> dict[str, float]:
@@ -725,7 +735,9 @@ def main() -> None:
                     f"{args.lines:,}-line list: first request after {long['first_request_s']} s; "
                     f"the whole list through a job whose downloads cost nothing: {long['seconds']} s, "
                     f"{long['lines_per_s']:,} lines/s, peak RSS {long['peak_rss_mb']} MB "
-                    f"({long['base_rss_mb']} MB before the job, {long['bytes_per_url']} bytes per URL)"
+                    f"({long['base_rss_mb']} MB before the job, {long['bytes_per_url']} bytes per URL); "
+                    f"the reading stage alone: {long['reader']['lines_per_s']:,} lines/s, "
+                    f"peak RSS {long['reader']['peak_rss_mb']} MB"
                 )
                 results["long_list"] = long
             flooded = flood(srv, paths, 1000)
