@@ -239,10 +239,17 @@ async def test_a_name_taken_meanwhile_is_never_replaced(
     server: ImageServer, tmp_path: Path
 ) -> None:
     # A new job's folder is empty, so no name is looked for in it before its
-    # download (see `feed`): the second URL's name is taken by the first's file
-    # (an extension-less PNG, named a.png), found only as it is published.
+    # download (see `feed`): one URL's name is taken by the other's file (an
+    # extension-less PNG, named a.png), found only as it is published. Either
+    # may finish first: the first keeps the name, whole, and the other is skipped.
     urls = [f"{server.base}/noext/a", f"{server.base}/img/a.png"]
-    summary = await run(write_list(tmp_path / "cats.txt", urls), tmp_path / "out", workers=1)
+    with capture_logs() as logs:
+        summary = await run(write_list(tmp_path / "cats.txt", urls), tmp_path / "out", workers=1)
     assert (summary.ok, summary.skipped, summary.failed) == (1, 1, 0)
+    assert os.listdir(tmp_path / "out" / "cats") == ["a.png"]
     saved = (tmp_path / "out" / "cats" / "a.png").read_bytes()
-    assert saved.startswith(b"\x89PNG") and os.listdir(tmp_path / "out" / "cats") == ["a.png"]
+    [ok] = events(logs, "download_ok")
+    [skipped] = events(logs, "download_skipped")
+    assert {ok["url"], skipped["url"]} == set(urls) and skipped["file"] == "a.png"
+    with httpx.Client() as client:
+        assert saved == client.get(ok["url"]).content
