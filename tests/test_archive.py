@@ -308,3 +308,28 @@ def test_fetch_uses_the_archive_too(server: ImageServer, tmp_path: Path) -> None
     finished = [json.loads(line) for line in done.stdout.splitlines()][-1]
     assert (finished["event"], finished["ok"], finished["reused"]) == ("job_finished", 10, 10)
     assert server.counts.total() == 30
+
+
+def test_daemons_that_open_a_new_archive_at_once_all_start(tmp_path: Path) -> None:
+    # Two connections switching a new file to WAL at the same moment: SQLite
+    # answers one of them "database is locked" at once, with no busy wait
+    # (two daemons started together failed to start, one time in a few).
+    import threading
+
+    failures: list[BaseException] = []
+
+    def open_it(path: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            Archive(path).close()
+        except BaseException as exc:  # every failure is the test's
+            failures.append(exc)
+
+    for round_ in range(40):
+        path, barrier = str(tmp_path / f"archive-{round_}.db"), threading.Barrier(4)
+        threads = [threading.Thread(target=open_it, args=(path, barrier)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

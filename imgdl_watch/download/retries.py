@@ -62,7 +62,7 @@ async def with_retries(
             raise
         first_failure: err.DownloadError | None = exc
 
-    async for retry in _stamina().retry_context(
+    async for retry in quiet_stamina().retry_context(
         on=_retry_delay(url, backoff, rand, attempts), attempts=retries + 1, timeout=None
     ):
         with retry:
@@ -103,10 +103,12 @@ def _retry_delay(
 
 # Imported on first use. A one-shot `fetch` pays for its imports in wall time,
 # and stamina (with tenacity, ~10 ms) is needed only after a first failure.
+# Every user of stamina in the package takes it from here, so that its hooks
+# are silenced before its first retry, whoever retries first.
 
 
 @functools.cache
-def _stamina() -> ModuleType:
+def quiet_stamina() -> ModuleType:
     import stamina  # noqa: PLC0415
     import stamina.instrumentation  # noqa: PLC0415
 

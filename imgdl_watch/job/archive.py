@@ -44,6 +44,7 @@ import structlog
 import trio
 
 from ..download.filesink import FILE_MODE, TEMP_PREFIX
+from ..download.retries import quiet_stamina
 from ..naming import fingerprint, has_extension, split_extension
 from ..redact import excerpt, log_url
 
@@ -100,6 +101,13 @@ class Reused:
     how: str
 
 
+def _is_busy(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
 class Archive:
     """One archive file. Its methods block: call them from worker threads.
 
@@ -114,11 +122,20 @@ class Archive:
             self._db = sqlite3.connect(
                 path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise ArchiveError(f"archive {path}: SQLite cannot use WAL mode there ({mode})")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            # Two connections that switch a new file to WAL at the same moment:
+            # SQLite answers one "database is locked" at once, without its busy
+            # wait (two daemons started together). That one tries again.
+            for attempt in quiet_stamina().retry_context(
+                on=_is_busy, attempts=None, timeout=BUSY_TIMEOUT_S, wait_initial=0.01, wait_max=0.2
+            ):
+                with attempt:
+                    mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        raise ArchiveError(
+                            f"archive {path}: SQLite cannot use WAL mode there ({mode})"
+                        )
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._db.execute(_SCHEMA)
         except sqlite3.Error as exc:
             raise ArchiveError(f"cannot use archive {path}: {exc}") from None
 
