@@ -19,7 +19,7 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from imgdl_watch.job.progress import JobSummary, report_progress
+from imgdl_watch.job.progress import RATE_WINDOW_S, JobSummary, RateMeter, report_progress
 from imgdl_watch.service.status import collect
 from tests.daemonproc import DaemonProcess, drop
 from tests.imageserver import ImageServer
@@ -52,6 +52,31 @@ def test_progress_cadence_and_fields_on_a_fake_clock() -> None:
     assert first["rate_bytes_s"] == 800_000
     assert (second["done"], second["failed"], second["rate_img_s"]) == (80, 10, 10.0)
     assert second["eta_s"] == 1.0  # 10 left at 10 img/s, now that the list is read
+
+
+def test_a_paced_jobs_rate_holds_still_when_sampled_every_second() -> None:
+    # A host paced at 5/s answers in bursts: 5 images just after each whole
+    # second, none in between. Sampled every second (the status file's
+    # cadence) half a second after the burst or just before it, the rate is
+    # 5/s once the window is full, never 0 nor 10.
+    summary = JobSummary("paced", found=1000, listed=True)
+    meter = RateMeter(summary, 0.0)
+    rates = []
+    for tick in range(1, 21):
+        summary.ok = 5 * tick  # the burst at `tick - 1 + 0.1`, all of it in
+        now = tick + (0.5 if tick % 2 else 0.95)
+        rates.append(meter.sample(now).rate_img_s)
+    steady = rates[int(RATE_WINDOW_S) + 1 :]
+    assert steady and all(4.0 <= rate <= 6.0 for rate in steady), rates
+
+
+def test_a_meter_sampled_less_often_than_its_window_measures_since_its_last_look() -> None:
+    summary = JobSummary("slow", found=100)
+    meter = RateMeter(summary, 0.0, window_s=5.0)
+    summary.ok = 50
+    assert meter.sample(10.0).rate_img_s == 5.0
+    summary.ok = 60
+    assert meter.sample(20.0).rate_img_s == 1.0  # the last 10 s only, not since 0
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,26 +98,45 @@ class Snapshot:
         return fields
 
 
+# Seconds of samples a rate is taken over. A paced host's requests come in
+# bursts about once a second, so that a job's rate over one second's samples
+# flickers between 0 and twice its true value (the status page showed
+# "0.0 img/s" under `--rate-per-host 5`); over a few seconds it holds still.
+RATE_WINDOW_S = 5.0
+
+
 class RateMeter:
-    """Rates of one job between consecutive samples (pure: the caller gives the time)."""
+    """Rates of one job over its last samples (pure: the caller gives the time).
 
-    __slots__ = ("_at", "_bytes", "_finished", "summary")
+    Each `sample` is kept for `window_s` seconds; a rate is taken from the
+    oldest kept to the newest, so a reader that samples once every few
+    seconds gets the rate since its last look, and one that samples every
+    second gets it over the last `window_s`.
+    """
 
-    def __init__(self, summary: JobSummary, now: float) -> None:
+    __slots__ = ("_samples", "_window_s", "summary")
+
+    def __init__(self, summary: JobSummary, now: float, *, window_s: float = RATE_WINDOW_S) -> None:
         self.summary = summary
-        self._at = now
-        self._finished = summary.ok + summary.failed
-        self._bytes = summary.bytes
+        self._window_s = window_s
+        # (time, finished, bytes), oldest first.
+        self._samples: deque[tuple[float, int, int]] = deque(
+            [(now, summary.ok + summary.failed, summary.bytes)]
+        )
 
     def sample(self, now: float) -> Snapshot:
         summary = self.summary
-        span = max(now - self._at, 1e-9)
         finished = summary.ok + summary.failed
-        rate = (finished - self._finished) / span
-        byte_rate = (summary.bytes - self._bytes) / span
+        samples = self._samples
+        while len(samples) > 1 and now - samples[1][0] >= self._window_s:
+            samples.popleft()  # the next one is old enough to measure from
+        at, finished_then, bytes_then = samples[0]
+        span = max(now - at, 1e-9)
+        rate = (finished - finished_then) / span
+        byte_rate = (summary.bytes - bytes_then) / span
+        samples.append((now, finished, summary.bytes))
         remaining = summary.found - summary.done - summary.failed - summary.filtered
         eta = round(remaining / rate, 1) if summary.listed and rate > 0 else None
-        self._at, self._finished, self._bytes = now, finished, summary.bytes
         return Snapshot(
             job=summary.job,
             done=summary.done,
