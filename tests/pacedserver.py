@@ -116,6 +116,9 @@ class PacedServer:
     body_bytes_sent: int = 0
     # Set when a /noai/ answer's client went away.
     noai_closed: trio.Event = field(default_factory=trio.Event)
+    # Seconds before a new connection's first request is read: a TLS
+    # handshake's round trips, or a loaded server's accept queue.
+    handshake_s: float = 0.0
     base: str = ""
 
     def times(self, prefix: str = "/") -> list[float]:
@@ -132,6 +135,8 @@ class PacedServer:
     async def _connection(self, stream: trio.SocketStream) -> None:
         buffer = b""
         try:
+            if self.handshake_s:
+                await trio.sleep(self.handshake_s)
             while True:
                 while b"\r\n\r\n" not in buffer:
                     data = await stream.receive_some(65536)

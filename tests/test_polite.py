@@ -62,6 +62,29 @@ def test_the_rate_is_honoured_on_the_servers_clock(tmp_path: Path) -> None:
     assert 5.25 <= max(times) - min(times) < 5.5
 
 
+def test_the_rate_holds_on_the_servers_clock_when_new_connections_come_late(
+    tmp_path: Path,
+) -> None:
+    # The first burst opens its connections, and the server reads them 0.3 s
+    # late (a handshake); the next burst, on kept connections, is read at
+    # once. Counted from the turns, 10 requests fell in one of its seconds.
+    server = PacedServer(handshake_s=0.3)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            base = await nursery.start(server.serve, "127.0.0.2")
+            async with Fetcher(options(rate_per_host=5.0)) as fetcher:
+                urls = [f"{base}/img/{i}.jpg" for i in range(30)]
+                done = await download_all(fetcher, urls, tmp_path / "out")
+            nursery.cancel_scope.cancel()
+        assert all(not isinstance(d, Exception) for d in done.values())
+
+    on_mock_clock(main)
+    times = server.times("/img/")
+    assert len(times) == 30
+    assert most_in_any_second(times) == 5
+
+
 def test_the_minimum_gap_holds_with_jitter(tmp_path: Path) -> None:
     server = PacedServer()
 

@@ -132,6 +132,35 @@ def test_no_second_has_more_than_the_rate_allows(rate: float) -> None:
     assert achieved == pytest.approx(rate / (1 + RATE_SLACK), rel=0.02)
 
 
+def test_a_request_counts_from_its_answer() -> None:
+    rule, pace = PaceRule(rate=5.0), HostPace()
+    for _ in range(5):
+        pace.take(rule, 0.0, 0.5)
+    assert pace.ready_at(rule, 0.0) == pytest.approx(1.05)
+    # The answers come in any order, the last at 0.3 s: the next burst waits
+    # a window from the oldest of the five new times, not from the turns.
+    for at in (0.3, 0.1, 0.2, 0.05, 0.25):
+        pace.answered(at)
+    assert pace.ready_at(rule, 0.0) == pytest.approx(0.05 + 1.05)
+    pace.answered(9.0)  # an answer with no request waiting changes nothing
+    assert pace.ready_at(rule, 0.0) == pytest.approx(0.05 + 1.05)
+    assert pace.at_rest(rule, 1.5)
+
+
+def test_a_request_waiting_for_its_answer_keeps_the_schedule() -> None:
+    rule, pace = PaceRule(rate=100.0), HostPace()
+    for i in range(MAX_BURST + 3):  # three waiting requests fall out of the schedule
+        pace.take(rule, i / 100, 0.0)
+    assert not pace.at_rest(rule, 50.0)
+    for _ in range(3):
+        pace.answered(20.0)  # theirs: the schedule's times do not move
+    assert pace.last == pytest.approx(0.12)
+    for _ in range(MAX_BURST):
+        pace.answered(30.0)
+    assert pace.last == 30.0 and pace.ready_at(rule, 0.0) == pytest.approx(30.0 + 0.105)
+    assert not pace.at_rest(rule, 30.0) and pace.at_rest(rule, 31.0)
+
+
 def test_the_gap_is_a_minimum_with_jitter_and_the_tighter_rule_wins() -> None:
     gaps = [b - a for a, b in itertools.pairwise(schedule(PaceRule(min_gap=2.0), 50))]
     assert all(2.0 <= g <= 3.0 for g in gaps) and len(set(gaps)) > 40
@@ -156,6 +185,7 @@ def test_the_pacer_forgets_hosts_at_rest() -> None:
             await pacer.wait(entry, host)
             assert pacer.take(entry, host)
             pacer.leave(entry, host)
+            pacer.answered(host)  # the request's answer came
             await trio.sleep(0.1)
         assert len(pacer._hosts) <= 257
         unlimited = Pacer(lambda host: PaceRule())

@@ -62,7 +62,7 @@ from .anonymous import Anonymous
 from .body import Received, receive
 from .filesink import GroupCommit
 from .hostlimits import Verdict
-from .hostpolicy import HostPolicy
+from .hostpolicy import HostPolicy, Sending
 from .options import FetchOptions, default_rules
 from .redirects import REDIRECTS, next_hop
 from .retries import Attempts, with_retries
@@ -251,15 +251,15 @@ class Fetcher:
             host_slot = await self.hosts.acquire(host)
             try:
                 slot = await self.slots.take(host)
-                policy.sending(host)
+                request = policy.sending(host)
                 try:
                     with trio.move_on_after(rules.total_timeout):
-                        done = await self._follow(slot, url, dir_fd, name, rules)
+                        done = await self._follow(slot, url, dir_fd, name, rules, request=request)
                         verdict = Verdict.GOOD
                         return done
                     raise err.TimedOut(f"no complete answer within {rules.total_timeout:g} s")
                 finally:
-                    policy.sent(host)
+                    policy.sent(request)
                     self.slots.give(slot)
             except err.HttpStatusError as exc:
                 if exc.status in RETRY_AFTER_STATUSES:
@@ -271,7 +271,14 @@ class Fetcher:
             rules.limits.release(own, verdict)
 
     async def _follow(
-        self, slot: int, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
+        self,
+        slot: int,
+        url: httpx.URL,
+        dir_fd: int,
+        name: str,
+        rules: DownloadRules,
+        *,
+        request: Sending,
     ) -> tuple[str, Received]:
         seen = {str(url)}
         current = url
@@ -286,6 +293,7 @@ class Fetcher:
             headers = request_headers.for_request(url, current)
             try:
                 answer = await self._transports.send(slot, current, headers, rules.timeouts)
+                request.answered()  # the first hop's answer: the host's pace counts from now
                 try:
                     location = answer.headers.get("location")
                     if answer.status in REDIRECTS and location:

@@ -48,6 +48,21 @@ log = structlog.get_logger("imgdl_watch")
 _HeadersKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
+@dataclasses.dataclass(slots=True)
+class Sending:
+    """A request on its way to `host`: `answered()` when its answer's head
+    comes, so that the host's pace counts it from then (`pacing`)."""
+
+    host: str
+    pacer: Pacer
+    done: bool = False
+
+    def answered(self) -> None:
+        if not self.done:
+            self.done = True
+            self.pacer.answered(self.host)
+
+
 class HostPolicy:
     """Each host's rules and state, shared by every download of the fetcher."""
 
@@ -119,16 +134,18 @@ class HostPolicy:
 
     # -- a request's life ----------------------------------------------------
 
-    def sending(self, host: str) -> None:
+    def sending(self, host: str) -> Sending:
         """A request to `host` is about to go out (its turn and a global slot are held)."""
         sending = self._sending
         sending[host] = sending.get(host, 0) + 1
         self.stats.get(host).requests += 1
         metrics.recorder.request(host)
+        return Sending(host, self.pacer)
 
-    def sent(self, host: str) -> None:
+    def sent(self, request: Sending) -> None:
         """The request's attempt is over, however it ended."""
-        sending = self._sending
+        request.answered()  # if no answer came, it counts from its end
+        host, sending = request.host, self._sending
         if sending[host] == 1:
             del sending[host]
         else:

@@ -22,6 +22,16 @@ The fetcher takes a host's turn (`Pacer.wait`, then `Pacer.take`) as the
 last thing before a request, so the rule holds on the times requests are
 really sent. Waiting here holds no global download slot.
 
+**Counted from the answer.** A request counts from when it went until its
+answer's head comes (`Pacer.answered`), and from then on: the server saw it
+at some time in between, so the next window starts after that. A request
+on a new connection reaches the server a handshake later than one on a kept
+connection; counted from the turn alone, a first burst that met TCP and
+TLS handshakes came so late that the next burst, on kept connections, fell
+within the same second of the server's log (7 in a second, under
+`--rate-per-host 5`, on nginx: benchmarks/README, "Pacing on a real
+server's log").
+
 Only hosts with a rule, a pause or a recent request have a schedule; one at
 rest (a fresh schedule would act the same) is forgotten, so many hosts do not
 grow the table.
@@ -40,12 +50,11 @@ import trio
 # The largest burst: a host that allows 100 requests a second still gets
 # them spread over the second in tens, not a hundred at once.
 MAX_BURST = 10
-# Each window is this much longer than burst/rate: the requests of a burst
-# reach the server a few milliseconds apart (14 ms here, for 5 at once on
-# loopback: the `make run` trial in issue 16's report), so a window of
-# exactly one second would let a server's log show the next burst's first
-# request within a second of the last one's, R + 1 in a second. 5% costs 5%
-# of the rate and absorbs 50 ms at 5/s.
+# Each window is this much longer than burst/rate: a server logs a request a
+# little after it came (nginx's $msec is when the answer was sent), and not
+# by the same delay for each, so a window of exactly one second would let
+# its log show the next burst's first request within a second of the last
+# one's, R + 1 in a second. 5% costs 5% of the rate and absorbs 50 ms at 5/s.
 RATE_SLACK = 0.05
 # Each gap is drawn between --min-gap and (1 + GAP_JITTER) times it.
 GAP_JITTER = 0.5
@@ -85,28 +94,48 @@ UNLIMITED = PaceRule()
 class HostPace:
     """One host's schedule, in seconds of whatever clock the caller uses."""
 
-    # When the last requests went, the newest last (MAX_BURST at most).
+    # The times of the last requests (MAX_BURST at most), in the order they
+    # went: when each went, or when its answer came once it came.
     sent: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_BURST))
+    # How many of the newest in `sent` wait for their answer...
+    unanswered: int = 0
+    # ... and how many more, pushed out of `sent` by newer ones, also wait.
+    lost: int = 0
     # The gap (jitter drawn) that must follow the last request.
     gap: float = 0.0
     paused_until: float = -math.inf
 
     @property
     def last(self) -> float:
-        return self.sent[-1] if self.sent else -math.inf
+        return max(self.sent, default=-math.inf)
 
     def ready_at(self, rule: PaceRule, now: float) -> float:
         """The earliest time, `now` or later, at which the host may be asked."""
         ready = max(now, self.paused_until, self.last + self.gap)
         burst = rule.burst
         if rule.rate is not None and len(self.sent) >= burst:
-            ready = max(ready, self.sent[-burst] + rule.window)
+            ready = max(ready, sorted(self.sent)[-burst] + rule.window)
         return ready
 
     def take(self, rule: PaceRule, now: float, draw: float) -> None:
         """A request goes now; `draw` (0 to 1) picks the jitter of the gap after it."""
+        if self.unanswered == MAX_BURST:
+            self.lost += 1  # the oldest waiting request falls out of `sent`
+        else:
+            self.unanswered += 1
         self.sent.append(now)
         self.gap = rule.min_gap * (1 + GAP_JITTER * draw)
+
+    def answered(self, now: float) -> None:
+        """A request's answer came now (or it ended with none): the oldest
+        waiting request counts from now. Answers come in any order, but which
+        waiting request moves does not change how many times fall in a window."""
+        if self.lost:
+            self.lost -= 1
+        elif self.unanswered:
+            oldest = len(self.sent) - self.unanswered
+            self.sent[oldest] = max(self.sent[oldest], now)
+            self.unanswered -= 1
 
     def pause(self, until: float) -> bool:
         """Pause until `until`. True when that makes the pause longer."""
@@ -117,6 +146,8 @@ class HostPace:
 
     def at_rest(self, rule: PaceRule, now: float) -> bool:
         """A fresh schedule would act the same from now on."""
+        if self.unanswered or self.lost:
+            return False
         return now >= max(self.paused_until, self.last + max(self.gap, rule.window))
 
 
@@ -180,6 +211,14 @@ class Pacer:
             return False
         entry.pace.take(rule, now, self._rand.random())
         return True
+
+    def answered(self, host: str) -> None:
+        """The answer's head of a request to `host` came, or the request ended
+        without one: it counts from now (see "Counted from the answer")."""
+        entry = self._hosts.get(host)
+        if entry is not None:
+            entry.pace.answered(trio.current_time())
+            self._forget_if_idle(host, entry, trio.current_time())
 
     def leave(self, entry: _Entry, host: str) -> None:
         entry.users -= 1
