@@ -77,7 +77,7 @@ $(VENV)/.bench-installed: pyproject.toml $(BIN)/imgdl-watch
 # What the benchmark times: the product installed as a user gets it (`pip
 # install .`, not editable), in its own environment, rebuilt when it changes.
 PRODUCT := benchmarks/_work/product
-$(PRODUCT)/bin/imgdl-watch: pyproject.toml $(wildcard imgdl_watch/*.py)
+$(PRODUCT)/bin/imgdl-watch: pyproject.toml $(shell find imgdl_watch -name "*.py")
 	test -x $(PRODUCT)/bin/python || $(PYTHON) -m venv $(PRODUCT)
 	$(PRODUCT)/bin/python -m pip install --quiet --upgrade pip
 	$(PRODUCT)/bin/python -m pip install --quiet .
