@@ -103,7 +103,10 @@ def test_hosts_section_renders_whatever_is_there() -> None:
     by_daemon = {"daemons": [{"hosts": {"c.example": {"limit": 3}}}]}
     assert host_rows(by_daemon) == [{"host": "c.example", "limit": 3}]
     page = render_page(listed)
-    assert "<th>host</th><th>rate</th><th>paused</th>" in page
+    assert "<th>host</th><th>rate limit (req/s)</th><th>paused</th>" in page
+    # A field's name is its heading, underscores as spaces; null is "-".
+    odd = render_page({"hosts": [{"host": "a.example", "rate": None, "new_field_s": 1}]})
+    assert "<th>new field s</th>" in odd and '<td class="">-</td><td class="">1</td>' in odd
     assert "No host is being throttled" in render_page({"hosts": []})
 
 

@@ -130,9 +130,15 @@ def test_per_host_data_and_odd_documents_render_in_the_browser(tmp_path: Path) -
         with chromium() as page:
             page.goto(f"http://127.0.0.1:{server.port}/")
             head = "[...document.querySelectorAll('#hosts th')].map(e => e.textContent)"
-            assert page.evaluate(head) == ["host", "concurrency", "ceiling", "paused_s"]
+            assert page.evaluate(head) == ["host", "concurrency", "ceiling", "paused in all (s)"]
             first_cell = "document.querySelector('#hosts td.name').textContent"
             assert page.evaluate(first_cell) == hostile_host
+            # A poll's hosts, drawn by the script: a label, and null as "-".
+            documents.append({**documents[0], "hosts": {"h.example": {"rate": None, "req_s": 2}}})
+            page.wait_for("document.querySelector('#hosts td.name').textContent === 'h.example'")
+            assert page.evaluate(head) == ["host", "rate limit (req/s)", "req/s now"]
+            cells = "[...document.querySelectorAll('#hosts td')].map(e => e.textContent)"
+            assert page.evaluate(cells) == ["h.example", "-", "2"]
             # The next poll: the hosts section gone, the job further on.
             documents.append({**documents[0], "running": [{"job": "odd", "done": 7, "total": 10}]})
             del documents[-1]["hosts"]

@@ -35,6 +35,18 @@ POLL_MS = 1000
 QUEUE_SHOWN = 50
 # Per-host rows shown; the rest are counted.
 HOSTS_SHOWN = 100
+# The headings of the per-host fields the daemon sends (`download.hoststats`);
+# any other field is headed by its name, its underscores as spaces.
+HOST_LABELS = {
+    "in_flight": "in flight",
+    "waiting": "waiting for a turn",
+    "rate": "rate limit (req/s)",
+    "min_gap_s": "min gap (s)",
+    "paused_s": "paused in all (s)",
+    "paused_for_s": "paused for (s)",
+    "opt_outs": "opt-outs",
+    "req_s": "req/s now",
+}
 
 
 def _static(name: str) -> str:
@@ -236,7 +248,7 @@ def _hosts(doc: dict[str, Any]) -> str:
     body = []
     for row in rows[:HOSTS_SHOWN]:
         cells = "".join(
-            f'<td class="{"name" if k == "host" else ""}">{_e(row.get(k))}</td>' for k in keys
+            f'<td class="{"name" if k == "host" else ""}">{_host_cell(row, k)}</td>' for k in keys
         )
         body.append(f"<tr>{cells}</tr>")
     more = (
@@ -244,7 +256,18 @@ def _hosts(doc: dict[str, Any]) -> str:
         if len(rows) > HOSTS_SHOWN
         else ""
     )
-    return _table(keys, body) + more
+    return _table([host_label(k) for k in keys], body) + more
+
+
+def host_label(key: str) -> str:
+    return HOST_LABELS.get(key, key.replace("_", " "))
+
+
+def _host_cell(row: dict[str, Any], key: str) -> str:
+    # A field sent as null (a host with no rate limit) reads as "-".
+    if key in row and row[key] is None:
+        return "-"
+    return _e(row.get(key))
 
 
 def render_page(doc: dict[str, Any], *, now: float | None = None) -> str:
@@ -270,7 +293,7 @@ def render_page(doc: dict[str, Any], *, now: float | None = None) -> str:
         f"<style>{STYLE}</style></head>"
         f'<body data-poll-ms="{POLL_MS}" data-queue-shown="{QUEUE_SHOWN}" '
         f'data-hosts-shown="{HOSTS_SHOWN}" data-counts="{_e(list(COUNTS))}" '
-        f'data-not-counts="{_e(sorted(NOT_COUNTS))}">'
+        f'data-not-counts="{_e(sorted(NOT_COUNTS))}" data-host-labels="{_e(HOST_LABELS)}">'
         f'<h1>imgdl-watch</h1><p id="updated" class="muted small">as of {_e(stamp)}'
         f"; this page refreshes every {NO_SCRIPT_REFRESH_S} s</p>"
         f"{body}"

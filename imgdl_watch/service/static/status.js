@@ -5,6 +5,7 @@
   var POLL_MS = Number(config.pollMs), QUEUE_SHOWN = Number(config.queueShown);
   var HOSTS_SHOWN = Number(config.hostsShown);
   var COUNTS = JSON.parse(config.counts), NOT_COUNTS = JSON.parse(config.notCounts);
+  var HOST_LABELS = JSON.parse(config.hostLabels);
   function el(tag, attrs) {
     var node = document.createElement(tag), i, child;
     for (var key in attrs || {}) { node.setAttribute(key, attrs[key]); }
@@ -140,11 +141,14 @@
       var tr = el("tr", {});
       keys.forEach(function (k) {
         tr.appendChild(el("td", {"class": k === "host" ? "name" : ""},
-          r[k] === undefined ? "" : text(r[k])));
+          r[k] === undefined ? "" : r[k] === null ? "-" : text(r[k])));
       });
       return tr;
     });
-    var box = el("div", {}, table(keys, shown));
+    var head = keys.map(function (k) {
+      return Object.prototype.hasOwnProperty.call(HOST_LABELS, k) ? HOST_LABELS[k] : k.replace(/_/g, " ");
+    });
+    var box = el("div", {}, table(head, shown));
     if (rows.length > HOSTS_SHOWN) {
       box.appendChild(el("p", {"class": "muted"}, "and " + (rows.length - HOSTS_SHOWN) + " more hosts"));
     }
