@@ -28,7 +28,8 @@ so it would time the downloads, and a 10M-line list would take hours.
 Prints one JSON object: lines (the job's lines: URLs found + duplicates +
 invalid), seconds (job start to end, as `job_finished`'s `elapsed_s`),
 lines_per_s, base_rss_mb (the process before the job), peak_rss_mb
-(VmHWM after it) and bytes_per_url.
+(VmHWM after it) and bytes_per_url; with `--reader`, also the size of the
+de-duplication's scratch file on disk at the end (scratch_mb, and per line).
 """
 
 from __future__ import annotations
@@ -122,11 +123,15 @@ def reader(path: str) -> dict[str, float]:
         while batch := take(entries, PARSE_BATCH, dedupe, dir_fd, None, folder_empty=empty)[0]:
             lines += len(batch)
         seconds = time.perf_counter() - started
+        # The de-duplication's scratch file on disk (none below dedupe.MEMORY_URLS).
+        scratch = sum(entry.stat().st_size for entry in os.scandir(out))
         dedupe.close()
         os.close(dir_fd)
     return {
         "lines": lines, "seconds": round(seconds, 2), "lines_per_s": round(lines / seconds),
         "base_rss_mb": round(base, 1), "peak_rss_mb": round(high_water_mb(), 1),
+        "scratch_mb": round(scratch / 1024**2, 1),
+        "scratch_bytes_per_url": round(scratch / max(1, lines)),
     }  # fmt: skip
 
 

@@ -663,7 +663,7 @@ def main() -> None:
     parser.add_argument("--skip-mix", action="store_true", help="no mix set")
     parser.add_argument(
         "--lines", type=int, default=1_000_000, metavar="N",
-        help="lines of the long list (1000000: ~1.5 min; 10000000: ~30 min, 1.5 GB; 0: none)",
+        help="lines of the long list (1000000: ~2 min; 10000000: ~15-30 min; 0: none)",
     )  # fmt: skip
     parser.add_argument("--imgdl", metavar="PATH", help="the imgdl-watch command to time")
     parser.add_argument(
