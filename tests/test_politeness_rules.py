@@ -145,6 +145,12 @@ def test_a_request_counts_from_its_answer() -> None:
     pace.answered(9.0)  # an answer with no request waiting changes nothing
     assert pace.ready_at(rule, 0.0) == pytest.approx(0.05 + 1.05)
     assert pace.at_rest(rule, 1.5)
+    # The minimum gap too follows the answer.
+    gapped, pace = PaceRule(min_gap=2.0), HostPace()
+    pace.take(gapped, 0.0, 0.0)
+    assert pace.ready_at(gapped, 0.0) == 2.0
+    pace.answered(0.5)
+    assert pace.ready_at(gapped, 0.0) == 2.5
 
 
 def test_a_request_waiting_for_its_answer_keeps_the_schedule() -> None:

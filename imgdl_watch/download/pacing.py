@@ -11,9 +11,10 @@ than 5 requests in any second, and 200 requests take about 41 s; a host
 that was idle gets up to a second's worth at once instead of waiting 1/rate
 before each.
 
-**Minimum gap.** `--min-gap` seconds at least between two requests to a host,
-each gap drawn anew between the gap and `1 + GAP_JITTER` times it, so that
-requests do not tick like a clock. Both apply; the tighter wins.
+**Minimum gap.** `--min-gap` seconds at least between two requests to a host
+(from the last one's answer, as below), each gap drawn anew between the gap
+and `1 + GAP_JITTER` times it, so that requests do not tick like a clock.
+Both apply; the tighter wins.
 
 **Pause.** A host that answered with Retry-After is paused until then: no
 request of any download reaches it before (the fetcher caps the length).
