@@ -119,6 +119,14 @@ class PacedServer:
     # Seconds before a new connection's first request is read: a TLS
     # handshake's round trips, or a loaded server's accept queue.
     handshake_s: float = 0.0
+    # The first connection alone: its first request is read this late, and
+    # answered this long after (one slow handshake, then a slow answer).
+    late_first_s: float = 0.0
+    connections: int = 0
+    # Each request after the first `slow_after` (in the order they are read)
+    # is answered `slow_s` late, whatever its path.
+    slow_after: int | None = None
+    slow_s: float = 0.0
     base: str = ""
 
     def times(self, prefix: str = "/") -> list[float]:
@@ -134,9 +142,11 @@ class PacedServer:
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         buffer = b""
+        self.connections += 1
+        late = self.late_first_s if self.connections == 1 else 0.0
         try:
-            if self.handshake_s:
-                await trio.sleep(self.handshake_s)
+            if self.handshake_s or late:
+                await trio.sleep(self.handshake_s + late)
             while True:
                 while b"\r\n\r\n" not in buffer:
                     data = await stream.receive_some(65536)
@@ -148,6 +158,11 @@ class PacedServer:
                 address = stream.socket.getsockname()[0]
                 self.hits.append(Hit(address, path, trio.current_time()))
                 self.counts[path] += 1
+                if late:
+                    await trio.sleep(late)
+                    late = 0.0
+                elif self.slow_after is not None and len(self.hits) > self.slow_after:
+                    await trio.sleep(self.slow_s)
                 if not await self._answer(stream, path):
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):

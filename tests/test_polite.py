@@ -85,6 +85,31 @@ def test_the_rate_holds_on_the_servers_clock_when_new_connections_come_late(
     assert most_in_any_second(times) == 5
 
 
+def test_the_rate_holds_on_the_servers_clock_when_one_request_is_late_and_slow(
+    tmp_path: Path,
+) -> None:
+    # The first connection is read 0.7 s late and answered 0.7 s after that:
+    # the server sees that request at 0.7 s, and it is still out at 1.05 s,
+    # when a window counted from the turns (or from the answers that came)
+    # would let five more go at once. Those take 0.3 s each to answer.
+    server = PacedServer(late_first_s=0.7, slow_after=5, slow_s=0.3)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            base = await nursery.start(server.serve, "127.0.0.2")
+            async with Fetcher(options(rate_per_host=5.0)) as fetcher:
+                urls = [f"{base}/img/{i}.jpg" for i in range(30)]
+                done = await download_all(fetcher, urls, tmp_path / "out")
+            nursery.cancel_scope.cancel()
+        assert all(not isinstance(d, Exception) for d in done.values())
+
+    on_mock_clock(main)
+    times = server.times()
+    assert len(times) == 30 and min(times) < 0.1 and max(times) < 10.0
+    assert sorted(times)[4] == pytest.approx(0.7)  # the late one
+    assert most_in_any_second(times) == 5
+
+
 def test_the_minimum_gap_holds_with_jitter(tmp_path: Path) -> None:
     server = PacedServer()
 

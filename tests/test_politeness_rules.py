@@ -16,13 +16,14 @@ import trio.testing
 from imgdl_watch import config
 from imgdl_watch.config import ConfigError, resolve
 from imgdl_watch.download.bandwidth import ByteBucket
+from imgdl_watch.download.hostpolicy import HostPolicy
 from imgdl_watch.download.hostrules import HostRule, HostTable
 from imgdl_watch.download.optout import agent_token, directives, opt_out
 from imgdl_watch.download.pacing import MAX_BURST, RATE_SLACK, HostPace, Pacer, PaceRule
 from imgdl_watch.job import feed as feed_module
 from imgdl_watch.job.outcomes import Outcomes
 from imgdl_watch.job.progress import JobSummary
-from tests.helpers import open_list, write_list
+from tests.helpers import fetch_options, open_list, write_list
 
 TOKEN = "imgdl-watch"
 
@@ -105,6 +106,7 @@ def schedule(rule: PaceRule, count: int, *, seed: int = 1) -> list[float]:
     for _ in range(count):
         now = pace.ready_at(rule, now)
         pace.take(rule, now, rand.random())
+        pace.answered(now)  # answered at once
         sent.append(now)
     return sent
 
@@ -132,39 +134,105 @@ def test_no_second_has_more_than_the_rate_allows(rate: float) -> None:
     assert achieved == pytest.approx(rate / (1 + RATE_SLACK), rel=0.02)
 
 
-def test_a_request_counts_from_its_answer() -> None:
+def test_a_request_counts_until_its_attempt_ends() -> None:
     rule, pace = PaceRule(rate=5.0), HostPace()
     for _ in range(5):
         pace.take(rule, 0.0, 0.5)
-    assert pace.ready_at(rule, 0.0) == pytest.approx(1.05)
-    # The answers come in any order, the last at 0.3 s: the next burst waits
-    # a window from the oldest of the five new times, not from the turns.
-    for at in (0.3, 0.1, 0.2, 0.05, 0.25):
+    # Five out: while they are, they count as now, so no turn is free.
+    assert pace.ready_at(rule, 0.5) == pytest.approx(0.5 + 1.05)
+    assert pace.ready_at(rule, 3.0) == pytest.approx(3.0 + 1.05)
+    # Four end soon; one is still out at 1.05 s, when the window from the
+    # turns would have opened: four turns are free then, not five (the server
+    # may see the fifth request as late as its end).
+    for at in (0.01, 0.02, 0.03, 0.04):
         pace.answered(at)
-    assert pace.ready_at(rule, 0.0) == pytest.approx(0.05 + 1.05)
-    pace.answered(9.0)  # an answer with no request waiting changes nothing
-    assert pace.ready_at(rule, 0.0) == pytest.approx(0.05 + 1.05)
-    assert pace.at_rest(rule, 1.5)
-    # The minimum gap too follows the answer.
+    assert pace.ready_at(rule, 0.5) == pytest.approx(0.01 + 1.05)
+    for at in (1.06, 1.07, 1.08, 1.09):
+        assert pace.ready_at(rule, at) == at
+        pace.take(rule, at, 0.5)
+    assert pace.ready_at(rule, 1.1) == pytest.approx(1.1 + 1.05)
+    pace.answered(1.3)  # the late one ends; the four new ones still count as now
+    assert pace.ready_at(rule, 1.3) == pytest.approx(1.3 + 1.05)
+    for _ in range(4):
+        pace.answered(9.0)
+    assert pace.out == 0
+    assert pace.ready_at(rule, 9.0) == 9.0  # four in the last window: one more may go
+    pace.answered(9.5)  # an end with no request out changes nothing
+    assert pace.ready_at(rule, 9.0) == 9.0
+    assert not pace.at_rest(rule, 10.0) and pace.at_rest(rule, 10.05)
+
+
+def test_a_gap_follows_the_end_of_the_last_attempt() -> None:
     gapped, pace = PaceRule(min_gap=2.0), HostPace()
     pace.take(gapped, 0.0, 0.0)
-    assert pace.ready_at(gapped, 0.0) == 2.0
-    pace.answered(0.5)
-    assert pace.ready_at(gapped, 0.0) == 2.5
+    assert pace.ready_at(gapped, 3.0) == 5.0  # still out at 3 s: a gap from now
+    pace.answered(3.0)
+    assert pace.ready_at(gapped, 3.0) == 5.0
+    assert pace.ready_at(gapped, 6.0) == 6.0
 
 
-def test_a_request_waiting_for_its_answer_keeps_the_schedule() -> None:
-    rule, pace = PaceRule(rate=100.0), HostPace()
-    for i in range(MAX_BURST + 3):  # three waiting requests fall out of the schedule
+def test_a_host_with_no_rate_may_have_any_number_out() -> None:
+    rule, pace = PaceRule(), HostPace()  # a paused host's schedule, say
+    for i in range(MAX_BURST + 3):
+        assert pace.ready_at(rule, i / 100) == i / 100
         pace.take(rule, i / 100, 0.0)
-    assert not pace.at_rest(rule, 50.0)
-    for _ in range(3):
-        pace.answered(20.0)  # theirs: the schedule's times do not move
-    assert pace.last == pytest.approx(0.12)
-    for _ in range(MAX_BURST):
-        pace.answered(30.0)
-    assert pace.last == 30.0 and pace.ready_at(rule, 0.0) == pytest.approx(30.0 + 0.105)
-    assert not pace.at_rest(rule, 30.0) and pace.at_rest(rule, 31.0)
+    assert pace.out == MAX_BURST + 3 and not pace.at_rest(rule, 50.0)
+    for _ in range(MAX_BURST + 3):
+        pace.answered(20.0)
+    assert pace.out == 0 and pace.last(20.0) == 20.0 and pace.at_rest(rule, 20.0)
+    # A rate that a reload brings counts every one of them.
+    assert pace.ready_at(PaceRule(rate=100.0), 20.0) == pytest.approx(20.0 + 0.105)
+
+
+def test_an_attempt_that_took_no_turn_ends_no_other() -> None:
+    async def main() -> None:
+        policy, host = HostPolicy(fetch_options(), rand=random.Random(1)), "h.example"
+        early = policy.sending(host, None)  # the host had no schedule: no turn
+        policy.pacer.pause(host, 1.0)  # a Retry-After gives it one meanwhile
+        await trio.sleep(1.0)
+        entry = policy.pacer.enter(host)
+        await policy.pacer.wait(entry, host)
+        assert policy.pacer.take(entry, host)
+        policy.pacer.leave(entry, host)
+        paced = policy.sending(host, entry)
+        policy.sent(early)
+        assert entry.pace.out == 1  # the early attempt's end is not the paced one's
+        policy.sent(paced)
+        assert entry.pace.out == 0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_turn_waits_for_an_attempt_to_end_not_for_a_clock() -> None:
+    async def main() -> None:
+        class NoJitter(random.Random):
+            def random(self) -> float:
+                return 0.0
+
+        pacer = Pacer(lambda host: PaceRule(min_gap=2.0), rand=NoJitter())
+        host = "h.example"
+        entry = pacer.enter(host)
+        await pacer.wait(entry, host)
+        assert pacer.take(entry, host)
+        pacer.leave(entry, host)
+        waited = trio.Event()
+
+        async def next_turn() -> None:
+            second = pacer.enter(host)
+            async with second.lock:
+                await pacer.wait(second, host)
+            pacer.leave(second, host)
+            waited.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(next_turn)
+            await trio.sleep(7.3)  # the first attempt is out all this while
+            assert not waited.is_set()
+            pacer.answered(entry, host)
+            await waited.wait()
+            assert trio.current_time() == pytest.approx(9.3)  # its end + the gap
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_the_gap_is_a_minimum_with_jitter_and_the_tighter_rule_wins() -> None:
@@ -191,7 +259,7 @@ def test_the_pacer_forgets_hosts_at_rest() -> None:
             await pacer.wait(entry, host)
             assert pacer.take(entry, host)
             pacer.leave(entry, host)
-            pacer.answered(host)  # the request's answer came
+            pacer.answered(entry, host)  # the request's attempt ended
             await trio.sleep(0.1)
         assert len(pacer._hosts) <= 257
         unlimited = Pacer(lambda host: PaceRule())

@@ -62,7 +62,7 @@ from .anonymous import Anonymous
 from .body import Received, receive
 from .filesink import GroupCommit
 from .hostlimits import Verdict
-from .hostpolicy import HostPolicy, Sending
+from .hostpolicy import HostPolicy
 from .options import FetchOptions, default_rules
 from .redirects import REDIRECTS, next_hop
 from .retries import Attempts, with_retries
@@ -250,11 +250,11 @@ class Fetcher:
         try:
             host_slot = await self.hosts.acquire(host)
             try:
-                slot = await self.slots.take(host)
-                request = policy.sending(host)
+                slot, turn = await self.slots.take(host)
+                request = policy.sending(host, turn)
                 try:
                     with trio.move_on_after(rules.total_timeout):
-                        done = await self._follow(slot, url, dir_fd, name, rules, request=request)
+                        done = await self._follow(slot, url, dir_fd, name, rules)
                         verdict = Verdict.GOOD
                         return done
                     raise err.TimedOut(f"no complete answer within {rules.total_timeout:g} s")
@@ -271,14 +271,7 @@ class Fetcher:
             rules.limits.release(own, verdict)
 
     async def _follow(
-        self,
-        slot: int,
-        url: httpx.URL,
-        dir_fd: int,
-        name: str,
-        rules: DownloadRules,
-        *,
-        request: Sending,
+        self, slot: int, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
     ) -> tuple[str, Received]:
         seen = {str(url)}
         current = url
@@ -293,7 +286,6 @@ class Fetcher:
             headers = request_headers.for_request(url, current)
             try:
                 answer = await self._transports.send(slot, current, headers, rules.timeouts)
-                request.answered()  # the first hop's answer: the host's pace counts from now
                 try:
                     location = answer.headers.get("location")
                     if answer.status in REDIRECTS and location:

@@ -33,7 +33,7 @@ from .hostlimits import HostLimits
 from .hoststats import HostState, HostStats
 from .options import FetchOptions
 from .optout import agent_token, opt_out
-from .pacing import UNLIMITED, Pacer, PaceRule
+from .pacing import UNLIMITED, Pacer, PaceRule, Turn
 from .retrypolicy import RETRY_AFTER_STATUSES, status_error
 from .robots import Robots, WithSend
 from .rules import DownloadRules
@@ -48,19 +48,13 @@ log = structlog.get_logger("imgdl_watch")
 _HeadersKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sending:
-    """A request on its way to `host`: `answered()` when its answer's head
-    comes, so that the host's pace counts it from then (`pacing`)."""
+    """A request on its way to `host`, and the turn it took on the host's
+    schedule, if it took one (`pacing`): `sent` tells the pacer it ended."""
 
     host: str
-    pacer: Pacer
-    done: bool = False
-
-    def answered(self) -> None:
-        if not self.done:
-            self.done = True
-            self.pacer.answered(self.host)
+    turn: Turn | None
 
 
 class HostPolicy:
@@ -134,17 +128,19 @@ class HostPolicy:
 
     # -- a request's life ----------------------------------------------------
 
-    def sending(self, host: str) -> Sending:
+    def sending(self, host: str, turn: Turn | None) -> Sending:
         """A request to `host` is about to go out (its turn and a global slot are held)."""
         sending = self._sending
         sending[host] = sending.get(host, 0) + 1
         self.stats.get(host).requests += 1
         metrics.recorder.request(host)
-        return Sending(host, self.pacer)
+        return Sending(host, turn)
 
     def sent(self, request: Sending) -> None:
         """The request's attempt is over, however it ended."""
-        request.answered()  # if no answer came, it counts from its end
+        if request.turn is not None:
+            # The host's schedule counts it from now: the server saw it by then.
+            self.pacer.answered(request.turn, request.host)
         host, sending = request.host, self._sending
         if sending[host] == 1:
             del sending[host]

@@ -23,15 +23,19 @@ The fetcher takes a host's turn (`Pacer.wait`, then `Pacer.take`) as the
 last thing before a request, so the rule holds on the times requests are
 really sent. Waiting here holds no global download slot.
 
-**Counted from the answer.** A request counts from when it went until its
-answer's head comes (`Pacer.answered`), and from then on: the server saw it
-at some time in between, so the next window starts after that. A request
-on a new connection reaches the server a handshake later than one on a kept
-connection; counted from the turn alone, a first burst that met TCP and
-TLS handshakes came so late that the next burst, on kept connections, fell
-within the same second of the server's log (7 in a second, under
-`--rate-per-host 5`, on nginx: benchmarks/README, "Pacing on a real
-server's log").
+**Counted until the attempt ends.** A request counts from its turn until
+its attempt ends (`Pacer.answered`: its answer whole, or its failure), and
+from then on; while it is out, it counts as now. The server saw it somewhere
+in between, so no window of the server's can hold more than the rule
+allows, whenever within the attempt the server saw or logged it (nginx's
+`$msec` is when the answer was sent). A request on a new connection reaches
+the server a handshake later than one on a kept connection: counted from
+the turn alone, a first burst that met TCP and TLS handshakes came so late
+that the next burst, on kept connections, fell within the same second of
+the server's log (7 in a second under `--rate-per-host 5`, on nginx:
+benchmarks/README, "Pacing on a real server's log"). The price: a paced
+host has at most a burst of requests out at once, and a window's turns wait
+for the previous window's attempts to end.
 
 Only hosts with a rule, a pause or a recent request have a schedule; one at
 rest (a fresh schedule would act the same) is forgotten, so many hosts do not
@@ -40,6 +44,7 @@ grow the table.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import deque
@@ -51,11 +56,10 @@ import trio
 # The largest burst: a host that allows 100 requests a second still gets
 # them spread over the second in tens, not a hundred at once.
 MAX_BURST = 10
-# Each window is this much longer than burst/rate: a server logs a request a
-# little after it came (nginx's $msec is when the answer was sent), and not
-# by the same delay for each, so a window of exactly one second would let
-# its log show the next burst's first request within a second of the last
-# one's, R + 1 in a second. 5% costs 5% of the rate and absorbs 50 ms at 5/s.
+# Each window is this much longer than burst/rate: a margin for the clocks
+# (ours and the server's log stamp each request a little apart), so that a
+# server's log never shows the next burst's first request within a second
+# of the last one's, R + 1 in a second. 5% costs 5% of the rate.
 RATE_SLACK = 0.05
 # Each gap is drawn between --min-gap and (1 + GAP_JITTER) times it.
 GAP_JITTER = 0.5
@@ -96,41 +100,51 @@ class HostPace:
     """One host's schedule, in seconds of whatever clock the caller uses."""
 
     # The times of the last requests (MAX_BURST at most), in the order they
-    # went: when each went, or when its answer came once it came.
+    # went: when each went, or when its attempt ended once it ended.
     sent: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_BURST))
-    # How many of the newest in `sent` wait for their answer...
+    # How many of the newest in `sent` are still out (they count as now)...
     unanswered: int = 0
-    # ... and how many more, pushed out of `sent` by newer ones, also wait.
+    # ... and how many more, pushed out of `sent` by newer ones, are out too
+    # (only a host with no rate has that many out: a rate caps them at a burst).
     lost: int = 0
     # The gap (jitter drawn) that must follow the last request.
     gap: float = 0.0
     paused_until: float = -math.inf
 
     @property
-    def last(self) -> float:
-        return max(self.sent, default=-math.inf)
+    def out(self) -> int:
+        """Requests still out: their attempts have not ended."""
+        return self.unanswered + self.lost
+
+    def last(self, now: float) -> float:
+        """When the last request counts from: now, while any is out."""
+        return now if self.out else max(self.sent, default=-math.inf)
 
     def ready_at(self, rule: PaceRule, now: float) -> float:
-        """The earliest time, `now` or later, at which the host may be asked."""
-        ready = max(now, self.paused_until, self.last + self.gap)
+        """The earliest time, `now` or later, at which the host may be asked,
+        if no attempt ends meanwhile (an end may make it sooner)."""
+        ready = max(now, self.paused_until, self.last(now) + self.gap)
         burst = rule.burst
-        if rule.rate is not None and len(self.sent) >= burst:
-            ready = max(ready, sorted(self.sent)[-burst] + rule.window)
+        if rule.rate is not None and len(self.sent) + self.lost >= burst:
+            # The requests out are the newest in `sent` (see `answered`).
+            ended = sorted(itertools.islice(self.sent, len(self.sent) - self.unanswered))
+            times = ended + [now] * self.out  # a request still out counts as now
+            ready = max(ready, times[-burst] + rule.window)
         return ready
 
     def take(self, rule: PaceRule, now: float, draw: float) -> None:
         """A request goes now; `draw` (0 to 1) picks the jitter of the gap after it."""
         if self.unanswered == MAX_BURST:
-            self.lost += 1  # the oldest waiting request falls out of `sent`
+            self.lost += 1  # the oldest request out falls out of `sent`
         else:
             self.unanswered += 1
         self.sent.append(now)
         self.gap = rule.min_gap * (1 + GAP_JITTER * draw)
 
     def answered(self, now: float) -> None:
-        """A request's answer came now (or it ended with none): the oldest
-        waiting request counts from now. Answers come in any order, but which
-        waiting request moves does not change how many times fall in a window."""
+        """A request's attempt ended now: the oldest request out counts from
+        now. Attempts end in any order, but which request out moves does not
+        change how many times fall in a window."""
         if self.lost:
             self.lost -= 1
         elif self.unanswered:
@@ -147,9 +161,9 @@ class HostPace:
 
     def at_rest(self, rule: PaceRule, now: float) -> bool:
         """A fresh schedule would act the same from now on."""
-        if self.unanswered or self.lost:
+        if self.out:
             return False
-        return now >= max(self.paused_until, self.last + max(self.gap, rule.window))
+        return now >= max(self.paused_until, self.last(now) + max(self.gap, rule.window))
 
 
 @dataclass(slots=True)
@@ -158,6 +172,12 @@ class _Entry:
     # One download at a time takes the host's turn, in order of arrival.
     lock: trio.Lock = field(default_factory=trio.Lock)
     users: int = 0
+    # Where the one waiting for the turn waits for an attempt to end.
+    ends: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
+
+
+# A turn taken on a host's schedule: what `Pacer.answered` must hear of.
+Turn = _Entry
 
 
 class Pacer:
@@ -203,7 +223,9 @@ class Pacer:
             ready = entry.pace.ready_at(self.rule_of(host), now)
             if ready <= now:
                 return
-            await trio.sleep_until(ready)
+            # Until then, or until an attempt ends: that may free the turn sooner.
+            with trio.move_on_at(ready):
+                await entry.ends.park()
 
     def take(self, entry: _Entry, host: str) -> bool:
         """Take the turn now, if it is still free (a pause may have come meanwhile)."""
@@ -213,13 +235,13 @@ class Pacer:
         entry.pace.take(rule, now, self._rand.random())
         return True
 
-    def answered(self, host: str) -> None:
-        """The answer's head of a request to `host` came, or the request ended
-        without one: it counts from now (see "Counted from the answer")."""
-        entry = self._hosts.get(host)
-        if entry is not None:
-            entry.pace.answered(trio.current_time())
-            self._forget_if_idle(host, entry, trio.current_time())
+    def answered(self, entry: _Entry, host: str) -> None:
+        """The attempt of a request that took its turn on `entry` ended: it
+        counts from now (see "Counted until the attempt ends")."""
+        now = trio.current_time()
+        entry.pace.answered(now)
+        entry.ends.unpark_all()
+        self._forget_if_idle(host, entry, now)
 
     def leave(self, entry: _Entry, host: str) -> None:
         entry.users -= 1

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from .pacing import Pacer
+from .pacing import Pacer, Turn
 
 
 class Slots:
@@ -51,10 +51,12 @@ class Slots:
             self._ids = concurrency
         self._limiter.total_tokens = concurrency
 
-    async def take(self, host: str) -> int:
-        """A slot, once it is `host`'s turn; give it back with `give`."""
-        await self._on_turn(host)
-        return self._free.pop()
+    async def take(self, host: str) -> tuple[int, Turn | None]:
+        """A slot, once it is `host`'s turn; give it back with `give`. With it,
+        the turn taken on the host's schedule (None when the host has none),
+        whose attempt's end the pacer must hear (`Pacer.answered`)."""
+        turn = await self._on_turn(host)
+        return self._free.pop(), turn
 
     def give(self, slot: int) -> None:
         self._free.append(slot)
@@ -70,11 +72,11 @@ class Slots:
             finally:
                 self._free.append(slot)
 
-    async def _on_turn(self, host: str) -> None:
+    async def _on_turn(self, host: str) -> Turn | None:
         pacer = self._pacer
         if not pacer.active(host):
             await self._limiter.acquire()
-            return
+            return None
         entry = pacer.enter(host)
         try:
             async with entry.lock:
@@ -83,7 +85,7 @@ class Slots:
                     await self._limiter.acquire()
                     # A pause may have come while we waited for the slot.
                     if pacer.take(entry, host):
-                        return
+                        return entry
                     self._limiter.release()
         finally:
             pacer.leave(entry, host)
