@@ -41,21 +41,26 @@ def most_in_any_second(times: list[float]) -> int:
     )
 
 
-def test_the_rate_is_honoured_on_the_servers_clock(tmp_path: Path) -> None:
-    server = PacedServer()
+def paced_times(server: PacedServer, folder: Path, *, rate: float = 5.0) -> list[float]:
+    """30 images from `server` under `--rate-per-host rate`: when the server read each."""
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             base = await nursery.start(server.serve, "127.0.0.2")
-            async with Fetcher(options(rate_per_host=5.0)) as fetcher:
+            async with Fetcher(options(rate_per_host=rate)) as fetcher:
                 urls = [f"{base}/img/{i}.jpg" for i in range(30)]
-                done = await download_all(fetcher, urls, tmp_path / "out")
+                done = await download_all(fetcher, urls, folder)
             nursery.cancel_scope.cancel()
         assert all(not isinstance(d, Exception) for d in done.values())
 
     on_mock_clock(main)
     times = server.times("/img/")
     assert len(times) == 30
+    return times
+
+
+def test_the_rate_is_honoured_on_the_servers_clock(tmp_path: Path) -> None:
+    times = paced_times(PacedServer(), tmp_path / "out")
     assert most_in_any_second(times) == 5
     # A second's worth at once, then 5 a second: 30 requests over 5 seconds
     # (and the rate's 5% slack).
@@ -68,20 +73,7 @@ def test_the_rate_holds_on_the_servers_clock_when_new_connections_come_late(
     # The first burst opens its connections, and the server reads them 0.3 s
     # late (a handshake); the next burst, on kept connections, is read at
     # once. Counted from the turns, 10 requests fell in one of its seconds.
-    server = PacedServer(handshake_s=0.3)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            base = await nursery.start(server.serve, "127.0.0.2")
-            async with Fetcher(options(rate_per_host=5.0)) as fetcher:
-                urls = [f"{base}/img/{i}.jpg" for i in range(30)]
-                done = await download_all(fetcher, urls, tmp_path / "out")
-            nursery.cancel_scope.cancel()
-        assert all(not isinstance(d, Exception) for d in done.values())
-
-    on_mock_clock(main)
-    times = server.times("/img/")
-    assert len(times) == 30
+    times = paced_times(PacedServer(handshake_s=0.3), tmp_path / "out")
     assert most_in_any_second(times) == 5
 
 
@@ -93,19 +85,8 @@ def test_the_rate_holds_on_the_servers_clock_when_one_request_is_late_and_slow(
     # when a window counted from the turns (or from the answers that came)
     # would let five more go at once. Those take 0.3 s each to answer.
     server = PacedServer(late_first_s=0.7, slow_after=5, slow_s=0.3)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            base = await nursery.start(server.serve, "127.0.0.2")
-            async with Fetcher(options(rate_per_host=5.0)) as fetcher:
-                urls = [f"{base}/img/{i}.jpg" for i in range(30)]
-                done = await download_all(fetcher, urls, tmp_path / "out")
-            nursery.cancel_scope.cancel()
-        assert all(not isinstance(d, Exception) for d in done.values())
-
-    on_mock_clock(main)
-    times = server.times()
-    assert len(times) == 30 and min(times) < 0.1 and max(times) < 10.0
+    times = paced_times(server, tmp_path / "out")
+    assert min(times) < 0.1 and max(times) < 10.0
     assert sorted(times)[4] == pytest.approx(0.7)  # the late one
     assert most_in_any_second(times) == 5
 
