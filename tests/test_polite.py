@@ -91,6 +91,41 @@ def test_the_rate_holds_on_the_servers_clock_when_one_request_is_late_and_slow(
     assert most_in_any_second(times) == 5
 
 
+def test_a_stop_sends_nothing_that_waits_for_its_turn(tmp_path: Path) -> None:
+    server = PacedServer()
+    outcomes: dict[str, object] = {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            base = await nursery.start(server.serve, "127.0.0.2")
+            (tmp_path / "out").mkdir()
+            fd = os.open(tmp_path / "out", os.O_RDONLY | os.O_DIRECTORY)
+            async with Fetcher(options(rate_per_host=1.0)) as fetcher:
+
+                async def one(i: int) -> None:
+                    url = f"{base}/img/{i}.jpg"
+                    try:
+                        outcomes[url] = await fetcher.download(url, dir_fd=fd, name=f"{i}.jpg")
+                    except err.Interrupted as exc:
+                        outcomes[url] = exc
+
+                async with trio.open_nursery() as downloads:
+                    for i in range(6):
+                        downloads.start_soon(one, i)
+                    await trio.sleep(2.5)  # three went: at 0, 1.05 and 2.1 s
+                    fetcher.stop()
+                    stopped_at = trio.current_time()
+                # The three that waited for their turn end at once, unsent.
+                assert trio.current_time() - stopped_at < 0.01
+            os.close(fd)
+            nursery.cancel_scope.cancel()
+
+    on_mock_clock(main)
+    assert len(server.times("/img/")) == 3
+    interrupted = [o for o in outcomes.values() if isinstance(o, err.Interrupted)]
+    assert len(outcomes) == 6 and len(interrupted) == 3
+
+
 def test_the_minimum_gap_holds_with_jitter(tmp_path: Path) -> None:
     server = PacedServer()
 

@@ -50,7 +50,7 @@ import random
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import trio
@@ -94,6 +94,35 @@ class Downloaded:
     height: int | None = None
 
 
+class _Wait:
+    """A wait for a limit or a turn, which `Fetcher.stop` ends: then `stopped`.
+
+    (A plain class rather than a generator-based context manager: three of
+    these run per attempt.)
+    """
+
+    __slots__ = ("_scope", "_waits")
+
+    def __init__(self, waits: set[trio.CancelScope], *, stopped: bool) -> None:
+        self._scope = trio.CancelScope()
+        if stopped:
+            self._scope.cancel()
+        self._waits = waits
+
+    def __enter__(self) -> _Wait:
+        self._waits.add(self._scope)
+        self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        self._waits.discard(self._scope)
+        return bool(self._scope.__exit__(*exc_info))
+
+    @property
+    def stopped(self) -> bool:
+        return self._scope.cancelled_caught
+
+
 class Fetcher:
     """Downloads URLs into job folders. Use as an async context manager."""
 
@@ -127,8 +156,11 @@ class Fetcher:
         self._anonymous = Anonymous(
             self._transports, self.slots, self.rules.headers, block_private=options.block_private
         )
-        # Set when the daemon stops: no new attempt starts after it.
+        # Set when the daemon stops (`stop`): no new attempt starts after it.
         self.stopping = trio.Event()
+        # The waits of attempts for their slots and their host's turn, which a
+        # stop ends: such an attempt has sent nothing yet, so it sends nothing.
+        self._waits: set[trio.CancelScope] = set()
         # Finished bodies are written to disk in batches, one thread hop each.
         self._commit = GroupCommit(options.durability)
 
@@ -159,6 +191,15 @@ class Fetcher:
     def concurrency(self) -> int:
         """Downloads in flight at most, now (a reload may change it)."""
         return self.slots.total
+
+    def stop(self) -> None:
+        """No new attempt starts, and none that waits for a slot or a turn sends."""
+        self.stopping.set()
+        for wait in self._waits:
+            wait.cancel()
+
+    def _unless_stopped(self) -> _Wait:
+        return _Wait(self._waits, stopped=self.stopping.is_set())
 
     def set_limits(self, *, concurrency: int, per_host: int) -> None:
         """Apply new limits while running (config reload)."""
@@ -243,14 +284,24 @@ class Fetcher:
         # Before any limit: a disallowed URL takes no slot, and the host's
         # Crawl-delay is known before its first request.
         await policy.check_robots(url, self._anonymous.on_own_slot)
-        own = await rules.limits.acquire(
-            host, concurrency=self.concurrency, per_host=self.hosts.ceiling
-        )
+        # Each wait below ends with `Interrupted` if the daemon stops meanwhile.
+        with self._unless_stopped() as wait:
+            own = await rules.limits.acquire(
+                host, concurrency=self.concurrency, per_host=self.hosts.ceiling
+            )
+        if wait.stopped:
+            raise err.Interrupted
         verdict = Verdict.NEUTRAL
         try:
-            host_slot = await self.hosts.acquire(host)
+            with self._unless_stopped() as wait:
+                host_slot = await self.hosts.acquire(host)
+            if wait.stopped:
+                raise err.Interrupted
             try:
-                slot, turn = await self.slots.take(host)
+                with self._unless_stopped() as wait:
+                    slot, turn = await self.slots.take(host)
+                if wait.stopped:
+                    raise err.Interrupted
                 request = policy.sending(host, turn)
                 try:
                     with trio.move_on_after(rules.total_timeout):

@@ -211,7 +211,7 @@ class Daemon:
             await self._notifier.stopping()
             self.intake.stop()
             intake.cancel()
-            self.fetcher.stopping.set()
+            self.fetcher.stop()
             work.cancel_scope.deadline = trio.current_time() + self.settings.grace
 
     async def _reload_config(self) -> None:
