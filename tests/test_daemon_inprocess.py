@@ -12,6 +12,7 @@ import trio
 
 import imgdl_watch.job.job as job_module
 from imgdl_watch.config import resolve
+from imgdl_watch.job import listformat
 from imgdl_watch.job.progress import JobSummary
 from imgdl_watch.service.daemon import Daemon
 from tests.helpers import events, watching_logs
@@ -67,6 +68,30 @@ async def test_a_job_that_crashes_goes_to_failed_and_the_daemon_goes_on(
     assert (inbox / "failed" / "bad.txt").exists()
     assert not (inbox / "processing" / "bad.txt").exists()
     assert events(logs, "job_finished")[0]["job"] == "good"
+
+
+async def test_a_zst_list_without_the_library_fails_once_and_goes_to_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its failures' list would be a .zst too, and is opened first: that used
+    # to fail the job as an inbox error, tried again and again.
+    monkeypatch.setattr(listformat, "_zstandard", lambda: None)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "zz.csv.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"not read")
+    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.1")
+    with watching_logs() as log:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            await log.wait_for("job_failed")
+            (inbox / "good.txt").write_text("")  # a later list is taken: the first is over
+            await log.wait_for("job_finished")
+            nursery.cancel_scope.cancel()
+    failed = events(log.entries, "job_failed")
+    assert len(failed) == 1 and failed[0]["reason"] == "list_unreadable"
+    assert "pip install 'imgdl-watch[zstd]'" in failed[0]["detail"]
+    assert (inbox / "failed" / "zz.csv.zst").exists()
+    assert not (inbox / "processing" / "zz.csv.zst").exists()
 
 
 async def test_an_inbox_deleted_again_while_it_is_recreated_is_recreated_later(

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import IO, Any, cast
 
+from ..errors import JobError
 from ..naming import list_suffix
 from .listparse import InvalidLine, ListedUrl, as_utf8, parse_chunks, split_lines
 from .rows import MAX_ROW_BYTES, Row, parse_delimited, parse_jsonl
@@ -40,6 +41,9 @@ _DIALECTS = {"csv": "excel", "tsv": "excel-tab"}
 
 class ListUnreadable(OSError):
     """The list's bytes cannot be read as its name says (bad gzip, no zstd)."""
+
+
+ZSTD_MISSING = "a .zst list needs the zstandard library: pip install 'imgdl-watch[zstd]'"
 
 
 @functools.cache
@@ -76,9 +80,7 @@ def _decompressed(raw: IO[bytes], compression: str) -> IO[bytes]:
     if compression == "zst":
         zstandard = _zstandard()
         if zstandard is None:
-            raise ListUnreadable(
-                "a .zst list needs the zstandard library: pip install 'imgdl-watch[zstd]'"
-            )
+            raise ListUnreadable(ZSTD_MISSING)
         reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
             raw, read_size=READ_CHUNK_BYTES, read_across_frames=True, closefd=False
         )
@@ -130,17 +132,18 @@ class FailedList:
 
     def __init__(self, path: str, fmt: ListFormat, *, buffering: int) -> None:
         self.fmt = fmt
+        zstandard = _zstandard() if fmt.compression == "zst" else None
+        if fmt.compression == "zst" and zstandard is None:
+            # Opened before the list is read: the job fails as the list's
+            # reader would (not as an inbox error, which is tried again).
+            raise JobError("list_unreadable", ZSTD_MISSING)
         self._raw = open(path, "wb", buffering=buffering)  # noqa: SIM115 - closed in close()
         self._packed: IO[bytes] | None = None
         if fmt.compression == "gz":
             self._packed = cast(
                 IO[bytes], gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
             )
-        elif fmt.compression == "zst":
-            zstandard = _zstandard()
-            if zstandard is None:
-                # A .zst list that could be read had the library: never here.
-                raise ListUnreadable("no zstandard library for a .zst list")
+        elif zstandard is not None:
             self._packed = zstandard.ZstdCompressor().stream_writer(self._raw, closefd=False)
         self._text = io.TextIOWrapper(
             self._packed or self._raw, encoding="utf-8", newline="", write_through=True
