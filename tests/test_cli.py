@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -142,6 +143,27 @@ def test_the_open_file_limit_is_raised_as_far_as_the_settings_need(
     assert result.returncode == 2
     line = one_clean_line(result.stderr)
     assert "may open only 512: lower --concurrency or --max-jobs, or raise" in line
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "says"),
+    [
+        (
+            "cut.csv.gz",
+            gzip.compress(b"url\nhttp://a.example/1.jpg\n")[:-9],
+            "cut short or corrupt",
+        ),
+        ("cols.csv", b"link,caption\nhttp://a.example/1.jpg,x\n", "url"),
+    ],
+)
+def test_a_list_that_cannot_be_read_exits_2_with_one_line(
+    tmp_path: Path, name: str, data: bytes, says: str
+) -> None:
+    (tmp_path / name).write_bytes(data)
+    result = fetch(tmp_path, name)
+    assert result.returncode == 2, result.stderr
+    line = one_clean_line(result.stderr)
+    assert line.startswith(f"imgdl-watch: cannot read list {name}: ") and says in line
 
 
 def test_usage_error_exits_2(tmp_path: Path) -> None:

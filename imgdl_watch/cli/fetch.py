@@ -36,13 +36,15 @@ from .common import (
     open_log,
     tell,
 )
-from .parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from .parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .terminal import ProgressView, summary_paragraph
 
 
 class Outcome(enum.Enum):
     OK = "every URL succeeded"
     FAILED = "some URL failed or was invalid"
+    # A list could not be read at all (corrupt, no URL column, a missing extra).
+    UNREADABLE = "a list could not be read"
     INTERRUPTED = "stopped by SIGINT, SIGTERM or SIGHUP"
 
 
@@ -69,17 +71,15 @@ async def fetch_lists(
             interrupted = True
             scope.cancel()
 
-    all_ok = False
+    outcome = Outcome.FAILED
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with Fetcher(fetch_options(settings)) as fetcher, trio.open_nursery() as nursery:
             nursery.start_soon(on_signal, signals, nursery.cancel_scope)
             if view is not None:
                 nursery.start_soon(view.refresh_loop)
-            all_ok = await _run_lists(settings, lists, fetcher, output, view, archive=archive)
+            outcome = await _run_lists(settings, lists, fetcher, output, view, archive=archive)
             nursery.cancel_scope.cancel()
-    if interrupted:
-        return Outcome.INTERRUPTED
-    return Outcome.OK if all_ok else Outcome.FAILED
+    return Outcome.INTERRUPTED if interrupted else outcome
 
 
 async def _run_lists(
@@ -90,8 +90,8 @@ async def _run_lists(
     view: ProgressView | None,
     *,
     archive: Archive | None,
-) -> bool:
-    all_ok = True
+) -> Outcome:
+    all_ok, unreadable = True, False
     rules = download_rules(settings)
     for path, fd in lists:
         name = os.path.basename(path)
@@ -108,8 +108,13 @@ async def _run_lists(
         if view is not None:
             view.add(job.summary)
         summary = await job.run()
+        if summary.failure is not None:
+            unreadable = True
+            tell(f"cannot read list {path}: {summary.failure_detail}")
         all_ok = all_ok and summary.failure is None and not (summary.failed or summary.invalid)
-    return all_ok
+    if unreadable:
+        return Outcome.UNREADABLE
+    return Outcome.OK if all_ok else Outcome.FAILED
 
 
 def fetch(settings: Settings, lists: list[str]) -> int:
@@ -155,6 +160,8 @@ def fetch(settings: Settings, lists: list[str]) -> int:
     if outcome is Outcome.INTERRUPTED:
         tell("interrupted; run the same command again to finish")
         return EXIT_INTERRUPTED
+    if outcome is Outcome.UNREADABLE:
+        return EXIT_USAGE
     return EXIT_OK if outcome is Outcome.OK else EXIT_FAILED
 
 

@@ -162,19 +162,20 @@ class Job:
                 log.info("job_finished", job=self.name, **summary.finished_fields())
             except JobError as exc:
                 summary.stop_clock()
-                summary.failure = exc.reason
+                summary.failure, summary.failure_detail = exc.reason, str(exc)
                 log.error("job_failed", job=self.name, reason=exc.reason, detail=str(exc))
                 await end.give_up(exc)
         except OSError as exc:
             # The inbox failed us (its disk is full, a folder was removed).
             summary.stop_clock()
             summary.failure = "inbox_error"
+            summary.failure_detail = f"{exc.strerror or exc} in {exc.filename or 'the inbox'}"
             retry = end.retry_in()
             log.error(
                 "job_failed",
                 job=self.name,
                 reason="inbox_error",
-                detail=f"{exc.strerror or exc} in {exc.filename or 'the inbox'}",
+                detail=summary.failure_detail,
                 **({"retry_s": retry} if retry is not None else {}),
             )
         except BaseException as exc:

@@ -42,6 +42,8 @@ class JobSummary:
     complete: bool = False
     # Why the list as a whole could not run (`job_failed`'s reason), if it could not.
     failure: str | None = None
+    # What that failure said (job_failed's `detail`).
+    failure_detail: str = ""
     started: float = field(default_factory=time.monotonic)
     # When the job's clock stopped (`stop_clock`); None while it runs.
     stopped: float | None = None
