@@ -4,7 +4,9 @@ whose bytes changed, two daemons at once, and a kill -9 in the middle."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import signal
@@ -13,11 +15,21 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from imgdl_watch.job.archive import Archive, ArchivedFile, reuse_file
+from imgdl_watch.download.body import BodyRules, Filters
+from imgdl_watch.job.archive import Archive, ArchivedFile, Reused, reuse_file
 from imgdl_watch.naming import fingerprint
 from tests.daemonproc import DaemonProcess, drop
 from tests.imageserver import ImageServer, image_bytes
+
+# A job's body rules at their defaults: images only, up to 32 MiB.
+RULES = BodyRules(max_bytes=32 * 1024**2, any_type=False)
+
+
+def why_not(got: Reused | tuple[str, str]) -> str | None:
+    """The reason a file was not reused, or None if it was."""
+    return got[0] if isinstance(got, tuple) else None
 
 
 def sha256(data: bytes) -> str:
@@ -57,25 +69,63 @@ def test_rows_round_trip_and_a_shared_fingerprint_is_no_match(tmp_path: Path) ->
 def test_reuse_links_a_file_that_is_still_the_same(tmp_path: Path, out_fd: int) -> None:
     data = image_bytes("/img/a.jpg")
     row = archived(tmp_path / "old", "a.jpg", data)
-    got = reuse_file(row, out_fd, "a.jpg")
-    assert not isinstance(got, str)
+    got = reuse_file(row, out_fd, "a.jpg", RULES)
+    assert not isinstance(got, tuple)
     assert (got.file, got.bytes, got.sha256, got.how) == ("a.jpg", len(data), sha256(data), "link")
     assert os.stat("a.jpg", dir_fd=out_fd).st_ino == os.stat(row.path).st_ino
     # A name without an extension takes the archived file's.
-    assert not isinstance(got := reuse_file(row, out_fd, "noext"), str) and got.file == "noext.jpg"
+    assert not isinstance(got := reuse_file(row, out_fd, "noext", RULES), tuple)
+    assert got.file == "noext.jpg"
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_reuse_refuses_a_file_that_this_jobs_rules_would_not_save(
+    tmp_path: Path, out_fd: int
+) -> None:
+    # A category's rules may be stricter than those of the job that saved it.
+    data = png(307, 200)
+    row = archived(tmp_path / "old", "a.png", data)
+
+    def rules(**changes: object) -> BodyRules:
+        return dataclasses.replace(RULES, **changes)  # type: ignore[arg-type]
+
+    refusals = {
+        "size cap": rules(max_bytes=len(data) - 1),
+        "too narrow": rules(filters=Filters(min_width=310)),
+        "too low": rules(filters=Filters(min_height=201)),
+        "too many pixels": rules(filters=Filters(max_pixels=307 * 200 - 1)),
+        "a placeholder": rules(filters=Filters(skip_sha256=frozenset({sha256(data)}))),
+        "by md5": rules(filters=Filters(skip_md5=frozenset({hashlib.md5(data).hexdigest()}))),
+    }
+    for what, strict in refusals.items():
+        got = reuse_file(row, out_fd, "a.png", strict)
+        assert isinstance(got, tuple) and got[0] == "rules", what
+    assert os.listdir(out_fd) == []
+    text = archived(tmp_path / "old", "t.jpg", b"plain text, saved under --any-type")
+    got = reuse_file(text, out_fd, "t.jpg", RULES)
+    assert isinstance(got, tuple) and got[0] == "rules"
+    assert not isinstance(reuse_file(text, out_fd, "t.jpg", rules(any_type=True)), tuple)
+    # Rules it meets: reused.
+    fits = rules(filters=Filters(min_width=307, min_height=200), max_bytes=len(data))
+    assert not isinstance(reuse_file(row, out_fd, "a.png", fits), tuple)
 
 
 def test_reuse_refuses_a_missing_or_changed_file(tmp_path: Path, out_fd: int) -> None:
     data = image_bytes("/img/a.jpg")
     row = archived(tmp_path / "old", "a.jpg", data)
     Path(row.path).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, one bit off
-    assert reuse_file(row, out_fd, "a.jpg") == "changed"
+    assert why_not(reuse_file(row, out_fd, "a.jpg", RULES)) == "changed"
     Path(row.path).write_bytes(data + b"x")
-    assert reuse_file(row, out_fd, "a.jpg") == "changed"
+    assert why_not(reuse_file(row, out_fd, "a.jpg", RULES)) == "changed"
     Path(row.path).unlink()
-    assert reuse_file(row, out_fd, "a.jpg") == "missing"
+    assert why_not(reuse_file(row, out_fd, "a.jpg", RULES)) == "missing"
     Path(row.path).symlink_to(tmp_path / "elsewhere")
-    assert reuse_file(row, out_fd, "a.jpg") == "missing"  # never followed
+    assert why_not(reuse_file(row, out_fd, "a.jpg", RULES)) == "missing"  # never followed
     assert os.listdir(out_fd) == []
 
 
@@ -84,10 +134,10 @@ def test_reuse_copies_across_filesystems(tmp_path: Path, tiny_disk: Path) -> Non
     row = archived(tmp_path / "old", "c.jpg", data)
     fd = os.open(tiny_disk, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        got = reuse_file(row, fd, "c.jpg")
+        got = reuse_file(row, fd, "c.jpg", RULES)
     finally:
         os.close(fd)
-    assert not isinstance(got, str) and got.how == "copy"
+    assert not isinstance(got, tuple) and got.how == "copy"
     assert (tiny_disk / "c.jpg").read_bytes() == data
     assert [p.name for p in tiny_disk.iterdir()] == ["c.jpg"]  # no temporary file left
 
@@ -141,6 +191,30 @@ def test_a_second_list_fetches_only_what_the_first_did_not(
     for _url, digest, path, size in recorded:
         data = Path(path).read_bytes()
         assert (sha256(data), len(data)) == (digest, size)
+
+
+def test_a_categorys_rules_hold_for_an_archived_file(server: ImageServer, tmp_path: Path) -> None:
+    # The category caps a body below these images' sizes: its list must not
+    # get them from the archive where a download would be refused.
+    smallest = min(len(image_bytes(f"/img/arch/{i}.jpg")) for i in range(3))
+    config = tmp_path / "config.toml"
+    config.write_text(f"[category.small]\nmax_bytes = {smallest - 1}\n")
+    daemon = DaemonProcess(tmp_path, "--archive", str(tmp_path / "a.db"), "--config", str(config))
+    try:
+        daemon.wait_event("daemon_started")
+        drop(daemon.inbox, "first.txt", urls(server, range(3)))
+        daemon.wait_event("job_finished")
+        drop(daemon.inbox / "small", "again.txt", urls(server, range(3)))
+        again = daemon.wait_event("job_finished", count=2)[1]
+        stale = daemon.events("archive_stale")
+    finally:
+        daemon.stop_cleanly()
+    assert (again["ok"], again["reused"], again["failed"]) == (0, 0, 3)
+    assert [e["reason"] for e in stale] == ["rules"] * 3
+    text = (daemon.inbox / "small" / "done" / "again.report.jsonl").read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [(r["outcome"], r["reason"]) for r in records] == [("failed", "too_large")] * 3
+    assert os.listdir(daemon.output / "small" / "again") == []
 
 
 def test_a_file_gone_or_changed_is_fetched_again(server: ImageServer, tmp_path: Path) -> None:

@@ -84,6 +84,28 @@ class BodyRules:
     filters: Filters = field(default_factory=Filters)
 
 
+def unwanted(
+    rules: BodyRules,
+    *,
+    size: int,
+    head: bytes,
+    sha256: str,
+    md5: str | None,
+    width: int | None,
+    height: int | None,
+) -> str | None:
+    """Why a body saved earlier (an archived file) would not be saved under
+    `rules`, or None: the size cap, images only, and the filters, as
+    `receive` checks a download's (a Content-Type is not known here: the
+    first bytes must show an image)."""
+    if size > rules.max_bytes:
+        return f"{size} bytes is over the cap of {rules.max_bytes}"
+    if not rules.any_type and (sniff(head) is None or disguised(head) is not None):
+        return "its first bytes are not an image"
+    dropped = rules.filters.verdict(sha256=sha256, md5=md5, width=width, height=height)
+    return None if dropped is None else dropped[1]
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """A whole, checked body in its sink, not yet published, and what it is."""

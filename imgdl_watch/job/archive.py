@@ -43,7 +43,9 @@ from dataclasses import dataclass
 import structlog
 import trio
 
+from ..download.body import MD5_MAX_BYTES, BodyRecord, BodyRules, unwanted
 from ..download.filesink import FILE_MODE, TEMP_PREFIX
+from ..download.imagecheck import SNIFF_BYTES
 from ..download.retries import quiet_stamina
 from ..naming import fingerprint, has_extension, split_extension
 from ..redact import excerpt, log_url
@@ -200,13 +202,17 @@ class ArchiveLog:
             self._full.set()
 
     async def reuse(
-        self, url: str, archived: ArchivedFile, dir_fd: int, name: str
+        self, url: str, archived: ArchivedFile, dir_fd: int, name: str, *, rules: BodyRules
     ) -> Reused | None:
         """Put `archived` in the job's folder (`reuse_file`), or None: it is
-        no longer what was downloaded (`archive_stale`), so fetch it."""
-        got = await trio.to_thread.run_sync(reuse_file, archived, dir_fd, name)
-        if isinstance(got, str):
-            log.info("archive_stale", url=log_url(url), file=archived.path, reason=got)
+        no longer what was downloaded, or this job's rules would not save it
+        (`archive_stale`), so fetch it."""
+        got = await trio.to_thread.run_sync(reuse_file, archived, dir_fd, name, rules)
+        if isinstance(got, tuple):
+            reason, detail = got
+            log.info(
+                "archive_stale", url=log_url(url), file=archived.path, reason=reason, detail=detail
+            )
             return None
         return got
 
@@ -244,31 +250,48 @@ def _sha256_of(fd: int, copy_to: int | None = None) -> str:
     return digest.hexdigest()
 
 
-def reuse_file(archived: ArchivedFile, dir_fd: int, name: str) -> Reused | str:
+def reuse_file(
+    archived: ArchivedFile, dir_fd: int, name: str, rules: BodyRules
+) -> Reused | tuple[str, str]:
     """Put `archived`'s file into the folder `dir_fd` as `name` (with the
     archived file's extension if `name` has none). Blocking: call from a
-    thread. The Reused file, or why not: `missing`, `changed` or `exists`."""
+    thread. The Reused file, or why not, (reason, detail): `missing`,
+    `changed`, `exists`, or `rules` (the job's size cap, type or filters
+    would not save it: a category's `min_width`, say, may be stricter than
+    the job's that saved it)."""
     if not has_extension(name):
         name += split_extension(os.path.basename(archived.path))[1]
     try:
         source = os.open(archived.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return "missing"
+        return "missing", "the file is gone"
     try:
         st = os.fstat(source)
         if not stat.S_ISREG(st.st_mode) or st.st_size != archived.size:
-            return "changed"
-        if _sha256_of(source) != archived.sha256:
-            return "changed"
+            return "changed", "not the size it was"
+        record = BodyRecord(md5=bool(rules.filters.skip_md5) and st.st_size <= MD5_MAX_BYTES)
+        head = b""
+        while chunk := os.read(source, READ_CHUNK_BYTES):
+            if len(head) < SNIFF_BYTES:
+                head += chunk[: SNIFF_BYTES - len(head)]
+            record.add(chunk)
+        sha256, md5, width, height = record.finish()
+        if sha256 != archived.sha256:
+            return "changed", "not the bytes it was"
+        why = unwanted(
+            rules, size=st.st_size, head=head, sha256=sha256, md5=md5, width=width, height=height
+        )
+        if why is not None:
+            return "rules", why
         try:
             # The very file just checked, whatever its path holds meanwhile.
             os.link(f"/proc/self/fd/{source}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
             how = "link"
         except FileExistsError:
-            return "exists"
+            return "exists", f"{name} is taken"
         except OSError:  # another filesystem (EXDEV), a link limit, no /proc: copy
             if not _copy(source, dir_fd, name, archived.sha256):
-                return "changed"
+                return "changed", "not the bytes it was"
             how = "copy"
     finally:
         os.close(source)

@@ -84,7 +84,10 @@ class Crew:
         """Bring `item` to its outcome; False when the fetcher stopped it."""
         outcomes, archive_log = self._outcomes, self._archive_log
         if item.archived is not None and archive_log is not None:
-            got = await archive_log.reuse(item.url, item.archived, self._dir_fd, item.name)
+            rules = self._rules or self._fetcher.rules
+            got = await archive_log.reuse(
+                item.url, item.archived, self._dir_fd, item.name, rules=rules.body
+            )
             if got is not None:
                 outcomes.reused(item, got)
                 return True
