@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from imgdl_watch.inbox.lifecycle import Inbox
-from imgdl_watch.service.status import collect
+from imgdl_watch.service.status import collect, render
 from imgdl_watch.service.statushtml import host_rows, render_page
 from imgdl_watch.service.statuspage import StatusServer, is_report_name
 
@@ -114,6 +114,33 @@ def write_status(inbox: Inbox, document: dict[str, Any]) -> None:
     inbox.ensure_layout()
     path = Path(inbox.state) / f"status-{document['host']}-{document['pid']}.json"
     path.write_text(json.dumps(document))
+
+
+def test_the_queue_is_what_the_daemon_would_take(tmp_path: Path) -> None:
+    inbox = Inbox(str(tmp_path / "inbox"), categories=["art"])
+    inbox.ensure_layout()
+    root = Path(inbox.root)
+    for folder in ("processing", "done", "failed"):
+        (root / "art" / folder).mkdir(parents=True, exist_ok=True)
+    (root / "stray").mkdir()  # a folder no category names
+    for name in ("cats.txt", "art.txt", "art/dogs.csv", "art/.part.txt", "stray/x.txt"):
+        (root / name).write_text("http://a.example/1.jpg\n")
+    # art.txt is named after a category: the daemon ignores it (file_ignored).
+    wanted = ["art/dogs.csv", "cats.txt"]
+    assert collect(inbox.root, ["art"])["queued"] == wanted
+    # Told no category, as a status without the daemon's config would be: a
+    # live daemon's status file says which there are.
+    write_status(
+        inbox,
+        {"state": "running", "pid": os.getpid(), "host": os.uname().nodename,
+         "categories": ["art"], "running": [], "recent": []},
+    )  # fmt: skip
+    assert collect(inbox.root)["queued"] == wanted
+    report = collect(inbox.root)
+    assert "  art/dogs.csv\n  cats.txt\n" in render(report)
+    counts = {"ok": 0, "reused": 2, "failed": 0, "skipped": 0, "invalid": 0, "filtered": 1}
+    report["recent"] = [{"job": "art/narrow", "finished_at": "t", "elapsed_s": 1.0, **counts}]
+    assert ": 0 ok, 2 reused, 0 failed, 0 skipped, 0 invalid, 1 filtered (1.0 s)" in render(report)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from .parser import EXIT_OK
 def status(settings: Settings, *, json_output: bool) -> int:
     if not os.path.isdir(settings.inbox):
         return fail(f"no inbox at {settings.inbox}: give the daemon's --inbox DIR")
-    report = collect(settings.inbox)
+    report = collect(settings.inbox, [c.name for c in settings.categories])
     if json_output:
         print(json.dumps(report, indent=2))
     else:

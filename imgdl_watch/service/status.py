@@ -18,11 +18,13 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..inbox.lifecycle import Inbox, is_list_name
 from ..job.progress import Snapshot
+from ..naming import job_stem
 
 # Seconds between two writes of the status file.
 STATUS_INTERVAL_S = 1.0
@@ -81,6 +83,8 @@ class StatusFile:
             "recent": self.recent,
             # The busiest hosts (`statusreport.STATUS_HOSTS` at most).
             "hosts": hosts or [],
+            # The config's categories, now: `status` lists their queues too.
+            "categories": list(self.inbox.categories),
         }
         temp = f"{self.path}.{self.pid}.tmp"
         with open(temp, "w", encoding="utf-8") as handle:
@@ -140,18 +144,21 @@ def _alive(document: dict[str, Any], mtime: float) -> bool:
     return True
 
 
-def collect(inbox_root: str) -> dict[str, Any]:
-    """Everything `status` shows about an inbox, as one JSON-ready document."""
-    inbox = Inbox(inbox_root)
+def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
+    """Everything `status` shows about an inbox, as one JSON-ready document.
+
+    The queue is what the daemon would take: the lists of the inbox and of
+    its categories (`art/cats.txt`), without those it ignores (a top-level
+    list named after a category). The categories are those the live daemons
+    report, else `categories` (the config's, as `status` read it)."""
     daemons: list[dict[str, Any]] = []
-    for _path, document, mtime in _status_files(inbox):
+    for _path, document, mtime in _status_files(Inbox(inbox_root)):
         document["alive"] = _alive(document, mtime)
         daemons.append(document)
-    try:
-        queued = sorted(n for n in os.listdir(inbox.root) if is_list_name(n))
-    except FileNotFoundError:
-        queued = []
     live = [d for d in daemons if d["alive"]]
+    reported = {c for d in live for c in d.get("categories") or () if isinstance(c, str)}
+    inbox = Inbox(inbox_root, categories=reported or categories)
+    queued = _queued(inbox)
     recent = sorted(
         (j for d in daemons for j in d.get("recent", [])),
         key=lambda j: j["finished_at"],
@@ -181,6 +188,19 @@ def collect(inbox_root: str) -> dict[str, Any]:
         "queued": queued,
         "recent": recent[:RECENT_JOBS],
     }
+
+
+def _queued(inbox: Inbox) -> list[str]:
+    try:
+        found, _ignored = inbox.scan()
+        return sorted(found)
+    except OSError:
+        pass  # no inbox yet, or not its folders: its top-level lists, as they are
+    try:
+        names = os.listdir(inbox.root)
+    except OSError:
+        return []
+    return sorted(n for n in names if is_list_name(n) and job_stem(n) not in inbox.categories)
 
 
 def _size(n: float) -> str:
@@ -245,9 +265,10 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"last finished: {len(report['recent'])}")
     for job in report["recent"]:
         reused = f"{job['reused']} reused, " if job.get("reused") else ""
+        filtered = f", {job['filtered']} filtered" if job.get("filtered") else ""
         lines.append(
             f"  {job['job']} at {job['finished_at']}: {job['ok']} ok, {reused}{job['failed']} "
-            f"failed, {job['skipped']} skipped, {job['invalid']} invalid "
+            f"failed, {job['skipped']} skipped, {job['invalid']} invalid{filtered} "
             f"({job['elapsed_s']:.1f} s)"
         )
     return "\n".join(lines)
