@@ -847,9 +847,8 @@ def _category(name: str, raw: dict[str, Any], path: str, values: Mapping[str, An
         option = OPTION_BY_NAME[key]
         value = _parse(option, raw_value, where)
         if option.limit and _above(option, value, values[key]):
-            shown = key.replace("_", "-")
             raise ConfigError(
-                f"{where}: {shown} = {raw_value} is above the global {shown} ({values[key]}):"
+                f"{where}: {key} = {raw_value} is above the global {key} ({values[key]}):"
                 " a category may lower a limit, never raise it"
             )
         parsed[key] = value
@@ -927,10 +926,9 @@ def check_categories(settings: Settings) -> None:
             option = OPTION_BY_NAME[key]
             ceiling = getattr(settings, key)
             if option.limit and _above(option, value, ceiling):
-                shown = key.replace("_", "-")
                 raise ConfigError(
-                    f"[category.{category.name}]: {shown} = {value} is above the running"
-                    f" {shown} ({ceiling}), which a reload does not change: restart to raise it"
+                    f"[category.{category.name}]: {key} = {value} is above the running"
+                    f" {key} ({ceiling}), which a reload does not change: restart to raise it"
                 )
 
 

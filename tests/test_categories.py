@@ -97,15 +97,15 @@ def test_a_category_may_not_set_what_is_not_per_job(tmp_path: Path, key: str, va
 @pytest.mark.parametrize(
     ("text", "flags", "wanted"),
     [
-        ("per_host = 16", {}, "per-host = 16 is above the global per-host (8)"),
+        ("per_host = 16", {}, "per_host = 16 is above the global per_host (8)"),
         ("concurrency = 64", {}, "concurrency = 64 is above the global concurrency (32)"),
-        ('max_bytes = "64M"', {}, "max-bytes = 64M is above the global max-bytes"),
-        ("max_redirects = 11", {}, "max-redirects = 11 is above the global max-redirects (10)"),
+        ('max_bytes = "64M"', {}, "max_bytes = 64M is above the global max_bytes"),
+        ("max_redirects = 11", {}, "max_redirects = 11 is above the global max_redirects (10)"),
         # The global value in force counts, from a flag too.
-        ("per_host = 4", {"per_host": "2"}, "per-host = 4 is above the global per-host (2)"),
+        ("per_host = 4", {"per_host": "2"}, "per_host = 4 is above the global per_host (2)"),
         # 0 is no bound at all: above any global bound.
-        ("max_pixels = 0", {"max_pixels": "1000"}, "max-pixels = 0 is above the global"),
-        ("max_pixels = 2000", {"max_pixels": "1000"}, "max-pixels = 2000 is above the global"),
+        ("max_pixels = 0", {"max_pixels": "1000"}, "max_pixels = 0 is above the global"),
+        ("max_pixels = 2000", {"max_pixels": "1000"}, "max_pixels = 2000 is above the global"),
     ],
 )
 def test_a_category_may_lower_a_limit_but_never_raise_it(
@@ -390,7 +390,7 @@ def test_a_reload_checks_categories_and_brings_new_ones(
         cfg.write_text("per_host = 4\n[category.art]\nper_host = 5\n")
         daemon.signal(signal.SIGHUP)
         failed = daemon.wait_event("config_reload_failed")
-        assert re.search(r"\[category\.art\]: per-host = 5 is above the global per-host \(4\)",
+        assert re.search(r"\[category\.art\]: per_host = 5 is above the global per_host \(4\)",
                          failed[0]["detail"])  # fmt: skip
         cfg.write_text("per_host = 4\n[category.art]\nlog_file = '/tmp/x'\n")
         daemon.signal(signal.SIGHUP)
@@ -401,7 +401,7 @@ def test_a_reload_checks_categories_and_brings_new_ones(
         daemon.signal(signal.SIGHUP)
         failed = daemon.wait_event("config_reload_failed", count=3)
         assert (
-            "max-bytes = 41943040 is above the running max-bytes (33554432)"
+            "max_bytes = 41943040 is above the running max_bytes (33554432)"
             in (failed[2]["detail"])
         )
         cfg.write_text("per_host = 4\n[category.art]\n[category.new]\nmin_width = 1\n")

@@ -169,8 +169,8 @@ async def test_filtered_images_are_never_published(server: ImageServer, tmp_path
                 assert caught.value.attempts == 1  # not retried
     finally:
         os.close(fd)
-    assert got["s.png"] == ("too_small", "40x30 is under the minimum 100x25")
-    assert got["w.jpg"] == ("too_small", "900x20 is under the minimum 100x25")
+    assert got["s.png"] == ("too_small", "40x30: narrower than the minimum width 100")
+    assert got["w.jpg"] == ("too_small", "900x20: lower than the minimum height 25")
     assert got["l.jpg"][0] == "placeholder" and "sha256" in got["l.jpg"][1]
     assert got["p.png"][0] == "placeholder" and "md5" in got["p.png"][1]
     assert os.listdir(folder) == []  # nothing kept, not even a temporary file
@@ -198,7 +198,11 @@ def test_filters_pass_what_they_cannot_judge() -> None:
     assert filters.verdict(sha256="a", md5=None, width=None, height=None) is None
     assert filters.verdict(sha256="a", md5=None, width=10, height=5) == (
         "too_small",
-        "10x5 is under the minimum 10x10",
+        "10x5: lower than the minimum height 10",
+    )
+    assert filters.verdict(sha256="a", md5=None, width=5, height=5) == (
+        "too_small",
+        "5x5: narrower than the minimum width 10 and lower than the minimum height 10",
     )
     assert filters.verdict(sha256="a", md5=None, width=8, height=8) == (
         "too_many_pixels",

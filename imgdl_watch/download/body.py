@@ -66,10 +66,13 @@ class Filters:
             return None
         if self.max_pixels and width * height > self.max_pixels:
             return "too_many_pixels", f"{width}x{height} is over {self.max_pixels} pixels"
-        if width < self.min_width or height < self.min_height:
-            return "too_small", (
-                f"{width}x{height} is under the minimum {self.min_width}x{self.min_height}"
-            )
+        short = []
+        if width < self.min_width:
+            short.append(f"narrower than the minimum width {self.min_width}")
+        if height < self.min_height:
+            short.append(f"lower than the minimum height {self.min_height}")
+        if short:
+            return "too_small", f"{width}x{height}: " + " and ".join(short)
         return None
 
 
