@@ -86,6 +86,11 @@ _CATEGORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RESERVED_FOLDERS = frozenset({"processing", "done", "failed"})
 
 
+def is_category_name(name: str) -> bool:
+    """Whether `name` may name a category: one plain folder name, not the inbox's own."""
+    return bool(_CATEGORY_NAME.fullmatch(name)) and name.lower() not in _RESERVED_FOLDERS
+
+
 def _int_between(low: int, high: int) -> Callable[[str], int]:
     """A whole number from `low` to `high`."""
 
@@ -816,7 +821,7 @@ def _read_categories(raw: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
     found = []
     for name, table in raw.items():
         where = f"config file {path}: [category.{name}]"
-        if not _CATEGORY_NAME.fullmatch(name) or name.lower() in _RESERVED_FOLDERS:
+        if not is_category_name(name):
             raise ConfigError(
                 f"{where}: a category's name is its inbox folder's: letters, digits, '.', '-'"
                 " and '_', not starting with '.', and none of processing, done, failed"

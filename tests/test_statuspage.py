@@ -133,8 +133,13 @@ def test_the_queue_is_what_the_daemon_would_take(tmp_path: Path) -> None:
     write_status(
         inbox,
         {"state": "running", "pid": os.getpid(), "host": os.uname().nodename,
-         "categories": ["art"], "running": [], "recent": []},
+         "categories": ["art", "../outside", 7], "running": [], "recent": []},
     )  # fmt: skip
+    # Beside the inbox, a folder laid out as a category's, with a list in it:
+    # a status file that names it is not followed there.
+    for folder in ("processing", "done", "failed"):
+        (tmp_path / "outside" / folder).mkdir(parents=True)
+    (tmp_path / "outside" / "secret.txt").write_text("http://a.example/1.jpg\n")
     assert collect(inbox.root)["queued"] == wanted
     report = collect(inbox.root)
     assert "  art/dogs.csv\n  cats.txt\n" in render(report)

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import is_category_name
 from ..inbox.lifecycle import Inbox, is_list_name
 from ..job.progress import Snapshot
 from ..naming import job_stem
@@ -156,7 +157,15 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
         document["alive"] = _alive(document, mtime)
         daemons.append(document)
     live = [d for d in daemons if d["alive"]]
-    reported = {c for d in live for c in d.get("categories") or () if isinstance(c, str)}
+    # A status file is only as trusted as the state folder: a name that no
+    # config could give a category (`../x`) is not followed.
+    reported = {
+        c
+        for d in live
+        if isinstance(names := d.get("categories"), list)
+        for c in names
+        if isinstance(c, str) and is_category_name(c)
+    }
     inbox = Inbox(inbox_root, categories=reported or categories)
     queued = _queued(inbox)
     recent = sorted(
