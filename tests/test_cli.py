@@ -166,6 +166,14 @@ def test_a_list_that_cannot_be_read_exits_2_with_one_line(
     assert line.startswith(f"imgdl-watch: cannot read list {name}: ") and says in line
 
 
+def test_a_list_whose_folder_cannot_be_used_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "cats.txt").write_text("http://a.example/1.jpg\n")
+    (tmp_path / "cats").write_text("a file where the job's folder would be")
+    result = fetch(tmp_path, "cats.txt")
+    assert result.returncode == 1, result.stderr
+    assert one_clean_line(result.stderr).startswith("imgdl-watch: list cats.txt could not run: ")
+
+
 def test_usage_error_exits_2(tmp_path: Path) -> None:
     result = fetch(tmp_path)
     assert result.returncode == 2

@@ -141,6 +141,9 @@ def test_the_queue_is_what_the_daemon_would_take(tmp_path: Path) -> None:
         (tmp_path / "outside" / folder).mkdir(parents=True)
     (tmp_path / "outside" / "secret.txt").write_text("http://a.example/1.jpg\n")
     assert collect(inbox.root)["queued"] == wanted
+    # status reads only: a category with no folder gets none made.
+    assert collect(inbox.root, ["birds"])["queued"] == wanted
+    assert not (root / "birds").exists()
     report = collect(inbox.root)
     assert "  art/dogs.csv\n  cats.txt\n" in render(report)
     counts = {"ok": 0, "reused": 2, "failed": 0, "skipped": 0, "invalid": 0, "filtered": 1}

@@ -39,6 +39,9 @@ from .common import (
 from .parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .terminal import ProgressView, summary_paragraph
 
+# A job's failures that say its list cannot be read (exit 2); others exit 1.
+UNREADABLE_LIST = frozenset({"list_unreadable", "bad_header"})
+
 
 class Outcome(enum.Enum):
     OK = "every URL succeeded"
@@ -108,9 +111,11 @@ async def _run_lists(
         if view is not None:
             view.add(job.summary)
         summary = await job.run()
-        if summary.failure is not None:
+        if summary.failure in UNREADABLE_LIST:
             unreadable = True
             tell(f"cannot read list {path}: {summary.failure_detail}")
+        elif summary.failure is not None:
+            tell(f"list {path} could not run: {summary.failure_detail}")
         all_ok = all_ok and summary.failure is None and not (summary.failed or summary.invalid)
     if unreadable:
         return Outcome.UNREADABLE

@@ -166,7 +166,7 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
         for c in names
         if isinstance(c, str) and is_category_name(c)
     }
-    inbox = Inbox(inbox_root, categories=reported or categories)
+    inbox = Inbox(inbox_root, categories=reported | set(categories))
     queued = _queued(inbox)
     recent = sorted(
         (j for d in daemons for j in d.get("recent", [])),
@@ -200,16 +200,24 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
 
 
 def _queued(inbox: Inbox) -> list[str]:
+    """The lists the daemon would take, read only: `status` creates nothing
+    (a category's folder that is missing, a symlink or a file holds none)."""
+    queued = [n for n in _lists_in(inbox.root) if job_stem(n) not in inbox.categories]
+    for category in inbox.categories:
+        folder = os.path.join(inbox.root, category)
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            queued.extend(f"{category}/{n}" for n in _lists_in(folder))
+    return sorted(queued)
+
+
+def _lists_in(folder: str) -> list[str]:
     try:
-        found, _ignored = inbox.scan()
-        return sorted(found)
-    except OSError:
-        pass  # no inbox yet, or not its folders: its top-level lists, as they are
-    try:
-        names = os.listdir(inbox.root)
+        with os.scandir(folder) as entries:
+            return [
+                e.name for e in entries if is_list_name(e.name) and e.is_file(follow_symlinks=False)
+            ]
     except OSError:
         return []
-    return sorted(n for n in names if is_list_name(n) and job_stem(n) not in inbox.categories)
 
 
 def _size(n: float) -> str:
