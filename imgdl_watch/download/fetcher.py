@@ -95,7 +95,7 @@ class Downloaded:
 
 
 class _Wait:
-    """A wait for a limit or a turn, which `Fetcher.stop` ends: then `stopped`.
+    """A wait for a limit or a turn, which `Fetcher.stop` ends with `Interrupted`.
 
     (A plain class rather than a generator-based context manager: three of
     these run per attempt.)
@@ -116,11 +116,10 @@ class _Wait:
 
     def __exit__(self, *exc_info: Any) -> bool:
         self._waits.discard(self._scope)
-        return bool(self._scope.__exit__(*exc_info))
-
-    @property
-    def stopped(self) -> bool:
-        return self._scope.cancelled_caught
+        suppressed = bool(self._scope.__exit__(*exc_info))
+        if self._scope.cancelled_caught:
+            raise err.Interrupted
+        return suppressed
 
 
 class Fetcher:
@@ -285,23 +284,17 @@ class Fetcher:
         # Crawl-delay is known before its first request.
         await policy.check_robots(url, self._anonymous.on_own_slot)
         # Each wait below ends with `Interrupted` if the daemon stops meanwhile.
-        with self._unless_stopped() as wait:
+        with self._unless_stopped():
             own = await rules.limits.acquire(
                 host, concurrency=self.concurrency, per_host=self.hosts.ceiling
             )
-        if wait.stopped:
-            raise err.Interrupted
         verdict = Verdict.NEUTRAL
         try:
-            with self._unless_stopped() as wait:
+            with self._unless_stopped():
                 host_slot = await self.hosts.acquire(host)
-            if wait.stopped:
-                raise err.Interrupted
             try:
-                with self._unless_stopped() as wait:
+                with self._unless_stopped():
                     slot, turn = await self.slots.take(host)
-                if wait.stopped:
-                    raise err.Interrupted
                 request = policy.sending(host, turn)
                 try:
                     with trio.move_on_after(rules.total_timeout):
