@@ -151,7 +151,7 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
     The queue is what the daemon would take: the lists of the inbox and of
     its categories (`art/cats.txt`), without those it ignores (a top-level
     list named after a category). The categories are those the live daemons
-    report, else `categories` (the config's, as `status` read it)."""
+    report and `categories` (the config's, as `status` read it), together."""
     daemons: list[dict[str, Any]] = []
     for _path, document, mtime in _status_files(Inbox(inbox_root)):
         document["alive"] = _alive(document, mtime)
