@@ -13,6 +13,7 @@ own URL added to the stem (`a.jpg`, `a-3f9c2d1e.jpg`).
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from urllib.parse import unquote
 
@@ -122,6 +123,22 @@ def fingerprint(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()) >> 4
 
 
+# A fingerprint of 60 bits: a Python int of 32 bytes (61 to 63 bits take 48).
+KEY_MASK = (1 << 60) - 1
+
+
+def key(text: str) -> int:
+    """A 60-bit fingerprint that holds for this process only: Python's own
+    string hash (SipHash, keyed at random when the process starts), cut to
+    60 bits. A tenth of `fingerprint`'s cost (~0.05 µs against ~0.55 µs;
+    `timeit` them again), with the same odds of a clash, and the string keeps
+    it for any later set it goes in. For what a job remembers while it runs,
+    never for what is stored for the next one (`fingerprint`): a clash, as
+    rare as `fingerprint`'s, is then not the same from one run to the next.
+    """
+    return hash(text) & KEY_MASK
+
+
 def url_hash(url: str) -> str:
     return hashlib.blake2b(url.encode("utf-8"), digest_size=8).hexdigest()[:HASH_CHARS]
 
@@ -146,8 +163,32 @@ def url_path(url: str) -> str:
     return url[cut:end]
 
 
+# A URL whose last path segment is already a safe name as it stands: a
+# scheme, an authority, a path whose last segment is letters, digits, "_",
+# "-" and dots (not first), short enough to leave `HASH_CHARS + 1` and
+# `EXTENSION_ROOM` free, then any query or fragment. `safe_name` would give
+# that segment back unchanged, so it is taken on one regular expression
+# (~0.3 µs against ~1.5 µs for the full way; measure both again with
+# `timeit` on a list's URL). `tests/test_naming.py` holds the property that
+# both ways give the same name.
+_PLAIN_SEGMENT = re.compile(
+    r"[^:/?#]*://[^/?#]*/(?:[^?#]*/)?"
+    rf"([A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_NAME_BYTES - HASH_CHARS - 1 - EXTENSION_ROOM - 1}}})"
+    r"(?:[?#].*)?",
+    re.DOTALL,
+)
+
+
 def base_name(url: str) -> str:
     """The safe, percent-decoded last path segment of a URL."""
+    plain = _PLAIN_SEGMENT.fullmatch(url)
+    if plain is not None:
+        return plain[1]
+    return base_name_fully(url)
+
+
+def base_name_fully(url: str) -> str:
+    """`base_name` without its fast path."""
     segment = url_path(url).rsplit("/", 1)[-1]
     if "%" in segment:
         segment = unquote(segment, errors="replace")
@@ -221,7 +262,8 @@ def job_stem(file_name: str) -> str:
 
 
 class FingerprintSet:
-    """A set of strings that keeps only their 60-bit fingerprints (small ints).
+    """A set of strings that keeps only their 60-bit fingerprints (`key`: small
+    ints, for this process only).
 
     A million entries cost ~80 MB instead of the strings themselves. Two
     distinct strings share a fingerprint with a probability of about 4e-7
@@ -240,10 +282,10 @@ class FingerprintSet:
 
     def add(self, text: str) -> bool:
         """Add `text`; True if it was not there yet."""
-        key = fingerprint(text)
-        if key in self._keys:
+        fp = key(text)
+        if fp in self._keys:
             return False
-        self._keys.add(key)
+        self._keys.add(fp)
         return True
 
 

@@ -72,6 +72,33 @@ def test_batches_on_disk_give_the_names_one_by_one_gives(
     assert not [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]  # closed: gone
 
 
+_A, _B = "http://h1.example/p/a.jpg", "http://h2.example/p/a.jpg"
+# A plain name that is the hashed name `_B` gets (its base is `_A`'s).
+_LIKE_B = f"http://h9.example/z/{hashed_name('a.jpg', _B)}"
+_C = "http://h1.example/q/c.jpg"
+
+
+@pytest.mark.parametrize(
+    "urls",
+    [
+        [_A, _C, _C, _B, _B, _A],  # the same URL twice in one batch, new to the list
+        [_A, _B, _LIKE_B],  # a hashed name given in one batch, wanted plain in a later one
+        [_A, _LIKE_B, _B],  # the plain name first: the hashed one is taken, so it is widened
+        [_C, _A, _B, _LIKE_B, _B, _LIKE_B],
+    ],
+)
+@pytest.mark.parametrize("size", [1, 2, 3, 6])
+@pytest.mark.parametrize("memory", [0, 1])
+def test_duplicates_and_hashed_names_across_batches_on_disk(
+    folder: int, urls: list[str], size: int, memory: int
+) -> None:
+    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
+    try:
+        assert in_batches(dedupe, urls, iter([size] * len(urls))) == one_by_one(urls)
+    finally:
+        dedupe.close()
+
+
 def _first_clash(urls: list[str]) -> tuple[str, str]:
     """A URL's base name and URL: what `hashed_name` makes of a clash."""
     url = urls[0]

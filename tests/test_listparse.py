@@ -224,3 +224,62 @@ def test_plain_urls_take_the_fast_path_and_others_the_full_checks() -> None:
     for text in ("http://a.example:0/a.jpg", "http://a.example:65536/a.jpg"):
         assert check_url(text, 1) == check_url_fully(text, 1)
         assert isinstance(check_url(text, 1), InvalidLine), text
+
+
+def _split_lines_one_by_one(chunks: list[bytes], max_line_bytes: int) -> list[tuple[int, object]]:
+    """split_lines as it was, a line at a time: the oracle of `split_blocks`."""
+    out: list[tuple[int, object]] = []
+    number, pending, overlong = 0, bytearray(), None
+    for chunk in chunks:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if overlong is None:
+                pending += piece
+                if len(pending) > max_line_bytes:
+                    overlong = OverlongLine(bytes(pending[:EXCERPT_CHARS]))
+                    pending.clear()
+            if end < 0:
+                break
+            number += 1
+            out.append((number, overlong if overlong is not None else bytes(pending)))
+            pending.clear()
+            overlong = None
+            start = end + 1
+    if pending or overlong is not None:
+        out.append((number + 1, overlong if overlong is not None else bytes(pending)))
+    return out
+
+
+# Lines of a list as they come: plain URLs with blanks about them, URLs the
+# fast path must leave to the full checks, comments, junk and long lines.
+_RAW_LINES = st.lists(
+    st.one_of(
+        st.sampled_from([
+            b"http://a.example/1.jpg", b"  HTTPS://B.Example:80/x.png?q=1#frag \r", b"\tHttp://c.example\x0b",
+            b"http://xn--fiqs8s.example/a.jpg", b"http://127.0.0.1/a.jpg", b"\xef\xbb\xbfhttp://a.example/b",
+            b"# http://a.example/c", b"", b"\r", b"http://a.example/\xc3\xa4.jpg", b"http://a.example/\xff",
+            b"http://a.example/" + b"x" * 40, b"\x1chttp://a.example/y\x1f", b"http://a.example:0/z",
+        ]),
+        st.binary(max_size=30),
+    ).map(lambda line: line.replace(b"\n", b"")),
+    max_size=25,
+)  # fmt: skip
+
+
+@given(_RAW_LINES, st.integers(1, 60), st.sampled_from([16, 48, MAX_LINE_BYTES]))
+def test_lines_and_entries_are_those_of_a_line_at_a_time(
+    lines: list[bytes], chunk: int, longest: int
+) -> None:
+    text = b"\n".join(lines)
+    chunks = [text[i : i + chunk] for i in range(0, len(text), chunk)]
+    reference = _split_lines_one_by_one(chunks, longest)
+    assert list(split_lines(chunks, max_line_bytes=longest)) == reference
+    if longest == MAX_LINE_BYTES:
+        expected = [e for n, raw in reference if (e := parse_line(raw, n)) is not None]  # type: ignore[arg-type]
+        got = list(parse_chunks(chunks))
+        assert got == expected
+        assert [(type(e), getattr(e, "host", None), getattr(e, "parsed", None)) for e in got] == [
+            (type(e), getattr(e, "host", None), getattr(e, "parsed", None)) for e in expected
+        ]

@@ -14,6 +14,7 @@ from imgdl_watch.naming import (
     NameRegistry,
     _is_unsafe_char,
     base_name,
+    base_name_fully,
     extension_for,
     job_stem,
     safe_name,
@@ -156,3 +157,25 @@ _NAMES = st.text(st.sampled_from("/\\. ab") | st.characters(min_codepoint=32, ma
 @example("x" * 300 + ".jpg", 9)
 def test_the_fast_safe_name_is_the_loops(raw: str, reserve: int) -> None:
     assert safe_name(raw, reserve=reserve) == _safe_name_by_the_loop(raw, reserve)
+
+
+# A URL's tail made mostly of what the fast path of `base_name` decides on:
+# the segment's own characters, and what ends or splits a path.
+_TAILS = st.text(st.sampled_from("aZ09_-.") | st.sampled_from("/?#%:@ é"), max_size=60)
+
+
+@given(_URLS | st.builds(lambda a, b: f"http://{a}/{b}", _TAILS, _TAILS), st.integers(0, 300))
+@example("http://h/" + "x" * 240, 0)
+@example("http://h/" + "x" * 241, 0)
+@example("http://h/" + "x" * 236 + ".jpg", 0)
+@example("http://h/" + "x" * 237 + ".jpg", 0)
+@example("http://h/a.jpg?x=/b.png", 0)
+@example("http://h?x=/b.png", 0)
+@example("http://h/.a.jpg", 0)
+def test_the_fast_base_name_is_the_full_ways(url: str, pad: int) -> None:
+    if "://" not in url:
+        return
+    head, tail = url.rsplit("/", 1) if url.count("/") > 2 else (url, "")
+    long = f"{head}/{'y' * pad}{tail}" if tail else url  # names about the length limit
+    for each in (url, long):
+        assert base_name(each) == base_name_fully(each)
