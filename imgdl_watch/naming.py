@@ -275,11 +275,6 @@ class FingerprintSet:
     def __init__(self) -> None:
         self._keys: set[int] = set()
 
-    @property
-    def keys(self) -> set[int]:
-        """The fingerprints themselves (to move them elsewhere)."""
-        return self._keys
-
     def add(self, text: str) -> bool:
         """Add `text`; True if it was not there yet."""
         fp = key(text)
@@ -293,18 +288,16 @@ class NameRegistry:
     """Hands out one distinct name per URL, deterministically in list order.
 
     It remembers a fingerprint per name given out, not the name itself, so
-    that memory stays small on lists of a million lines.
+    that memory stays small on lists of a million lines. This is the rule
+    spelled one URL after another; a job's reader gives the same names a
+    batch at a time, in bounded memory (`job.dedupe`, held to this by its
+    tests).
     """
 
     __slots__ = ("_taken",)
 
     def __init__(self) -> None:
         self._taken = FingerprintSet()
-
-    @property
-    def keys(self) -> set[int]:
-        """The fingerprints of the names given out."""
-        return self._taken.keys
 
     def _claim(self, name: str) -> bool:
         return self._taken.add(name)

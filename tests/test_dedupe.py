@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from imgdl_watch import naming
 from imgdl_watch.download.filesink import TEMP_PREFIX
 from imgdl_watch.job.dedupe import Dedupe
 from imgdl_watch.job.folder import sweep_temp_files
@@ -97,6 +98,26 @@ def test_duplicates_and_hashed_names_across_batches_on_disk(
         assert in_batches(dedupe, urls, iter([size] * len(urls))) == one_by_one(urls)
     finally:
         dedupe.close()
+
+
+@pytest.mark.parametrize("size", [1, 2, 4])
+@pytest.mark.parametrize("memory", [0, 1, 10_000])
+def test_a_clash_of_hashed_names_widens_them_the_same_way_on_disk(
+    folder: int, size: int, memory: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every hashed name clashes (a 32-bit hash shared by all): past the
+    # first URL that wants "a.jpg", the second gets "a-0000.jpg" and each
+    # later one a wide name, in the batch or in later ones, on disk or not.
+    monkeypatch.setattr(naming, "url_hash", lambda url: "00000000")
+    third = "http://h3.example/p/a.jpg"
+    urls = [_A, _B, third, _B, third, _A, "http://h4.example/p/a.jpg", third]
+    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
+    try:
+        got = in_batches(dedupe, urls, iter([size] * len(urls)))
+    finally:
+        dedupe.close()
+    assert got == one_by_one(urls)
+    assert sum(name is not None and len(name) > 30 for name in got) == 2  # two wide names
 
 
 def _first_clash(urls: list[str]) -> tuple[str, str]:

@@ -1,32 +1,40 @@
-"""What a job remembers of its list: each URL seen, and each name given out.
+"""What a job remembers of its list: each name given out, and to which URL.
+
+One structure answers both questions a job asks of a URL, "is it a
+duplicate?" and "what is its name?": the names given out so far, each with
+a fingerprint of the URL it went to. A URL wants its base name, else that
+name with a hash of the URL (`a-3f9c2d1e.jpg`), else a wider hash: so a URL
+seen before holds one of those three, and a URL holds one of them only if it
+was seen before. It is a duplicate exactly when one of its three names is
+given to it, and its base name not given out at all (nearly every URL of a
+real list) means at once that it is new, with one look-up.
 
 Exact, and in bounded memory whatever the list's length:
 
-- Up to `MEMORY_URLS` distinct URLs, both are kept in memory as 60-bit
-  fingerprints (`naming.FingerprintSet`, of `naming.key`): ~160 bytes a URL,
-  with the sets' own overhead.
-- Past that, both sets move into a SQLite file in the job folder, under a
-  hidden temporary name (`filesink.TEMP_PREFIX`, so that a crash's leftover
-  is swept with the others), and the rest of the list is checked there, a
-  batch at a time, in a few queries. SQLite runs in C with the GIL
+- Up to `MEMORY_URLS` distinct URLs, the names are kept in memory as a dict
+  of 60-bit fingerprints (`naming.key`), name to URL: ~110 bytes a URL.
+- Past that, they move into a SQLite file in the job folder, under a hidden
+  temporary name (`filesink.TEMP_PREFIX`, so that a crash's leftover is
+  swept with the others), and the rest of the list is checked there, a
+  batch at a time: one query for the batch's base names (and one more for
+  the hashed names of those taken by other URLs), each passed as one JSON
+  array (`json_each`) rather than a query a URL, and one `executemany` that
+  puts in what the batch gave out. SQLite runs in C with the GIL
   released, in the reader's thread; its page cache is bounded
-  (`CACHE_KIB`), and the file is the operating system's to cache. Each
-  table is asked and filled by one statement a batch, its fingerprints
-  passed as one JSON array (`json_each`), so that a batch costs two calls
-  into SQLite, not one a URL. The file is scratch: it is removed when the
-  job ends, and a resumed job starts a new one, since it reads its list
-  again from the start.
+  (`CACHE_KIB`), and the file is the operating system's to cache. The file
+  is scratch: it is removed when the job ends, and a resumed job starts a
+  new one, since it reads its list again from the start.
 
-Two distinct URLs sharing a fingerprint (~4e-7 for a million of them,
-~4e-3 for a hundred million) would make the second a duplicate: that is
-the one inexactness. The fingerprints are this process's (`naming.key`):
-such a clash is not repeated by the next run, which then downloads it.
+A URL is taken for a duplicate only if another URL of the list shares both
+its fingerprint and one of its names' (fingerprints are 60 bits: far rarer
+than 4e-7 for a million URLs). The fingerprints are this process's
+(`naming.key`): such a clash is not repeated by the next run.
 
-Names are given in list order, exactly as `naming.NameRegistry.assign`
-does one URL after another: the first URL that wants a name gets it, a
-later one a hash of its URL (`a.jpg`, `a-3f9c2d1e.jpg`). A batch is
-settled in that same order, so that names never depend on where batches
-begin or where the list moved to disk: a resumed job finds the same names.
+Names are given in list order, exactly as `naming.NameRegistry.assign` gives
+them one URL after another to the URLs that `naming.FingerprintSet` finds
+new: the first URL that wants a name gets it. A batch is settled in that
+same order, so that names never depend on where batches begin or where the
+list moved to disk: a resumed job finds the same names.
 """
 
 from __future__ import annotations
@@ -36,49 +44,66 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 
 from ..download.filesink import TEMP_PREFIX
-from ..naming import FingerprintSet, NameRegistry, base_name, hashed_name, key, wide_name
+from ..naming import base_name, hashed_name, key, wide_name
 
-# Distinct URLs kept in memory before the list moves to disk: ~40 MB of sets.
+# Distinct URLs kept in memory before the list moves to disk: ~28 MB.
 # A list below it (nearly every list) never touches the disk.
 MEMORY_URLS = 250_000
 # SQLite's page cache, in KiB: what the disk state adds to the process's memory.
 CACHE_KIB = 16 * 1024
-# Fingerprints moved to disk per statement when the state moves there.
-SPILL_SLICE = 16_384
 # Batches between commits. The state is scratch (no journal, no sync): a
 # commit only bounds how much an open transaction holds.
 COMMIT_EVERY = 64
 
-# Each fingerprint of the array that is not in the table yet goes in; those
-# that went in come back. `DO NOTHING` leaves out those it had, and the
-# second of a fingerprint the array holds twice.
-_ADD = (
-    "INSERT INTO {} SELECT value FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING fp"
-)
-_HAS = "SELECT fp FROM {} WHERE fp IN (SELECT value FROM json_each(?))"
+_CREATE = "CREATE TABLE names (fp INTEGER PRIMARY KEY, url INTEGER NOT NULL)"
+# The URL each of the array's names went to, for those given out.
+_OWNERS = "SELECT fp, url FROM names WHERE fp IN (SELECT value FROM json_each(?))"
+_PUT = "INSERT INTO names VALUES (?, ?)"
+
+# What a name is given to: the URL's fingerprint, or None when it is free.
+Owner = Callable[[int], "int | None"]
 
 
-def _array(fps: Iterable[int]) -> str:
-    # Sorted, so that the B-tree is walked in order.
-    return json.dumps(sorted(fps))
+def settle_beyond_base(
+    url: str, url_fp: int, base: str, owner: Owner, give: Callable[[int, int], None]
+) -> str | None:
+    """The name of a URL whose base name is another URL's: its hashed name,
+    else its wide one; None when one of them is its own (a duplicate)."""
+    name = hashed_name(base, url)
+    fp = key(name)
+    held = owner(fp)
+    if held is None:
+        give(fp, url_fp)
+        return name
+    if held == url_fp:
+        return None
+    name = wide_name(base, url)
+    fp = key(name)
+    held = owner(fp)
+    if held == url_fp:
+        return None
+    if held is None:
+        give(fp, url_fp)
+    # Held by another URL: a clash of 128-bit hashes, given all the same.
+    return name
 
 
 class Dedupe:
-    """Each URL seen, and each name given out (see the module's notes).
+    """Each name given out, and to which URL (see the module's notes).
 
     `spill_dir_fd`: the job folder, where the state moves past `memory_urls`;
     None keeps everything in memory.
     """
 
     def __init__(self, *, spill_dir_fd: int | None = None, memory_urls: int = MEMORY_URLS) -> None:
-        self._seen = FingerprintSet()
-        self._names = NameRegistry()
+        # Name fingerprint -> the fingerprint of the URL it went to.
+        self._given: dict[int, int] = {}
         self._spill_dir_fd = spill_dir_fd
         self._memory_urls = memory_urls
-        self._urls = 0
         self._db: sqlite3.Connection | None = None
         self._db_name: str | None = None
         self._batches = 0
@@ -88,26 +113,22 @@ class Dedupe:
         duplicate of an earlier one in the list. Blocking: call from a thread."""
         if self._db is not None:
             return self._classify_on_disk(urls)
-        # `FingerprintSet.add` and `NameRegistry.assign` one URL after the
-        # other, spelled out on the sets: a third of the reader's time was
-        # these calls (`benchmarks/lines_probe.py --reader` measures it).
-        seen, taken, registry = self._seen.keys, self._names.keys, self._names
+        given = self._given
+        owner, give = given.get, given.__setitem__
         names: list[str | None] = []
         for url in urls:
-            fp = key(url)
-            if fp in seen:
+            url_fp = key(url)
+            base = base_name(url)
+            base_fp = key(base)
+            held = owner(base_fp)
+            if held is None:  # nearly every URL: new, and its base is free
+                given[base_fp] = url_fp
+                names.append(base)
+            elif held == url_fp:
                 names.append(None)
-                continue
-            seen.add(fp)
-            name = base_name(url)
-            name_fp = key(name)
-            if name_fp in taken:
-                name = registry.assign(url)  # its base is taken: the hashed way
             else:
-                taken.add(name_fp)
-            names.append(name)
-        self._urls = len(seen)
-        if self._spill_dir_fd is not None and self._urls > self._memory_urls:
+                names.append(settle_beyond_base(url, url_fp, base, owner, give))
+        if self._spill_dir_fd is not None and len(given) > self._memory_urls:
             self._spill(self._spill_dir_fd)
         return names
 
@@ -131,114 +152,65 @@ class Dedupe:
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE"):
             db.execute(f"PRAGMA {pragma}")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        for table, fps in (("seen", self._seen.keys), ("names", self._names.keys)):
-            db.execute(f"CREATE TABLE {table} (fp INTEGER PRIMARY KEY)")
-            ordered = sorted(fps)
-            # A slice at a time: the whole set as one array, its text and
-            # SQLite's parse of it, was a third more of the process's peak.
-            for start in range(0, len(ordered), SPILL_SLICE):
-                chunk = json.dumps(ordered[start : start + SPILL_SLICE])
-                db.execute(f"INSERT INTO {table} SELECT value FROM json_each(?)", (chunk,))  # noqa: S608 - a table name of ours
+        db.execute(_CREATE)
+        given = self._given
+        # In order, for the B-tree's sake; a pair at a time, so that no copy
+        # of the whole state is made beside it.
+        db.executemany(_PUT, ((fp, given[fp]) for fp in sorted(given)))
+        self._given = {}
         db.commit()
         self._db = db
-        self._seen = FingerprintSet()
-        self._names = NameRegistry()
 
-    def _add(self, table: str, fps: Iterable[int]) -> set[int]:
-        """Put `fps` in `table`; return those it did not hold yet."""
+    def _owners(self, fps: Iterable[int]) -> dict[int, int]:
+        """The URL each of `fps` went to, for those the disk holds."""
         assert self._db is not None
-        rows = self._db.execute(_ADD.format(table), (_array(fps),))
-        return {fp for (fp,) in rows}
-
-    def _taken(self, table: str, fps: Iterable[int]) -> set[int]:
-        """Which of `fps` the disk state holds already."""
-        assert self._db is not None
-        rows = self._db.execute(_HAS.format(table), (_array(fps),))
-        return {fp for (fp,) in rows}
+        rows = self._db.execute(_OWNERS, (json.dumps(list(fps)),))
+        return dict(rows.fetchall())
 
     def _classify_on_disk(self, urls: Sequence[str]) -> list[str | None]:
         assert self._db is not None
         url_fps = [key(url) for url in urls]
-        added = self._add("seen", url_fps)
-        new: list[int] = []  # indices of the URLs new to the list, in order
-        for i, fp in enumerate(url_fps):
-            if fp in added:
-                added.discard(fp)  # a second of it in this batch is a duplicate
-                new.append(i)
-        names: list[str | None] = [None] * len(urls)
-        claims = _NameClaims(self, [urls[i] for i in new])
-        for i, name in zip(new, claims.settle(), strict=True):
-            names[i] = name
-        claims.record()
+        bases = [base_name(url) for url in urls]
+        base_fps = [key(base) for base in bases]
+        # What the disk holds of each fingerprint asked (absent: free there).
+        on_disk = self._owners(set(base_fps))
+        asked = set(base_fps)
+        # The hashed names likely wanted: those of bases given to other URLs,
+        # or that this batch wants more than once. Asked for in one query;
+        # any other turns up only when a base is another URL's hashed name.
+        wanted = Counter(base_fps)
+        hashed = {
+            key(hashed_name(bases[i], urls[i]))
+            for i, fp in enumerate(base_fps)
+            if wanted[fp] > 1 or (fp in on_disk and on_disk[fp] != url_fps[i])
+        } - asked
+        if hashed:
+            on_disk.update(self._owners(hashed))
+            asked |= hashed
+        batch: dict[int, int] = {}  # what this batch gives out
+
+        def owner(fp: int) -> int | None:
+            if fp in batch:
+                return batch[fp]
+            if fp not in asked:
+                asked.add(fp)
+                on_disk.update(self._owners([fp]))
+            return on_disk.get(fp)
+
+        give = batch.__setitem__
+        names: list[str | None] = []
+        for url, url_fp, base, base_fp in zip(urls, url_fps, bases, base_fps, strict=True):
+            held = owner(base_fp)
+            if held is None:
+                batch[base_fp] = url_fp
+                names.append(base)
+            elif held == url_fp:
+                names.append(None)
+            else:
+                names.append(settle_beyond_base(url, url_fp, base, owner, give))
+        # In order, for the B-tree's sake.
+        self._db.executemany(_PUT, sorted(batch.items()))
         self._batches += 1
         if self._batches % COMMIT_EVERY == 0:
             self._db.commit()
         return names
-
-
-class _NameClaims:
-    """One batch's names, settled in list order against the disk state.
-
-    The batch's base names go in first, with one statement that also says
-    which the disk held already. A base that went in is this batch's to
-    give, and it is given: to the first URL that wants it as its base, or
-    to an earlier one whose hashed name it is (settled below in list order,
-    as one URL after another would be). So what went in is what the batch
-    gives out, and only hashed and wide names are left to put in after.
-    """
-
-    def __init__(self, dedupe: Dedupe, urls: list[str]) -> None:
-        self._dedupe = dedupe
-        self._urls = urls
-        self._bases = [base_name(url) for url in urls]
-        self._base_fps = [key(base) for base in self._bases]
-        # What the disk is known to hold, among the fingerprints asked (the
-        # bases, and more as a URL turns out to need a hashed name).
-        self._asked: set[int] = set(self._base_fps)
-        self._put = dedupe._add("names", self._asked) if self._asked else set()
-        self._taken = self._asked - self._put
-        # The fingerprints of the names this batch gives out.
-        self.new: set[int] = set()
-
-    def _free(self, fp: int) -> bool:
-        if fp not in self._asked:
-            self._asked.add(fp)
-            self._taken |= self._dedupe._taken("names", [fp])
-        return fp not in self._taken and fp not in self.new
-
-    def settle(self) -> list[str]:
-        """The names, in order: a base name if free, else its hashed one, else a wide one."""
-        # The hashed names likely wanted: those of bases the disk holds, or
-        # that this batch wants more than once. Asked for in one query; any
-        # other turns up only when a base equals another URL's hashed name.
-        counts: dict[int, int] = {}
-        for fp in self._base_fps:
-            counts[fp] = counts.get(fp, 0) + 1
-        hashed: dict[int, tuple[str, int]] = {}
-        for i, fp in enumerate(self._base_fps):
-            if counts[fp] > 1 or fp in self._taken:
-                name = hashed_name(self._bases[i], self._urls[i])
-                hashed[i] = (name, key(name))
-        fps = {fp for _, fp in hashed.values()} - self._asked
-        if fps:
-            self._asked |= fps
-            self._taken |= self._dedupe._taken("names", fps)
-        names = []
-        for i, (base, base_fp) in enumerate(zip(self._bases, self._base_fps, strict=True)):
-            name, fp = base, base_fp
-            if not self._free(fp):
-                name, fp = hashed.get(i) or _named(hashed_name(base, self._urls[i]))
-                if not self._free(fp):
-                    name, fp = _named(wide_name(base, self._urls[i]))
-            self.new.add(fp)
-            names.append(name)
-        return names
-
-    def record(self) -> None:
-        """Put in the names given out that the bases' statement did not."""
-        if rest := self.new - self._put:
-            self._dedupe._add("names", rest)
-
-
-def _named(name: str) -> tuple[str, int]:
-    return name, key(name)
