@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -176,3 +177,44 @@ def test_status_verdicts_follow_rfc_9309() -> None:
     assert robots.verdict_for_status(403) is Verdict.ALLOW_ALL
     assert robots.verdict_for_status(503) is Verdict.UNAVAILABLE
     assert robots.verdict_for_status(429) is Verdict.UNAVAILABLE
+
+
+def test_a_stopped_fetcher_asks_for_no_robots_txt(tmp_path: Path) -> None:
+    # A download that waits for its host's robots.txt when the stop comes ends
+    # at once, unsent; one that starts after the stop asks for nothing, not
+    # even the robots.txt of a host not asked yet. (The robots.txt request
+    # already out is answered, and its download then ends unsent.)
+    server = PacedServer(robots=ROBOTS_TXT, slow_after=0, slow_s=5.0)
+    other = PacedServer(robots=ROBOTS_TXT)
+    ended: dict[str, tuple[float, object]] = {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            base = await nursery.start(server.serve, "127.0.0.2")
+            other_base = await nursery.start(other.serve, "127.0.0.3")
+            (tmp_path / "out").mkdir()
+            fd = os.open(tmp_path / "out", os.O_RDONLY | os.O_DIRECTORY)
+            async with Fetcher(options(robots=True)) as fetcher:
+
+                async def one(name: str, url: str) -> None:
+                    try:
+                        got: object = await fetcher.download(url, dir_fd=fd, name=name)
+                    except err.Interrupted as exc:
+                        got = exc
+                    ended[name] = (trio.current_time(), got)
+
+                async with trio.open_nursery() as downloads:
+                    downloads.start_soon(one, "a.jpg", base + "/img/a.jpg")  # robots.txt: 5 s
+                    await trio.sleep(0.5)
+                    downloads.start_soon(one, "b.jpg", base + "/img/b.jpg")  # waits for it
+                    await trio.sleep(0.5)
+                    fetcher.stop()
+                    downloads.start_soon(one, "c.jpg", other_base + "/img/c.jpg")
+            os.close(fd)
+            nursery.cancel_scope.cancel()
+
+    on_mock_clock(main)
+    assert all(isinstance(got, err.Interrupted) for _, got in ended.values()), ended
+    assert ended["b.jpg"][0] == ended["c.jpg"][0] == pytest.approx(1.0)
+    assert server.counts["/robots.txt"] == 1 and server.counts["/img/a.jpg"] == 0
+    assert not other.hits

@@ -281,9 +281,13 @@ class Fetcher:
         """
         host, policy = url.host, self.policy
         # Before any limit: a disallowed URL takes no slot, and the host's
-        # Crawl-delay is known before its first request.
-        await policy.check_robots(url, self._anonymous.on_own_slot)
-        # Each wait below ends with `Interrupted` if the daemon stops meanwhile.
+        # Crawl-delay is known before its first request. Each wait below,
+        # this one included, ends with `Interrupted` if the daemon stops
+        # meanwhile: a stopped daemon asks no host for its robots.txt, and
+        # one on its way is not waited for (it is scratch: asked again on
+        # the next start).
+        with self._unless_stopped():
+            await policy.check_robots(url, self._anonymous.on_own_slot)
         with self._unless_stopped():
             own = await rules.limits.acquire(
                 host, concurrency=self.concurrency, per_host=self.hosts.ceiling
