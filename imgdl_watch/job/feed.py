@@ -6,16 +6,25 @@
                 get their outcome here; what is left is work (with its
                 archived file, if `--archive` knows the URL: looked up in
                 the same thread hop as the parsing, one query per batch)
-    hand over   one item at a time, to a worker that is free, hiring one more
-                when none is (up to the job's limit)
-    set aside   an item whose host is busy (`busy(host)`: its every slot taken,
-                as a paced or paused host's soon are) waits here, not in a
-                worker, until its host has room: so one slow host does not
-                take every worker of a list that mixes it with fast ones
+    queue       the work waits in a queue per host, up to `READ_AHEAD` items
+                ahead of the downloads (more while every queued host is busy,
+                up to `QUEUED_MAX`)
+    hand over   one item at a time, to a worker that is free (hiring one more
+                when none is, up to the job's limit), taken from the hosts in
+                turn: each host that is not busy (`busy(host)`: its every
+                slot taken, as a paced or paused host's soon are) gives its
+                oldest item, then the next host does. So a host with few URLs
+                spread through a long list (a slow or stalling one) starts
+                them as soon as the others do, rather than when the list
+                reaches them, and one slow host does not take every worker
+                of a list that mixes it with fast ones.
 
-At most two batches of work are in memory, whatever the length of the list,
-and `SET_ASIDE_MAX` items set aside: past that, the oldest is handed over
-(a worker then waits for its host), so memory stays bounded whatever the list.
+Within a host, items go in list order; names are given in list order by
+the reader whatever the order they are downloaded in. At most `QUEUED_MAX`
+items wait in the queues and two batches in the reader's hands, whatever
+the length of the list: past `QUEUED_MAX` with every queued host busy, the
+oldest item of the first host in turn is handed over all the same (a
+worker then waits for its host), so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -47,8 +56,15 @@ from .rows import ListError, Row
 # millisecond or two; each next one doubles, up to the largest.
 FIRST_PARSE_BATCH = 32
 PARSE_BATCH = 1024
-# Items of busy hosts kept aside at most (~200 bytes each).
-SET_ASIDE_MAX = 4096
+# Items queued before the feed hands any over while the reader has more
+# ready: the hosts it takes turns between are those of this many items. On
+# the mix set of `make bench` (24 hosts, one that stalls), list order
+# started the stalling host's last URL ~2 s in, as the list reached it;
+# taking turns between the hosts of the first 1024 items starts them all
+# within ~0.1 s (`benchmarks/README.md`, "The mix").
+READ_AHEAD = 1024
+# Items queued at most (~200 bytes each), while every queued host is busy.
+QUEUED_MAX = 4096
 
 
 def _never_busy(host: str) -> bool:
@@ -163,9 +179,10 @@ class Feed:
         self._busy = busy
         # Returns once some host may have room again (a slot was given back).
         self._room = room
-        # Items of busy hosts, by host, in list order; hosts in order of arrival.
-        self._aside: dict[str, deque[Work]] = {}
-        self._aside_count = 0
+        # The items waiting, by host, in list order; the hosts in turn.
+        self._queues: dict[str, deque[Work]] = {}
+        self._turns: deque[str] = deque()
+        self._queued = 0
         self._outcomes = outcomes
         self._stopping = stopping
         self._archive = archive
@@ -177,36 +194,52 @@ class Feed:
         self.error: JobError | None = None
 
     async def run(self, send: trio.MemorySendChannel[Work], hire: Callable[[], None]) -> None:
-        """Hand every item to a worker, one batch behind the reader; `hire()`
-        when an item finds no worker free (the job decides whether it may)."""
+        """Hand every item to a worker, the hosts taking turns (see the module's
+        notes); `hire()` when an item finds no worker free (the job decides
+        whether it may)."""
         batches_send, batches_receive = trio.open_memory_channel[list[Work]](1)
         with self.scope:
             async with send, trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, batches_send)
                 async with batches_receive:
-                    async for work in batches_receive:
-                        for item in work:
-                            if self._stopping.is_set():
-                                self.stopped_early = True
-                                nursery.cancel_scope.cancel()
-                                return
-                            for earlier in self._ready_aside():
-                                await self._hand_over(send, earlier, hire)
-                            if self._set_aside(item):
-                                if (oldest := self._overflow()) is not None:
-                                    await self._hand_over(send, oldest, hire)
-                                continue
-                            await self._hand_over(send, item, hire)
-                    # The list is read: what is left aside goes as its host has room.
-                    while self._aside:
+                    reading = True
+                    while reading or self._queued:
                         if self._stopping.is_set():
                             self.stopped_early = True
+                            nursery.cancel_scope.cancel()
                             return
-                        ready = self._ready_aside()
-                        if not ready:
-                            await self._room()
-                        for left in ready:
-                            await self._hand_over(send, left, hire)
+                        if reading and self._queued < READ_AHEAD:
+                            # What the reader has ready; waited for only when
+                            # nothing is queued.
+                            try:
+                                self._enqueue(batches_receive.receive_nowait())
+                                continue
+                            except trio.WouldBlock:
+                                if not self._queued:
+                                    reading = await self._receive(batches_receive)
+                                    continue
+                            except trio.EndOfChannel:
+                                reading = False
+                                continue
+                        item = self._next()
+                        if item is None and self._queued > QUEUED_MAX:
+                            item = self._take(self._turns[0])  # the bound holds
+                        if item is None:
+                            # Every queued host is busy: read on, or wait for room.
+                            if reading:
+                                reading = await self._receive(batches_receive)
+                            else:
+                                await self._room()
+                            continue
+                        await self._hand_over(send, item, hire)
+
+    async def _receive(self, batches: trio.MemoryReceiveChannel[list[Work]]) -> bool:
+        """Queue the reader's next batch; False when there is none (the list is read)."""
+        try:
+            self._enqueue(await batches.receive())
+        except trio.EndOfChannel:
+            return False
+        return True
 
     @staticmethod
     async def _hand_over(
@@ -218,37 +251,40 @@ class Feed:
             hire()
             await send.send(item)
 
-    def _set_aside(self, item: Work) -> bool:
-        """Keep `item` aside if its host is busy (or has items aside already, to keep
-        their order)."""
-        host = item.host
-        waiting = self._aside.get(host)
-        if waiting is None and not self._busy(host):
-            return False
-        if waiting is None:
-            waiting = self._aside[host] = deque()
-        waiting.append(item)
-        self._aside_count += 1
-        return True
+    def _enqueue(self, work: list[Work]) -> None:
+        queues, turns = self._queues, self._turns
+        for item in work:
+            waiting = queues.get(item.host)
+            if waiting is None:
+                waiting = queues[item.host] = deque()
+                turns.append(item.host)
+            waiting.append(item)
+        self._queued += len(work)
 
-    def _overflow(self) -> Work | None:
-        """Past `SET_ASIDE_MAX`, the oldest item aside, to be handed over all the same."""
-        if self._aside_count <= SET_ASIDE_MAX:
-            return None
-        return self._take_aside(next(iter(self._aside)))
+    def _next(self) -> Work | None:
+        """The oldest item of the next host in turn that is not busy, if any."""
+        turns = self._turns
+        for _ in range(len(turns)):
+            host = turns[0]
+            turns.rotate(-1)
+            if not self._busy(host):
+                return self._take(host)
+        return None
 
-    def _ready_aside(self) -> list[Work]:
-        """The first item aside of each host that has room now."""
-        if not self._aside:
-            return []
-        return [self._take_aside(h) for h in [h for h in self._aside if not self._busy(h)]]
-
-    def _take_aside(self, host: str) -> Work:
-        waiting = self._aside[host]
+    def _take(self, host: str) -> Work:
+        waiting = self._queues[host]
         item = waiting.popleft()
         if not waiting:
-            del self._aside[host]
-        self._aside_count -= 1
+            del self._queues[host]
+            turns = self._turns
+            # At the end when it has just had its turn, first when it is the bound's.
+            if turns[-1] == host:
+                turns.pop()
+            elif turns[0] == host:
+                turns.popleft()
+            else:
+                turns.remove(host)
+        self._queued -= 1
         return item
 
     async def _read(self, batches: trio.MemorySendChannel[list[Work]]) -> None:
