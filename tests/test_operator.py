@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from structlog.testing import capture_logs
@@ -163,6 +164,34 @@ def test_status_without_any_daemon(tmp_path: Path) -> None:
     result = status(tmp_path / "inbox")
     assert result.returncode == 0
     assert "no daemon is running" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "[]",
+        "3",
+        '{"state": "running", "host": "%(host)s", "pid": "not a pid"}',
+        '{"state": "running", "host": "%(host)s"}',
+        '{"recent": [3, {"job": "x"}, {"job": "y", "finished_at": 7}]}',
+        # "alive" (this test's own pid), with its lists of another shape
+        '{"state": "running", "host": "%(host)s", "pid": %(pid)d, "running": 3, "hosts": [1]}',
+    ],
+)
+def test_status_passes_over_a_status_file_that_is_not_a_daemons(
+    tmp_path: Path, planted: str
+) -> None:
+    # A status file is JSON that a daemon wrote; one that is JSON of another
+    # shape (a hand edit, another program) is passed over, as a broken one is.
+    inbox = tmp_path / "inbox"
+    state = inbox / ".imgdl-watch"
+    state.mkdir(parents=True)
+    fields = {"host": socket.gethostname(), "pid": os.getpid()}
+    (state / "status-planted.json").write_text(planted % fields)
+    for args in ((), ("--json",)):
+        result = status(inbox, *args)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_status_of_a_mistyped_inbox_says_so(tmp_path: Path) -> None:

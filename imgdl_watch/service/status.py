@@ -101,7 +101,7 @@ def adopt_history(status: StatusFile) -> int:
     for path, document, mtime in _status_files(status.inbox):
         if path == status.path or _alive(document, mtime):
             continue
-        status.recent.extend(document.get("recent", []))
+        status.recent.extend(_recent(document))
         try:
             os.unlink(path)
             removed += 1
@@ -128,8 +128,24 @@ def _status_files(inbox: Inbox) -> list[tuple[str, dict[str, Any], float]]:
             mtime = os.stat(path).st_mtime
         except (OSError, ValueError):
             continue
-        found.append((path, document, mtime))
+        # JSON of another shape than a daemon's (a hand edit, another
+        # program's file) is passed over, as a broken file is.
+        if isinstance(document, dict):
+            found.append((path, document, mtime))
     return found
+
+
+def _records(document: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The records a status file lists under `key` (jobs, hosts), those that are one."""
+    listed = document.get(key)
+    if not isinstance(listed, list):
+        return []
+    return [r for r in listed if isinstance(r, dict)]
+
+
+def _recent(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished jobs a status file lists (each with when it finished)."""
+    return [j for j in _records(document, "recent") if isinstance(j.get("finished_at"), str)]
 
 
 def _alive(document: dict[str, Any], mtime: float) -> bool:
@@ -138,8 +154,8 @@ def _alive(document: dict[str, Any], mtime: float) -> bool:
     if document.get("host") == socket.gethostname():
         try:
             os.kill(int(document["pid"]), 0)
-        except ProcessLookupError:
-            return False
+        except (KeyError, TypeError, ValueError, ProcessLookupError):
+            return False  # no daemon's pid, or no such process
         except PermissionError:
             return True
     return True
@@ -169,7 +185,7 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
     inbox = Inbox(inbox_root, categories=reported | set(categories))
     queued = _queued(inbox)
     recent = sorted(
-        (j for d in daemons for j in d.get("recent", [])),
+        (j for d in daemons for j in _recent(d)),
         key=lambda j: j["finished_at"],
         reverse=True,
     )
@@ -192,8 +208,8 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
             }
             for d in daemons
         ],
-        "running": [job for d in live for job in d.get("running", [])],
-        "hosts": [host for d in live for host in d.get("hosts", [])],
+        "running": [job for d in live for job in _records(d, "running")],
+        "hosts": [host for d in live for host in _records(d, "hosts")],
         "queued": queued,
         "recent": recent[:RECENT_JOBS],
     }
