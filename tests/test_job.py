@@ -15,8 +15,11 @@ from structlog.testing import capture_logs
 from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.filesink import TEMP_PREFIX
 from imgdl_watch.download.retrypolicy import Backoff
+from imgdl_watch.errors import JobError
+from imgdl_watch.job import listformat
 from imgdl_watch.job.job import Job
-from imgdl_watch.job.report import ReportPaths
+from imgdl_watch.job.listformat import ListFormat
+from imgdl_watch.job.report import JobReport, ReportPaths
 from tests.helpers import events, fetch_options, job_options, open_list, write_list
 from tests.imageserver import ImageServer, image_bytes
 
@@ -253,3 +256,22 @@ async def test_a_name_taken_meanwhile_is_never_replaced(
     assert {ok["url"], skipped["url"]} == set(urls) and skipped["file"] == "a.png"
     with httpx.Client() as client:
         assert saved == client.get(ok["url"]).content
+
+
+def test_a_failed_list_that_cannot_open_fails_its_job_as_it_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The report part is taken back when the failed list cannot be opened (a
+    # .zst list without zstandard); if taking it back fails too (gone
+    # already), the job still fails with the failed list's reason.
+    def gone(path: str) -> None:
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(os, "unlink", gone)
+    paths = ReportPaths(
+        str(tmp_path / "report.part"), str(tmp_path / "failed.part"), ListFormat("txt", "zst")
+    )
+    monkeypatch.setattr(listformat, "_zstandard", lambda: None)
+    with pytest.raises(JobError) as caught:
+        JobReport(paths)
+    assert caught.value.reason == "list_unreadable"

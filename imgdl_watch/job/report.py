@@ -49,7 +49,9 @@ class JobReport:
             self._failed = FailedList(paths.failed, paths.format, buffering=BUFFER_BYTES)
         except BaseException:
             self._report.close()
-            os.unlink(paths.report)
+            # Taken back; if that fails too, the job still fails as the failed list said.
+            with contextlib.suppress(OSError):
+                os.unlink(paths.report)
             raise
         self.failed_count = 0
         self._committed = False
