@@ -14,7 +14,7 @@ from imgdl_watch import naming
 from imgdl_watch.download.filesink import TEMP_PREFIX
 from imgdl_watch.job.dedupe import Dedupe
 from imgdl_watch.job.folder import sweep_temp_files
-from imgdl_watch.naming import FingerprintSet, NameRegistry, hashed_name
+from imgdl_watch.naming import FingerprintSet, NameRegistry, hashed_name, wide_name
 from tests.helpers import write_list
 
 
@@ -106,7 +106,7 @@ def test_a_clash_of_hashed_names_widens_them_the_same_way_on_disk(
     folder: int, size: int, memory: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every hashed name clashes (a 32-bit hash shared by all): past the
-    # first URL that wants "a.jpg", the second gets "a-0000.jpg" and each
+    # first URL that wants "a.jpg", the second gets "a-00000000.jpg" and each
     # later one a wide name, in the batch or in later ones, on disk or not.
     monkeypatch.setattr(naming, "url_hash", lambda url: "00000000")
     third = "http://h3.example/p/a.jpg"
@@ -118,6 +118,31 @@ def test_a_clash_of_hashed_names_widens_them_the_same_way_on_disk(
         dedupe.close()
     assert got == one_by_one(urls)
     assert sum(name is not None and len(name) > 30 for name in got) == 2  # two wide names
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+@pytest.mark.parametrize("memory", [0, 1, 10_000])
+def test_a_url_whose_three_names_are_other_urls_plain_names_is_seen_once(
+    folder: int, size: int, memory: int
+) -> None:
+    # Other URLs' last segments spell this URL's hashed and wide names: it is
+    # given its wide name all the same, as one URL after another gives it,
+    # and its repeat is still a duplicate (a review found it was not).
+    url = "http://x.example/a.jpg"
+    urls = [
+        "http://y.example/a.jpg",
+        f"http://v.example/{hashed_name('a.jpg', url)}",
+        f"http://w.example/{wide_name('a.jpg', url)}",
+        url,
+        url,
+    ]
+    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
+    try:
+        got = in_batches(dedupe, urls, iter([size] * len(urls)))
+    finally:
+        dedupe.close()
+    assert got == one_by_one(urls)
+    assert got[-1] is None
 
 
 def _first_clash(urls: list[str]) -> tuple[str, str]:

@@ -4,10 +4,11 @@ One structure answers both questions a job asks of a URL, "is it a
 duplicate?" and "what is its name?": the names given out so far, each with
 a fingerprint of the URL it went to. A URL wants its base name, else that
 name with a hash of the URL (`a-3f9c2d1e.jpg`), else a wider hash: so a URL
-seen before holds one of those three, and a URL holds one of them only if it
-was seen before. It is a duplicate exactly when one of its three names is
-given to it, and its base name not given out at all (nearly every URL of a
-real list) means at once that it is new, with one look-up.
+seen before holds one of those three (or, when all three are other URLs',
+a mark of its own), and a URL holds one of them only if it was seen before.
+It is a duplicate exactly when one of them is given to it, and its base name
+not given out at all (nearly every URL of a real list) means at once that it
+is new, with one look-up.
 
 Exact, and in bounded memory whatever the list's length:
 
@@ -64,6 +65,8 @@ _CREATE = "CREATE TABLE names (fp INTEGER PRIMARY KEY, url INTEGER NOT NULL)"
 _OWNERS = "SELECT fp, url FROM names WHERE fp IN (SELECT value FROM json_each(?))"
 _PUT = "INSERT INTO names VALUES (?, ?)"
 
+# Before a URL, the key that marks it as seen when none of its names can.
+_SEEN_MARK = "\0seen\0"
 # What a name is given to: the URL's fingerprint, or None when it is free.
 Owner = Callable[[int], "int | None"]
 
@@ -84,11 +87,19 @@ def settle_beyond_base(
     name = wide_name(base, url)
     fp = key(name)
     held = owner(fp)
-    if held == url_fp:
-        return None
     if held is None:
         give(fp, url_fp)
-    # Held by another URL: a clash of 128-bit hashes, given all the same.
+        return name
+    if held == url_fp:
+        return None
+    # Its wide name is another URL's too: a URL whose plain name spells it
+    # (or a clash of 128-bit hashes). It is given all the same, as one URL
+    # after another gives it; what marks this URL as seen is then a key of
+    # its own, which no name can be (a name holds no NUL).
+    mark = key(_SEEN_MARK + url)
+    if owner(mark) == url_fp:
+        return None
+    give(mark, url_fp)
     return name
 
 
@@ -154,8 +165,8 @@ class Dedupe:
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         db.execute(_CREATE)
         given = self._given
-        # In order, for the B-tree's sake; a pair at a time, so that no copy
-        # of the whole state is made beside it.
+        # In order, for the B-tree's sake; a pair at a time, so that only the
+        # sorted keys (8 bytes each) are made beside the state.
         db.executemany(_PUT, ((fp, given[fp]) for fp in sorted(given)))
         self._given = {}
         db.commit()
