@@ -174,8 +174,12 @@ def test_status_without_any_daemon(tmp_path: Path) -> None:
         '{"state": "running", "host": "%(host)s", "pid": "not a pid"}',
         '{"state": "running", "host": "%(host)s"}',
         '{"recent": [3, {"job": "x"}, {"job": "y", "finished_at": 7}]}',
+        '{"state": "running", "host": "%(host)s", "pid": null}',
+        '{"state": "running", "host": "%(host)s", "pid": 99999999999999999999}',
+        '{"recent": [{"finished_at": "9999"}]}',
         # "alive" (this test's own pid), with its lists of another shape
         '{"state": "running", "host": "%(host)s", "pid": %(pid)d, "running": 3, "hosts": [1]}',
+        '{"state": "running", "host": "%(host)s", "pid": %(pid)d, "running": [{}], "hosts": [{}]}',
     ],
 )
 def test_status_passes_over_a_status_file_that_is_not_a_daemons(
@@ -192,6 +196,8 @@ def test_status_passes_over_a_status_file_that_is_not_a_daemons(
         result = status(inbox, *args)
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
+    if '"running": [{}]' in planted:
+        assert "(a record this version cannot read)" in status(inbox).stdout
 
 
 def test_status_of_a_mistyped_inbox_says_so(tmp_path: Path) -> None:

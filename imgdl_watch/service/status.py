@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,19 +143,35 @@ def _records(document: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return [r for r in listed if isinstance(r, dict)]
 
 
+# What a finished job's record holds, as `StatusFile.finished` writes it.
+_FINISHED: dict[str, type | tuple[type, ...]] = {
+    "job": str, "finished_at": str, "ok": int, "failed": int, "skipped": int, "invalid": int,
+    "elapsed_s": (int, float),
+}  # fmt: skip
+
+
 def _recent(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """The finished jobs a status file lists (each with when it finished)."""
-    return [j for j in _records(document, "recent") if isinstance(j.get("finished_at"), str)]
+    """The finished jobs a status file lists, those that are a job's record (only
+    those are adopted into a live daemon's file, and shown)."""
+    return [
+        j
+        for j in _records(document, "recent")
+        if all(isinstance(j.get(k), kind) for k, kind in _FINISHED.items())
+    ]
 
 
 def _alive(document: dict[str, Any], mtime: float) -> bool:
     if document.get("state") != "running" or time.time() - mtime > STALE_AFTER_S:
         return False
     if document.get("host") == socket.gethostname():
+        pid = document.get("pid")
+        # (0 and -1 would ask about this process's group, or every process.)
+        if not isinstance(pid, int) or pid <= 0:
+            return False
         try:
-            os.kill(int(document["pid"]), 0)
-        except (KeyError, TypeError, ValueError, ProcessLookupError):
-            return False  # no daemon's pid, or no such process
+            os.kill(pid, 0)
+        except (ProcessLookupError, OverflowError):
+            return False
         except PermissionError:
             return True
     return True
@@ -246,28 +262,52 @@ def _size(n: float) -> str:
     return f"{n / 1000:.1f} GB"
 
 
+def _each(line: Callable[[dict[str, Any]], str], records: list[dict[str, Any]]) -> list[str]:
+    """`line` of each record; one that lacks what a daemon writes in it (a
+    status file of another program's, a hand edit) is one line saying so."""
+    lines = []
+    for record in records:
+        try:
+            lines.append(line(record))
+        except (KeyError, TypeError, ValueError):
+            lines.append("  (a record this version cannot read)")
+    return lines
+
+
+def _running_line(job: dict[str, Any]) -> str:
+    total = job["total"]
+    pct = f"{100 * (job['done'] + job['failed']) / total:.0f}%" if total else "-"
+    eta = f", eta {job['eta_s']:.0f} s" if job.get("eta_s") is not None else ""
+    return (
+        f"  {job['job']}: {job['done']}/{total} done, {job['failed']} failed ({pct}), "
+        f"{_size(job['bytes'])}, {job['rate_img_s']:.1f} img/s, "
+        f"{_size(job['rate_bytes_s'])}/s{eta}"
+    )
+
+
 def _host_lines(hosts: list[dict[str, Any]]) -> list[str]:
     """Each host: concurrency against its ceiling, its rate, its pause, its opt-outs."""
     if not hosts:
         return []
-    lines = [f"hosts: {len(hosts)}"]
-    for host in hosts:
-        limit = f"{host['in_flight']}/{host['limit']} in flight"
-        if host["limit"] < host["ceiling"]:
-            limit += f" (ceiling {host['ceiling']})"
-        if host.get("waiting"):
-            limit += f", {host['waiting']} waiting for a turn"
-        rate = f"{host['req_s']:.1f} req/s"
-        if host.get("rate") is not None:
-            rate += f" (paced at {host['rate']:g}/s)"
-        if host.get("min_gap_s"):
-            rate += f" (gap {host['min_gap_s']:g} s)"
-        paused = f", paused {host['paused_s']:.0f} s in all" if host["paused_s"] else ""
-        if host["paused_for_s"]:
-            paused += f", paused now ({host['paused_for_s']:.0f} s left)"
-        opt_outs = f", {host['opt_outs']} opted out" if host["opt_outs"] else ""
-        lines.append(f"  {host['host']}: {limit}, {rate}{paused}{opt_outs}")
-    return lines
+    return [f"hosts: {len(hosts)}", *_each(_host_line, hosts)]
+
+
+def _host_line(host: dict[str, Any]) -> str:
+    limit = f"{host['in_flight']}/{host['limit']} in flight"
+    if host["limit"] < host["ceiling"]:
+        limit += f" (ceiling {host['ceiling']})"
+    if host.get("waiting"):
+        limit += f", {host['waiting']} waiting for a turn"
+    rate = f"{host['req_s']:.1f} req/s"
+    if host.get("rate") is not None:
+        rate += f" (paced at {host['rate']:g}/s)"
+    if host.get("min_gap_s"):
+        rate += f" (gap {host['min_gap_s']:g} s)"
+    paused = f", paused {host['paused_s']:.0f} s in all" if host["paused_s"] else ""
+    if host["paused_for_s"]:
+        paused += f", paused now ({host['paused_for_s']:.0f} s left)"
+    opt_outs = f", {host['opt_outs']} opted out" if host["opt_outs"] else ""
+    return f"  {host['host']}: {limit}, {rate}{paused}{opt_outs}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -281,15 +321,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"daemon: no daemon is running on {report['inbox']}")
     lines.append("")
     lines.append(f"running jobs: {len(report['running'])}")
-    for job in report["running"]:
-        total = job["total"]
-        pct = f"{100 * (job['done'] + job['failed']) / total:.0f}%" if total else "-"
-        eta = f", eta {job['eta_s']:.0f} s" if job.get("eta_s") is not None else ""
-        lines.append(
-            f"  {job['job']}: {job['done']}/{total} done, {job['failed']} failed ({pct}), "
-            f"{_size(job['bytes'])}, {job['rate_img_s']:.1f} img/s, "
-            f"{_size(job['rate_bytes_s'])}/s{eta}"
-        )
+    lines.extend(_each(_running_line, report["running"]))
     lines.extend(_host_lines(report.get("hosts", [])))
     lines.append(f"queued lists: {len(report['queued'])}")
     lines.extend(f"  {name}" for name in report["queued"][:20])
