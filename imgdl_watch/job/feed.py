@@ -6,9 +6,9 @@
                 get their outcome here; what is left is work (with its
                 archived file, if `--archive` knows the URL: looked up in
                 the same thread hop as the parsing, one query per batch)
-    queue       the work waits in a queue per host, up to `READ_AHEAD` items
-                ahead of the downloads (more while every queued host is busy,
-                up to `QUEUED_MAX`)
+    queue       the work waits in a queue per host, a batch at a time while
+                fewer than `READ_AHEAD` items are queued (more while every
+                queued host is busy, up to `QUEUED_MAX`)
     hand over   one item at a time, to a worker that is free (hiring one more
                 when none is, up to the job's limit), taken from the hosts in
                 turn: each host that is not busy (`busy(host)`: its every
@@ -20,11 +20,12 @@
                 of a list that mixes it with fast ones.
 
 Within a host, items go in list order; names are given in list order by
-the reader whatever the order they are downloaded in. At most `QUEUED_MAX`
-items wait in the queues and two batches in the reader's hands, whatever
-the length of the list: past `QUEUED_MAX` with every queued host busy, the
-oldest item of the first host in turn is handed over all the same (a
-worker then waits for its host), so memory stays bounded.
+the reader whatever the order they are downloaded in. The queues take a
+reader's batch (up to `PARSE_BATCH`) at a time, so they hold at most
+`QUEUED_MAX` items and one batch more, and two batches are in the reader's
+hands, whatever the length of the list: past `QUEUED_MAX` with every
+queued host busy, the oldest item of the first host in turn is handed over
+all the same (a worker then waits for its host), so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ PARSE_BATCH = 1024
 # taking turns between the hosts of the first 1024 items starts them all
 # within ~0.1 s (`benchmarks/README.md`, "The mix").
 READ_AHEAD = 1024
-# Items queued at most (~200 bytes each), while every queued host is busy.
+# Items queued at most (~200 bytes each) while every queued host is busy,
+# and one reader's batch more.
 QUEUED_MAX = 4096
 
 
@@ -225,9 +227,10 @@ class Feed:
                         if item is None and self._queued > QUEUED_MAX:
                             item = self._take(self._turns[0])  # the bound holds
                         if item is None:
-                            # Every queued host is busy: read on, or wait for room.
+                            # Every queued host is busy: read on (for a host
+                            # further down that is not) until a host has room.
                             if reading:
-                                reading = await self._receive(batches_receive)
+                                reading = await self._receive_or_room(batches_receive)
                             else:
                                 await self._room()
                             continue
@@ -240,6 +243,27 @@ class Feed:
         except trio.EndOfChannel:
             return False
         return True
+
+    async def _receive_or_room(self, batches: trio.MemoryReceiveChannel[list[Work]]) -> bool:
+        """`_receive`, unless a host has room first (the reader may take a while:
+        the de-duplication moving to disk, the archive's look-ups); False
+        when the list is read."""
+        reading = True
+        async with trio.open_nursery() as race:
+
+            async def read() -> None:
+                nonlocal reading
+                reading = await self._receive(batches)
+                race.cancel_scope.cancel()
+
+            async def room() -> None:
+                await self._room()
+                race.cancel_scope.cancel()
+
+            # (A receive cancelled before it got a batch leaves it in the channel.)
+            race.start_soon(read)
+            race.start_soon(room)
+        return reading
 
     @staticmethod
     async def _hand_over(
