@@ -10,6 +10,7 @@ from imgdl_watch.job.listparse import (
     InvalidLine,
     ListedUrl,
     OverlongLine,
+    as_utf8,
     check_url,
     check_url_fully,
     parse_chunks,
@@ -274,8 +275,8 @@ def test_lines_and_entries_are_those_of_a_line_at_a_time(
 ) -> None:
     text = b"\n".join(lines)
     chunks = [text[i : i + chunk] for i in range(0, len(text), chunk)]
-    reference = _split_lines_one_by_one(chunks, longest)
-    assert list(split_lines(chunks, max_line_bytes=longest)) == reference
+    reference = _split_lines_one_by_one(list(as_utf8(chunks)), longest)
+    assert list(split_lines(as_utf8(chunks), max_line_bytes=longest)) == reference
     if longest == MAX_LINE_BYTES:
         expected = [e for n, raw in reference if (e := parse_line(raw, n)) is not None]  # type: ignore[arg-type]
         got = list(parse_chunks(chunks))

@@ -181,9 +181,10 @@ def test_status_verdicts_follow_rfc_9309() -> None:
 
 def test_a_stopped_fetcher_asks_for_no_robots_txt(tmp_path: Path) -> None:
     # A download that waits for its host's robots.txt when the stop comes ends
-    # at once, unsent; one that starts after the stop asks for nothing, not
-    # even the robots.txt of a host not asked yet. (The robots.txt request
-    # already out is answered, and its download then ends unsent.)
+    # at once, unsent, and so does the one whose request for it is out (the
+    # robots.txt is scratch, asked again on the next start); one that starts
+    # after the stop asks for nothing, not even the robots.txt of a host not
+    # asked yet.
     server = PacedServer(robots=ROBOTS_TXT, slow_after=0, slow_s=5.0)
     other = PacedServer(robots=ROBOTS_TXT)
     ended: dict[str, tuple[float, object]] = {}
@@ -215,6 +216,6 @@ def test_a_stopped_fetcher_asks_for_no_robots_txt(tmp_path: Path) -> None:
 
     on_mock_clock(main)
     assert all(isinstance(got, err.Interrupted) for _, got in ended.values()), ended
-    assert ended["b.jpg"][0] == ended["c.jpg"][0] == pytest.approx(1.0)
+    assert ended["a.jpg"][0] == ended["b.jpg"][0] == ended["c.jpg"][0] == pytest.approx(1.0)
     assert server.counts["/robots.txt"] == 1 and server.counts["/img/a.jpg"] == 0
     assert not other.hits

@@ -97,7 +97,7 @@ class Downloaded:
 class _Wait:
     """A wait for a limit or a turn, which `Fetcher.stop` ends with `Interrupted`.
 
-    (A plain class rather than a generator-based context manager: three of
+    (A plain class rather than a generator-based context manager: four of
     these run per attempt.)
     """
 
@@ -157,8 +157,9 @@ class Fetcher:
         )
         # Set when the daemon stops (`stop`): no new attempt starts after it.
         self.stopping = trio.Event()
-        # The waits of attempts for their slots and their host's turn, which a
-        # stop ends: such an attempt has sent nothing yet, so it sends nothing.
+        # The waits of attempts for their host's robots.txt, their slots and
+        # their host's turn, which a stop ends: such an attempt has sent
+        # nothing yet (but the robots.txt), so it sends nothing.
         self._waits: set[trio.CancelScope] = set()
         # Finished bodies are written to disk in batches, one thread hop each.
         self._commit = GroupCommit(options.durability)
@@ -192,7 +193,8 @@ class Fetcher:
         return self.slots.total
 
     def stop(self) -> None:
-        """No new attempt starts, and none that waits for a slot or a turn sends."""
+        """No new attempt starts, and none that waits for a robots.txt, a slot or a
+        turn sends."""
         self.stopping.set()
         for wait in self._waits:
             wait.cancel()

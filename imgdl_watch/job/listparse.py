@@ -2,8 +2,8 @@
 
 A list is one URL per line. The reader hands us raw byte chunks, so that a
 list of a million lines (or one hostile 10 MB line) is handled as a stream:
-`split_blocks` cuts chunks into numbered lines without ever holding more than
-`MAX_LINE_BYTES` of one line, and `parse_line` turns each line into a
+`split_blocks` cuts chunks into numbered lines without ever keeping more than
+`MAX_LINE_BYTES` of one line past its chunk, and `parse_line` turns each line into a
 `ListedUrl`, an `InvalidLine` with a stable reason, or nothing (blank lines
 and `#` comments).
 """
@@ -96,7 +96,7 @@ class InvalidLine:
 
 @dataclass(frozen=True, slots=True)
 class OverlongLine:
-    """Marker from `split_lines` for a line longer than `MAX_LINE_BYTES`."""
+    """Marker from `split_blocks` for a line longer than `MAX_LINE_BYTES`."""
 
     head: bytes
 
