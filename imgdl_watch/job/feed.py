@@ -61,8 +61,10 @@ PARSE_BATCH = 1024
 # ready: the hosts it takes turns between are those of this many items. On
 # the mix set of `make bench` (24 hosts, one that stalls), list order
 # started the stalling host's last URL ~2 s in, as the list reached it;
-# taking turns between the hosts of the first 1024 items starts them all
-# within ~0.1 s (`benchmarks/README.md`, "The mix").
+# taking turns between the hosts of the first 1024 items starts all 8 of
+# them within ~0.3 s of the first (their first timeouts in a `fetch
+# --log-level debug` of the mix, 2026-12-02; `benchmarks/README.md`, "The
+# mix set").
 READ_AHEAD = 1024
 # Items queued at most (~200 bytes each) while every queued host is busy,
 # and one reader's batch more.
