@@ -76,22 +76,16 @@ def settle_beyond_base(
 ) -> str | None:
     """The name of a URL whose base name is another URL's: its hashed name,
     else its wide one; None when one of them is its own (a duplicate)."""
-    name = hashed_name(base, url)
-    fp = key(name)
-    held = owner(fp)
-    if held is None:
-        give(fp, url_fp)
-        return name
-    if held == url_fp:
-        return None
-    name = wide_name(base, url)
-    fp = key(name)
-    held = owner(fp)
-    if held is None:
-        give(fp, url_fp)
-        return name
-    if held == url_fp:
-        return None
+    name = base
+    for named in (hashed_name, wide_name):
+        name = named(base, url)
+        fp = key(name)
+        held = owner(fp)
+        if held is None:
+            give(fp, url_fp)
+            return name
+        if held == url_fp:
+            return None
     # Its wide name is another URL's too: a URL whose plain name spells it
     # (or a clash of 128-bit hashes). It is given all the same, as one URL
     # after another gives it; what marks this URL as seen is then a key of
