@@ -63,7 +63,7 @@ class NeverBusy:
         return False
 
     async def given_back(self) -> None:
-        await trio.sleep_forever()  # never awaited: no URL is ever set aside
+        await trio.sleep_forever()  # never awaited: no host is ever busy
 
 
 class NotFoundFetcher:
