@@ -11,8 +11,10 @@ import httpx
 import trio
 import trio.testing
 
-from imgdl_watch.download.fetcher import Fetcher
+from imgdl_watch import errors as err
+from imgdl_watch.download.fetcher import Downloaded, Fetcher
 from imgdl_watch.download.hostlimits import HostLimits, Verdict
+from imgdl_watch.download.retries import THROTTLED_RETRIES
 from imgdl_watch.download.retrypolicy import Backoff
 from tests.helpers import fetch_options
 
@@ -179,3 +181,64 @@ def test_fetch_options_come_from_the_settings_of_the_same_name() -> None:
     assert (options.retries, options.per_host, options.max_bytes) == (7, 3, 5 * 1024**2)
     assert options.any_type is True and options.user_agent == "x/1"
     assert options.concurrency == 32 and options.backoff == Backoff()
+
+
+def fetch_outcome(answers: list[httpx.Response], tmp: str, **opts: object) -> tuple[object, int]:
+    """What one download of `answers` ends with (its result or its error), and
+    how many requests went."""
+    seen: list[float] = []
+    ended: list[object] = []
+
+    async def main() -> None:
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            options = fetch_options(total_timeout=1e9, **opts)
+            async with Fetcher(options, transport=transport(answers, seen)) as fetcher:
+                try:
+                    ended.append(
+                        await fetcher.download("http://h.example/a.jpg", dir_fd=fd, name="a.jpg")
+                    )
+                except err.DownloadError as exc:
+                    ended.append(exc)
+        finally:
+            os.close(fd)
+
+    run_on_mock_clock(main)
+    return ended[0], len(seen)
+
+
+def throttled(status: int = 429) -> httpx.Response:
+    return httpx.Response(status, headers={"Retry-After": "1"})
+
+
+def test_an_answer_that_says_when_to_come_back_uses_up_no_retry(
+    tmp_path: os.PathLike[str],
+) -> None:
+    # One retry allowed, and the host twice says "not now, in 1 s": both are
+    # waited out as it asks, and the image is saved at the third request.
+    got, requests = fetch_outcome([throttled(), throttled(503), ok()], str(tmp_path), retries=1)
+    assert isinstance(got, Downloaded) and got.attempts == 3 and requests == 3
+
+
+def test_such_answers_are_waited_out_a_bounded_number_of_times(
+    tmp_path: os.PathLike[str],
+) -> None:
+    # A host that never stops saying "not now": THROTTLED_RETRIES of them
+    # beyond the retries, then the download fails as before.
+    answers = [throttled() for _ in range(THROTTLED_RETRIES + 5)]
+    got, requests = fetch_outcome(answers, str(tmp_path), retries=1)
+    assert isinstance(got, err.HttpStatusError) and got.status == 429
+    assert requests == got.attempts == 1 + 1 + THROTTLED_RETRIES
+
+
+def test_other_failures_still_count_and_no_retries_means_none(
+    tmp_path: os.PathLike[str],
+) -> None:
+    # A 503 that says nothing of when is a failure like a 500.
+    got, requests = fetch_outcome(
+        [httpx.Response(503), httpx.Response(503), ok()], str(tmp_path), retries=1
+    )
+    assert isinstance(got, err.HttpStatusError) and requests == 2
+    # --retries 0: not even a host's "come back in 1 s" is waited for.
+    got, requests = fetch_outcome([throttled(), ok()], str(tmp_path), retries=0)
+    assert isinstance(got, err.HttpStatusError) and requests == 1
