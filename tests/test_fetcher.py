@@ -81,6 +81,22 @@ async def test_busy_then_ok(server: ImageServer, out_fd: int, path: str) -> None
     assert len(files(out_fd)) == 1
 
 
+async def test_a_real_server_saying_when_to_come_back_uses_up_no_retry(
+    server: ImageServer, out_fd: int
+) -> None:
+    # Three 429s with a Retry-After (of 0 s, to keep the test quick) and one
+    # retry allowed: all three are waited out, and the image is saved.
+    async with Fetcher(options(retries=1)) as fetcher:
+        got = await fetcher.download(
+            server.base + "/flaky/3/429/w.jpg?ra=0", dir_fd=out_fd, name="w.jpg"
+        )
+    assert got.file == "w.jpg" and got.attempts == 4
+    assert server.counts["/flaky/3/429/w.jpg?ra=0"] == 4
+    # Without a Retry-After, a 429 is a failure like any other.
+    exc = await fails(server, out_fd, "/flaky/3/429/v.jpg", retries=1)
+    assert isinstance(exc, err.HttpStatusError) and exc.attempts == 2
+
+
 async def test_redirects_are_followed_with_a_limit(server: ImageServer, out_fd: int) -> None:
     assert await get(server, out_fd, "/redirect/3/r.jpg") == "r.jpg"
     exc = await fails(server, out_fd, "/redirect/5/s.jpg", max_redirects=3)
