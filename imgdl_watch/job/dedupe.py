@@ -71,11 +71,23 @@ _SEEN_MARK = "\0seen\0"
 Owner = Callable[[int], "int | None"]
 
 
-def settle_beyond_base(
-    url: str, url_fp: int, base: str, owner: Owner, give: Callable[[int, int], None]
+def settle(
+    url: str,
+    url_fp: int,
+    base: str,
+    base_fp: int,
+    *,
+    owner: Owner,
+    give: Callable[[int, int], None],
 ) -> str | None:
-    """The name of a URL whose base name is another URL's: its hashed name,
-    else its wide one; None when one of them is its own (a duplicate)."""
+    """The name `url` gets: its base name if free, else its hashed name, else
+    its wide one; None when one of them is its own (a duplicate)."""
+    held = owner(base_fp)
+    if held is None:  # nearly every URL: new, and its base is free
+        give(base_fp, url_fp)
+        return base
+    if held == url_fp:
+        return None
     name = base
     for named in (hashed_name, wide_name):
         name = named(base, url)
@@ -122,17 +134,8 @@ class Dedupe:
         owner, give = given.get, given.__setitem__
         names: list[str | None] = []
         for url in urls:
-            url_fp = key(url)
             base = base_name(url)
-            base_fp = key(base)
-            held = owner(base_fp)
-            if held is None:  # nearly every URL: new, and its base is free
-                given[base_fp] = url_fp
-                names.append(base)
-            elif held == url_fp:
-                names.append(None)
-            else:
-                names.append(settle_beyond_base(url, url_fp, base, owner, give))
+            names.append(settle(url, key(url), base, key(base), owner=owner, give=give))
         if self._spill_dir_fd is not None and len(given) > self._memory_urls:
             self._spill(self._spill_dir_fd)
         return names
@@ -203,16 +206,10 @@ class Dedupe:
             return on_disk.get(fp)
 
         give = batch.__setitem__
-        names: list[str | None] = []
-        for url, url_fp, base, base_fp in zip(urls, url_fps, bases, base_fps, strict=True):
-            held = owner(base_fp)
-            if held is None:
-                batch[base_fp] = url_fp
-                names.append(base)
-            elif held == url_fp:
-                names.append(None)
-            else:
-                names.append(settle_beyond_base(url, url_fp, base, owner, give))
+        names = [
+            settle(url, url_fp, base, base_fp, owner=owner, give=give)
+            for url, url_fp, base, base_fp in zip(urls, url_fps, bases, base_fps, strict=True)
+        ]
         # In order, for the B-tree's sake.
         self._db.executemany(_PUT, sorted(batch.items()))
         self._batches += 1
