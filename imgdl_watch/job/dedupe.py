@@ -181,8 +181,8 @@ class Dedupe:
         bases = [base_name(url) for url in urls]
         base_fps = [key(base) for base in bases]
         # What the disk holds of each fingerprint asked (absent: free there).
-        on_disk = self._owners(set(base_fps))
         asked = set(base_fps)
+        on_disk = self._owners(asked)
         # The hashed names likely wanted: those of bases given to other URLs,
         # or that this batch wants more than once. Asked for in one query;
         # any other turns up only when a base is another URL's hashed name.

@@ -143,17 +143,14 @@ def _records(document: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return [r for r in listed if isinstance(r, dict)]
 
 
-# What a finished job's record needs to be one: what names it, and orders it.
-_FINISHED: dict[str, type] = {"job": str, "finished_at": str}
-
-
 def _recent(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """The finished jobs a status file lists, those that are a job's record (only
-    those are adopted into a live daemon's file, and shown)."""
+    """The finished jobs a status file lists, those that are a job's record: with
+    what names it and what orders it (only those are adopted into a live
+    daemon's file, and shown)."""
     return [
         j
         for j in _records(document, "recent")
-        if all(isinstance(j.get(k), kind) for k, kind in _FINISHED.items())
+        if isinstance(j.get("job"), str) and isinstance(j.get("finished_at"), str)
     ]
 
 
