@@ -24,13 +24,21 @@ def one_by_one(urls: list[str]) -> list[str | None]:
     return [names.assign(url) if seen.add(url) else None for url in urls]
 
 
-def in_batches(dedupe: Dedupe, urls: list[str], sizes: Iterator[int]) -> list[str | None]:
+def in_batches(
+    folder: int, urls: list[str], sizes: Iterator[int], *, memory: int
+) -> list[str | None]:
+    """What a `Dedupe` in `folder` (on disk past `memory` URLs) gives `urls`,
+    classified in batches of `sizes`; it is closed after."""
+    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
     out: list[str | None] = []
-    start = 0
-    while start < len(urls):
-        size = next(sizes)
-        out.extend(dedupe.classify(urls[start : start + size]))
-        start += size
+    try:
+        start = 0
+        while start < len(urls):
+            size = next(sizes)
+            out.extend(dedupe.classify(urls[start : start + size]))
+            start += size
+    finally:
+        dedupe.close()
     return out
 
 
@@ -64,11 +72,7 @@ def test_batches_on_disk_give_the_names_one_by_one_gives(
     # A plain name that is another URL's hashed name, in the same batch or not.
     if len(urls) > 2:
         urls.insert(len(urls) // 2, f"http://h9.example/z/{hashed_name(*_first_clash(urls))}")
-    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
-    try:
-        got = in_batches(dedupe, urls, iter(sizes * (len(urls) + 1)))
-    finally:
-        dedupe.close()
+    got = in_batches(folder, urls, iter(sizes * (len(urls) + 1)), memory=memory)
     assert got == one_by_one(urls)
     assert not [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]  # closed: gone
 
@@ -93,11 +97,7 @@ _C = "http://h1.example/q/c.jpg"
 def test_duplicates_and_hashed_names_across_batches_on_disk(
     folder: int, urls: list[str], size: int, memory: int
 ) -> None:
-    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
-    try:
-        assert in_batches(dedupe, urls, iter([size] * len(urls))) == one_by_one(urls)
-    finally:
-        dedupe.close()
+    assert in_batches(folder, urls, iter([size] * len(urls)), memory=memory) == one_by_one(urls)
 
 
 @pytest.mark.parametrize("size", [1, 2, 4])
@@ -111,11 +111,7 @@ def test_a_clash_of_hashed_names_widens_them_the_same_way_on_disk(
     monkeypatch.setattr(naming, "url_hash", lambda url: "00000000")
     third = "http://h3.example/p/a.jpg"
     urls = [_A, _B, third, _B, third, _A, "http://h4.example/p/a.jpg", third]
-    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
-    try:
-        got = in_batches(dedupe, urls, iter([size] * len(urls)))
-    finally:
-        dedupe.close()
+    got = in_batches(folder, urls, iter([size] * len(urls)), memory=memory)
     assert got == one_by_one(urls)
     assert sum(name is not None and len(name) > 30 for name in got) == 2  # two wide names
 
@@ -136,11 +132,7 @@ def test_a_url_whose_three_names_are_other_urls_plain_names_is_seen_once(
         url,
         url,
     ]
-    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
-    try:
-        got = in_batches(dedupe, urls, iter([size] * len(urls)))
-    finally:
-        dedupe.close()
+    got = in_batches(folder, urls, iter([size] * len(urls)), memory=memory)
     assert got == one_by_one(urls)
     assert got[-1] is None
 

@@ -390,6 +390,17 @@ def test_a_bad_hosts_table_is_one_line(tmp_path: Path, table: str, message: str)
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+def a_feed(list_fd: int, folder_fd: int, **given: Any) -> feed_module.Feed:
+    """A job's feed over the list open at `list_fd`, its outcomes dropped."""
+    return feed_module.Feed(
+        list_fd,
+        outcomes=Outcomes(JobSummary("l"), None, stop=lambda: None),
+        folder_fd=folder_fd,
+        stopping=trio.Event(),
+        **given,
+    )
+
+
 def test_the_feed_sets_busy_hosts_aside_within_a_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -413,14 +424,7 @@ def test_the_feed_sets_busy_hosts_aside_within_a_bound(
         folder_fd = os.open(
             tmp_path / "out", os.O_RDONLY | os.O_DIRECTORY
         )  # empty: nothing skipped
-        feed = feed_module.Feed(
-            fd,
-            outcomes=Outcomes(JobSummary("l"), None, stop=lambda: None),
-            folder_fd=folder_fd,
-            stopping=trio.Event(),
-            busy=lambda host: host in busy,
-            room=wait_for_room,
-        )
+        feed = a_feed(fd, folder_fd, busy=lambda host: host in busy, room=wait_for_room)
         send, receive = trio.open_memory_channel[feed_module.Work](0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed.run, send, lambda: None)
@@ -455,12 +459,7 @@ def hand_over_order(tmp_path: Path, lines: list[str]) -> list[str]:
         fd = open_list(listed)
         (tmp_path / "out").mkdir()
         folder_fd = os.open(tmp_path / "out", os.O_RDONLY | os.O_DIRECTORY)
-        feed = feed_module.Feed(
-            fd,
-            outcomes=Outcomes(JobSummary("l"), None, stop=lambda: None),
-            folder_fd=folder_fd,
-            stopping=trio.Event(),
-        )
+        feed = a_feed(fd, folder_fd)
         send, receive = trio.open_memory_channel[feed_module.Work](0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed.run, send, lambda: None)
@@ -527,14 +526,7 @@ def test_a_host_with_room_is_not_kept_waiting_for_a_slow_reader(
         async def wait_for_room() -> None:
             await room.wait()
 
-        feed = feed_module.Feed(
-            -1,
-            outcomes=Outcomes(JobSummary("l"), None, stop=lambda: None),
-            folder_fd=-1,
-            stopping=trio.Event(),
-            busy=lambda host: host in busy,
-            room=wait_for_room,
-        )
+        feed = a_feed(-1, -1, busy=lambda host: host in busy, room=wait_for_room)
         send, receive = trio.open_memory_channel[feed_module.Work](0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed.run, send, lambda: None)

@@ -34,19 +34,37 @@ def transport(answers: list[httpx.Response], seen: list[float]) -> httpx.MockTra
 
 
 def fetch_with(answers: list[httpx.Response], tmp: str, **opts: object) -> list[float]:
+    """When each request of one download of `answers` went; it must succeed."""
     seen: list[float] = []
+    got = fetch_into(seen, answers, tmp, **opts)
+    if isinstance(got, err.DownloadError):
+        raise got
+    return seen
+
+
+def fetch_into(
+    seen: list[float], answers: list[httpx.Response], tmp: str, **opts: object
+) -> object:
+    """One download of `answers` on the mock clock, each request's time in
+    `seen`: its result, or the error it ended with."""
+    ended: list[object] = []
 
     async def main() -> None:
         fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
         try:
             options = fetch_options(total_timeout=1e9, **opts)
             async with Fetcher(options, transport=transport(answers, seen)) as fetcher:
-                await fetcher.download("http://h.example/a.jpg", dir_fd=fd, name="a.jpg")
+                try:
+                    ended.append(
+                        await fetcher.download("http://h.example/a.jpg", dir_fd=fd, name="a.jpg")
+                    )
+                except err.DownloadError as exc:
+                    ended.append(exc)
         finally:
             os.close(fd)
 
     run_on_mock_clock(main)
-    return seen
+    return ended[0]
 
 
 def ok() -> httpx.Response:
@@ -187,24 +205,7 @@ def fetch_outcome(answers: list[httpx.Response], tmp: str, **opts: object) -> tu
     """What one download of `answers` ends with (its result or its error), and
     how many requests went."""
     seen: list[float] = []
-    ended: list[object] = []
-
-    async def main() -> None:
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            options = fetch_options(total_timeout=1e9, **opts)
-            async with Fetcher(options, transport=transport(answers, seen)) as fetcher:
-                try:
-                    ended.append(
-                        await fetcher.download("http://h.example/a.jpg", dir_fd=fd, name="a.jpg")
-                    )
-                except err.DownloadError as exc:
-                    ended.append(exc)
-        finally:
-            os.close(fd)
-
-    run_on_mock_clock(main)
-    return ended[0], len(seen)
+    return fetch_into(seen, answers, tmp, **opts), len(seen)
 
 
 def throttled(status: int = 429) -> httpx.Response:
