@@ -29,8 +29,30 @@ It knows neither the settings (`config` builds its `FetchOptions` and each
 job's `DownloadRules`), nor a job, nor a list.
 """
 
-from .fetcher import Downloaded, Fetcher
-from .options import FetchOptions
-from .rules import DownloadRules
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .fetcher import Downloaded, Fetcher
+    from .options import FetchOptions
+    from .rules import DownloadRules
 
 __all__ = ["DownloadRules", "Downloaded", "FetchOptions", "Fetcher"]
+
+# Where each name lives. Imported on first use (PEP 562), so that a download
+# worker (`worker`), which needs a few of the modules, imports no more.
+_HOMES = {
+    "Downloaded": ".fetcher",
+    "Fetcher": ".fetcher",
+    "FetchOptions": ".options",
+    "DownloadRules": ".rules",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home, __name__), name)
