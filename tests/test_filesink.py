@@ -53,7 +53,7 @@ async def test_a_temporary_name_that_exists_is_passed_over(
     out_fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(filesink, "_serial", itertools.count(7))
-    planted = f"{TEMP_PREFIX}{filesink._RUN_TOKEN}-7.part"
+    planted = f"{TEMP_PREFIX}{filesink.RUN_TOKEN}-7.part"
     with open(f"/proc/self/fd/{out_fd}/{planted}", "wb") as handle:
         handle.write(b"not ours")
     await publish(GroupCommit(), out_fd, "a.jpg", b"ours")

@@ -47,7 +47,7 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 # where a random name per file would be a getrandom(2) call in the publishing
 # thread (and so one more GIL hand-off per file, see `GroupCommit`). A name
 # that exists anyway (O_EXCL) is passed over for the next one.
-_RUN_TOKEN = secrets.token_hex(8)
+RUN_TOKEN = secrets.token_hex(8)
 _serial = itertools.count()
 # Names tried before a temporary file that cannot be created is an error.
 _TEMP_NAME_TRIES = 8
@@ -84,7 +84,7 @@ class FileSink:
     def _open_temp(self) -> int:
         tries = 0
         while True:
-            temp = f"{TEMP_PREFIX}{_RUN_TOKEN}-{next(_serial)}.part"
+            temp = f"{TEMP_PREFIX}{RUN_TOKEN}-{next(_serial)}.part"
             tries += 1
             try:
                 fd = os.open(temp, _OPEN_FLAGS, FILE_MODE, dir_fd=self._dir_fd)

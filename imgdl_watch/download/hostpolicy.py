@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import random
+from collections.abc import Mapping
 from typing import Final
 
 import httpx
@@ -147,12 +148,12 @@ class HostPolicy:
         else:
             sending[host] -= 1
 
-    def refusal(self, host: str, answer: Answer) -> err.HttpStatusError:
+    def refusal(self, host: str, status: int, headers: Mapping[str, str]) -> err.HttpStatusError:
         """The error for a status that is neither an image nor a redirect. A
         Retry-After pauses the host: no download asks it again before then."""
-        if answer.status in RETRY_AFTER_STATUSES:
-            metrics.recorder.throttled(host, answer.status)
-        error = status_error(answer.status, answer.headers, now=dt.datetime.now(dt.UTC))
+        if status in RETRY_AFTER_STATUSES:
+            metrics.recorder.throttled(host, status)
+        error = status_error(status, headers, now=dt.datetime.now(dt.UTC))
         if error.retry_after is not None:
             self._pause(host, error)
         return error
@@ -182,8 +183,17 @@ class HostPolicy:
         directive = opt_out(answer.robots_tags, self.token)
         if directive is not None:
             exc = err.OptedOut(f"X-Robots-Tag: {directive}")
-            self._refused(host, exc)
+            self.opted_out(host, exc)
             raise exc
+
+    @property
+    def opt_out_token(self) -> str | None:
+        """The token an X-Robots-Tag opts us out by; None when opt-outs are ignored."""
+        return None if self.options.ignore_opt_outs else self.token
+
+    def opted_out(self, host: str, exc: err.OptedOut) -> None:
+        """A download worker found that `host`'s answer opts out of us."""
+        self._refused(host, exc)
 
     async def check_robots(self, url: httpx.URL, with_send: WithSend) -> None:
         """Raise unless `--robots` is off or `url`'s robots.txt allows it."""

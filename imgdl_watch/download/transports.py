@@ -72,6 +72,12 @@ def _header_text(value: bytes) -> str:
     return value.decode("latin-1")
 
 
+def request_timeout(*, connect: float, read: float) -> httpx.Timeout:
+    """The transports' timeouts: `read` for every read and write, and no pool
+    timeout, since our own limiters bound the waiting and the pool never queues."""
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=None)
+
+
 def environment_proxies() -> dict[str, str]:
     return {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
 
