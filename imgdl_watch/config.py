@@ -305,6 +305,24 @@ def _cut(text: str) -> str:
     return text if len(text) <= 40 else text[:40] + "…"
 
 
+# The most download workers; more than the cores only adds hand-offs.
+MAX_WORKERS = 64
+AUTO_WORKERS_HELP = "one fewer than the cores, 0 on one core"
+
+
+def auto_workers() -> int:
+    """`--workers auto`: the daemon's own process keeps a core (`download.workers`)."""
+    cores = len(os.sched_getaffinity(0))
+    return max(0, cores - 1)
+
+
+def _workers(text: str) -> int | None:
+    """A number of workers, or None for auto (resolved as the fetcher starts)."""
+    if text.strip().lower() == "auto":
+        return None
+    return _int_between(0, MAX_WORKERS)(text)
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -553,6 +571,15 @@ OPTIONS: tuple[Option, ...] = (
         "MODE",
     ),
     Option(
+        "workers",
+        _workers,
+        None,
+        "download worker processes that share the requests and file writes with the"
+        " daemon's own, which keeps the lists, limits and log: 0 for none, or auto"
+        f" ({AUTO_WORKERS_HELP})",
+        "N",
+    ),
+    Option(
         "log_file", _text, None, "also write JSON log lines to this file", "FILE", ("run", "fetch")
     ),
     Option(
@@ -672,6 +699,8 @@ class Settings:
     any_type: bool
     block_private: bool
     durability: str
+    # None: auto (`auto_workers`).
+    workers: int | None
     user_agent: str
     contact: str | None
     rate_per_host: float | None
@@ -979,10 +1008,15 @@ def defaults(command: str = "run") -> Settings:
 
 def fetch_options(settings: Settings) -> FetchOptions:
     """The download side's options: the settings of the same names."""
-    shared = {f.name for f in dataclasses.fields(FetchOptions)} - {"backoff", "durability"}
+    shared = {f.name for f in dataclasses.fields(FetchOptions)} - {
+        "backoff",
+        "durability",
+        "workers",
+    }
     return FetchOptions(
         **{name: getattr(settings, name) for name in shared},
         durability=Durability(settings.durability),
+        workers=auto_workers() if settings.workers is None else settings.workers,
     )
 
 

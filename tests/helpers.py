@@ -17,8 +17,14 @@ from imgdl_watch.job.job import JobOptions
 
 
 def fetch_options(**changes: Any) -> FetchOptions:
-    """The download side's options at their defaults (the settings'), with `changes`."""
-    return config.fetch_options(config.defaults()).replace(**changes)
+    """The download side's options at their defaults (the settings'), with `changes`.
+
+    No download workers unless asked: a test in its own process runs every
+    request there, so that mock clocks and injected servers see them all
+    (`test_fetcher` runs each of its tests with a worker as well, and
+    `test_workers` tests the workers themselves).
+    """
+    return config.fetch_options(config.defaults()).replace(**({"workers": 0} | changes))
 
 
 def job_options(**changes: Any) -> JobOptions:

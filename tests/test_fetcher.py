@@ -27,8 +27,28 @@ from tests.imageserver import GZIP_BOMB, ImageServer, image_bytes
 FAST = Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01)
 
 
+# Download workers for the fetchers of the test running now (see `workers`).
+_running = {"workers": 0}
+
+
+@pytest.fixture(autouse=True, params=[0, 1], ids=["in-process", "worker"])
+def workers(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Every test here twice: each request in the test's own process, and with
+    one download worker (`download.workers`), which runs the first slot's
+    requests (a single download's) in a process of its own."""
+    _running["workers"] = request.param
+    yield request.param
+    _running["workers"] = 0
+
+
 def options(**changes: Any) -> FetchOptions:
-    base: dict[str, Any] = {"retries": 2, "backoff": FAST, "connect_timeout": 2, "read_timeout": 2}
+    base: dict[str, Any] = {
+        "retries": 2,
+        "backoff": FAST,
+        "connect_timeout": 2,
+        "read_timeout": 2,
+        "workers": _running["workers"],
+    }
     return fetch_options(**(base | changes))
 
 

@@ -32,6 +32,8 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
         default = "./downloads for run, . for fetch"
     elif option.name == "skip_sha256":
         default = "the shipped list of known placeholders"
+    elif option.name == "workers":
+        default = "auto"
     shown = f"default: {default}" if default not in (None, ()) else "default: none"
     per_line = ", one per line" if option.repeat else ""
     text = f"{option.help} ({shown}; env {env_name(option.name)}{per_line})"

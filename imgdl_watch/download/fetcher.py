@@ -14,6 +14,8 @@ The parts, each in a module of its own:
     translate      httpx's and httpcore's exceptions, translated into ours
     body           receiving a body: whole, within the cap, and an image
     filesink       writing it so that a final name is only ever a whole file
+    workers        worker processes that send the requests and write the
+                   bodies (`--workers`), once the limits here are held
 
 What is left here is the download itself: one attempt under the limits, and
 the redirects.
@@ -57,10 +59,11 @@ import trio
 
 from .. import errors as err
 from ..naming import final_name, has_extension
+from . import errands as e
 from .addressguard import guarding, literal_is_refused
 from .anonymous import Anonymous
 from .body import Received, receive
-from .filesink import GroupCommit
+from .filesink import FileSink, GroupCommit
 from .hostlimits import Verdict
 from .hostpolicy import HostPolicy
 from .options import FetchOptions, default_rules
@@ -70,10 +73,15 @@ from .retrypolicy import RETRY_AFTER_STATUSES
 from .rules import DownloadRules
 from .slots import Slots
 from .translate import HTTP_ERRORS, translate
-from .transports import Answer, Transports
+from .transports import Answer, Transports, request_timeout
+from .workers import Held, Link, RemoteSink, WorkerLost, Workers, next_id, raise_reply
 
 # Statuses whose body is the image. 203 is a 200 passed on by a proxy.
 _OK: Final = frozenset({200, 203})
+# Times a download is tried again because the download worker that ran it
+# died (each time, in this process or on the worker started again); then it
+# fails as a lost connection. A URL that kills every worker ends here.
+LOST_TRIES: Final = 3
 
 
 __all__ = ["Downloaded", "FetchOptions", "Fetcher"]
@@ -134,13 +142,7 @@ class Fetcher:
     ):
         self.options = options
         self._transports = Transports(
-            timeout=httpx.Timeout(
-                connect=options.connect_timeout,
-                read=options.read_timeout,
-                write=options.read_timeout,
-                # Our own limiters bound the waiting; the pool never queues.
-                pool=None,
-            ),
+            timeout=request_timeout(connect=options.connect_timeout, read=options.read_timeout),
             injected=transport,
         )
         # What a download that brings no rules of its own follows.
@@ -163,6 +165,17 @@ class Fetcher:
         self._waits: set[trio.CancelScope] = set()
         # Finished bodies are written to disk in batches, one thread hop each.
         self._commit = GroupCommit(options.durability)
+        # The download workers, if any (an injected transport is this process's).
+        self._workers: Workers | None = None
+        if options.workers > 0 and transport is None:
+            setup = e.Setup(
+                connect_timeout=options.connect_timeout,
+                read_timeout=options.read_timeout,
+                block_private=options.block_private,
+                durability=options.durability,
+            )
+            self._workers = Workers(options.workers, setup)
+        self._running = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Fetcher:
         if self.options.block_private:
@@ -170,14 +183,37 @@ class Fetcher:
             # (see `addressguard`); the proxies are the operator's own.
             proxies = self._transports.proxies.values()
             self._guard.enter_context(guarding(exempt=(httpx.URL(p).host for p in proxies)))
+        if self._workers is not None:
+            nursery = await self._running.enter_async_context(trio.open_nursery())
+            self._running.callback(nursery.cancel_scope.cancel)
+            await nursery.start(self._workers.run)
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    async def __aexit__(self, *exc_info: Any) -> bool:
+        try:
+            await self._running.__aexit__(*exc_info)
+        except BaseExceptionGroup as group:
+            # The workers' nursery wraps what the body raised; the body's
+            # callers get it as it was, as they would without workers.
+            if exc_info[1] is None or group.exceptions != (exc_info[1],):
+                raise
+        finally:
+            await self.aclose()
+        return False
 
     async def aclose(self) -> None:
         self._guard.close()
         await self._transports.aclose()
+
+    def forget_folder(self, dir_fd: int) -> None:
+        """The job folder `dir_fd` is about to close: no worker keeps it open."""
+        if self._workers is not None:
+            self._workers.forget(dir_fd)
+
+    @property
+    def workers(self) -> Workers | None:
+        """The download workers (`--workers`), if there are any."""
+        return self._workers
 
     @property
     def transports(self) -> Transports:
@@ -239,22 +275,31 @@ class Fetcher:
         rules = rules or self.rules
         try:
             parsed = parsed or httpx.URL(url)
-            file, got = await with_retries(
-                partial(self._attempt, parsed, dir_fd, name, rules),
-                url=url,
-                retries=rules.retries,
-                backoff=self.options.backoff,
-                rand=self._rand,
-                stopping=self.stopping,
-                attempts=attempts,
-            )
-            sink = got.sink
-            # The body is whole and the slot is free for the next download while
-            # the disk makes the file durable (fdatasync may take milliseconds).
-            try:
-                await self._commit.publish(sink, file)
-            finally:
-                sink.discard()
+            for lost in range(LOST_TRIES + 1):
+                file, got = await with_retries(
+                    partial(self._attempt, parsed, dir_fd, name, rules),
+                    url=url,
+                    retries=rules.retries,
+                    backoff=self.options.backoff,
+                    rand=self._rand,
+                    stopping=self.stopping,
+                    attempts=attempts,
+                )
+                sink = got.sink
+                # The body is whole and the slot is free for the next download
+                # while the disk makes the file durable (fdatasync may take
+                # milliseconds).
+                try:
+                    if isinstance(sink, FileSink):
+                        await self._commit.publish(sink, file)
+                    else:
+                        await sink.publish(file)
+                    break
+                except WorkerLost:
+                    if lost == LOST_TRIES:
+                        raise err.ConnectionLost("the download worker died, each try") from None
+                finally:
+                    sink.discard()
         except (err.DownloadError, err.Filtered) as exc:
             exc.attempts = attempts.count
             raise
@@ -272,7 +317,7 @@ class Fetcher:
 
     async def _attempt(
         self, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
-    ) -> tuple[str, Received]:
+    ) -> tuple[str, Received | Held]:
         """One try under the job's own limits, the host's limit, its turn and the
         global limit: a whole body, not yet published.
 
@@ -322,7 +367,7 @@ class Fetcher:
 
     async def _follow(
         self, slot: int, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
-    ) -> tuple[str, Received]:
+    ) -> tuple[str, Received | Held]:
         seen = {str(url)}
         current = url
         policy = self.policy
@@ -334,6 +379,35 @@ class Fetcher:
                 # A redirect's hop: its origin's robots.txt, on this download's slot.
                 await policy.check_robots(current, self._anonymous.on_slot(slot))
             headers = request_headers.for_request(url, current)
+            link = self._link(slot, current.host)
+            if link is not None:
+                hop = e.Hop(
+                    next_id(),
+                    slot,
+                    str(current),
+                    headers,
+                    link.rules(rules.body, rules.timeouts),
+                    link.folder(dir_fd),
+                    name,
+                    not has_extension(name),
+                    policy.opt_out_token,
+                )
+                try:
+                    reply = await self._remote(link, hop)
+                except err.OptedOut as exc:
+                    policy.opted_out(current.host, exc)
+                    raise
+                except WorkerLost:
+                    # The same request again, in this process (the worker is
+                    # not ready again before its Hello).
+                    link = None
+                else:
+                    if isinstance(reply, e.Redirected):
+                        current = next_hop(current, reply.location, seen)
+                        continue
+                    if isinstance(reply, e.Refused):
+                        raise policy.refusal(current.host, reply.status, reply.headers)
+                    return reply
             try:
                 answer = await self._transports.send(slot, current, headers, rules.timeouts)
                 try:
@@ -342,7 +416,7 @@ class Fetcher:
                         current = next_hop(current, location, seen)
                         continue
                     if answer.status not in _OK:
-                        raise policy.refusal(current.host, answer)
+                        raise policy.refusal(current.host, answer.status, answer.headers)
                     policy.check_opt_out(current.host, answer)
                     return await self._receive(current.host, answer, dir_fd, name, rules)
                 finally:
@@ -350,6 +424,27 @@ class Fetcher:
             except HTTP_ERRORS as exc:
                 raise translate(exc, current.host) from exc
         raise err.RedirectError(f"more than {rules.max_redirects} redirects")
+
+    def _link(self, slot: int, host: str) -> Link | None:
+        """The worker that runs this slot's request, or None: this process does.
+
+        A host under a bandwidth cap is read here, where the cap's account is."""
+        if self._workers is None or self.policy.bandwidth.capped(host):
+            return None
+        return self._workers.for_slot(slot)
+
+    async def _remote(self, link: Link, hop: e.Hop) -> e.Redirected | e.Refused | tuple[str, Held]:
+        """`hop` run by the worker `link`. Raises WorkerLost, or what the
+        worker's attempt raised."""
+        reply = await link.call(hop)
+        if isinstance(reply, e.Redirected | e.Refused):
+            return reply
+        if isinstance(reply, e.Got):
+            sink = RemoteSink(link, reply.id, reply.size)
+            size = reply.width, reply.height
+            return reply.file, Held(sink, reply.content_type, reply.sniffed, reply.sha256, *size)
+        raise_reply(reply)
+        raise AssertionError(reply)  # pragma: no cover - raise_reply raised
 
     async def _receive(
         self, host: str, answer: Answer, dir_fd: int, name: str, rules: DownloadRules

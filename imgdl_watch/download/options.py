@@ -56,6 +56,9 @@ class FetchOptions:
     robots: bool
     # The operator's per-host overrides (the config file's `[hosts]` table).
     hosts: HostTable
+    # Download worker processes that run the requests (`workers`); 0: none,
+    # every request runs in the fetcher's own process.
+    workers: int = 0
     backoff: Backoff = field(default_factory=Backoff)
 
     def replace(self, **changes: object) -> FetchOptions:

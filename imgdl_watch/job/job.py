@@ -222,6 +222,7 @@ class Job:
         finally:
             if self._archive_log is not None:
                 await self._archive_log.last_flush()
+            self._fetcher.forget_folder(dir_fd)
             os.close(dir_fd)
         if outcomes.report_error is not None:
             raise outcomes.report_error
