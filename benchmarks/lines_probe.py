@@ -81,6 +81,9 @@ class NotFoundFetcher:
         failure.attempts = 1
         raise failure
 
+    def forget_folder(self, dir_fd: int) -> None:
+        pass
+
 
 def high_water_mb() -> float:
     with open("/proc/self/status") as status:

@@ -53,14 +53,16 @@ PRODUCT = "imgdl-watch"
 DAEMON = "imgdl-watch daemon"
 NOSYNC = "imgdl-watch (no sync)"
 DAEMON_NOSYNC = "imgdl-watch daemon (no sync)"
-OURS = (PRODUCT, DAEMON, NOSYNC, DAEMON_NOSYNC)
+# The daemon without download workers (`--workers 0`): what they buy.
+DAEMON_ONE = "imgdl-watch daemon (one process)"
+OURS = (PRODUCT, DAEMON, NOSYNC, DAEMON_NOSYNC, DAEMON_ONE)
 # Reference rows, not peers: `bare.py`, our stack's own floor; `aiohttp_bare.py`
 # and `aiohttp_seed.py`, the kind of program issue #6's CPU target is set
 # against; and imgdl-watch under eatmydata, which durability is measured against.
 BARE = "trio (bare)"
 AIOHTTP = "aiohttp (bare)"
 SEED = "aiohttp (seed-style)"
-REFERENCES = (BARE, AIOHTTP, SEED, NOSYNC, DAEMON_NOSYNC)
+REFERENCES = (BARE, AIOHTTP, SEED, NOSYNC, DAEMON_NOSYNC, DAEMON_ONE)
 PEERS = ("wget2", "aria2c", "curl")
 # How long a timed daemon job may take before the run gives up on it.
 JOB_TIMEOUT_S = 300
@@ -240,12 +242,16 @@ def warm_daemons(
     """The daemon rows of a set: started, warmed up with a short list, stopped at the end."""
     root = Path(tempfile.mkdtemp(prefix=f"imgdl-bench-{set_name}-daemon-", dir=WORK))
     env = nosync_env() if nosync else None
-    specs = [(DAEMON, None)] + ([(DAEMON_NOSYNC, env)] if env else [])
+    one = ["--workers", "0"]
+    specs: list[tuple[str, dict[str, str] | None, list[str]]] = [(DAEMON, None, [])]
+    if env:
+        specs.append((DAEMON_NOSYNC, env, []))
+    specs.append((DAEMON_ONE, None, one))
     rows: list[Warm] = []
     try:
-        for name, environment in specs:
+        for name, environment, more in specs:
             folder = root / name.replace(" ", "-").replace("(", "").replace(")", "")
-            daemon = WarmDaemon(IMGDL, folder, options, env=environment)
+            daemon = WarmDaemon(IMGDL, folder, [*options, *more], env=environment)
             rows.append(Warm(name, daemon))
             first = folder / "warm-up.txt"
             first.write_text("".join(f"{url}?warm-up\n" for url in warm_up))
@@ -376,6 +382,7 @@ def table(
         (PRODUCT, NOSYNC, "what fsync costs in fetch"),
         (DAEMON, DAEMON_NOSYNC, "what fsync costs in the daemon"),
         (DAEMON, PRODUCT, "a warm daemon against a fresh process"),
+        (DAEMON, DAEMON_ONE, "what the download workers buy"),
     ]
     for ours, other_tool, what in pairs:
         if ours in medians and other_tool in medians:

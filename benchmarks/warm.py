@@ -12,6 +12,7 @@ job, so this is the job's CPU); its peak RSS is the daemon's VmHWM so far.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -81,15 +82,33 @@ class WarmDaemon:
                 raise DaemonFailed(f"daemon: nothing matched in {timeout} s; its log: {self.log}")
             time.sleep(0.02)
 
+    def _tree(self) -> list[int]:
+        """The daemon's pid and its children's (its download workers, `--workers`)."""
+        pids = [self.proc.pid]
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
+
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S  # utime, stime
+        """utime + stime of the daemon and of its live children."""
+        total = 0
+        for pid in self._tree():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += int(fields[11]) + int(fields[12])
+        return total * CLOCK_TICK_S
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """The daemon's VmHWM, plus each live child's: the most they can have held
+        at once (each peak counted whole, shared pages included)."""
+        total = 0
+        for pid in self._tree():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        return total / 1024 if total else float("nan")
 
     def job(self, list_path: Path, stem: str, timeout: float) -> tuple[float, float, Path]:
         """Run one list; (wall seconds, CPU seconds, its folder)."""
