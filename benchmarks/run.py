@@ -347,7 +347,7 @@ def table(
     limited = any(limit_of(t) for t in medians)
     print(f"\n{title}")
     header = (
-        f"{'tool':30} {'wall s':>7} {'CPU ms/img':>10} {'img/s':>6} {'peak RSS MB':>11}"
+        f"{'tool':34} {'wall s':>7} {'CPU ms/img':>10} {'img/s':>6} {'peak RSS MB':>11}"
         f" {'saved':>5} {'other':>5} {'x best peer':>11}"
     )
     header += f" {'x limit':>7}" if limited else ""
@@ -358,7 +358,7 @@ def table(
     ):
         limit = limit_of(tool)
         shown = f"{tool} *" if tool in REFERENCES else tool
-        line = f"{shown:30} {wall:7.2f} {cpu * 1000 / urls:10.2f} {files / wall:6.0f} {rss:11.1f} {files:5d} {other:5d}"
+        line = f"{shown:34} {wall:7.2f} {cpu * 1000 / urls:10.2f} {files / wall:6.0f} {rss:11.1f} {files:5d} {other:5d}"
         line += f" {wall / best_peer:11.2f}" if best_peer else f" {'-':>11}"
         if limited:
             line += f" {wall / limit:7.2f}" if limit else f" {'-':>7}"

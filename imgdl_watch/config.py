@@ -307,12 +307,15 @@ def _cut(text: str) -> str:
 
 # The most download workers; more than the cores only adds hand-offs.
 MAX_WORKERS = 64
-AUTO_WORKERS_HELP = "one fewer than the cores, 0 on one core"
+AUTO_WORKERS_HELP = "for run, one fewer than the cores, 0 on one core; for fetch, 0"
 
 
 def auto_workers() -> int:
     """`--workers auto`: the daemon's own process keeps a core (`download.workers`)."""
-    cores = len(os.sched_getaffinity(0))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except OSError:  # a seccomp filter that refuses it: count the machine's
+        cores = os.cpu_count() or 1
     return max(0, cores - 1)
 
 
