@@ -20,6 +20,7 @@ from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.filesink import TEMP_PREFIX
 from imgdl_watch.download.options import FetchOptions
 from imgdl_watch.download.retrypolicy import Backoff
+from imgdl_watch.download.workers import Link, Workers
 from tests.helpers import fetch_options
 from tests.imageserver import GZIP_BOMB, ImageServer, image_bytes
 
@@ -31,11 +32,25 @@ FAST = Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01)
 _running = {"workers": 0}
 
 
-@pytest.fixture(autouse=True, params=[0, 1], ids=["in-process", "worker"])
-def workers(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Every test here twice: each request in the test's own process, and with
-    one download worker (`download.workers`), which runs the first slot's
-    requests (a single download's) in a process of its own."""
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    only_here = metafunc.definition.get_closest_marker("in_process") is not None
+    modes = [0] if only_here else [0, 1]
+    ids = ["in-process", "worker"][: len(modes)]
+    metafunc.parametrize("workers", modes, ids=ids, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """Every test here twice: each request in the test's own process, and each
+    in a download worker (`download.workers`): its share of the slots made
+    all of them, once it is ready."""
+    if request.param:
+
+        def every_slot(pool: Workers, slot: int) -> Link | None:
+            link = pool.links[0]
+            return link if link.ready else None
+
+        monkeypatch.setattr(Workers, "for_slot", every_slot)
     _running["workers"] = request.param
     yield request.param
     _running["workers"] = 0
@@ -280,6 +295,7 @@ class FakeDNS(trio.abc.HostnameResolver):
         raise NotImplementedError
 
 
+@pytest.mark.in_process
 async def test_unknown_host_fails_at_once_and_dns_down_is_retried(
     server: ImageServer, out_fd: int
 ) -> None:
@@ -304,6 +320,7 @@ async def test_unknown_host_fails_at_once_and_dns_down_is_retried(
     assert dns.asked.count("flaky-dns.test") == 3
 
 
+@pytest.mark.in_process
 async def test_private_address_guard_tells_an_unknown_host(out_fd: int) -> None:
     trio.socket.set_custom_hostname_resolver(FakeDNS(set()))
     async with Fetcher(options(block_private=True)) as fetcher:
@@ -312,6 +329,7 @@ async def test_private_address_guard_tells_an_unknown_host(out_fd: int) -> None:
     assert gone.value.attempts == 1 and "no-such.test" in gone.value.detail
 
 
+@pytest.mark.in_process
 async def test_private_address_guard_checks_the_address_it_connects_to(
     server: ImageServer, out_fd: int
 ) -> None:

@@ -192,6 +192,9 @@ def test_a_stalled_webhook_never_holds_up_the_downloads(
         assert len(finished) == 3
         daemon.wait_event("notify_sent", timeout=30)
         assert stalled.received.wait(10)
+        # The refusing one is tried after the stalled one's send: wait for its
+        # line rather than race the stop against it.
+        daemon.wait_event("notify_failed", timeout=30)
     finally:
         daemon.stop_cleanly()
         stalled.shutdown()

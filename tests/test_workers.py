@@ -24,7 +24,7 @@ from imgdl_watch.download import errands as e
 from imgdl_watch.download import workers
 from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.filesink import TEMP_PREFIX
-from imgdl_watch.download.workers import Link, Workers
+from imgdl_watch.download.workers import Link, RemoteSink, WorkerLost, Workers
 from tests.helpers import fetch_options
 from tests.imageserver import ImageServer, image_bytes
 
@@ -230,7 +230,8 @@ def test_fetch_with_a_worker_from_the_command_line(server: ImageServer, tmp_path
     listing.write_text("".join(server.base + p + "\n" for p in paths))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "imgdl_watch", "fetch", str(listing), "--output", str(out),
-               "--workers", "1", "--concurrency", "4", "--log-format", "json"]  # fmt: skip
+               "--workers", "1", "--concurrency", "4", "--log-format", "json",
+               "--log-level", "debug"]  # fmt: skip
     done = subprocess.run(
         command,
         capture_output=True,
@@ -240,4 +241,99 @@ def test_fetch_with_a_worker_from_the_command_line(server: ImageServer, tmp_path
     assert done.returncode == 0, done.stderr
     for path in paths:
         assert (out / "cli" / path.rsplit("/", 1)[1]).read_bytes() == image_bytes(path)
-    assert '"worker_started"' not in done.stdout  # a debug event, below info
+    # The worker did start (else the fetcher's process would have done it all).
+    assert '"event":"worker_started"' in done.stdout
+    assert '"event":"worker_not_started"' not in done.stdout
+
+
+async def test_a_worker_that_dies_before_it_says_published(
+    server: ImageServer, out_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file is in place, the answer lost with the worker: the download is
+    # done, not downloaded again (and then "skipped" for its own file).
+    publish = RemoteSink.publish
+
+    async def then_lost(sink: RemoteSink, name: str) -> None:
+        await publish(sink, name)
+        raise WorkerLost
+
+    monkeypatch.setattr(RemoteSink, "publish", then_lost)
+    async with Fetcher(fetch_options(workers=1, concurrency=1)) as fetcher:
+        got = await fetcher.download(server.base + "/img/p.jpg", dir_fd=out_fd, name="p.jpg")
+    assert saved(out_fd, got.file) == image_bytes("/img/p.jpg")
+    assert server.counts["/img/p.jpg"] == 1 and got.attempts == 1
+
+
+async def test_a_worker_that_dies_with_the_body_unpublished(
+    server: ImageServer, out_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish = RemoteSink.publish
+    lost: list[str] = []
+
+    async def lost_once(sink: RemoteSink, name: str) -> None:
+        if not lost:
+            lost.append(name)
+            sink.discard()
+            raise WorkerLost
+        await publish(sink, name)
+
+    monkeypatch.setattr(RemoteSink, "publish", lost_once)
+    async with Fetcher(fetch_options(workers=1, concurrency=1, retries=0)) as fetcher:
+        got = await fetcher.download(server.base + "/img/u.jpg", dir_fd=out_fd, name="u.jpg")
+    assert saved(out_fd, got.file) == image_bytes("/img/u.jpg")
+    # Downloaded again, whole, and both tries are counted, even with no retries.
+    assert lost == ["u.jpg"] and server.counts["/img/u.jpg"] == 2 and got.attempts == 2
+    assert leftovers(out_fd) == []
+
+
+async def test_a_cancelled_download_takes_its_temporary_file_with_it(
+    server: ImageServer, out_fd: int
+) -> None:
+    # /endless/ streams past filesink.SPILL_BYTES, so the worker writes a
+    # temporary file as the body comes.
+    async with Fetcher(fetch_options(workers=1, concurrency=1, max_bytes=1024**3)) as fetcher:
+        with trio.move_on_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_once_written() -> None:
+                    await until(lambda: leftovers(out_fd))
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(cancel_once_written)
+                await fetcher.download(server.base + "/endless/e.jpg", dir_fd=out_fd, name="e.jpg")
+        await until(lambda: not leftovers(out_fd))
+        assert the_link(fetcher).ready
+    assert os.listdir(out_fd) == []
+
+
+async def test_a_worker_that_hangs_before_its_hello_is_given_up_on(
+    server: ImageServer, out_fd: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mute = tmp_path / "mute-python"
+    mute.write_text("#!/bin/sh\nexec sleep 60\n")
+    mute.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(mute))
+    monkeypatch.setattr(workers, "START_S", 0.2)
+    monkeypatch.setattr(workers, "RESTART_S", 0)
+    monkeypatch.setattr(workers, "EXIT_S", 0.1)
+    with capture_logs() as logs:
+        async with Fetcher(fetch_options(workers=1, concurrency=1)) as fetcher:
+            got = await fetcher.download(server.base + "/img/m.jpg", dir_fd=out_fd, name="m.jpg")
+            await until(lambda: any(x["event"] == "workers_unavailable" for x in logs))
+    assert saved(out_fd, got.file) == image_bytes("/img/m.jpg")
+    starts = [entry for entry in logs if entry["event"] == "worker_not_started"]
+    assert len(starts) == workers.START_FAILURES
+
+
+async def test_a_worker_that_cannot_be_run_is_given_up_on(
+    server: ImageServer, out_fd: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    monkeypatch.setattr(workers, "RESTART_S", 0)
+    with capture_logs() as logs:
+        async with Fetcher(fetch_options(workers=1, concurrency=1)) as fetcher:
+            got = await fetcher.download(server.base + "/img/x.jpg", dir_fd=out_fd, name="x.jpg")
+    assert saved(out_fd, got.file) == image_bytes("/img/x.jpg")
+    starts = [entry for entry in logs if entry["event"] == "worker_not_started"]
+    assert len(starts) == workers.START_FAILURES and "no-such-python" in starts[0]["detail"]
+    assert any(entry["event"] == "workers_unavailable" for entry in logs)

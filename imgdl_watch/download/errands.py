@@ -8,21 +8,22 @@
     Forget       the job is done with it
     Hop          one request on a slot      Redirected  a redirect's Location
                  and, for an image, its     Refused     a status that is no image
-                 body, published            Got         a whole, checked body (the
-                                                        slot is free), then
-                                            Published   its file is in place
-                                            Failed      a `DownloadError`, `Filtered`
+                 body                       Got         a whole, checked body, held
+    Publish      a held body, under the     Published   its file is in place
+                 name its Got gave
+    (either)                                Failed      a `DownloadError`, `Filtered`
                                                         or `AlreadyThere`
                                             Crashed     anything else (a bug)
-    Cancel       the hop, abandoned: no
-                 request, or no file
+    Cancel       the hop or publish, abandoned,
+                 or a held body, dropped
     Ping                                    Pong        the worker's loop is alive
 
 Every hop carries an `id`, unique in the fetcher's process; a reply names
-the hop it answers. A hop that got its body publishes it at once, under the
-name it gives in `Got` (`naming.final_name`), with no round trip: the
-fetcher publishes every body it gets, and `Got` comes first so that the
-fetcher frees the download's slot while the disk makes the file durable.
+the hop it answers, and so does the Publish of its body. The body waits in
+the worker for the fetcher's word, as a `FileSink` waits in the fetcher's
+own process: a download that is cancelled or times out before it is
+published leaves no file, and the download's slot is free while the disk
+makes the file durable.
 
 Messages are named tuples (pickled in a few microseconds, where a
 dataclass takes ~13: `python -m timeit` on one `Hop`), and only values
@@ -74,6 +75,12 @@ class Hop(NamedTuple):
     need_type: bool
     # The robots token an X-Robots-Tag may opt us out by; None: opt-outs ignored.
     token: str | None
+
+
+class Publish(NamedTuple):
+    id: int
+    # The Hop's folder key (the folder stays open while its bodies are held).
+    folder: int
 
 
 class Cancel(NamedTuple):

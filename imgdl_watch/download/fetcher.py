@@ -48,7 +48,9 @@ closed unread).
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import stat
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -100,6 +102,17 @@ class Downloaded:
     # From the image's header; None when it does not tell.
     width: int | None = None
     height: int | None = None
+
+
+def _in_place(dir_fd: int, name: str, size: int) -> bool:
+    """Whether a regular file of `size` bytes is in the folder under `name`: a
+    body that a worker published before it died (its final name is only ever
+    a whole file, and only that download had the name)."""
+    try:
+        there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(there.st_mode) and there.st_size == size
 
 
 class _Wait:
@@ -184,9 +197,14 @@ class Fetcher:
             proxies = self._transports.proxies.values()
             self._guard.enter_context(guarding(exempt=(httpx.URL(p).host for p in proxies)))
         if self._workers is not None:
-            nursery = await self._running.enter_async_context(trio.open_nursery())
-            self._running.callback(nursery.cancel_scope.cancel)
-            await nursery.start(self._workers.run)
+            try:
+                nursery = await self._running.enter_async_context(trio.open_nursery())
+                self._running.callback(nursery.cancel_scope.cancel)
+                await nursery.start(self._workers.run)
+            except BaseException:
+                await self._running.aclose()
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool:
@@ -296,6 +314,9 @@ class Fetcher:
                         await sink.publish(file)
                     break
                 except WorkerLost:
+                    # It may have died between the rename and its answer.
+                    if _in_place(dir_fd, file, sink.size):
+                        break
                     if lost == LOST_TRIES:
                         raise err.ConnectionLost("the download worker died, each try") from None
                 finally:
@@ -440,7 +461,7 @@ class Fetcher:
         if isinstance(reply, e.Redirected | e.Refused):
             return reply
         if isinstance(reply, e.Got):
-            sink = RemoteSink(link, reply.id, reply.size)
+            sink = RemoteSink(link, reply.id, hop.folder, reply.size)
             size = reply.width, reply.height
             return reply.file, Held(sink, reply.content_type, reply.sniffed, reply.sha256, *size)
         raise_reply(reply)

@@ -68,7 +68,9 @@ async def with_retries(
     """
     if stopping.is_set():
         raise err.Interrupted
-    attempts.count = 1
+    # On from the count so far: a download tried again whole (its worker
+    # died with the body) shares one budget and one count of attempts.
+    attempts.count += 1
     try:
         return await attempt()
     except err.DownloadError as exc:

@@ -50,28 +50,33 @@ class Wire:
         self._buffer = bytearray()
         self._fds: deque[int] = deque()
         # What the socket has not taken yet: (bytes, descriptors to send with them).
-        self._unsent: deque[tuple[memoryview, Sequence[int]]] = deque()
+        self._unsent: deque[tuple[memoryview, list[int]]] = deque()
         self._more = trio.Event()
         self.closed = False
 
     def post(self, message: object, fds: Sequence[int] = ()) -> None:
-        """Send `message` (and `fds` with it) now, or as soon as `flush` can."""
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        view = memoryview(_LENGTH.pack(len(data)) + data)
+        """Send `message` (and `fds` with it) now, or as soon as `flush` can.
+
+        The descriptors are duplicated here: the caller may close its own
+        before the message leaves, and its number may then be reused."""
         if self.closed:
             return
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(_LENGTH.pack(len(data)) + data)
+        owned = [os.dup(fd) for fd in fds]
         if not self._unsent:
             try:
-                view = view[self._write(view, fds) :]
-                fds = ()
+                view = view[self._write(view, owned) :]
             except BlockingIOError:
                 pass
-            except OSError:  # the other end is gone: `receive` tells
-                self.closed = True
+            except OSError:  # the other end is gone
+                self._broken(owned)
                 return
+            else:
+                owned = self._sent(owned)
             if not view:
                 return
-        self._unsent.append((view, fds))
+        self._unsent.append((view, owned))
         self._more.set()
 
     def _write(self, view: memoryview, fds: Sequence[int]) -> int:
@@ -80,10 +85,25 @@ class Wire:
             return self._sock.sendmsg([view], ancillary)
         return self._sock.send(view)
 
+    @staticmethod
+    def _sent(fds: list[int]) -> list[int]:
+        """The descriptors went with the first byte: ours are closed."""
+        for fd in fds:
+            os.close(fd)
+        return []
+
+    def _broken(self, fds: list[int]) -> None:
+        """The wire cannot send: `receive` ends (None), and nothing else goes."""
+        self.closed = True
+        self._sent(fds)
+        while self._unsent:
+            self._sent(list(self._unsent.popleft()[1]))
+        trio.lowlevel.notify_closing(self._sock)
+
     async def flush(self) -> None:
         """Send what `post` could not, for as long as the wire is open."""
         unsent = self._unsent
-        while True:
+        while not self.closed:
             if not unsent:
                 self._more = trio.Event()
                 await self._more.wait()
@@ -94,14 +114,14 @@ class Wire:
                 sent = self._write(view, fds)
             except BlockingIOError:
                 continue
-            except OSError:  # the other end is gone: `receive` tells
-                self.closed = True
-                unsent.clear()
+            except OSError:  # the other end is gone
+                self._broken([])
                 return
+            rest = self._sent(list(fds))
             if sent == len(view):
                 unsent.popleft()
             else:
-                unsent[0] = (view[sent:], ())
+                unsent[0] = (view[sent:], rest)
 
     async def receive(self) -> object | None:
         """The next message, or None once the other end has closed."""
@@ -115,7 +135,12 @@ class Wire:
                     message: object = pickle.loads(buffer[_LENGTH.size : end])  # noqa: S301
                     del buffer[:end]
                     return message
-            await trio.lowlevel.wait_readable(self._sock)
+            if self.closed:
+                return None
+            try:
+                await trio.lowlevel.wait_readable(self._sock)
+            except trio.ClosedResourceError:
+                return None
             try:
                 data, ancillary, _flags, _address = self._sock.recvmsg(
                     _READ_BYTES, socket.CMSG_SPACE(_MAX_FDS * 4)
@@ -138,13 +163,14 @@ class Wire:
         return self._fds.popleft()
 
     def close(self) -> None:
-        """Close the socket, and every descriptor received and never taken."""
-        self.closed = True
+        """Close the socket, every descriptor received and never taken, and
+        every one still to send."""
+        if not self.closed:
+            self._broken([])
         while self._fds:
             fd = self._fds.popleft()
             try:
                 os.close(fd)
             except OSError:
                 pass
-        trio.lowlevel.notify_closing(self._sock)
         self._sock.close()

@@ -5,11 +5,11 @@ is its end of a socketpair (`wire`). It holds no limit, no list and no
 policy: the fetcher takes every limit and turn, and sends each request as a
 `Hop` once it holds them. The worker sends it on the slot's own connections
 (`transports`, the same code as in the fetcher's process), receives and
-checks an image's body into a sink in the job's folder (`body`), and
-publishes it (`filesink`, durable as
-`--durability` says) at once, telling the fetcher first that it has it
-(`errands`). So what runs here is the part of a download that costs CPU per
-byte and per request: httpcore, h11, hashing, and the file's system calls.
+checks an image's body into a sink in the job's folder (`body`), and holds
+it until the fetcher says to publish it (`filesink`, durable as
+`--durability` says) or to drop it (`errands`). So what runs here is the
+part of a download that costs CPU per byte and per request: httpcore, h11,
+hashing, and the file's system calls.
 
 It serves until its socket closes (the fetcher is done, or gone), then drops
 every body it holds and exits. It logs nothing: every outcome is a reply,
@@ -33,7 +33,7 @@ from ..naming import final_name
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
 from .body import receive
-from .filesink import RUN_TOKEN, GroupCommit
+from .filesink import RUN_TOKEN, FileSink, GroupCommit
 from .optout import opt_out
 from .redirects import REDIRECTS
 from .translate import HTTP_ERRORS, translate
@@ -57,7 +57,10 @@ class _Worker:
         # with, closed once their last hop (a cancelled one, cleaning up) ends.
         self._using: dict[int, int] = {}
         self._forgotten: set[int] = set()
-        self._hops: dict[int, trio.CancelScope] = {}
+        # Hops and publishes running, by id, to cancel; bodies held for a
+        # Publish, by their hop's id: the sink, its name, and its folder.
+        self._running: dict[int, trio.CancelScope] = {}
+        self._held: dict[int, tuple[FileSink, str, int]] = {}
         self.block_private = setup.block_private
         self.proxies = list(self._transports.proxies.values())
 
@@ -70,60 +73,82 @@ class _Worker:
                     self._take(message, nursery)
                 nursery.cancel_scope.cancel()
         finally:
+            for sink, _name, _folder in self._held.values():
+                sink.discard()
             for fd in self._folders.values():
                 os.close(fd)
             await self._transports.aclose()
 
     def _take(self, message: object, nursery: trio.Nursery) -> None:
         match message:
-            case e.Hop():
-                scope = self._hops[message.id] = trio.CancelScope()
+            case e.Hop(folder=folder) | e.Publish(folder=folder):
+                scope = self._running[message.id] = trio.CancelScope()
+                self._use(folder, +1)
                 nursery.start_soon(self._run, message, scope)
             case e.Cancel(id=key):
-                hop = self._hops.get(key)
-                if hop is not None:
-                    hop.cancel()
+                running = self._running.get(key)
+                if running is not None:
+                    running.cancel()
+                elif (held := self._held.pop(key, None)) is not None:
+                    held[0].discard()
+                    self._use(held[2], -1)
             case e.Rules(key=key):
                 self._rules[key] = message
             case e.Folder(key=key):
                 self._folders[key] = self._wire.take_fd()
             case e.Forget(key=key):
                 self._forgotten.add(key)
-                self._close_unused(key)
+                self._use(key, 0)
             case e.Ping(id=key):
                 self._wire.post(e.Pong(key))
 
-    def _close_unused(self, key: int) -> None:
-        if key in self._forgotten and not self._using.get(key):
-            self._forgotten.discard(key)
-            self._using.pop(key, None)
-            fd = self._folders.pop(key, None)
+    def _use(self, folder: int, change: int) -> None:
+        """Count the hops, publishes and held bodies in `folder`; close it once
+        the fetcher is done with it and the last of them has ended (a
+        cancelled one, cleaning up, needs it still)."""
+        using = self._using[folder] = self._using.get(folder, 0) + change
+        if folder in self._forgotten and using <= 0:
+            self._forgotten.discard(folder)
+            del self._using[folder]
+            fd = self._folders.pop(folder, None)
             if fd is not None:
                 os.close(fd)
 
-    async def _run(self, hop: e.Hop, scope: trio.CancelScope) -> None:
+    async def _run(self, errand: e.Hop | e.Publish, scope: trio.CancelScope) -> None:
         reply: e.Reply | None = None
-        self._using[hop.folder] = self._using.get(hop.folder, 0) + 1
         try:
             with scope:
-                reply = await self._outcome(hop)
+                reply = await self._outcome(errand)
         finally:
-            self._using[hop.folder] -= 1
-            self._close_unused(hop.folder)
-            del self._hops[hop.id]
-        # Abandoned (cancelled), nobody waits for a reply, and no file is left.
+            del self._running[errand.id]
+            if not isinstance(reply, e.Got):  # a held body keeps its folder in use
+                self._use(errand.folder, -1)
+        # Abandoned (cancelled): nobody waits for a reply, and nothing is held.
         if reply is not None and not scope.cancelled_caught:
             self._wire.post(reply)
 
-    async def _outcome(self, hop: e.Hop) -> e.Reply:
-        """The hop's last reply: Refused, Redirected, Published (after a Got),
-        Failed or Crashed."""
+    async def _outcome(self, errand: e.Hop | e.Publish) -> e.Reply:
+        """The errand's reply: Refused, Redirected, Got, Published, Failed or Crashed."""
         try:
-            return await self._hop(hop)
+            if isinstance(errand, e.Hop):
+                return await self._hop(errand)
+            return await self._publish(errand)
         except (err.DownloadError, err.Filtered, err.AlreadyThere) as exc:
-            return e.Failed(hop.id, e.pack_error(exc))
+            return e.Failed(errand.id, e.pack_error(exc))
         except Exception as exc:  # a bug: the fetcher says so, once
-            return e.Crashed(hop.id, f"{type(exc).__name__}: {exc}")
+            return e.Crashed(errand.id, f"{type(exc).__name__}: {exc}")
+
+    async def _publish(self, publish: e.Publish) -> e.Reply:
+        held = self._held.pop(publish.id, None)
+        if held is None:  # pragma: no cover - the fetcher publishes a body it was told of
+            raise RuntimeError(f"no body held for {publish.id}")
+        sink, name, folder = held
+        self._use(folder, -1)  # the body's hold; this publish holds the folder now
+        try:
+            await self._commit.publish(sink, name)
+        finally:
+            sink.discard()
+        return e.Published(publish.id)
 
     async def _hop(self, hop: e.Hop) -> e.Reply:
         url = httpx.URL(hop.url)
@@ -149,25 +174,11 @@ class _Worker:
                 await answer.close()
         except HTTP_ERRORS as exc:
             raise translate(exc, url.host) from exc
+        file = final_name(hop.name, got.content_type, got.sniffed)
         sink = got.sink
-        try:
-            file = final_name(hop.name, got.content_type, got.sniffed)
-            self._wire.post(
-                e.Got(
-                    hop.id,
-                    file,
-                    sink.size,
-                    got.content_type,
-                    got.sniffed,
-                    got.sha256,
-                    got.width,
-                    got.height,
-                )
-            )
-            await self._commit.publish(sink, file)
-        finally:
-            sink.discard()
-        return e.Published(hop.id)
+        self._held[hop.id] = (sink, file, hop.folder)
+        kind, size = got.content_type, (got.width, got.height)
+        return e.Got(hop.id, file, sink.size, kind, got.sniffed, got.sha256, *size)
 
 
 async def _main(fd: int) -> None:

@@ -9,8 +9,9 @@ de-duplication, every limit and turn (the global slots, each host's limit,
 pacing and pauses, the bandwidth caps), robots.txt, retries, the report and
 the log. An attempt takes its limits there, exactly as without workers;
 only then does its request go to the worker that owns its slot, if one does
-(`Workers.for_slot`: one slot in N + 1 stays the fetcher's, so a slot's
-kept connections live in one process).
+(`Workers.for_slot`: one slot in N + 1 stays the fetcher's; a slot's kept
+connections live in its worker, but for the few requests the fetcher sends
+on a worker's slot itself: a redirect's robots.txt, a request sent again).
 
     Workers.run                 one keeper task per worker
     └── _keep(link)             start it, serve it, and start it again if it dies
@@ -18,12 +19,14 @@ kept connections live in one process).
         ├── Wire.flush          what the socket did not take at once
         └── Link._watch         a Ping every HEARTBEAT_S; no Pong in HUNG_S: kill it
 
-**Nothing is lost when a worker dies.** Each hop waiting on it ends with
-`WorkerLost`: the fetcher sends that request again (in its own process, or
-on the restarted worker), and a body the worker had not yet published is
-downloaded again; neither counts as an attempt of the URL. The dead
-worker's temporary files are swept from the job folders it had. A worker
-that never says Hello, `START_FAILURES` times running, is given up on
+**Nothing is lost when a worker dies.** It is killed first if it hung, so
+that nothing of it still writes; then each hop and publish waiting on it
+ends with `WorkerLost`. The fetcher sends a hop's request again in its own
+process, within the same attempt; a body the worker held unpublished is
+downloaded again, as one more attempt; a file it had published is taken as
+done (`fetcher._in_place`). The dead worker's temporary files are swept
+from the job folders it had. A worker that cannot be started or never says
+Hello, `START_FAILURES` times running, is given up on
 (`workers_unavailable`): its slots are served in the fetcher's own process,
 as they are while a worker starts again.
 
@@ -95,27 +98,29 @@ def raise_reply(reply: e.Reply) -> None:
 
 
 class RemoteSink:
-    """A whole body that a worker is publishing (`filesink.FileSink`'s part, in
-    a worker): `publish` waits for it, `discard` abandons it."""
+    """A whole body that a worker holds (`filesink.FileSink`'s part, in a
+    worker): `publish` has the worker publish it, `discard` drops it."""
 
-    __slots__ = ("_key", "_link", "_waited", "size")
+    __slots__ = ("_folder", "_held", "_key", "_link", "size")
 
-    def __init__(self, link: Link, key: int, size: int) -> None:
+    def __init__(self, link: Link, key: int, folder: int, size: int) -> None:
         self._link = link
         self._key = key
-        self._waited = False
+        self._folder = folder
+        self._held = True
         self.size = size
 
     async def publish(self, name: str) -> None:
-        """Wait until the worker has published the body (under `name`, the name
-        its Got gave). Raises WorkerLost, `AlreadyThere` or `WriteFailed`."""
-        self._waited = True
-        raise_reply(await self._link.published(self._key))
+        """Have the worker publish the body, under `name` (the name its Got
+        gave), as `GroupCommit.publish` does. Raises WorkerLost, `AlreadyThere`
+        or `WriteFailed`."""
+        self._held = False  # the worker's now: a cancelled publish drops it
+        raise_reply(await self._link.publish(self._key, self._folder))
 
     def discard(self) -> None:
-        if not self._waited:
-            self._waited = True
-            self._link.abandon(self._key)
+        if self._held:
+            self._held = False
+            self._link.post(e.Cancel(self._key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +153,8 @@ class Link:
         self.token = ""
         # Hops sent to it, in all its lives.
         self.served = 0
-        # Hops waiting for their first reply, by id; and those that got their
-        # body (Got), waiting for it to be published (Published or Failed).
+        # Hops and publishes waiting for their reply, by id.
         self._calls: dict[int, _Call] = {}
-        self._publishing: dict[int, _Call] = {}
         # The job folders and rules it has, by the fetcher's descriptor or key.
         # (Each folder gets a key of its own, never the descriptor's number:
         # a job's descriptor may be reused by the next job's folder while the
@@ -161,6 +164,7 @@ class Link:
         self._wire: Wire | None = None
         self._pong = trio.Event()
         self._pongs = 0
+        self._hung = False
 
     # -- what the fetcher does with it -----------------------------------
 
@@ -194,46 +198,41 @@ class Link:
         return key
 
     async def call(self, hop: e.Hop) -> e.Reply:
-        """Send `hop` and wait for its first reply. Raises WorkerLost. Cancelled,
-        the hop is cancelled in the worker too: it sends nothing more, or
-        publishes no file."""
+        """Send `hop` and wait for its reply. Raises WorkerLost. Cancelled, the
+        hop is cancelled in the worker too: it sends nothing more, and a body
+        it got is dropped."""
         if not self.ready:
             raise WorkerLost
-        call = self._calls[hop.id] = _Call()
-        self.post(hop)
         self.served += 1
-        return await self._wait(hop.id, call)
+        return await self._call(hop)
 
-    async def published(self, key: int) -> e.Reply:
-        """The reply after hop `key`'s Got: Published or Failed. Raises WorkerLost."""
-        call = self._publishing.get(key)
-        if call is None:
+    async def publish(self, key: int, folder: int) -> e.Reply:
+        """Publish the body of hop `key`: Published or Failed. Raises WorkerLost."""
+        if not self.ready:
             raise WorkerLost
-        reply = await self._wait(key, call)
-        del self._publishing[key]
-        return reply
+        return await self._call(e.Publish(key, folder))
 
-    async def _wait(self, key: int, call: _Call) -> e.Reply:
+    async def _call(self, errand: e.Hop | e.Publish) -> e.Reply:
+        call = self._calls[errand.id] = _Call()
+        self.post(errand)
         try:
             await call.done.wait()
         except BaseException:
-            self.abandon(key)
+            # Abandoned. If its reply has come meanwhile (trio checkpoints even
+            # on a set event), a Got's body is dropped all the same.
+            if self._calls.pop(errand.id, None) is not None or isinstance(call.reply, e.Got):
+                self.post(e.Cancel(errand.id))
             raise
         if call.reply is None:
             raise WorkerLost
         return call.reply
 
-    def abandon(self, key: int) -> None:
-        """Nobody waits for hop `key` any longer: cancel what the worker still does of it."""
-        call = self._calls.pop(key, None) or self._publishing.pop(key, None)
-        if call is not None and not call.done.is_set():
-            self.post(e.Cancel(key))
-
     # -- its life -----------------------------------------------------------
 
     async def serve(self, setup: e.Setup, *, ready: Callable[[], object]) -> bool:
         """Start the worker and serve it until it dies or the fetcher closes,
-        calling `ready` once it has said Hello. False when it never did."""
+        calling `ready` once it has said Hello. False when it never did (it
+        could not be started, exited first, or said nothing in `START_S`)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = await trio.lowlevel.open_process(
@@ -241,20 +240,32 @@ class Link:
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
+        except OSError as exc:
+            parent.close()
+            log.warning("worker_not_started", worker=self.index, code=None, detail=str(exc))
+            return False
         finally:
             child.close()
         wire = Wire(parent)
+        self._pongs = 0
         try:
             return await self._serve(process, wire, setup, ready)
         finally:
-            self._lost()
+            # Dead for the fetcher at once; its hops end only once it is gone
+            # (killed if it does not exit: a hung one may still be writing),
+            # so that no request sent again meets its first copy's file.
+            self.ready = False
+            self._wire = None
             wire.close()
-            await _end(process)
+            await _end(process, at_once=self._hung)
+            self._hung = False
+            await self._lost()
 
     async def _serve(
         self, process: trio.Process, wire: Wire, setup: e.Setup, ready: Callable[[], object]
     ) -> bool:
         wire.post(setup)
+        hello = None
         with trio.move_on_after(START_S):
             hello = await wire.receive()
         if not isinstance(hello, e.Hello):
@@ -273,18 +284,17 @@ class Link:
         return True
 
     async def _read(self, wire: Wire) -> None:
-        while (reply := await wire.receive()) is not None:
+        while (reply := await wire.receive()) is not None and not wire.closed:
             if isinstance(reply, e.Pong):
                 self._pongs = reply.id
                 self._pong.set()
                 continue
             assert isinstance(reply, e.Reply)
             call = self._calls.pop(reply.id, None)
-            if call is not None:
-                if isinstance(reply, e.Got):
-                    self._publishing[reply.id] = _Call()
-            elif (call := self._publishing.get(reply.id)) is None:
-                continue  # abandoned: its Cancel is on its way
+            if call is None:
+                if isinstance(reply, e.Got):  # abandoned meanwhile: drop its body
+                    self.post(e.Cancel(reply.id))
+                continue
             call.reply = reply
             call.done.set()
 
@@ -298,23 +308,26 @@ class Link:
                 await trio.sleep(HEARTBEAT_S)
                 continue
             log.error("worker_hung", worker=self.index, pid=self.pid, silent_s=HUNG_S)
+            self._hung = True
             serving.cancel()
             return
 
-    def _lost(self) -> None:
-        """Every hop waiting on the worker ends with WorkerLost; its temporary
-        files go."""
-        self.ready = False
-        self._wire = None
-        for calls in (self._calls, self._publishing):
-            for call in calls.values():
-                call.done.set()
-            calls.clear()
-        if self.token:
-            for dir_fd in self._folders:
-                _sweep(dir_fd, f"{TEMP_PREFIX}{self.token}-")
+    async def _lost(self) -> None:
+        """Every errand waiting on the dead worker ends with WorkerLost; its
+        temporary files go (swept in a thread: a job folder may be large)."""
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            call.done.set()
+        folders = [os.dup(fd) for fd in self._folders] if self.token else []
+        prefix = f"{TEMP_PREFIX}{self.token}-"
         self._folders.clear()
         self._rules.clear()
+        with trio.CancelScope(shield=True):
+            for fd in folders:
+                try:
+                    await trio.to_thread.run_sync(_sweep, fd, prefix)
+                finally:
+                    os.close(fd)
 
 
 def _sweep(dir_fd: int, prefix: str) -> None:
@@ -328,12 +341,14 @@ def _sweep(dir_fd: int, prefix: str) -> None:
         pass  # the job's own sweep, at its next start, removes them
 
 
-async def _end(process: trio.Process) -> None:
-    """Wait for the worker to exit (its socket is closed), then kill it."""
+async def _end(process: trio.Process, *, at_once: bool) -> None:
+    """Wait for the worker to exit (its socket is closed), then kill it; kill
+    it `at_once` when it is hung."""
     with trio.CancelScope(shield=True):
-        with trio.move_on_after(EXIT_S):
-            await process.wait()
-            return
+        if not at_once:
+            with trio.move_on_after(EXIT_S):
+                await process.wait()
+                return
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGKILL)
         await process.wait()
