@@ -121,6 +121,48 @@ c_sandbox() {
         [ "$root" = ro ] && [ "$state" = rw ] && [ "$logs" = rw ] && [ "$home" = ro ]
 }
 
+worker_of() { # the pid of a download worker child of $1, if any
+    local c
+    # Children are listed by the thread that started them: trio starts a
+    # process from a thread of its own.
+    for c in $(X sh -c "cat /proc/$1/task/*/children"); do
+        if X cat "/proc/$c/cmdline" 2>/dev/null | tr '\0' ' ' | grep -qF imgdl_watch.download.worker; then
+            echo "$c"
+            return
+        fi
+    done
+}
+
+c_worker() {
+    # The download worker (`--workers auto`: one on two cores, none on one)
+    # runs under the unit's own sandbox, and a killed one is replaced.
+    local p w w2 st cores i
+    cores=$(X nproc)
+    p=$(prop MainPID)
+    w=$(worker_of "$p")
+    if [ "$cores" -lt 2 ]; then
+        D="$cores core: no worker expected, found '${w:-none}'"
+        [ -z "$w" ]
+        return
+    fi
+    [ -n "$w" ] || { D="no worker process under the main pid $p ($cores cores)"; return 1; }
+    st=$(X cat "/proc/$w/status")
+    D="worker pid $w (main $p): $(awk '$1 == "Uid:" { print "uid " $2 } $1 == "NoNewPrivs:" { print "NoNewPrivs=" $2 } $1 == "Seccomp:" { print "Seccomp=" $2 }' <<<"$st" | paste -sd, -)"
+    if journal_run | grep -qE '"event": ?"(worker_not_started|workers_unavailable)"'; then
+        D="$D; the journal says a worker did not start"
+        return 1
+    fi
+    X kill -KILL "$w"
+    for i in $(seq 1 50); do
+        w2=$(worker_of "$p")
+        [ -n "$w2" ] && [ "$w2" != "$w" ] && run_has worker_lost && break
+        sleep 0.2
+    done
+    D="$D; killed, replaced by pid ${w2:-none}, worker_lost logged: $(run_has worker_lost && echo yes || echo no), $(state)"
+    [ -n "$w2" ] && [ "$w2" != "$w" ] && run_has worker_lost && running &&
+        grep -q "NoNewPrivs:[[:space:]]*1" <<<"$st" && grep -q "Seccomp:[[:space:]]*2" <<<"$st"
+}
+
 c_block_private() {
     drop shipped 002 "$URL/img1.jpg"
     until_t 20 reported shipped || { D="no report in 20 s"; return 1; }
@@ -406,6 +448,7 @@ run_checks() {
     check test-dropin c_dropin || return 1
     check drop-umask002 c_drop002
     check drop-umask022 c_drop022
+    check download-worker c_worker
     check watchdog-ping c_watchdog_ping
     check reload c_reload
     check logrotate c_logrotate
