@@ -337,3 +337,14 @@ async def test_a_worker_that_cannot_be_run_is_given_up_on(
     starts = [entry for entry in logs if entry["event"] == "worker_not_started"]
     assert len(starts) == workers.START_FAILURES and "no-such-python" in starts[0]["detail"]
     assert any(entry["event"] == "workers_unavailable" for entry in logs)
+
+
+def test_a_workers_process_imports_no_command_line_tool() -> None:
+    # httpx imports click, pygments and rich when click is installed (Apprise
+    # brings it): ~5 MB a worker, for a tool it never runs.
+    tools = "{'click', 'rich', 'pygments', 'structlog'}"
+    entry = "imgdl_watch.download.workermain"
+    probe = f"import sys, {entry}; print(sorted({tools} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,6 +1,7 @@
 """A download worker: a process of its own that runs requests for the fetcher.
 
-Started by `workers` as `python -m imgdl_watch.download.worker FD`, where FD
+Started by `workers` as `python -m imgdl_watch.download.workermain FD`
+(which calls `main` here, once httpx's tool is kept out), where FD
 is its end of a socketpair (`wire`). It holds no limit, no list and no
 policy: the fetcher takes every limit and turn, and sends each request as a
 `Hop` once it holds them. The worker sends it on the slot's own connections
@@ -206,7 +207,3 @@ def main(argv: list[str] | None = None) -> Any:
         signal.signal(signum, signal.SIG_IGN)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         trio.run(_main, int(args[0]))
-
-
-if __name__ == "__main__":
-    main()

@@ -236,7 +236,7 @@ class Link:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "imgdl_watch.download.worker", str(child.fileno())],
+                [sys.executable, "-m", "imgdl_watch.download.workermain", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
