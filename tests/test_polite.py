@@ -15,7 +15,7 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-import imgdl_watch.download.fetcher as fetcher_module
+import imgdl_watch.download.exchange as exchange_module
 from imgdl_watch import errors as err
 from imgdl_watch.download import body, filesink
 from imgdl_watch.download.fetcher import Fetcher
@@ -233,7 +233,7 @@ def test_noai_is_opted_out_with_no_body_byte_read(
     async def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the body of an opted-out answer was read")
 
-    monkeypatch.setattr(fetcher_module, "receive", never)
+    monkeypatch.setattr(exchange_module, "receive", never)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -281,7 +281,7 @@ def bodies_read_at(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         read_at.append(trio.current_time())
         return got
 
-    monkeypatch.setattr(fetcher_module, "receive", receive)
+    monkeypatch.setattr(exchange_module, "receive", receive)
     # The body stays in memory: no thread hop while it is read.
     monkeypatch.setattr(filesink, "SPILL_BYTES", 64 * 1024**2)
     return read_at

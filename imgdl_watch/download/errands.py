@@ -72,7 +72,6 @@ class Hop(NamedTuple):
     rules: int
     folder: int
     name: str
-    need_type: bool
     # The robots token an X-Robots-Tag may opt us out by; None: opt-outs ignored.
     token: str | None
 

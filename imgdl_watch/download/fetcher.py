@@ -8,6 +8,8 @@ The parts, each in a module of its own:
                    headers, pauses, opt-outs, and what status shows of it
     anonymous      our own requests, with no credentials (a robots.txt)
     retries        the retry loop (stamina), and its `download_retry` events
+    exchange       one request and its answer: a redirect, a refusal, or an
+                   image's body (here, or in a download worker)
     transports     how a request reaches its server (a slot's own connections,
                    or a proxy), and the shared SSL contexts
     headers        the headers of each request, and who gets credentials
@@ -60,26 +62,23 @@ import httpx
 import trio
 
 from .. import errors as err
-from ..naming import final_name, has_extension
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
 from .anonymous import Anonymous
-from .body import Received, receive
+from .body import Received
+from .exchange import Redirect, Refusal, exchange
 from .filesink import FileSink, GroupCommit
 from .hostlimits import Verdict
 from .hostpolicy import HostPolicy
 from .options import FetchOptions, default_rules
-from .redirects import REDIRECTS, next_hop
+from .redirects import next_hop
 from .retries import Attempts, with_retries
 from .retrypolicy import RETRY_AFTER_STATUSES
 from .rules import DownloadRules
 from .slots import Slots
-from .translate import HTTP_ERRORS, translate
-from .transports import Answer, Transports, request_timeout
+from .transports import Transports, request_timeout
 from .workers import Held, Link, RemoteSink, WorkerLost, Workers, next_id, raise_reply
 
-# Statuses whose body is the image. 203 is a 200 passed on by a proxy.
-_OK: Final = frozenset({200, 203})
 # Times a download is tried again because the download worker that ran it
 # died (each time, in this process or on the worker started again); then it
 # fails as a lost connection. A URL that kills every worker ends here.
@@ -400,50 +399,46 @@ class Fetcher:
                 # A redirect's hop: its origin's robots.txt, on this download's slot.
                 await policy.check_robots(current, self._anonymous.on_slot(slot))
             headers = request_headers.for_request(url, current)
-            link = self._link(slot, current.host)
-            if link is not None:
-                hop = e.Hop(
-                    next_id(),
-                    slot,
-                    str(current),
-                    headers,
-                    link.rules(rules.body, rules.timeouts),
-                    link.folder(dir_fd),
-                    name,
-                    not has_extension(name),
-                    policy.opt_out_token,
-                )
-                try:
-                    reply = await self._remote(link, hop)
-                except err.OptedOut as exc:
-                    policy.opted_out(current.host, exc)
-                    raise
-                except WorkerLost:
-                    # The same request again, in this process (the worker is
-                    # not ready again before its Hello).
-                    link = None
-                else:
-                    if isinstance(reply, e.Redirected):
-                        current = next_hop(current, reply.location, seen)
-                        continue
-                    if isinstance(reply, e.Refused):
-                        raise policy.refusal(current.host, reply.status, reply.headers)
-                    return reply
+            step: Redirect | Refusal | tuple[str, Received | Held] | None = None
             try:
-                answer = await self._transports.send(slot, current, headers, rules.timeouts)
-                try:
-                    location = answer.headers.get("location")
-                    if answer.status in REDIRECTS and location:
-                        current = next_hop(current, location, seen)
-                        continue
-                    if answer.status not in _OK:
-                        raise policy.refusal(current.host, answer.status, answer.headers)
-                    policy.check_opt_out(current.host, answer)
-                    return await self._receive(current.host, answer, dir_fd, name, rules)
-                finally:
-                    await answer.close()
-            except HTTP_ERRORS as exc:
-                raise translate(exc, current.host) from exc
+                link = self._link(slot, current.host)
+                if link is not None:
+                    hop = e.Hop(
+                        next_id(),
+                        slot,
+                        str(current),
+                        headers,
+                        link.rules(rules.body, rules.timeouts),
+                        link.folder(dir_fd),
+                        name,
+                        policy.opt_out_token,
+                    )
+                    with contextlib.suppress(WorkerLost):
+                        # Lost: the same request again, here (the worker is
+                        # not ready again before its Hello).
+                        step = await self._remote(link, hop)
+                if step is None:
+                    step = await exchange(
+                        self._transports,
+                        slot,
+                        current,
+                        headers,
+                        rules.timeouts,
+                        body=rules.body,
+                        dir_fd=dir_fd,
+                        name=name,
+                        opt_out_token=policy.opt_out_token,
+                        cap=partial(policy.capped, current.host),
+                    )
+            except err.OptedOut as exc:
+                policy.opted_out(current.host, exc)
+                raise
+            if isinstance(step, Redirect):
+                current = next_hop(current, step.location, seen)
+                continue
+            if isinstance(step, Refusal):
+                raise policy.refusal(current.host, step.status, step.headers)
+            return step
         raise err.RedirectError(f"more than {rules.max_redirects} redirects")
 
     def _link(self, slot: int, host: str) -> Link | None:
@@ -454,28 +449,17 @@ class Fetcher:
             return None
         return self._workers.for_slot(slot)
 
-    async def _remote(self, link: Link, hop: e.Hop) -> e.Redirected | e.Refused | tuple[str, Held]:
+    async def _remote(self, link: Link, hop: e.Hop) -> Redirect | Refusal | tuple[str, Held]:
         """`hop` run by the worker `link`. Raises WorkerLost, or what the
         worker's attempt raised."""
         reply = await link.call(hop)
-        if isinstance(reply, e.Redirected | e.Refused):
-            return reply
+        if isinstance(reply, e.Redirected):
+            return Redirect(reply.location)
+        if isinstance(reply, e.Refused):
+            return Refusal(reply.status, reply.headers)
         if isinstance(reply, e.Got):
             sink = RemoteSink(link, reply.id, hop.folder, reply.size)
             size = reply.width, reply.height
             return reply.file, Held(sink, reply.content_type, reply.sniffed, reply.sha256, *size)
         raise_reply(reply)
         raise AssertionError(reply)  # pragma: no cover - raise_reply raised
-
-    async def _receive(
-        self, host: str, answer: Answer, dir_fd: int, name: str, rules: DownloadRules
-    ) -> tuple[str, Received]:
-        """The body, read no faster than the bandwidth caps allow, and checked by
-        the job's rules."""
-        answer, capped = self.policy.capped(host, answer)
-        try:
-            got = await receive(answer, dir_fd, rules.body, need_type=not has_extension(name))
-        finally:
-            if capped is not None:
-                capped.close()
-        return final_name(name, got.content_type, got.sniffed), got

@@ -33,7 +33,7 @@ from .headers import RequestHeaders
 from .hostlimits import HostLimits
 from .hoststats import HostState, HostStats
 from .options import FetchOptions
-from .optout import agent_token, opt_out
+from .optout import agent_token
 from .pacing import UNLIMITED, Pacer, PaceRule, Turn
 from .retrypolicy import RETRY_AFTER_STATUSES, status_error
 from .robots import Robots, WithSend
@@ -176,23 +176,13 @@ class HostPolicy:
                 pause_s=round(seconds, 3),
             )
 
-    def check_opt_out(self, host: str, answer: Answer) -> None:
-        """Raise `OptedOut` for an X-Robots-Tag that opts out of us; no body byte is read."""
-        if self.options.ignore_opt_outs or not answer.robots_tags:
-            return
-        directive = opt_out(answer.robots_tags, self.token)
-        if directive is not None:
-            exc = err.OptedOut(f"X-Robots-Tag: {directive}")
-            self.opted_out(host, exc)
-            raise exc
-
     @property
     def opt_out_token(self) -> str | None:
         """The token an X-Robots-Tag opts us out by; None when opt-outs are ignored."""
         return None if self.options.ignore_opt_outs else self.token
 
     def opted_out(self, host: str, exc: err.OptedOut) -> None:
-        """A download worker found that `host`'s answer opts out of us."""
+        """`host`'s answer opted out of us (`exchange` raised `exc`)."""
         self._refused(host, exc)
 
     async def check_robots(self, url: httpx.URL, with_send: WithSend) -> None:

@@ -4,9 +4,9 @@ Started by `workers` as `python -m imgdl_watch.download.workermain FD`
 (which calls `main` here, once httpx's tool is kept out), where FD
 is its end of a socketpair (`wire`). It holds no limit, no list and no
 policy: the fetcher takes every limit and turn, and sends each request as a
-`Hop` once it holds them. The worker sends it on the slot's own connections
-(`transports`, the same code as in the fetcher's process), receives and
-checks an image's body into a sink in the job's folder (`body`), and holds
+`Hop` once it holds them. The worker runs it as the fetcher's process runs
+its own (`exchange`: on the slot's own connections, an image's body
+received and checked into a sink in the job's folder), and holds
 it until the fetcher says to publish it (`filesink`, durable as
 `--durability` says) or to drop it (`errands`). So what runs here is the
 part of a download that costs CPU per byte and per request: httpcore, h11,
@@ -24,25 +24,17 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 
 import httpx
 import trio
 
 from .. import errors as err
-from ..naming import final_name
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
-from .body import receive
+from .exchange import Redirect, Refusal, exchange
 from .filesink import RUN_TOKEN, FileSink, GroupCommit
-from .optout import opt_out
-from .redirects import REDIRECTS
-from .translate import HTTP_ERRORS, translate
 from .transports import Transports, request_timeout
 from .wire import Wire
-
-# Statuses whose body is the image (as in `fetcher`).
-_OK = frozenset({200, 203})
 
 
 class _Worker:
@@ -156,26 +148,22 @@ class _Worker:
         if self.block_private and literal_is_refused(url.host):
             raise err.BlockedAddress(f"{url.host} is not a public address")
         rules = self._rules[hop.rules]
-        try:
-            answer = await self._transports.send(hop.slot, url, hop.headers, rules.timeouts)
-            try:
-                location = answer.headers.get("location")
-                if answer.status in REDIRECTS and location:
-                    return e.Redirected(hop.id, location)
-                if answer.status not in _OK:
-                    return e.Refused(hop.id, answer.status, dict(answer.headers))
-                if hop.token is not None and answer.robots_tags:
-                    directive = opt_out(answer.robots_tags, hop.token)
-                    if directive is not None:
-                        raise err.OptedOut(f"X-Robots-Tag: {directive}")
-                got = await receive(
-                    answer, self._folders[hop.folder], rules.body, need_type=hop.need_type
-                )
-            finally:
-                await answer.close()
-        except HTTP_ERRORS as exc:
-            raise translate(exc, url.host) from exc
-        file = final_name(hop.name, got.content_type, got.sniffed)
+        step = await exchange(
+            self._transports,
+            hop.slot,
+            url,
+            hop.headers,
+            rules.timeouts,
+            body=rules.body,
+            dir_fd=self._folders[hop.folder],
+            name=hop.name,
+            opt_out_token=hop.token,
+        )
+        if isinstance(step, Redirect):
+            return e.Redirected(hop.id, step.location)
+        if isinstance(step, Refusal):
+            return e.Refused(hop.id, step.status, dict(step.headers))
+        file, got = step
         sink = got.sink
         self._held[hop.id] = (sink, file, hop.folder)
         kind, size = got.content_type, (got.width, got.height)
@@ -198,7 +186,7 @@ async def _main(fd: int) -> None:
         wire.close()
 
 
-def main(argv: list[str] | None = None) -> Any:
+def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     # The fetcher stops its workers by closing their sockets. systemd's
     # SIGTERM reaches the whole cgroup and a terminal's ^C the whole process
