@@ -11,9 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imgdl_watch import naming
-from imgdl_watch.download.filesink import TEMP_PREFIX
+from imgdl_watch.download.filesink import TEMP_PREFIX, sweep_temp_files
 from imgdl_watch.job.dedupe import Dedupe
-from imgdl_watch.job.folder import sweep_temp_files
 from imgdl_watch.naming import FingerprintSet, NameRegistry, hashed_name, wide_name
 from tests.helpers import write_list
 

@@ -53,6 +53,22 @@ _serial = itertools.count()
 _TEMP_NAME_TRIES = 8
 
 
+def sweep_temp_files(dir_fd: int, prefix: str = TEMP_PREFIX) -> int:
+    """Remove the temporary files whose names start with `prefix` from a job
+    folder: every one that a killed run left, or one process's (its
+    `TEMP_PREFIX` + `RUN_TOKEN`, a download worker's that died). How many."""
+    removed = 0
+    with os.scandir(dir_fd) as entries:
+        names = [e.name for e in entries if e.name.startswith(prefix)]
+    for name in names:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def _write_error(exc: OSError) -> WriteFailed:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(os.strerror(exc.errno))

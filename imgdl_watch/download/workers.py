@@ -54,7 +54,7 @@ import trio
 
 from . import errands as e
 from .body import BodyRules
-from .filesink import TEMP_PREFIX
+from .filesink import TEMP_PREFIX, sweep_temp_files
 from .wire import Wire
 
 log = structlog.get_logger("imgdl_watch")
@@ -331,14 +331,8 @@ class Link:
 
 
 def _sweep(dir_fd: int, prefix: str) -> None:
-    try:
-        with os.scandir(dir_fd) as entries:
-            names = [entry.name for entry in entries if entry.name.startswith(prefix)]
-        for name in names:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass  # the job's own sweep, at its next start, removes them
+    with contextlib.suppress(OSError):  # else the job's own sweep, at its next start
+        sweep_temp_files(dir_fd, prefix)
 
 
 async def _end(process: trio.Process, *, at_once: bool) -> None:

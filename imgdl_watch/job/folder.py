@@ -1,5 +1,5 @@
-"""A job's folder: made and opened safely, swept of a crash's leftovers, and
-watched for free space.
+"""A job's folder: made and opened safely, and watched for free space (a
+crash's leftovers are swept by `filesink.sweep_temp_files`).
 
 The folder is opened once, without following symlinks, and every file in it
 is reached through that descriptor (`filesink`), so that no symlink, neither
@@ -15,7 +15,6 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from ..download.filesink import TEMP_PREFIX
 from ..errors import Interrupted
 from ..naming import candidates
 
@@ -23,20 +22,6 @@ from ..naming import candidates
 DISK_POLL_S = 5.0
 
 log = structlog.get_logger("imgdl_watch")
-
-
-def sweep_temp_files(dir_fd: int) -> int:
-    """Remove temporary files that a killed run left in a job folder."""
-    removed = 0
-    with os.scandir(dir_fd) as entries:
-        names = [e.name for e in entries if e.name.startswith(TEMP_PREFIX)]
-    for name in names:
-        try:
-            os.unlink(name, dir_fd=dir_fd)
-            removed += 1
-        except FileNotFoundError:
-            pass
-    return removed
 
 
 def is_empty(dir_fd: int) -> bool:

@@ -25,12 +25,13 @@ import structlog
 import trio
 
 from ..download.fetcher import Fetcher
+from ..download.filesink import sweep_temp_files
 from ..download.rules import DownloadRules
 from ..errors import JobError
 from .archive import Archive, ArchiveLog
 from .crew import Crew
 from .feed import Feed
-from .folder import DiskSpace, is_empty, open_job_folder, sweep_temp_files
+from .folder import DiskSpace, is_empty, open_job_folder
 from .listformat import ListFormat
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
