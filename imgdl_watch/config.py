@@ -310,8 +310,13 @@ MAX_WORKERS = 64
 AUTO_WORKERS_HELP = "for run, one fewer than the cores, 0 on one core; for fetch, 0"
 
 
-def auto_workers() -> int:
-    """`--workers auto`: the daemon's own process keeps a core (`download.workers`)."""
+def auto_workers(*, one_shot: bool = False) -> int:
+    """`--workers auto`: for the daemon, one fewer than the cores (its own
+    process keeps one, `download.workers`); for a one-shot command, none: it
+    would wait ~0.3 s for a worker to start, which a list of the seed's size
+    does not win back (benchmarks/README.md, "The second core")."""
+    if one_shot:
+        return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except OSError:  # a seccomp filter that refuses it: count the machine's
@@ -1009,8 +1014,9 @@ def defaults(command: str = "run") -> Settings:
     return resolve(command, {}, env={}, config_path=None)
 
 
-def fetch_options(settings: Settings) -> FetchOptions:
-    """The download side's options: the settings of the same names."""
+def fetch_options(settings: Settings, *, one_shot: bool = False) -> FetchOptions:
+    """The download side's options: the settings of the same names. `one_shot`:
+    for `fetch` (what `--workers auto` means differs)."""
     shared = {f.name for f in dataclasses.fields(FetchOptions)} - {
         "backoff",
         "durability",
@@ -1019,7 +1025,7 @@ def fetch_options(settings: Settings) -> FetchOptions:
     return FetchOptions(
         **{name: getattr(settings, name) for name in shared},
         durability=Durability(settings.durability),
-        workers=auto_workers() if settings.workers is None else settings.workers,
+        workers=auto_workers(one_shot=one_shot) if settings.workers is None else settings.workers,
     )
 
 

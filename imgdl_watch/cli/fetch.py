@@ -76,12 +76,7 @@ async def fetch_lists(
 
     outcome = Outcome.FAILED
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        options = fetch_options(settings)
-        if settings.workers is None:
-            # auto: none. A one-shot command would wait ~0.3 s for a worker
-            # to start, and a list of the seed's size gains less than that
-            # (benchmarks/README.md, "The second core"); --workers N asks.
-            options = options.replace(workers=0)
+        options = fetch_options(settings, one_shot=True)
         async with Fetcher(options) as fetcher, trio.open_nursery() as nursery:
             nursery.start_soon(on_signal, signals, nursery.cancel_scope)
             if view is not None:
