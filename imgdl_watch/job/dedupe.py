@@ -135,7 +135,14 @@ class Dedupe:
         names: list[str | None] = []
         for url in urls:
             base = base_name(url)
-            names.append(settle(url, key(url), base, key(base), owner=owner, give=give))
+            base_fp = key(base)
+            # `settle`'s first step, inline: nearly every URL ends here, and
+            # the call it saves is ~0.3 µs of the ~4 a line costs.
+            if base_fp not in given:
+                given[base_fp] = key(url)
+                names.append(base)
+                continue
+            names.append(settle(url, key(url), base, base_fp, owner=owner, give=give))
         if self._spill_dir_fd is not None and len(given) > self._memory_urls:
             self._spill(self._spill_dir_fd)
         return names

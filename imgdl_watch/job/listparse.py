@@ -67,7 +67,10 @@ _PLAIN_URL = re.compile(_PLAIN_URL_PATTERN, re.ASCII)
 _PLAIN_LINE = re.compile(rf"[ \t\r\f\v]*({_PLAIN_URL_PATTERN})[ \t\r\f\v]*".encode("ascii"))
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every URL of the list, and a frozen dataclass's
+# `__init__` (a `object.__setattr__` a field) took ~1.05 µs where this takes
+# ~0.28 (`timeit` the two again). Nothing changes one once it is made.
+@dataclass(slots=True)
 class ListedUrl:
     """A line that holds a URL we can download."""
 
