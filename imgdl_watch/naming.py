@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterable
 from urllib.parse import unquote
 
 # The longest file name most Linux filesystems accept, in bytes.
@@ -137,6 +138,11 @@ def key(text: str) -> int:
     rare as `fingerprint`'s, is then not the same from one run to the next.
     """
     return hash(text) & KEY_MASK
+
+
+def keys(texts: Iterable[str]) -> list[int]:
+    """`key` of each of `texts`, with no call a text (~0.1 µs each)."""
+    return [hash(text) & KEY_MASK for text in texts]
 
 
 def url_hash(url: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from imgdl_watch import naming
 from imgdl_watch.download.filesink import TEMP_PREFIX, sweep_temp_files
 from imgdl_watch.job.dedupe import Dedupe
+from imgdl_watch.job.namestore import SUFFIX, NameStore
 from imgdl_watch.naming import FingerprintSet, NameRegistry, hashed_name, wide_name
 from tests.helpers import write_list
 
@@ -23,12 +24,24 @@ def one_by_one(urls: list[str]) -> list[str | None]:
     return [names.assign(url) if seen.add(url) else None for url in urls]
 
 
+def tiny_store(dir_fd: int) -> NameStore:
+    """A store whose filter says "maybe" to nearly every name once it holds
+    a few, with two partitions that write a chunk every two names: each
+    look-up goes to its pending pairs and to disk."""
+    return NameStore(dir_fd, filter_bits=8, partitions=2, chunk_names=2)
+
+
 def in_batches(
-    folder: int, urls: list[str], sizes: Iterator[int], *, memory: int
+    folder: int,
+    urls: list[str],
+    sizes: Iterator[int],
+    *,
+    memory: int,
+    store: Callable[[int], NameStore] = NameStore,
 ) -> list[str | None]:
     """What a `Dedupe` in `folder` (on disk past `memory` URLs) gives `urls`,
     classified in batches of `sizes`; it is closed after."""
-    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory)
+    dedupe = Dedupe(spill_dir_fd=folder, memory_urls=memory, store=store)
     out: list[str | None] = []
     try:
         start = 0
@@ -64,14 +77,16 @@ _URL = st.builds(
     urls=st.lists(_URL, max_size=120),
     memory=st.sampled_from([0, 5, 40, 10_000]),
     sizes=st.lists(st.integers(1, 40), min_size=1, max_size=20),
+    tiny=st.booleans(),
 )
 def test_batches_on_disk_give_the_names_one_by_one_gives(
-    folder: int, urls: list[str], memory: int, sizes: list[int]
+    folder: int, urls: list[str], memory: int, sizes: list[int], tiny: bool
 ) -> None:
     # A plain name that is another URL's hashed name, in the same batch or not.
     if len(urls) > 2:
         urls.insert(len(urls) // 2, f"http://h9.example/z/{hashed_name(*_first_clash(urls))}")
-    got = in_batches(folder, urls, iter(sizes * (len(urls) + 1)), memory=memory)
+    store = tiny_store if tiny else NameStore
+    got = in_batches(folder, urls, iter(sizes * (len(urls) + 1)), memory=memory, store=store)
     assert got == one_by_one(urls)
     assert not [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]  # closed: gone
 
@@ -93,16 +108,23 @@ _C = "http://h1.example/q/c.jpg"
 )
 @pytest.mark.parametrize("size", [1, 2, 3, 6])
 @pytest.mark.parametrize("memory", [0, 1])
+@pytest.mark.parametrize("store", [NameStore, tiny_store])
 def test_duplicates_and_hashed_names_across_batches_on_disk(
-    folder: int, urls: list[str], size: int, memory: int
+    folder: int, urls: list[str], size: int, memory: int, store: Callable[[int], NameStore]
 ) -> None:
-    assert in_batches(folder, urls, iter([size] * len(urls)), memory=memory) == one_by_one(urls)
+    got = in_batches(folder, urls, iter([size] * len(urls)), memory=memory, store=store)
+    assert got == one_by_one(urls)
 
 
 @pytest.mark.parametrize("size", [1, 2, 4])
 @pytest.mark.parametrize("memory", [0, 1, 10_000])
+@pytest.mark.parametrize("store", [NameStore, tiny_store])
 def test_a_clash_of_hashed_names_widens_them_the_same_way_on_disk(
-    folder: int, size: int, memory: int, monkeypatch: pytest.MonkeyPatch
+    folder: int,
+    size: int,
+    memory: int,
+    store: Callable[[int], NameStore],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every hashed name clashes (a 32-bit hash shared by all): past the
     # first URL that wants "a.jpg", the second gets "a-00000000.jpg" and each
@@ -110,15 +132,16 @@ def test_a_clash_of_hashed_names_widens_them_the_same_way_on_disk(
     monkeypatch.setattr(naming, "url_hash", lambda url: "00000000")
     third = "http://h3.example/p/a.jpg"
     urls = [_A, _B, third, _B, third, _A, "http://h4.example/p/a.jpg", third]
-    got = in_batches(folder, urls, iter([size] * len(urls)), memory=memory)
+    got = in_batches(folder, urls, iter([size] * len(urls)), memory=memory, store=store)
     assert got == one_by_one(urls)
     assert sum(name is not None and len(name) > 30 for name in got) == 2  # two wide names
 
 
 @pytest.mark.parametrize("size", [1, 2, 5])
 @pytest.mark.parametrize("memory", [0, 1, 10_000])
+@pytest.mark.parametrize("store", [NameStore, tiny_store])
 def test_a_url_whose_three_names_are_other_urls_plain_names_is_seen_once(
-    folder: int, size: int, memory: int
+    folder: int, size: int, memory: int, store: Callable[[int], NameStore]
 ) -> None:
     # Other URLs' last segments spell this URL's hashed and wide names: it is
     # given its wide name all the same, as one URL after another gives it,
@@ -131,7 +154,7 @@ def test_a_url_whose_three_names_are_other_urls_plain_names_is_seen_once(
         url,
         url,
     ]
-    got = in_batches(folder, urls, iter([size] * len(urls)), memory=memory)
+    got = in_batches(folder, urls, iter([size] * len(urls)), memory=memory, store=store)
     assert got == one_by_one(urls)
     assert got[-1] is None
 
@@ -149,7 +172,7 @@ def test_the_state_moves_to_disk_past_its_bound_and_is_swept_after_a_crash(
     dedupe = Dedupe(spill_dir_fd=folder, memory_urls=100)
     names = dedupe.classify(urls[:150])
     files = [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]
-    assert len(files) == 1 and files[0].endswith(".sqlite")  # past 100 URLs: on disk
+    assert len(files) == 1 and files[0].endswith(SUFFIX)  # past 100 URLs: on disk
     names += dedupe.classify(urls[150:] + urls[:10])  # the last ten are duplicates
     assert names == one_by_one(urls + urls[:10])
     # Killed without closing: the next run of the job sweeps it with the other temporaries.

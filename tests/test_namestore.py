@@ -1,0 +1,140 @@
+"""The de-duplication's state on disk: exact owners through a filter that
+may say "maybe", pairs pending in memory and chunks in a scratch file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imgdl_watch.download.filesink import TEMP_PREFIX
+from imgdl_watch.job.namestore import SUFFIX, NameStore
+from imgdl_watch.naming import KEY_MASK
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+def scratch(folder: int) -> list[str]:
+    return [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]
+
+
+_KEY = st.integers(0, KEY_MASK)
+
+
+def test_a_run_of_free_names_is_given_up_to_the_first_the_filter_may_have(folder: int) -> None:
+    store = NameStore(folder, filter_bits=1 << 20, partitions=2, chunk_names=2)
+    names = [10, 20, 30, 20, 40]  # the second 20: its bits are set by the first
+    assert store.give_while_free(names, [1, 2, 3, 4, 5], 0) == 3
+    assert store.give_while_free(names, [1, 2, 3, 4, 5], 4) == 5
+    assert [store.owner(n) for n in (10, 20, 30, 40, 50)] == [1, 2, 3, 5, None]
+    assert store.give_while_free([], [], 0) == 0
+    store.close()
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pairs=st.dictionaries(_KEY, _KEY, max_size=300),
+    others=st.lists(_KEY, max_size=50),
+    filter_bits=st.sampled_from([8, 1024, 1 << 20]),
+    partitions=st.sampled_from([1, 2, 16]),
+    chunk_names=st.sampled_from([1, 3, 256]),
+)
+def test_each_name_has_the_owner_it_was_given_and_no_other_has_one(
+    folder: int,
+    pairs: dict[int, int],
+    others: list[int],
+    filter_bits: int,
+    partitions: int,
+    chunk_names: int,
+) -> None:
+    store = NameStore(
+        folder, filter_bits=filter_bits, partitions=partitions, chunk_names=chunk_names
+    )
+    try:
+        for name, url in pairs.items():
+            assert store.owner(name) is None
+            if name % 2:
+                store.give(name, url)
+            elif not store.give_while_free([name], [url], 0):  # a "maybe": it asks
+                assert store.owner(name) is None
+                store.give(name, url)
+        for name, url in pairs.items():
+            assert store.owner(name) == url
+            assert store.give_while_free([name], [url], 0) == 0
+        for other in others:
+            if other not in pairs:
+                assert store.owner(other) is None
+    finally:
+        store.close()
+    assert not scratch(folder)
+
+
+def test_an_owner_that_equals_a_name_is_not_taken_for_that_name(folder: int) -> None:
+    # Every name is a "maybe" (8 bits), one partition, chunks of two pairs:
+    # the first two pairs go to disk, the third stays pending. In both, an
+    # owner's value is the key asked, at an owner's place, not a name's.
+    store = NameStore(folder, filter_bits=8, partitions=1, chunk_names=2)
+    store.give(1, 500)
+    store.give(2, 600)
+    store.give(3, 700)
+    assert store.file_bytes == 32  # two pairs of two 8-byte ints, on disk
+    assert store.owner(500) is None  # on disk, an owner
+    assert store.owner(700) is None  # pending, an owner
+    assert store.owner(2) == 600 and store.owner(3) == 700
+    store.close()
+
+
+def test_a_name_spelled_across_two_ints_on_disk_is_not_found_there(folder: int) -> None:
+    # A little-endian pair (name, owner): the 8 bytes at offset 4 are the
+    # name's high half then the owner's low half. A key that spells them is
+    # found by `bytes.find` at an offset no pair starts at.
+    asked = (5 << 32) | 7  # high half 5, low half 7
+    store = NameStore(folder, filter_bits=8, partitions=1, chunk_names=1)
+    name, owner = (7 << 32) | 9, (1 << 40) | 5
+    assert (name.to_bytes(8, "little") + owner.to_bytes(8, "little"))[4:12] == asked.to_bytes(
+        8, "little"
+    )
+    store.give(name, owner)
+    assert store.file_bytes == 16
+    if sys.byteorder == "little":
+        assert store.owner(asked) is None
+    assert store.owner(name) == owner
+    store.close()
+
+
+def test_the_scratch_file_is_named_as_temporary_and_removed_on_close(folder: int) -> None:
+    store = NameStore(folder, filter_bits=8, partitions=1, chunk_names=1)
+    store.give(1, 2)
+    (name,) = scratch(folder)
+    assert name.endswith(SUFFIX) and os.stat(name, dir_fd=folder).st_size == 16
+    store.close()
+    store.close()  # twice: nothing left to do
+    assert not scratch(folder)
+
+
+def test_an_owner_read_from_disk_is_asked_of_the_disk_once(
+    folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = NameStore(folder, filter_bits=8, partitions=1, chunk_names=1)
+    store.give(11, 12)
+    reads: list[int] = []
+    real = os.pread
+
+    def counting(fd: int, size: int, offset: int) -> bytes:
+        reads.append(offset)
+        return real(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", counting)
+    assert [store.owner(11) for _ in range(5)] == [12] * 5
+    assert len(reads) == 1
+    store.close()
