@@ -8,6 +8,8 @@
     listparse  a list's lines: URLs, invalid lines, comments (pure)
     rows       a csv, tsv or jsonl list's rows, their URL and data (pure)
     dedupe     each URL seen, and each name given out, in little memory
+    namestore  the names a long list gave out, once memory no longer holds
+               them: a filter in memory, the names on disk
     outcomes   what became of each line: counted, logged, reported
     report     the report and the list of failures, written as they come
     progress   the job's counters, rates, ETA and `job_progress` events

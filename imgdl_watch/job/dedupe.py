@@ -133,11 +133,6 @@ class Dedupe:
             self._given = {}
         return names
 
-    @property
-    def stored_bytes(self) -> int:
-        """What the state holds on disk (0 while it is in memory)."""
-        return 0 if self._store is None else self._store.file_bytes
-
     def close(self) -> None:
         """Remove the disk state, if there is one."""
         if self._store is not None:
