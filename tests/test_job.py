@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.filesink import TEMP_PREFIX
 from imgdl_watch.download.retrypolicy import Backoff
 from imgdl_watch.errors import JobError
-from imgdl_watch.job import listformat
+from imgdl_watch.job import feed as feed_module
+from imgdl_watch.job import listformat, namestore
+from imgdl_watch.job.dedupe import Dedupe
 from imgdl_watch.job.job import Job
 from imgdl_watch.job.listformat import ListFormat
 from imgdl_watch.job.report import JobReport, ReportPaths
@@ -275,3 +279,26 @@ def test_a_failed_list_that_cannot_open_fails_its_job_as_it_says(
     with pytest.raises(JobError) as caught:
         JobReport(paths)
     assert caught.value.reason == "list_unreadable"
+
+
+async def test_a_scratch_file_that_cannot_be_written_fails_the_job_saying_so(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past its bound (none here) a list's names go to a scratch file in the
+    # job folder; a full disk there fails the job with one clear line, not
+    # as an unreadable list.
+    small = partial(namestore.NameStore, partitions=1, chunk_names=2)  # it writes at once
+    monkeypatch.setattr(feed_module, "Dedupe", partial(Dedupe, memory_urls=0, store=small))
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(namestore.os, "pwrite", full)
+    urls = [f"{server.base}/img/{i}.jpg" for i in range(400)]
+    with capture_logs() as logs:
+        summary = await run(write_list(tmp_path / "cats.txt", urls), tmp_path / "out")
+    assert summary.failure == "folder_error"
+    (failed,) = [e for e in logs if e["event"] == "job_failed"]
+    assert failed["reason"] == "folder_error"
+    assert failed["detail"] == f"{feed_module.SCRATCH_FAILED}: No space left on device"
+    assert not [n for n in os.listdir(tmp_path / "out" / "cats") if n.startswith(TEMP_PREFIX)]

@@ -3,6 +3,7 @@ may say "maybe", pairs pending in memory and chunks in a scratch file."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imgdl_watch.download.filesink import TEMP_PREFIX
-from imgdl_watch.job.namestore import SUFFIX, NameStore
+from imgdl_watch.job.namestore import SUFFIX, NameStore, ScratchError
 from imgdl_watch.naming import KEY_MASK
 
 
@@ -138,3 +139,33 @@ def test_an_owner_read_from_disk_is_asked_of_the_disk_once(
     assert [store.owner(11) for _ in range(5)] == [12] * 5
     assert len(reads) == 1
     store.close()
+
+
+def test_a_folder_gone_or_full_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A folder removed under its descriptor: the file cannot be made.
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    fd = os.open(gone, os.O_RDONLY | os.O_DIRECTORY)
+    os.rmdir(gone)
+    with pytest.raises(ScratchError, match="No such file or directory"):
+        NameStore(fd)
+    os.close(fd)
+    # A full disk: the chunk cannot be written.
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    store = NameStore(fd, filter_bits=8, partitions=1, chunk_names=2)
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    store.give(1, 2)
+    with pytest.raises(ScratchError, match="No space left on device"):
+        store.give(3, 4)
+    monkeypatch.setattr(os, "pwrite", lambda *args: 5)
+    with pytest.raises(ScratchError, match="wrote 5 of 32 bytes"):
+        store.give(3, 4)
+    store.close()
+    assert not scratch(fd)
+    os.close(fd)

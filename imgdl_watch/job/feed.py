@@ -49,6 +49,7 @@ from .dedupe import Dedupe
 from .folder import existing_file
 from .listformat import ListFormat
 from .listparse import InvalidLine, ListedUrl
+from .namestore import ScratchError
 from .outcomes import Outcomes
 from .rows import ListError, Row
 
@@ -103,6 +104,9 @@ def read_entries(
 
 
 _Batch = list[ListedUrl | InvalidLine]
+
+# A list past `dedupe.MEMORY_URLS` keeps what it gave out in the job folder.
+SCRATCH_FAILED = "cannot write the de-duplication's scratch file in the job folder"
 
 
 class _Named(NamedTuple):
@@ -356,6 +360,9 @@ class Feed:
                     return
                 except ListError as exc:
                     self.error = JobError("bad_header", str(exc))
+                    return
+                except ScratchError as exc:
+                    self.error = JobError("folder_error", f"{SCRATCH_FAILED}: {exc}")
                     return
                 if not batch:
                     self._outcomes.summary.listed = True

@@ -31,7 +31,8 @@ MB at 100M names) and the file, 16 bytes a name.
 
 The file is scratch, under a hidden temporary name in the job folder
 (`filesink.TEMP_PREFIX`, so that a crash's leftover is swept with the
-others); `close` removes it.
+others); `close` removes it. A file that cannot be made, written or read
+(a full disk, say) is a `ScratchError`, saying why.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ SUFFIX = ".names"
 # A pair is two native 64-bit ints (a key is 60 bits): the name's, its URL's.
 _PAIR = 2 * array("q").itemsize
 _KEY_BITS = 60
+
+
+class ScratchError(Exception):
+    """The scratch file cannot be made, written or read: `str()` says why."""
 
 
 class NameStore:
@@ -92,9 +97,12 @@ class NameStore:
         self._cache: dict[int, int] = {}
         self._dir_fd = dir_fd
         self.name = f"{TEMP_PREFIX}dedupe-{secrets.token_hex(8)}{SUFFIX}"
-        self._fd: int | None = os.open(
-            self.name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
-        )
+        try:
+            self._fd: int | None = os.open(
+                self.name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+            )
+        except OSError as exc:
+            raise ScratchError(exc.strerror or str(exc)) from exc
         self._end = 0
 
     def give_while_free(self, fps: Sequence[int], url_fps: Sequence[int], start: int) -> int:
@@ -176,8 +184,12 @@ class NameStore:
         assert self._fd is not None
         pending = self._pending[part]
         # The file is scratch: no sync, and a short write is an error.
-        if os.pwrite(self._fd, pending, self._end) != self._chunk_bytes:
-            raise OSError("short write to the de-duplication's scratch file")
+        try:
+            written = os.pwrite(self._fd, pending, self._end)
+        except OSError as exc:
+            raise ScratchError(exc.strerror or str(exc)) from exc
+        if written != self._chunk_bytes:
+            raise ScratchError(f"wrote {written} of {self._chunk_bytes} bytes")
         self._chunks[part].append(self._end)
         self._end += self._chunk_bytes
         del pending[:]
@@ -198,7 +210,10 @@ class NameStore:
                         return pending[at + 1]
         wanted = fp.to_bytes(8, sys.byteorder, signed=True)
         for offset in self._chunks[part]:
-            chunk = os.pread(self._fd, self._chunk_bytes, offset)
+            try:
+                chunk = os.pread(self._fd, self._chunk_bytes, offset)
+            except OSError as exc:
+                raise ScratchError(exc.strerror or str(exc)) from exc
             at = chunk.find(wanted)
             while at >= 0 and at % _PAIR:
                 at = chunk.find(wanted, at + 1)
