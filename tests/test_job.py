@@ -293,7 +293,7 @@ async def test_a_scratch_file_that_cannot_be_written_fails_the_job_saying_so(
     def full(*args: object) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(namestore.os, "pwrite", full)
+    monkeypatch.setattr(os, "pwrite", full)  # only the scratch file uses it
     urls = [f"{server.base}/img/{i}.jpg" for i in range(400)]
     with capture_logs() as logs:
         summary = await run(write_list(tmp_path / "cats.txt", urls), tmp_path / "out")
