@@ -178,6 +178,7 @@ def test_the_state_moves_to_disk_past_its_bound_and_is_swept_after_a_crash(
     # Killed without closing: the next run of the job sweeps it with the other temporaries.
     assert sweep_temp_files(folder) == 1
     assert not os.listdir(folder)
+    dedupe.close()  # its descriptor; the file is gone already
 
 
 def test_without_a_folder_everything_stays_in_memory(tmp_path: Path) -> None:

@@ -80,22 +80,50 @@ def test_each_name_has_the_owner_it_was_given_and_no_other_has_one(
     assert not scratch(folder)
 
 
-def test_an_owner_that_equals_a_name_is_not_taken_for_that_name(folder: int) -> None:
-    # Every name is a "maybe" (8 bits), one partition, chunks of two pairs:
-    # the first two pairs go to disk, the third stays pending. In both, an
-    # owner's value is the key asked, at an owner's place, not a name's.
+def every_bit_set(store: NameStore) -> None:
+    """Make the filter say "maybe" to every key, so that each one asked is
+    looked for in the pairs (a test's keys would otherwise be answered by
+    the filter alone)."""
+    store._filter[:] = b"\xff" * len(store._filter)
+
+
+def counting_preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    reads: list[int] = []
+    real = os.pread
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        reads.append(offset)
+        return real(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    return reads
+
+
+def test_an_owner_that_equals_a_name_is_not_taken_for_that_name(
+    folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One partition, chunks of two pairs: the first two pairs go to disk,
+    # the third stays pending. In both, an owner's value is the key asked,
+    # at an owner's place, not a name's.
     store = NameStore(folder, filter_bits=8, partitions=1, chunk_names=2)
     store.give(1, 500)
     store.give(2, 600)
     store.give(3, 700)
+    every_bit_set(store)
+    reads = counting_preads(monkeypatch)
     assert store.file_bytes == 32  # two pairs of two 8-byte ints, on disk
     assert store.owner(500) is None  # on disk, an owner
+    assert reads == [0]  # looked for on disk, not answered by the filter
     assert store.owner(700) is None  # pending, an owner
     assert store.owner(2) == 600 and store.owner(3) == 700
+    store.give(700, 800)  # pending twice: as an owner, then as a name
+    assert store.owner(700) == 800
     store.close()
 
 
-def test_a_name_spelled_across_two_ints_on_disk_is_not_found_there(folder: int) -> None:
+def test_a_name_spelled_across_two_ints_on_disk_is_not_found_there(
+    folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A little-endian pair (name, owner): the 8 bytes at offset 4 are the
     # name's high half then the owner's low half. A key that spells them is
     # found by `bytes.find` at an offset no pair starts at.
@@ -106,9 +134,13 @@ def test_a_name_spelled_across_two_ints_on_disk_is_not_found_there(folder: int) 
         8, "little"
     )
     store.give(name, owner)
-    assert store.file_bytes == 16
+    store.give(asked, 42)  # a second chunk, where `asked` is a name
+    every_bit_set(store)
+    reads = counting_preads(monkeypatch)
+    assert store.file_bytes == 32
     if sys.byteorder == "little":
-        assert store.owner(asked) is None
+        assert store.owner(asked) == 42  # the second chunk's, not the first's misaligned bytes
+        assert reads == [0, 16]
     assert store.owner(name) == owner
     store.close()
 
@@ -163,9 +195,63 @@ def test_a_folder_gone_or_full_is_one_clear_error(
     store.give(1, 2)
     with pytest.raises(ScratchError, match="No space left on device"):
         store.give(3, 4)
-    monkeypatch.setattr(os, "pwrite", lambda *args: 5)
-    with pytest.raises(ScratchError, match="wrote 5 of 32 bytes"):
-        store.give(3, 4)
+    # A write that takes 5 bytes, then fails: the disk filling up says so.
+    calls: list[int] = []
+
+    def filling(fd: int, data: bytes, offset: int) -> int:
+        calls.append(offset)
+        if len(calls) > 1:
+            full()
+        return 5
+
+    monkeypatch.setattr(os, "pwrite", filling)
+    with pytest.raises(ScratchError, match="No space left on device"):
+        store.give(5, 6)
+    assert calls == [0, 5]  # written on from where the short write stopped
+    monkeypatch.setattr(os, "pwrite", lambda *args: 0)
+    with pytest.raises(ScratchError, match="wrote 0 of 32 bytes"):
+        store.give(7, 8)
     store.close()
     assert not scratch(fd)
     os.close(fd)
+
+
+def test_short_writes_are_written_on_and_the_pairs_read_back(
+    folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.pwrite
+
+    def short(fd: int, data: bytes, offset: int) -> int:
+        return real(fd, bytes(data)[:5], offset)
+
+    monkeypatch.setattr(os, "pwrite", short)
+    store = NameStore(folder, filter_bits=8, partitions=1, chunk_names=2)
+    for name in range(1, 9):
+        store.give(name, name * 100)
+    assert store.file_bytes == 128
+    assert [store.owner(name) for name in range(1, 9)] == [n * 100 for n in range(1, 9)]
+    store.close()
+
+
+def test_closing_never_raises_and_forgets_the_file(
+    folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file system that fails close(2) (NFS reports a deferred error
+    # there) and unlink(2): the reader's `finally` must not raise.
+    store = NameStore(folder, filter_bits=8, partitions=1, chunk_names=1)
+    closes: list[object] = []
+
+    def failing(*args: object, **kwargs: object) -> None:
+        closes.append(args[0])
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "close", failing)
+    monkeypatch.setattr(os, "unlink", failing)
+    store.close()
+    store.close()  # tried once only
+    monkeypatch.undo()
+    assert len(closes) == 2  # close(2) and unlink(2), each once
+    fd = closes[0]
+    assert isinstance(fd, int)
+    os.close(fd)
+    assert len(scratch(folder)) == 1  # left for the next start's sweep

@@ -135,9 +135,9 @@ class Dedupe:
 
     def close(self) -> None:
         """Remove the disk state, if there is one."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
     @staticmethod
     def _classify_stored(urls: Sequence[str], store: NameStore) -> list[str | None]:

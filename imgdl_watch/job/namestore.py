@@ -172,27 +172,38 @@ class NameStore:
         return self._end
 
     def close(self) -> None:
-        """Remove the scratch file."""
-        if self._fd is None:
+        """Remove the scratch file.
+
+        Never raises: it runs in the reader's `finally`, where an error of
+        its own would hide the one that ended the reading. A file it could
+        not remove is a temporary one, swept at the job's next start."""
+        fd, self._fd = self._fd, None
+        if fd is None:
             return
-        os.close(self._fd)
-        self._fd = None
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with contextlib.suppress(OSError):
             os.unlink(self.name, dir_fd=self._dir_fd)
 
     def _write(self, part: int) -> None:
         assert self._fd is not None
         pending = self._pending[part]
-        # The file is scratch: no sync, and a short write is an error.
-        try:
-            written = os.pwrite(self._fd, pending, self._end)
-        except OSError as exc:
-            raise ScratchError(exc.strerror or str(exc)) from exc
-        if written != self._chunk_bytes:
-            raise ScratchError(f"wrote {written} of {self._chunk_bytes} bytes")
+        # Exactly one chunk, whatever a failed write left pending: the
+        # offsets assume it. The file is scratch: no sync. A short write
+        # (a disk filling up) is written on, so that a full disk says so.
+        size, written = self._chunk_bytes, 0
+        with memoryview(pending) as items, items.cast("B") as chunk:
+            while written < size:
+                try:
+                    done = os.pwrite(self._fd, chunk[written:size], self._end + written)
+                except OSError as exc:
+                    raise ScratchError(exc.strerror or str(exc)) from exc
+                if done <= 0:
+                    raise ScratchError(f"wrote {written} of {size} bytes")
+                written += done
         self._chunks[part].append(self._end)
-        self._end += self._chunk_bytes
-        del pending[:]
+        self._end += size
+        del pending[: self._chunk_items]
 
     def _look_up(self, fp: int) -> int | None:
         """Name `fp`'s owner, from its partition: the pairs pending, then
