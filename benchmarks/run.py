@@ -36,13 +36,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from benchmarks import corpus
+from benchmarks import corpus, outputfs
 from benchmarks import mix as mixes
 from benchmarks import server as servers
 from benchmarks.warm import WarmDaemon
 
 HERE = Path(__file__).parent
 WORK = HERE / "_work"
+# Where the rows write their files: a journaled ext4 of their own mounted
+# here when the run can make one (`outputfs`), else a plain folder.
+OUTPUTS = WORK / "outputs"
 # The command timed: by default the console script beside this Python; `make
 # bench` passes the product installed as users get it (not editable: the
 # editable install's import hook alone costs ~10 ms of start-up per command).
@@ -240,7 +243,7 @@ def warm_daemons(
     set_name: str, options: list[str], warm_up: list[str], *, nosync: bool
 ) -> Iterator[list[Warm]]:
     """The daemon rows of a set: started, warmed up with a short list, stopped at the end."""
-    root = Path(tempfile.mkdtemp(prefix=f"imgdl-bench-{set_name}-daemon-", dir=WORK))
+    root = Path(tempfile.mkdtemp(prefix=f"imgdl-bench-{set_name}-daemon-", dir=OUTPUTS))
     env = nosync_env() if nosync else None
     one = ["--workers", "0"]
     specs: list[tuple[str, dict[str, str] | None, list[str]]] = [(DAEMON, None, [])]
@@ -294,7 +297,7 @@ def compare(
     """Every row on the list, `rounds` times in turn. A row of ours that leaves a file that
     is not a corpus image, or (with `require_all`) saves fewer than `expected`, stops it."""
     runs: list[Run] = []
-    scratch = Path(tempfile.mkdtemp(prefix=f"imgdl-bench-{name}-", dir=WORK))
+    scratch = Path(tempfile.mkdtemp(prefix=f"imgdl-bench-{name}-", dir=OUTPUTS))
     try:
         for round_no in range(rounds):
             for row in rows:
@@ -396,7 +399,7 @@ def table(
 
 def side_by_side(
     name: str, list_path: Path, concurrency: int, rounds: int, known: corpus.Digests, images: int
-) -> list[Run]:
+) -> tuple[list[Run], dict[str, tuple[float, float]]]:
     """A set of the corpus on one host: imgdl-watch (fetch, warm daemon, and both under
     eatmydata), the references and the peers, all at `concurrency`."""
     options = ["--concurrency", str(concurrency), "--per-host", str(concurrency)]
@@ -406,8 +409,31 @@ def side_by_side(
         fetches.append(Command(NOSYNC, imgdl_fetch(options), env=env))
     warm_up = list_path.read_text().split()[:32]
     with warm_daemons(name, options, warm_up, nosync=True) as daemons:
-        return compare(name, list_path, [*fetches, *daemons, *peer_commands(concurrency)],
+        runs = compare(name, list_path, [*fetches, *daemons, *peer_commands(concurrency)],
                        rounds, known, images)  # fmt: skip
+        memory = {row.name: job_memory(row, list_path, f"{name}-memory") for row in daemons
+                  if row.name in (DAEMON, DAEMON_ONE)}  # fmt: skip
+    return runs, memory
+
+
+def show_memory(memory: dict[str, tuple[float, float]]) -> dict[str, object]:
+    """Print what `side_by_side`'s memory jobs held; return it for results.json."""
+    print(
+        "memory of one more job of each warm daemon, sampled every 10 ms (untimed), peak: "
+        + "; ".join(
+            f"{tool}: {once:.1f} MB counted once, {summed:.1f} MB of RSS summed"
+            for tool, (once, summed) in memory.items()
+        )
+    )
+    return {tool: {"counted_once_mb": round(once, 1), "rss_summed_mb": round(summed, 1)}
+            for tool, (once, summed) in memory.items()}  # fmt: skip
+
+
+def job_memory(row: Warm, list_path: Path, stem: str) -> tuple[float, float]:
+    """A warm daemon's peak memory over one job: (counted once, RSS summed)."""
+    once, summed, folder = row.daemon.sampled_job(list_path, stem, JOB_TIMEOUT_S)
+    shutil.rmtree(folder, ignore_errors=True)
+    return once, summed
 
 
 def mix_set(srv: servers.Servers, rounds: int, known: corpus.Digests) -> dict[str, object] | None:
@@ -524,7 +550,7 @@ def _finished_at_least(count: int, events: list[dict[str, object]]) -> bool:
 def pickup(
     srv: servers.Servers, paths: list[str], count: int, *, in_place: bool, settle: float
 ) -> tuple[float, float]:
-    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-pickup-", dir=WORK))
+    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-pickup-", dir=OUTPUTS))
     daemon = Daemon(root, "--settle", str(settle))
     dropped: dict[str, float] = {}
     try:
@@ -565,7 +591,7 @@ def long_list(srv: servers.Servers, lines: int) -> dict[str, Any]:
     server by its address.
     """
     assert srv.access_log is not None
-    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-lines-", dir=WORK))
+    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-lines-", dir=OUTPUTS))
     big, named = root / "long.txt", root / "named.txt"
     try:
         for path, base in ((big, srv.static), (named, None)):
@@ -610,7 +636,7 @@ def long_list(srv: servers.Servers, lines: int) -> dict[str, Any]:
 
 
 def flood(srv: servers.Servers, paths: list[str], lists: int) -> dict[str, float]:
-    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-flood-", dir=WORK))
+    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-flood-", dir=OUTPUTS))
     daemon = Daemon(root)
     staging = root / "staging"
     staging.mkdir()
@@ -632,7 +658,7 @@ def soak(
 ) -> dict[str, object]:
     """Many lists through one daemon, 50 at a time: does its memory or its count
     of open files creep? (Downloads are deleted after each batch.)"""
-    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-soak-", dir=WORK))
+    root = Path(tempfile.mkdtemp(prefix="imgdl-bench-soak-", dir=OUTPUTS))
     daemon = Daemon(root)
     status = Path(f"/proc/{daemon.proc.pid}/status")
     samples: list[tuple[int, float, int]] = []  # (lists done, RSS MB, open files)
@@ -677,10 +703,19 @@ def main() -> None:
         "--soak", type=int, default=0, metavar="LISTS",
         help="also run LISTS lists of 40 images through one daemon, for memory creep (1500: ~5 min)",
     )  # fmt: skip
+    parser.add_argument(
+        "--output-fs", choices=("own", "work"), default="own",
+        help="where rows write: an ext4 of their own (as root; see outputfs.py) or the work folder",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.imgdl:
         IMGDL[:] = [os.path.abspath(args.imgdl)]  # the tools run in their own folders
     WORK.mkdir(exist_ok=True)
+    with outputfs.output_root(OUTPUTS, own=args.output_fs == "own") as described:
+        bench(args, described)
+
+
+def bench(args: argparse.Namespace, outputs: str) -> None:
     root = WORK / "corpus"
     images, size = corpus.build(root)
     known = corpus.digests(root)
@@ -690,10 +725,11 @@ def main() -> None:
     print(
         f"corpus: {images} JPEGs, {size / 1e6:.1f} MB; server: {srv.kind}; {os.cpu_count()} cores; "
         f"no-sync rows: {'eatmydata' if nosync_env() else 'none (apt-get install eatmydata)'}; "
-        f"load average {os.getloadavg()[0]:.2f} before the run"
+        f"load average {os.getloadavg()[0]:.2f} before the run\nrows write to {outputs}"
     )
     results: dict[str, object] = {
         "server": srv.kind,
+        "outputs": outputs,
         "images": images,
         "load_at_start": os.getloadavg()[0],
     }
@@ -704,17 +740,19 @@ def main() -> None:
         for name, base in (("static", srv.static), ("latency", srv.latency)):
             lists[name] = WORK / f"{name}.txt"
             lists[name].write_text(seed.replace("https://cdn.pixabay.com", base))
-        static = side_by_side("static", lists["static"], 16, args.rounds, known, images)
+        static, memory = side_by_side("static", lists["static"], 16, args.rounds, known, images)
         results["static_c16"] = table(
             f"static files, 16 at once (median of {args.rounds})", static, images, lambda _: None
         )
+        results["static_memory"] = show_memory(memory)
         limit = math.ceil(images / 64) * LATENCY_S
-        latency = side_by_side("latency", lists["latency"], 64, args.rounds, known, images)
+        latency, memory = side_by_side("latency", lists["latency"], 64, args.rounds, known, images)
         results["latency_c64"] = table(
             f"{LATENCY_S * 1000:.0f} ms per response, 64 at once (physical limit {limit:.2f} s; "
             f"median of {args.rounds})",
             latency, images, lambda _: limit,
         )  # fmt: skip
+        results["latency_memory"] = show_memory(memory)
         results["runs"] = [asdict(r) for r in static + latency]
         floor = startup_floor()
         print(

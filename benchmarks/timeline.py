@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import corpus
+from . import corpus, outputfs
 from . import server as servers
-from .run import IMGDL, LATENCY_S, WORK
+from .run import IMGDL, LATENCY_S, OUTPUTS, WORK
 from .warm import WarmDaemon
 
 CONCURRENCY = 64
@@ -47,7 +47,16 @@ def main() -> None:
     srv = servers.start(root, latency=LATENCY_S, mix_paths=None)
     assert srv.access_log is not None, "the timeline needs nginx's access log"
     paths = corpus.seed_paths()
-    folder = Path(tempfile.mkdtemp(prefix="imgdl-bench-timeline-", dir=WORK))
+    with outputfs.output_root(OUTPUTS) as described:
+        print(f"the daemon writes to {described}")
+        folder = Path(tempfile.mkdtemp(prefix="imgdl-bench-timeline-", dir=OUTPUTS))
+        _timeline(args, srv, paths, folder)
+
+
+def _timeline(
+    args: argparse.Namespace, srv: servers.Servers, paths: list[str], folder: Path
+) -> None:
+    assert srv.access_log is not None
     daemon = WarmDaemon(
         [args.imgdl],
         folder / "daemon",

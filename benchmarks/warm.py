@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +110,47 @@ class WarmDaemon:
                     if line.startswith("VmHWM:"):
                         total += int(line.split()[1])
         return total / 1024 if total else float("nan")
+
+    def memory_mb(self) -> tuple[float, float]:
+        """What the daemon and its live children hold now, in MB: (counted
+        once, summed RSS). Counted once is the daemon's RSS plus each child's
+        private pages: a worker's pages that it shares with the daemon (the
+        interpreter, the libraries) are already in the daemon's RSS, where a
+        sum of RSS counts them twice (`/proc/PID/smaps_rollup`)."""
+        once = summed = 0
+        for at, pid in enumerate(self._tree()):
+            fields: dict[str, int] = {}
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+                    key, _, value = line.partition(":")
+                    fields[key] = int(value.split()[0])
+            rss = fields.get("Rss", 0)
+            summed += rss
+            once += (
+                rss if at == 0 else fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+            )
+        return once / 1024, summed / 1024
+
+    def sampled_job(
+        self, list_path: Path, stem: str, timeout: float, *, every_s: float = 0.01
+    ) -> tuple[float, float, Path]:
+        """One job, its memory sampled every `every_s` by a thread (untimed: the
+        sampling costs CPU): (peak counted once, peak summed RSS, its folder)."""
+        peaks = [0.0, 0.0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(every_s):
+                peaks[:] = map(max, peaks, self.memory_mb())
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            folder = self.job(list_path, stem, timeout)[2]
+        finally:
+            done.set()
+            sampler.join()
+        return peaks[0], peaks[1], folder
 
     def job(self, list_path: Path, stem: str, timeout: float) -> tuple[float, float, Path]:
         """Run one list; (wall seconds, CPU seconds, its folder)."""
