@@ -7,7 +7,8 @@ import contextlib
 
 import trio
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError, Settings, fetch_options
+from ..download.prefork import fork_spares
 from ..service.daemon import Daemon
 from ..service.hooks import check_commands
 from ..service.notify import NotifyError, targets
@@ -31,6 +32,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         notify = targets(settings.notify)
     except NotifyError as exc:
         raise ConfigError(str(exc)) from None
+    # Before anything opens a file or starts a thread: the download workers,
+    # forked here, share the imported modules' pages with this process.
+    spares = fork_spares(fetch_options(settings).workers)
     with contextlib.ExitStack() as stack:
         archive = open_archive(settings)
         if archive is not None:
@@ -52,6 +56,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             log_output=output,
             notify=notify,
             archive=archive,
+            spares=spares,
         )
         with closing_log(output):
             trio.run(daemon.run)

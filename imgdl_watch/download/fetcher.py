@@ -54,6 +54,7 @@ import os
 import random
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
@@ -71,6 +72,7 @@ from .filesink import FileSink, GroupCommit
 from .hostlimits import Verdict
 from .hostpolicy import HostPolicy
 from .options import FetchOptions, default_rules
+from .prefork import Spare
 from .redirects import next_hop
 from .retries import Attempts, with_retries
 from .retrypolicy import RETRY_AFTER_STATUSES
@@ -151,7 +153,10 @@ class Fetcher:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         rand: random.Random | None = None,
+        spares: Sequence[Spare] = (),
     ):
+        """`spares`: download workers forked before the loop (`prefork`), for
+        the first life of the workers (`options.workers`)."""
         self.options = options
         self._transports = Transports(
             timeout=request_timeout(connect=options.connect_timeout, read=options.read_timeout),
@@ -186,7 +191,7 @@ class Fetcher:
                 block_private=options.block_private,
                 durability=options.durability,
             )
-            self._workers = Workers(options.workers, setup)
+            self._workers = Workers(options.workers, setup, spares=spares)
         self._running = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Fetcher:

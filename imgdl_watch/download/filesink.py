@@ -49,6 +49,17 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 # that exists anyway (O_EXCL) is passed over for the next one.
 RUN_TOKEN = secrets.token_hex(8)
 _serial = itertools.count()
+
+
+def _renew_token() -> None:
+    """A forked child (a download worker, `prefork`) draws a token of its
+    own: its temporary files must never be taken for its parent's, which a
+    dead worker's sweep (`workers`, by its token) would remove."""
+    global RUN_TOKEN  # noqa: PLW0603 - the process's one token, read as a global
+    RUN_TOKEN = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_renew_token)
 # Names tried before a temporary file that cannot be created is an error.
 _TEMP_NAME_TRIES = 8
 

@@ -30,9 +30,10 @@ import trio
 
 from .. import errors as err
 from . import errands as e
+from . import filesink
 from .addressguard import guarding, literal_is_refused
 from .exchange import Redirect, Refusal, exchange
-from .filesink import RUN_TOKEN, FileSink, GroupCommit
+from .filesink import FileSink, GroupCommit
 from .transports import Transports, request_timeout
 from .wire import Wire
 
@@ -61,7 +62,7 @@ class _Worker:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._wire.flush)
-                self._wire.post(e.Hello(os.getpid(), RUN_TOKEN))
+                self._wire.post(e.Hello(os.getpid(), filesink.RUN_TOKEN))
                 while (message := await self._wire.receive()) is not None:
                     self._take(message, nursery)
                 nursery.cancel_scope.cancel()

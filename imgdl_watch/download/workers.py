@@ -47,7 +47,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 import trio
@@ -55,6 +55,7 @@ import trio
 from . import errands as e
 from .body import BodyRules
 from .filesink import TEMP_PREFIX, sweep_temp_files
+from .prefork import Spare
 from .wire import Wire
 
 log = structlog.get_logger("imgdl_watch")
@@ -74,6 +75,17 @@ RESTART_S: Final = 0.5
 EXIT_S: Final = 5.0
 
 _ids = itertools.count(1)
+
+
+class _Process(Protocol):
+    """A worker's process: a `trio.Process`, or a spare's `prefork.Forked`."""
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signum: int) -> None: ...
 
 
 def next_id() -> int:
@@ -229,23 +241,31 @@ class Link:
 
     # -- its life -----------------------------------------------------------
 
-    async def serve(self, setup: e.Setup, *, ready: Callable[[], object]) -> bool:
+    async def serve(
+        self, setup: e.Setup, *, ready: Callable[[], object], spare: Spare | None = None
+    ) -> bool:
         """Start the worker and serve it until it dies or the fetcher closes,
         calling `ready` once it has said Hello. False when it never did (it
-        could not be started, exited first, or said nothing in `START_S`)."""
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "imgdl_watch.download.workermain", str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        except OSError as exc:
-            parent.close()
-            log.warning("worker_not_started", worker=self.index, code=None, detail=str(exc))
-            return False
-        finally:
-            child.close()
+        could not be started, exited first, or said nothing in `START_S`).
+        With a `spare` (`prefork`), that is the worker; else it starts as a
+        program of its own."""
+        process: _Process
+        if spare is not None:
+            process, parent = spare.process, spare.sock
+        else:
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                process = await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "imgdl_watch.download.workermain", str(child.fileno())],
+                    pass_fds=(child.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                )
+            except OSError as exc:
+                parent.close()
+                log.warning("worker_not_started", worker=self.index, code=None, detail=str(exc))
+                return False
+            finally:
+                child.close()
         wire = Wire(parent)
         self._pongs = 0
         try:
@@ -262,7 +282,7 @@ class Link:
             await self._lost()
 
     async def _serve(
-        self, process: trio.Process, wire: Wire, setup: e.Setup, ready: Callable[[], object]
+        self, process: _Process, wire: Wire, setup: e.Setup, ready: Callable[[], object]
     ) -> bool:
         wire.post(setup)
         hello = None
@@ -335,7 +355,7 @@ def _sweep(dir_fd: int, prefix: str) -> None:
         sweep_temp_files(dir_fd, prefix)
 
 
-async def _end(process: trio.Process, *, at_once: bool) -> None:
+async def _end(process: _Process, *, at_once: bool) -> None:
     """Wait for the worker to exit (its socket is closed), then kill it; kill
     it `at_once` when it is hung."""
     with trio.CancelScope(shield=True):
@@ -358,9 +378,12 @@ class Workers:
     rather than three (benchmarks/README.md, "The second core").
     """
 
-    def __init__(self, count: int, setup: e.Setup) -> None:
+    def __init__(self, count: int, setup: e.Setup, *, spares: Sequence[Spare] = ()) -> None:
         self.links = [Link(i) for i in range(count)]
         self._setup = setup
+        # Workers forked before the loop (`prefork`): the first life of as
+        # many links; each other start is a program of its own.
+        self._spares = list(spares)
 
     def for_slot(self, slot: int) -> Link | None:
         """The ready worker that serves `slot`, or None: the fetcher's process does."""
@@ -398,7 +421,8 @@ class Workers:
 
         failures = 0
         while failures < START_FAILURES:
-            if await link.serve(self._setup, ready=ready):
+            spare = self._spares.pop() if self._spares else None
+            if await link.serve(self._setup, ready=ready, spare=spare):
                 failures = 0
                 log.warning("worker_lost", worker=link.index, pid=link.pid)
             else:

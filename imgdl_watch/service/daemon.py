@@ -36,6 +36,7 @@ import trio
 from ..config import Settings, check_categories, fetch_options
 from ..download.fetcher import Fetcher
 from ..download.hoststats import HostState
+from ..download.prefork import Spare
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import Claim, Inbox
 from ..inbox.watcher import ChangeSource, watchfiles_source
@@ -81,14 +82,16 @@ class Daemon:
         log_output: LogOutput | None = None,
         notify: Sequence[Target] = (),
         archive: Archive | None = None,
+        spares: Sequence[Spare] = (),
     ) -> None:
+        """`spares`: the download workers forked at start-up (`prefork`)."""
         self.settings = settings
         self.inbox = Inbox(settings.inbox, categories=[c.name for c in settings.categories])
         self.output = os.path.abspath(settings.output)
         self._notifier = notifier or Notifier()
         self._reload = reload
         self._log_output = log_output
-        self.fetcher = Fetcher(fetch_options(settings))
+        self.fetcher = Fetcher(fetch_options(settings), spares=spares)
         self._job_slots = trio.CapacityLimiter(settings.max_jobs)
         self._stopping = False
         self.intake = Intake(

@@ -1,0 +1,128 @@
+"""Download workers forked before the loop (`prefork`): real forks, a real daemon.
+
+Forking is only safe in a process of one thread, which the test process is
+not, so each fork here happens in a fresh interpreter: the daemon itself,
+or a short script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import trio
+
+from imgdl_watch.download.filesink import TEMP_PREFIX
+from imgdl_watch.download.prefork import Forked
+from tests.daemonproc import DaemonProcess, drop
+from tests.imageserver import ImageServer, image_bytes
+
+
+def python(script: str) -> dict[str, object]:
+    """Run `script` in a fresh interpreter; what it printed last, as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+async def test_a_forked_process_is_waited_for_and_signalled_through_its_pidfd() -> None:
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "30"], os.environ)
+    child = Forked(pid)
+    assert child.returncode is None
+    child.send_signal(signal.SIGKILL)
+    with trio.fail_after(10):
+        assert await child.wait() == -signal.SIGKILL
+    assert await child.wait() == -signal.SIGKILL  # once reaped, the same answer
+    # Reaped: its pid may be another process's now, and is never signalled.
+    with pytest.raises(ProcessLookupError):
+        child.send_signal(signal.SIGKILL)
+
+
+def test_a_forked_child_names_its_temporary_files_apart_from_its_parent() -> None:
+    # A dead worker's files are swept by its token: a child sharing its
+    # parent's would have the parent's own files swept.
+    result = python("""
+        import json, os
+        from imgdl_watch.download import filesink
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(write, filesink.RUN_TOKEN.encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(json.dumps({"parent": filesink.RUN_TOKEN, "child": os.read(read, 64).decode()}))
+    """)
+    assert result["parent"] != result["child"]
+    assert len(str(result["child"])) == 16
+
+
+def test_no_spares_with_a_second_thread_or_none_asked() -> None:
+    result = python("""
+        import json, os, threading
+        from imgdl_watch.download.prefork import fork_spares
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        with_thread = len(fork_spares(1))
+        stop.set()
+        thread.join()
+        none_asked = len(fork_spares(0))
+        (spare,) = fork_spares(1)
+        spare.sock.close()  # no Setup will come: the spare exits
+        _, status = os.waitpid(spare.process.pid, 0)
+        print(json.dumps({"with_thread": with_thread, "none_asked": none_asked,
+                          "exit": os.waitstatus_to_exitcode(status)}))
+    """)
+    assert result == {"with_thread": 0, "none_asked": 0, "exit": 0}
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("PPid:")).split()[1])
+
+
+def test_the_daemons_worker_is_forked_and_one_started_again_is_a_program(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    daemon = DaemonProcess(tmp_path, "--workers", "1", "--concurrency", "4", "--log-level", "debug")
+    (started,) = daemon.wait_event("worker_started")
+    first = int(started["pid"])
+    # Forked from the daemon: its child, running the daemon's own command line.
+    assert parent_of(first) == daemon.proc.pid
+    assert cmdline(first) == cmdline(daemon.proc.pid)
+    paths = [f"/img/fork/{i}.jpg" for i in range(16)]
+    drop(daemon.inbox, "fork.txt", "".join(server.base + p + "\n" for p in paths))
+    daemon.wait_event("job_finished")
+    served = [e for e in daemon.events("download_ok") if e.get("job") == "fork"]
+    assert len(served) == len(paths)
+    for path in paths:
+        name = path.rsplit("/", 1)[1]
+        assert (daemon.output / "fork" / name).read_bytes() == image_bytes(path)
+    # Killed, it is replaced by a worker started as a program of its own.
+    os.kill(first, signal.SIGKILL)
+    daemon.wait_event("worker_lost")
+    second = int(daemon.wait_event("worker_started", count=2)[-1]["pid"])
+    assert second != first
+    assert "imgdl_watch.download.workermain" in cmdline(second)
+    again = [f"/img/again/{i}.jpg" for i in range(16)]
+    drop(daemon.inbox, "again.txt", "".join(server.base + p + "\n" for p in again))
+    daemon.wait_event("job_finished", count=2)
+    for path in again:
+        name = path.rsplit("/", 1)[1]
+        assert (daemon.output / "again" / name).read_bytes() == image_bytes(path)
+    daemon.stop_cleanly()
+    left = [n for d in ("fork", "again") for n in os.listdir(daemon.output / d)]
+    assert not [n for n in left if n.startswith(TEMP_PREFIX)]
