@@ -24,6 +24,12 @@
     hoststats     what each host has seen of us, for status and metrics
     retrypolicy   what is retried, and how long to wait first
     addressguard  --block-private: the addresses a download may connect to
+    workers       --workers: worker processes that send requests for the fetcher
+    worker        a worker's process: requests, bodies and files, as told
+    workermain    a worker started as a program of its own
+    prefork       workers forked at start-up, sharing the daemon's imported pages
+    wire          the messages between the fetcher and a worker, over a socketpair
+    errands       what those messages are, and errors across them
 
 It knows neither the settings (`config` builds its `FetchOptions` and each
 job's `DownloadRules`), nor a job, nor a list.
