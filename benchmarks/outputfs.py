@@ -53,7 +53,8 @@ def journal_of(path: Path) -> str:
         capture_output=True,
         text=True,
     )
-    kind = found.stdout.strip() or "unknown filesystem"
+    # The mount on top, if a killed run left one under it.
+    kind = (found.stdout.strip().splitlines() or ["unknown filesystem"])[-1]
     if kind != "ext4":
         return kind
     dev = os.stat(path).st_dev
@@ -75,6 +76,10 @@ def output_root(folder: Path, *, own: bool = True) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     image = folder.with_name(folder.name + ".img")
     if own and os.geteuid() == 0 and shutil.which("mkfs.ext4"):
+        # A killed run's mount (its image deleted, its loop device held).
+        while _mounted(folder):
+            if subprocess.run(["umount", str(folder)], check=False).returncode != 0:
+                break
         with contextlib.suppress(FileNotFoundError):
             image.unlink()
         with image.open("wb") as handle:
@@ -95,3 +100,12 @@ def output_root(folder: Path, *, own: bool = True) -> Iterator[str]:
             return
         image.unlink()
     yield f"a folder of the work folder's filesystem ({journal_of(folder)})"
+
+
+def _mounted(folder: Path) -> bool:
+    return (
+        subprocess.run(
+            ["findmnt", "--mountpoint", str(folder)], check=False, capture_output=True
+        ).returncode
+        == 0
+    )
