@@ -103,6 +103,7 @@ def test_the_daemons_worker_is_forked_and_one_started_again_is_a_program(
     # Forked from the daemon: its child, running the daemon's own command line.
     assert parent_of(first) == daemon.proc.pid
     assert cmdline(first) == cmdline(daemon.proc.pid)
+    assert Path(f"/proc/{first}/comm").read_text().strip() == "imgdl-worker"
     paths = [f"/img/fork/{i}.jpg" for i in range(16)]
     drop(daemon.inbox, "fork.txt", "".join(server.base + p + "\n" for p in paths))
     daemon.wait_event("job_finished")
@@ -117,6 +118,7 @@ def test_the_daemons_worker_is_forked_and_one_started_again_is_a_program(
     second = int(daemon.wait_event("worker_started", count=2)[-1]["pid"])
     assert second != first
     assert "imgdl_watch.download.workermain" in cmdline(second)
+    assert Path(f"/proc/{second}/comm").read_text().strip() == "imgdl-worker"
     again = [f"/img/again/{i}.jpg" for i in range(16)]
     drop(daemon.inbox, "again.txt", "".join(server.base + p + "\n" for p in again))
     daemon.wait_event("job_finished", count=2)

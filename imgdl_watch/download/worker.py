@@ -37,6 +37,9 @@ from .filesink import FileSink, GroupCommit
 from .transports import Transports, request_timeout
 from .wire import Wire
 
+# A worker's process name (`/proc/PID/comm`, 15 bytes at most).
+PROCESS_NAME = "imgdl-worker"
+
 
 class _Worker:
     def __init__(self, wire: Wire, setup: e.Setup) -> None:
@@ -194,5 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     # group: both are the fetcher's to handle (its grace, its drain).
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+    # Its name in ps, top and the journal's _COMM: a forked worker's command
+    # line is the daemon's own, and a program's is only python's.
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(PROCESS_NAME)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         trio.run(_main, int(args[0]))

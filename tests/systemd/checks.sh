@@ -124,9 +124,12 @@ c_sandbox() {
 worker_of() { # the pid of a download worker child of $1, if any
     local c
     # Children are listed by the thread that started them: trio starts a
-    # process from a thread of its own.
+    # process from a thread of its own. A worker names itself imgdl-worker
+    # (forked at start-up, its command line is the daemon's own); one
+    # started as a program also says so in its command line.
     for c in $(X sh -c "cat /proc/$1/task/*/children"); do
-        if X cat "/proc/$c/cmdline" 2>/dev/null | tr '\0' ' ' | grep -qF imgdl_watch.download.worker; then
+        if [ "$(X cat "/proc/$c/comm" 2>/dev/null)" = imgdl-worker ] ||
+            X cat "/proc/$c/cmdline" 2>/dev/null | tr '\0' ' ' | grep -qF imgdl_watch.download.worker; then
             echo "$c"
             return
         fi
