@@ -128,3 +128,87 @@ def test_the_daemons_worker_is_forked_and_one_started_again_is_a_program(
     daemon.stop_cleanly()
     left = [n for d in ("fork", "again") for n in os.listdir(daemon.output / d)]
     assert not [n for n in left if n.startswith(TEMP_PREFIX)]
+
+
+async def test_waiting_for_a_forked_process_leaves_the_loop_free() -> None:
+    # On its pidfd: a live child is waited for without blocking the loop.
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "30"], os.environ)
+    child = Forked(pid)
+    with trio.move_on_after(0.2) as waited:
+        await child.wait()
+    assert waited.cancelled_caught and child.returncode is None
+    child.end(within_s=0)  # not gone at once: killed, and reaped
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_a_forked_worker_says_hello_with_a_token_of_its_own() -> None:
+    # The token a dead worker's files are swept by (`workers._lost`): the
+    # parent's would have the daemon's own files swept.
+    result = python("""
+        import json, trio
+        from imgdl_watch.download import errands as e, filesink
+        from imgdl_watch.download.durability import Durability
+        from imgdl_watch.download.prefork import end_spares, fork_spares
+        from imgdl_watch.download.wire import Wire
+        (spare,) = fork_spares(1)
+
+        async def hello():
+            wire = Wire(spare.sock)
+            wire.post(e.Setup(connect_timeout=5.0, read_timeout=5.0, block_private=False,
+                              durability=Durability.FILE))
+            with trio.fail_after(10):
+                return await wire.receive()
+
+        said = trio.run(hello)
+        end_spares([spare])
+        print(json.dumps({"pid": said.pid, "spare": spare.process.pid, "token": said.token,
+                          "parent": filesink.RUN_TOKEN, "code": spare.process.returncode}))
+    """)
+    assert result["pid"] == result["spare"]
+    assert result["token"] != result["parent"]
+    assert result["code"] == 0  # its socket closed, it exited
+
+
+def test_without_a_pidfd_there_are_no_spares_and_no_child_left() -> None:
+    result = python("""
+        import json, os
+        from imgdl_watch.download import prefork
+
+        def refused(pid):
+            raise OSError(38, "Function not implemented")
+
+        os.pidfd_open = refused
+        spares = prefork.fork_spares(1)
+        try:
+            os.waitpid(-1, os.WNOHANG)
+            left = True
+        except ChildProcessError:
+            left = False
+        print(json.dumps({"spares": len(spares), "child_left": left}))
+    """)
+    assert result == {"spares": 0, "child_left": False}
+
+
+def test_spares_no_worker_took_end_with_a_daemon_that_cannot_start(tmp_path: Path) -> None:
+    # The log file cannot be opened: the daemon exits at once, after forking.
+    # Run under a subreaper, which any child it left behind would come to.
+    result = python(f"""
+        import ctypes, json, os, subprocess, sys, time
+        PR_SET_CHILD_SUBREAPER = 36
+        assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        done = subprocess.run(
+            [sys.executable, "-m", "imgdl_watch", "run", "--inbox", "{tmp_path / "in"}",
+             "--output", "{tmp_path / "out"}", "--workers", "1",
+             "--log-file", "{tmp_path / "missing" / "x.log"}"],
+            capture_output=True, text=True, timeout=60,
+        )
+        time.sleep(0.5)  # an orphaned spare would see its socket close and exit
+        try:
+            orphan = os.waitpid(-1, os.WNOHANG)[0]
+        except ChildProcessError:
+            orphan = 0
+        print(json.dumps({{"code": done.returncode, "stderr": done.stderr, "orphan": orphan}}))
+    """)
+    assert result["code"] == 2, result["stderr"]
+    assert "Traceback" not in str(result["stderr"])
+    assert result["orphan"] == 0  # the daemon reaped its spare itself

@@ -8,7 +8,7 @@ import contextlib
 import trio
 
 from ..config import ConfigError, Settings, fetch_options
-from ..download.prefork import fork_spares
+from ..download.prefork import end_spares, fork_spares
 from ..service.daemon import Daemon
 from ..service.hooks import check_commands
 from ..service.notify import NotifyError, targets
@@ -36,6 +36,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     # forked here, share the imported modules' pages with this process.
     spares = fork_spares(fetch_options(settings).workers)
     with contextlib.ExitStack() as stack:
+        # Last: the spares no worker took (a start that failed after them).
+        stack.callback(end_spares, spares)
         archive = open_archive(settings)
         if archive is not None:
             stack.callback(archive.close)

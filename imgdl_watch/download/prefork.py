@@ -25,9 +25,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import select
 import signal
 import socket
+import sys
 import threading
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
@@ -36,6 +40,10 @@ import trio
 # A spare's exit status when its worker returned or raised.
 _EXIT_OK: Final = 0
 _EXIT_CRASHED: Final = 70  # EX_SOFTWARE
+# The return code of a child that something else reaped first.
+_STATUS_UNKNOWN: Final = 255
+# Seconds a spare no worker took has to exit once its socket is closed.
+SPARE_EXIT_S: Final = 5.0
 
 
 class Forked:
@@ -54,17 +62,43 @@ class Forked:
         if self.returncode is None:
             assert self._pidfd is not None
             await trio.lowlevel.wait_readable(self._pidfd)
-            # Readable once it has exited: reaping it does not block.
-            _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222
-            self.returncode = os.waitstatus_to_exitcode(status)
-            os.close(self._pidfd)
-            self._pidfd = None
+            self._reap()
+        assert self.returncode is not None
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
         if self._pidfd is None:
             raise ProcessLookupError(self.pid)
-        signal.pidfd_send_signal(self._pidfd, signum)
+        try:
+            signal.pidfd_send_signal(self._pidfd, signum)
+        except PermissionError:  # a filter that lets pidfd_open through, not this
+            os.kill(self.pid, signum)
+
+    def end(self, *, within_s: float) -> None:
+        """Blocking, for a spare no worker took: wait up to `within_s` for it
+        to exit (its socket closed), then kill it; reaped either way."""
+        if self._pidfd is None:
+            return
+        readable, _, _ = select.select([self._pidfd], [], [], within_s)
+        if not readable:
+            with contextlib.suppress(ProcessLookupError):
+                self.send_signal(signal.SIGKILL)
+        self._reap()
+
+    def _reap(self) -> None:
+        """Its exit status, once it has exited (waitid on the pidfd blocks
+        until then: called when the pidfd is readable, or after a kill)."""
+        assert self._pidfd is not None
+        try:
+            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
+        except ChildProcessError:  # reaped by someone else: its status is gone
+            self.returncode = _STATUS_UNKNOWN
+        else:
+            assert info is not None
+            exited = info.si_code == os.CLD_EXITED
+            self.returncode = info.si_status if exited else -info.si_status
+        os.close(self._pidfd)
+        self._pidfd = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +111,7 @@ class Spare:
 
 def fork_spares(count: int) -> list[Spare]:
     """`count` spares, or none where forking is not safe or not possible."""
-    if count <= 0 or threading.active_count() != 1 or not hasattr(os, "pidfd_open"):
+    if count <= 0 or not hasattr(os, "pidfd_open"):
         return []
     from . import worker  # noqa: PLC0415 - what the spares share, imported before they fork
 
@@ -86,7 +120,14 @@ def fork_spares(count: int) -> list[Spare]:
     # in the daemon as in the spares: a collection writes to each object it
     # visits, which would copy the shared pages.
     gc.collect()
+    # One thread, counted by the kernel: an extension's native thread is
+    # not in `threading`'s count.
+    if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
+        return []
     gc.freeze()
+    # What the child would otherwise write out again, from its copy.
+    sys.stdout.flush()
+    sys.stderr.flush()
     spares: list[Spare] = []
     for _ in range(count):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -109,11 +150,21 @@ def fork_spares(count: int) -> list[Spare]:
     return spares
 
 
+def end_spares(spares: Sequence[Spare], *, within_s: float = SPARE_EXIT_S) -> None:
+    """Blocking: end the spares no worker took (the daemon stopped before its
+    workers started, or could not start), so that none outlives it
+    unreaped. A spare a worker took is that worker's to end."""
+    for spare in spares:
+        spare.sock.close()
+    for spare in spares:
+        spare.process.end(within_s=within_s)
+
+
 def _be_a_worker(fd: int) -> NoReturn:  # pragma: no cover - runs in the spare, measured by tests
     """The spare's whole life: the worker, on descriptor `fd` alone (and the
     standard ones, stdin on /dev/null as for a worker started as a program).
     Never returns into the daemon's code, and runs none of its exit
-    handlers."""
+    handlers; what it raised is printed, as a program's traceback would be."""
     code = _EXIT_CRASHED
     try:
         os.closerange(3, fd)
@@ -125,5 +176,8 @@ def _be_a_worker(fd: int) -> NoReturn:  # pragma: no cover - runs in the spare, 
 
         main([str(fd)])
         code = _EXIT_OK
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
     finally:
         os._exit(code)
