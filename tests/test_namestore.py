@@ -160,14 +160,7 @@ def test_an_owner_read_from_disk_is_asked_of_the_disk_once(
 ) -> None:
     store = NameStore(folder, filter_bits=8, partitions=1, chunk_names=1)
     store.give(11, 12)
-    reads: list[int] = []
-    real = os.pread
-
-    def counting(fd: int, size: int, offset: int) -> bytes:
-        reads.append(offset)
-        return real(fd, size, offset)
-
-    monkeypatch.setattr(os, "pread", counting)
+    reads = counting_preads(monkeypatch)
     assert [store.owner(11) for _ in range(5)] == [12] * 5
     assert len(reads) == 1
     store.close()
