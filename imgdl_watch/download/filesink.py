@@ -49,6 +49,8 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 # that exists anyway (O_EXCL) is passed over for the next one.
 RUN_TOKEN = secrets.token_hex(8)
 _serial = itertools.count()
+# Names tried before a temporary file that cannot be created is an error.
+_TEMP_NAME_TRIES = 8
 
 
 def _renew_token() -> None:
@@ -60,8 +62,6 @@ def _renew_token() -> None:
 
 
 os.register_at_fork(after_in_child=_renew_token)
-# Names tried before a temporary file that cannot be created is an error.
-_TEMP_NAME_TRIES = 8
 
 
 def sweep_temp_files(dir_fd: int, prefix: str = TEMP_PREFIX) -> int:

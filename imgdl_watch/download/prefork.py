@@ -5,7 +5,8 @@ our download modules again: ~20 MB of its own, most of it those imports'
 objects. A worker forked from the daemon's process once it has imported
 them shares those pages with it, copied only as either side writes to them
 (`gc.freeze` first, so that no collection writes to them all), and costs
-~12 MB less (benchmarks/README.md, "Where the targets stand").
+~6 MB less: ~15 MB of private pages after a lag-set job against ~20-22
+(`/proc/PID/smaps`; benchmarks/README.md, "Where the targets stand").
 
 Forking is only safe in a process with one thread and no event loop yet, so
 the daemon forks its spares at start-up (`fork_spares`, in `cli.run`), one
