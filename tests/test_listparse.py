@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from imgdl_watch.job.listparse import (
@@ -17,6 +17,7 @@ from imgdl_watch.job.listparse import (
     parse_line,
     split_lines,
 )
+from imgdl_watch.naming import _PLAIN_SEGMENT, base_name
 from imgdl_watch.redact import EXCERPT_CHARS, log_url
 
 
@@ -284,3 +285,33 @@ def test_lines_and_entries_are_those_of_a_line_at_a_time(
         assert [(type(e), getattr(e, "host", None), getattr(e, "parsed", None)) for e in got] == [
             (type(e), getattr(e, "host", None), getattr(e, "parsed", None)) for e in expected
         ]
+        for e in got:
+            if isinstance(e, ListedUrl) and e.base is not None:
+                assert e.base == base_name(e.url)
+
+
+# Paths made mostly of what decides whether a last segment is a name as it
+# stands: its own characters, and what ends or splits a path.
+_PATHS = st.text(st.sampled_from("aZ09_-.") | st.sampled_from("/?#%:@!~"), max_size=60)
+
+
+@given(
+    st.builds(lambda lead, rest: lead + rest, st.sampled_from("/?#"), _PATHS),
+    st.integers(0, 300),
+    st.sampled_from(["", " ", "\t", " \r"]),
+)
+@example("/a.jpg?x=/b.png", 0, "")
+@example("/a/b.jpg#c/d.png", 0, "")
+@example("?x=/b.png", 0, "")
+@example("/" + "x" * 236 + ".jpg", 0, "")
+@example("/" + "x" * 237 + ".jpg", 0, "")
+def test_the_parser_finds_a_plain_base_name_as_base_name_does(
+    path: str, pad: int, blank: str
+) -> None:
+    head, _, tail = path.rpartition("/")
+    path = f"{head}/{'y' * pad}{tail}" if pad and "/" in path else path
+    (entry,) = entries(f"{blank}https://a.example{path}{blank}\n".encode())
+    assert isinstance(entry, ListedUrl) and entry.parsed is None
+    # Found exactly where `base_name`'s own fast path would find it, and equal.
+    assert (entry.base is not None) == (_PLAIN_SEGMENT.fullmatch(entry.url) is not None)
+    assert entry.base is None or entry.base == base_name(entry.url)

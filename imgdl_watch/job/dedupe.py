@@ -110,14 +110,19 @@ class Dedupe:
         self._make_store = store
         self._store: NameStore | None = None
 
-    def classify(self, urls: Sequence[str]) -> list[str | None]:
+    def classify(
+        self, urls: Sequence[str], bases: Sequence[str | None] | None = None
+    ) -> list[str | None]:
         """For each URL, in order: the name it gets, or None when it is a
-        duplicate of an earlier one in the list. Blocking: call from a thread."""
+        duplicate of an earlier one in the list. Blocking: call from a thread.
+
+        `bases`: each URL's `base_name` where the caller has it already (the
+        list parser's fast path finds most), None where it has not."""
+        bases = _base_names(urls, bases)
         if self._store is not None:
-            return self._classify_stored(urls, self._store)
+            return self._classify_stored(urls, bases, self._store)
         given = self._given
         owner, give = given.get, given.__setitem__
-        bases = [base_name(url) for url in urls]
         names: list[str | None] = list(bases)
         for at, (base_fp, url_fp) in enumerate(zip(keys(bases), keys(urls), strict=True)):
             # `settle`'s first step, inline: nearly every URL ends here, and
@@ -140,8 +145,9 @@ class Dedupe:
             store.close()
 
     @staticmethod
-    def _classify_stored(urls: Sequence[str], store: NameStore) -> list[str | None]:
-        bases = [base_name(url) for url in urls]
+    def _classify_stored(
+        urls: Sequence[str], bases: list[str], store: NameStore
+    ) -> list[str | None]:
         base_fps, url_fps = keys(bases), keys(urls)
         names: list[str | None] = list(bases)
         at, end = 0, len(urls)
@@ -154,3 +160,9 @@ class Dedupe:
             )
             at += 1
         return names
+
+
+def _base_names(urls: Sequence[str], known: Sequence[str | None] | None) -> list[str]:
+    if known is None:
+        return [base_name(url) for url in urls]
+    return [base_name(url) if base is None else base for url, base in zip(urls, known, strict=True)]

@@ -136,8 +136,9 @@ def _take(
     asked by `stat` (unless it was empty when the job began), and the
     archive by one query for the batch."""
     batch = list(islice(entries, count))
-    urls = [e.url for e in batch if isinstance(e, ListedUrl)]
-    names = dedupe.classify(urls)
+    listed = [e for e in batch if isinstance(e, ListedUrl)]
+    urls = [e.url for e in listed]
+    names = dedupe.classify(urls, [e.base for e in listed])
     existing: dict[int, str] = {}
     if not folder_empty:
         for at, name in enumerate(names):

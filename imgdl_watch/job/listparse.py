@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..naming import PLAIN_SEGMENT_PATTERN
 from ..redact import EXCERPT_CHARS, excerpt, redact
 
 if TYPE_CHECKING:
@@ -52,19 +53,28 @@ _BAD_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f]")
 # full checks. `tests/test_listparse.py` holds the property that the fast
 # path accepts nothing that the full checks refuse, with the same URL and host.
 # (Both cases spelled out rather than IGNORECASE, which costs a third more.)
-_PLAIN_URL_PATTERN = (
+_PLAIN_AUTHORITY = (
     r"[hH][tT][tT][pP][sS]?://"
     r"((?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]*[a-zA-Z][a-zA-Z0-9-]*(?:\.[a-zA-Z0-9-]+)*)"
-    r"(?::[1-9][0-9]{0,3})?(?:[/?#][!-~]*)?"
+    r"(?::[1-9][0-9]{0,3})?"
 )
-_PLAIN_URL = re.compile(_PLAIN_URL_PATTERN, re.ASCII)
+_PLAIN_URL = re.compile(rf"{_PLAIN_AUTHORITY}(?:[/?#][!-~]*)?", re.ASCII)
 # A line of a txt list that is a plain URL with at most ASCII blanks around
 # it, matched on its bytes as they were read: no decoding, strip or second
 # match for the line (~1.5 µs of the ~3.6 µs a line took; measure it again
-# with `benchmarks/lines_probe.py --reader`). Group 1 is the URL, 2 its host.
-# `parse_line` gives such a line exactly what this gives it (the property is
-# in `tests/test_listparse.py`); every other line goes through it.
-_PLAIN_LINE = re.compile(rf"[ \t\r\f\v]*({_PLAIN_URL_PATTERN})[ \t\r\f\v]*".encode("ascii"))
+# with `benchmarks/lines_probe.py --reader`). Group 1 is the URL, 2 its host,
+# 3 its last path segment when that is a name as it stands (`naming`'s
+# `PLAIN_SEGMENT_PATTERN`, after directories that hold no "?" or "#"), else
+# None: the same pass finds most URLs' base names, which `naming.base_name`
+# took ~0.6 µs more to match again (`timeit` the two ways).
+# `parse_line` gives such a line exactly what this gives it, and the base
+# name is `base_name`'s (the properties are in `tests/test_listparse.py`);
+# every other line goes through it.
+_PLAIN_LINE = re.compile(
+    rf"[ \t\r\f\v]*({_PLAIN_AUTHORITY}"
+    rf"(?:/(?:[!-\"$->@-~]*/)?({PLAIN_SEGMENT_PATTERN})(?:[?#][!-~]*)?|(?:[/?#][!-~]*)?)"
+    r")[ \t\r\f\v]*".encode("ascii")
+)
 
 
 # Not frozen: one is made for every URL of the list, and a frozen dataclass's
@@ -83,9 +93,12 @@ class ListedUrl:
     host: str = field(compare=False, repr=False)
     # A structured list's row the URL came from, with its data.
     row: Row | None = field(default=None, compare=False, repr=False)
+    # Its base name (`naming.base_name`), when the fast path found it; None:
+    # not looked for yet.
+    base: str | None = field(default=None, compare=False, repr=False)
 
     def with_row(self, row: Row) -> ListedUrl:
-        return ListedUrl(self.line, self.url, self.parsed, self.host, row)
+        return ListedUrl(self.line, self.url, self.parsed, self.host, row, self.base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +268,15 @@ def parse_chunks(chunks: Iterable[bytes]) -> Iterator[ListedUrl | InvalidLine]:
                 url = found[1]
                 if b"#" in url:
                     url = url.split(b"#", 1)[0]
-                yield ListedUrl(number, url.decode("ascii"), None, host.decode("ascii"))
+                base = found[3]
+                yield ListedUrl(
+                    number,
+                    url.decode("ascii"),
+                    None,
+                    host.decode("ascii"),
+                    None,
+                    None if base is None else base.decode("ascii"),
+                )
             elif (entry := parse_line(raw, number)) is not None:
                 yield entry
             number += 1
