@@ -268,7 +268,8 @@ def warm_daemons(
 
 
 class Throttled:
-    """429s in nginx's access log since a mark (its lines: msec, URI, status, address)."""
+    """429s in nginx's access log since a mark (its lines: msec, URI, status, address,
+    connection, request time)."""
 
     def __init__(self, access_log: Path) -> None:
         self.log = access_log

@@ -38,7 +38,7 @@ worker_shutdown_timeout 1s;
 error_log {work}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format timed '$msec $request_uri $status $server_addr';
+    log_format timed '$msec $request_uri $status $server_addr $connection $request_time';
     access_log {work}/access.log timed buffer=64k flush=50ms;
     client_body_temp_path {work}/tmp;
     proxy_temp_path {work}/tmp;
