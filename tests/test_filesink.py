@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,26 @@ def test_a_file_that_cannot_be_made_durable_fails_alone(
     assert names == ["0.jpg", "2.jpg"]  # 1.jpg never appeared
     batch[1].sink.discard()
     assert sorted(os.listdir(out_fd)) == ["0.jpg", "2.jpg"]
+
+
+def test_the_system_calls_are_libcs_and_found_without_a_child_process(tmp_path: Path) -> None:
+    # syncfs and renameat2 answer from libc itself (no fallback): found in
+    # the process's own symbols, where `ctypes.util.find_library` would have
+    # run `ldconfig -p` at every start.
+    assert syscalls._LIBC is not None
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert syscalls.syncfs(folder) is True
+        (tmp_path / "a").write_bytes(b"1")
+        (tmp_path / "b").write_bytes(b"2")
+        with pytest.raises(FileExistsError):
+            syscalls.rename_new("a", "b", dir_fd=folder)
+        syscalls.rename_new("a", "c", dir_fd=folder)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
+    finally:
+        os.close(folder)
+    probe = "import sys, imgdl_watch.download.syscalls; print(sorted(sys.modules))"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert "'ctypes.util'" not in found and "'ctypes'" in found

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 
@@ -22,8 +21,11 @@ _RENAME_NOREPLACE = 1
 
 
 def _libc() -> ctypes.CDLL | None:
+    # The process's own symbols (dlopen(NULL)), which hold libc's: the
+    # interpreter links it. `ctypes.util.find_library("c")` would run
+    # `ldconfig -p` in a child process at every start (strace -f -e execve).
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
