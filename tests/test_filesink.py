@@ -221,7 +221,7 @@ def test_the_system_calls_are_libcs_and_found_without_a_child_process(tmp_path: 
     # syncfs and renameat2 answer from libc itself (no fallback): found in
     # the process's own symbols, where `ctypes.util.find_library` would have
     # run `ldconfig -p` at every start.
-    assert syscalls._LIBC is not None
+    assert None not in (syscalls._SYNC_FILE_RANGE, syscalls._SYNCFS, syscalls._RENAMEAT2)
     folder = os.open(tmp_path, os.O_RDONLY)
     try:
         assert syscalls.syncfs(folder) is True
@@ -238,3 +238,24 @@ def test_the_system_calls_are_libcs_and_found_without_a_child_process(tmp_path: 
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert "'ctypes.util'" not in found and "'ctypes'" in found
+
+
+def test_without_renameat2_or_syncfs_in_libc_a_link_and_per_file_syncs_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An older libc (glibc before 2.28, musl before 1.2.5) has no renameat2.
+    monkeypatch.setattr(syscalls, "_RENAMEAT2", None)
+    monkeypatch.setattr(syscalls, "_SYNCFS", None)
+    monkeypatch.setattr(syscalls, "_SYNC_FILE_RANGE", None)
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert syscalls.syncfs(folder) is False
+        (tmp_path / "a").write_bytes(b"1")
+        (tmp_path / "b").write_bytes(b"2")
+        with pytest.raises(FileExistsError):
+            syscalls.rename_new("a", "b", dir_fd=folder)
+        syscalls.rename_new("a", "c", dir_fd=folder)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"b": b"2", "c": b"1"}
+        syscalls.start_writeback(folder)  # nothing to call: nothing happens
+    finally:
+        os.close(folder)

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import errno
 import os
+from collections.abc import Callable
 
 # From <fcntl.h> and <linux/fs.h>.
 _SYNC_FILE_RANGE_WRITE = 2
@@ -26,26 +27,31 @@ def _libc() -> ctypes.CDLL | None:
     # `ldconfig -p` in a child process at every start (strace -f -e execve).
     try:
         return ctypes.CDLL(None, use_errno=True)
-    except OSError:
+    except OSError:  # a static interpreter, which has no dlopen
         return None
 
 
 _LIBC = _libc()
+# Each call, or None where this libc has not got it (renameat2 came with
+# glibc 2.28 and musl 1.2.5), or there is none: its caller falls back then.
+_SYNC_FILE_RANGE: Callable[..., int] | None = getattr(_LIBC, "sync_file_range", None)
+_SYNCFS: Callable[..., int] | None = getattr(_LIBC, "syncfs", None)
+_RENAMEAT2: Callable[..., int] | None = getattr(_LIBC, "renameat2", None)
 
 
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing `fd`'s data now. Best effort: without
     it, the fdatasync that follows is only slower, never less safe."""
-    if _LIBC is not None:
-        _LIBC.sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
 
 
 def syncfs(fd: int) -> bool:
     """Flush the whole filesystem that holds `fd`. False where syncfs is not
-    to be had (no libc, or ENOSYS): the caller syncs file by file then."""
-    if _LIBC is None:
+    to be had (not in libc, or ENOSYS): the caller syncs file by file then."""
+    if _SYNCFS is None:
         return False
-    if _LIBC.syncfs(fd) == 0:
+    if _SYNCFS(fd) == 0:
         return True
     code = ctypes.get_errno()
     if code == errno.ENOSYS:
@@ -57,8 +63,8 @@ def rename_new(source: str, target: str, *, dir_fd: int) -> None:
     """Rename `source` to `target` in the folder `dir_fd`, never over an
     existing `target` (FileExistsError then). Where renameat2 or its flag is
     not to be had, a hard link and an unlink do the same, in two steps."""
-    if _LIBC is not None:
-        done = _LIBC.renameat2(
+    if _RENAMEAT2 is not None:
+        done = _RENAMEAT2(
             dir_fd, os.fsencode(source), dir_fd, os.fsencode(target), _RENAME_NOREPLACE
         )
         if done == 0:
