@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
 from hypothesis import example, given
@@ -19,6 +21,10 @@ from imgdl_watch.job.listparse import (
 )
 from imgdl_watch.naming import _PLAIN_SEGMENT, base_name
 from imgdl_watch.redact import EXCERPT_CHARS, log_url
+
+# Far beyond what the lines of the backtracking test take (~30 ms), and far
+# below what a matcher that backtracks over every split of a host would.
+HANG_S = 30
 
 
 def listed(line: int, url: str) -> ListedUrl:
@@ -315,3 +321,23 @@ def test_the_parser_finds_a_plain_base_name_as_base_name_does(
     # Found exactly where `base_name`'s own fast path would find it, and equal.
     assert (entry.base is not None) == (_PLAIN_SEGMENT.fullmatch(entry.url) is not None)
     assert entry.base is None or entry.base == base_name(entry.url)
+
+
+def test_lines_built_to_make_the_matcher_backtrack_do_not_hang_the_reader() -> None:
+    # Long hosts that end in a byte the fast path refuses: a pattern that can
+    # split a host two ways backtracks over every split (seconds a line at
+    # 8 KiB); these take milliseconds. Not a timing: the bound is only there
+    # so that a regression fails rather than hangs the suite.
+    lines = [
+        b"http://" + b"a" * 8100 + b"\x80",
+        b"http://" + b"a" * 4000 + b"/" + b"b" * 4000 + b"\x80",
+        b"http://" + b"a." * 4000 + b"\x80",
+        b"http://" + b"1-" * 4000 + b"a\x80",
+    ] * 5
+    done: list[list[ListedUrl | InvalidLine]] = []
+    reader = threading.Thread(target=lambda: done.append(entries(b"\n".join(lines), 8192)))
+    reader.daemon = True
+    reader.start()
+    reader.join(HANG_S)
+    assert done, f"20 lines took more than {HANG_S} s"
+    assert [getattr(e, "reason", None) for e in done[0]] == ["not_utf8"] * 20
