@@ -217,45 +217,36 @@ def test_a_file_that_cannot_be_made_durable_fails_alone(
     assert sorted(os.listdir(out_fd)) == ["0.jpg", "2.jpg"]
 
 
-def test_the_system_calls_are_libcs_and_found_without_a_child_process(tmp_path: Path) -> None:
-    # syncfs and renameat2 answer from libc itself (no fallback): found in
-    # the process's own symbols, where `ctypes.util.find_library` would have
-    # run `ldconfig -p` at every start.
-    assert None not in (syscalls._SYNC_FILE_RANGE, syscalls._SYNCFS, syscalls._RENAMEAT2)
-    folder = os.open(tmp_path, os.O_RDONLY)
-    try:
-        assert syscalls.syncfs(folder) is True
-        (tmp_path / "a").write_bytes(b"1")
-        (tmp_path / "b").write_bytes(b"2")
-        with pytest.raises(FileExistsError):
-            syscalls.rename_new("a", "b", dir_fd=folder)
-        syscalls.rename_new("a", "c", dir_fd=folder)
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
-    finally:
-        os.close(folder)
-    probe = "import sys, imgdl_watch.download.syscalls; print(sorted(sys.modules))"
-    found = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
-    assert "'ctypes.util'" not in found and "'ctypes'" in found
-
-
-def test_without_renameat2_or_syncfs_in_libc_a_link_and_per_file_syncs_do(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("libc", [True, False], ids=["libc", "fallbacks"])
+def test_the_system_calls_are_libcs_and_each_has_its_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libc: bool
 ) -> None:
-    # An older libc (glibc before 2.28, musl before 1.2.5) has no renameat2.
-    monkeypatch.setattr(syscalls, "_RENAMEAT2", None)
-    monkeypatch.setattr(syscalls, "_SYNCFS", None)
-    monkeypatch.setattr(syscalls, "_SYNC_FILE_RANGE", None)
+    # Found in the process's own symbols, where `ctypes.util.find_library`
+    # would have run `ldconfig -p` at every start; without them (an older
+    # libc: renameat2 came with glibc 2.28 and musl 1.2.5), the fallbacks:
+    # a link and an unlink, a sync per file, no early writeback.
+    if libc:
+        assert None not in (syscalls._SYNC_FILE_RANGE, syscalls._SYNCFS, syscalls._RENAMEAT2)
+    else:
+        for call in ("_RENAMEAT2", "_SYNCFS", "_SYNC_FILE_RANGE"):
+            monkeypatch.setattr(syscalls, call, None)
     folder = os.open(tmp_path, os.O_RDONLY)
     try:
-        assert syscalls.syncfs(folder) is False
+        assert syscalls.syncfs(folder) is libc
+        syscalls.start_writeback(folder)
         (tmp_path / "a").write_bytes(b"1")
         (tmp_path / "b").write_bytes(b"2")
         with pytest.raises(FileExistsError):
             syscalls.rename_new("a", "b", dir_fd=folder)
         syscalls.rename_new("a", "c", dir_fd=folder)
         assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"b": b"2", "c": b"1"}
-        syscalls.start_writeback(folder)  # nothing to call: nothing happens
     finally:
         os.close(folder)
+
+
+def test_finding_libc_imports_no_ctypes_util() -> None:
+    probe = "import sys, imgdl_watch.download.syscalls; print(sorted(sys.modules))"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert "'ctypes.util'" not in found and "'ctypes'" in found
