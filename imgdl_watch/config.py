@@ -27,7 +27,6 @@ import math
 import os
 import re
 import shlex
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -796,6 +795,10 @@ def _parse_one(option: Option, raw: Any, where: str) -> Any:
 
 
 def read_config_file(path: str) -> dict[str, Any]:
+    # Imported here: only a run with a config file reads TOML, and the import
+    # is 2-3 ms of every other command's start-up (`python -X importtime`).
+    import tomllib  # noqa: PLC0415
+
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)

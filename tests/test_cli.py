@@ -291,6 +291,25 @@ print("rich", rich.__name__)
     assert "async_ok" in done.stdout and "rich rich" in done.stdout
 
 
+def test_only_a_config_file_imports_the_toml_reader(tmp_path: Path) -> None:
+    # tomllib is 2-3 ms of start-up that a command without a config file
+    # has no use for.
+    config_file = tmp_path / "imgdl-watch.toml"
+    config_file.write_text("concurrency = 7\n")
+    probe = f"""
+import sys
+from imgdl_watch import config
+import imgdl_watch.cli.main
+config.resolve("fetch", {{}}, env={{}}, config_path=None)
+assert "tomllib" not in sys.modules
+assert config.resolve("fetch", {{}}, env={{}}, config_path={str(config_file)!r}).concurrency == 7
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_a_list_can_come_from_standard_input_or_a_pipe(server: ImageServer, tmp_path: Path) -> None:
     text = f"{server.base}/img/s1.jpg\n{server.base}/img/s2.jpg\n"
     command = [
