@@ -407,3 +407,24 @@ def test_daemons_that_open_a_new_archive_at_once_all_start(tmp_path: Path) -> No
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+def test_an_archive_that_cannot_be_read_now_finds_nothing_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    archive = Archive(str(tmp_path / "archive.db"))
+    archive.record([ArchivedFile("http://h/a.jpg", "ab" * 32, "/x/a.jpg", 1)])
+    assert list(archive.look_up_or_nothing(["http://h/a.jpg"])) == ["http://h/a.jpg"]
+
+    def unreadable(urls: object) -> dict[str, ArchivedFile]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(archive, "look_up", unreadable)
+    with capture_logs() as logs:
+        assert archive.look_up_or_nothing(["http://h/a.jpg"]) == {}  # downloaded again, then
+    assert [(e["event"], e["action"], e["detail"]) for e in logs] == [
+        ("archive_failed", "look_up", "disk I/O error")
+    ]
+    archive.close()

@@ -310,6 +310,25 @@ print("ok")
     assert done.stdout.strip() == "ok"
 
 
+def test_only_an_archive_imports_sqlite(tmp_path: Path) -> None:
+    # SQLite is ~1 MB of memory and 2-3 ms of start-up that a command
+    # without --archive has no use for.
+    probe = f"""
+import sys
+import imgdl_watch.cli.main, imgdl_watch.cli.run, imgdl_watch.cli.fetch
+from imgdl_watch import config
+from imgdl_watch.cli.common import open_archive
+assert open_archive(config.defaults("run")) is None
+assert "sqlite3" not in sys.modules, "sqlite3 imported"
+asked = config.resolve("run", {{"archive": {str(tmp_path / "a.db")!r}}}, env={{}}, config_path=None)
+open_archive(asked).close()
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok" and (tmp_path / "a.db").exists()
+
+
 def test_a_list_can_come_from_standard_input_or_a_pipe(server: ImageServer, tmp_path: Path) -> None:
     text = f"{server.base}/img/s1.jpg\n{server.base}/img/s2.jpg\n"
     command = [

@@ -14,18 +14,20 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
 from ..config import OPTIONS, ConfigError, Settings, resolve
 from ..errors import first_leaf
-from ..job.archive import Archive, ArchiveError
 from ..service.logs import LogFormat, LogOutput, configure
 from ..service.openfiles import OpenFilesError, files_needed
 from ..service.openfiles import ensure_open_files as raise_open_files
 from ..version import PROG
 from .parser import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from ..job.archive import Archive
 
 
 def tell(message: str) -> None:
@@ -106,6 +108,10 @@ def open_archive(settings: Settings) -> Archive | None:
     """`--archive`, opened (and created if new); one line if it cannot be."""
     if settings.archive is None:
         return None
+    # Imported here: SQLite is ~1 MB of memory and 2-3 ms of start-up that a
+    # command without --archive has no use for.
+    from ..job.archive import Archive, ArchiveError  # noqa: PLC0415
+
     try:
         return Archive(settings.archive)
     except ArchiveError as exc:

@@ -17,12 +17,12 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..config import Settings, download_rules, fetch_options, job_options
 from ..download.fetcher import Fetcher
-from ..job.archive import Archive
 from ..job.job import Job
 from ..job.listformat import ListFormat
 from ..naming import job_stem
@@ -38,6 +38,9 @@ from .common import (
 )
 from .parser import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .terminal import ProgressView, summary_paragraph
+
+if TYPE_CHECKING:
+    from ..job.archive import Archive
 
 # A job's failures that say its list cannot be read (exit 2); others exit 1.
 UNREADABLE_LIST = frozenset({"list_unreadable", "bad_header"})

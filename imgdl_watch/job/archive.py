@@ -162,6 +162,19 @@ class Archive:
                         found[url] = ArchivedFile(url, sha256, path, size)
         return found
 
+    def look_up_or_nothing(self, urls: Iterable[str]) -> dict[str, ArchivedFile]:
+        """`look_up`, or nothing when the archive cannot be read now
+        (`archive_failed` says why): those URLs are downloaded then."""
+        try:
+            return self.look_up(urls)
+        except sqlite3.Error as exc:
+            failed("look_up", exc)
+            return {}
+
+    def job_log(self, folder: str) -> ArchiveLog:
+        """What the job in `folder` takes from the archive and gives it."""
+        return ArchiveLog(self, folder)
+
     def record(self, files: list[ArchivedFile]) -> None:
         """Write `files` in one transaction (the newest file of a URL wins)."""
         now = time.time()

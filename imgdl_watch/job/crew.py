@@ -11,16 +11,19 @@ can, waits for room on the disk, downloads, and hands the outcome to
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
 from .. import errors as err
 from ..download.fetcher import Fetcher
 from ..download.rules import DownloadRules
-from .archive import ArchiveLog
 from .feed import Feed, Work
 from .folder import DiskSpace
 from .outcomes import Outcomes
+
+if TYPE_CHECKING:
+    from .archive import ArchiveLog
 
 # Worker tasks per download slot: while one writes its finished file to disk
 # (fdatasync can take milliseconds), the other already uses the slot for the

@@ -30,21 +30,18 @@ all the same (a worker then waits for its host), so memory stays bounded.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import httpx
 import trio
 
 from ..errors import JobError
 from . import listformat
-from .archive import Archive, ArchivedFile
-from .archive import failed as archive_failed
 from .dedupe import Dedupe
 from .folder import existing_file
 from .listformat import ListFormat
@@ -52,6 +49,9 @@ from .listparse import InvalidLine, ListedUrl
 from .namestore import ScratchError
 from .outcomes import Outcomes
 from .rows import ListError, Row
+
+if TYPE_CHECKING:
+    from .archive import Archive, ArchivedFile
 
 # Entries parsed per hop to a worker thread: the hop costs ~100 µs, parsing
 # an entry 2-20 µs (it is validated as a URL), so a batch amortises the hop.
@@ -152,11 +152,7 @@ def _take(
         for at, (url, name) in enumerate(zip(urls, names, strict=True))
         if name is not None and at not in existing
     ]
-    try:
-        archived = archive.look_up(wanted) if wanted else {}
-    except sqlite3.Error as exc:
-        archive_failed("look_up", exc)
-        return batch, named
+    archived = archive.look_up_or_nothing(wanted) if wanted else {}
     for at, (url, name) in enumerate(zip(urls, names, strict=True)):
         if name is not None and at not in existing and url in archived:
             named.archived[at] = archived[url]

@@ -19,7 +19,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 import trio
@@ -28,7 +28,6 @@ from ..download.fetcher import Fetcher
 from ..download.filesink import sweep_temp_files
 from ..download.rules import DownloadRules
 from ..errors import JobError
-from .archive import Archive, ArchiveLog
 from .crew import Crew
 from .feed import Feed
 from .folder import DiskSpace, is_empty, open_job_folder
@@ -36,6 +35,9 @@ from .listformat import ListFormat
 from .outcomes import Outcomes
 from .progress import JobSummary, report_progress
 from .report import JobReport, ReportPaths
+
+if TYPE_CHECKING:
+    from .archive import Archive
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -134,7 +136,7 @@ class Job:
         # --archive: what is looked up, reused and recorded (see `archive`).
         self._archive = archive
         self._archive_log = (
-            ArchiveLog(archive, os.path.join(output, name)) if archive is not None else None
+            archive.job_log(os.path.join(output, name)) if archive is not None else None
         )
         # The workers, once the list runs.
         self._crew: Crew | None = None

@@ -29,7 +29,7 @@ its first error is kept in `report_error`, and `stop()` is called once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -37,10 +37,12 @@ from .. import errors as err
 from .. import metrics
 from ..download.fetcher import Downloaded
 from ..redact import excerpt, log_url
-from .archive import Reused
 from .listparse import InvalidLine, ListedUrl
 from .progress import JobSummary
 from .rows import Row
+
+if TYPE_CHECKING:
+    from .archive import Reused
 
 log = structlog.get_logger("imgdl_watch")
 

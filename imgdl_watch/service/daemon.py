@@ -29,6 +29,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -40,7 +41,6 @@ from ..download.prefork import Spare
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import Claim, Inbox
 from ..inbox.watcher import ChangeSource, watchfiles_source
-from ..job.archive import Archive
 from ..job.progress import JobSummary
 from .events import Event
 from .hooks import Hooks, commands_of
@@ -51,6 +51,9 @@ from .openfiles import ensure_open_files, files_needed
 from .sdnotify import Notifier
 from .status import StatusFile, adopt_history
 from .statusreport import StatusReporter
+
+if TYPE_CHECKING:
+    from ..job.archive import Archive
 
 log = structlog.get_logger("imgdl_watch")
 

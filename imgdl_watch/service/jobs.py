@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -23,13 +24,15 @@ from ..download.fetcher import Fetcher
 from ..errors import JobError, first_leaf
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import Claim, Inbox
-from ..job.archive import Archive
 from ..job.job import Job
 from ..job.listformat import ListFormat
 from ..job.progress import JobSummary
 from ..job.report import ReportPaths
 from .events import Event
 from .status import StatusFile
+
+if TYPE_CHECKING:
+    from ..job.archive import Archive
 
 log = structlog.get_logger("imgdl_watch")
 
