@@ -144,6 +144,19 @@ async def test_redirect_loop_and_bad_scheme(server: ImageServer, out_fd: int) ->
     assert (await fails(server, out_fd, "/badredirect/x.jpg")).reason == "bad_redirect"
 
 
+async def test_a_host_that_dns_cannot_carry_fails_before_the_resolver(
+    server: ImageServer, out_fd: int
+) -> None:
+    # The resolver would raise UnicodeError for a label over 63 characters,
+    # which no HTTP layer translates: behind a redirect, and given directly.
+    far = f"http://{'c' * 64}.example/far.jpg"
+    exc = await fails(server, out_fd, f"/to/x.jpg?url={far}")
+    assert exc.reason == "bad_redirect" and "DNS" in exc.detail
+    with pytest.raises(err.UnknownHost, match="not a name DNS can carry"):
+        await get_url(far, out_fd)
+    assert files(out_fd) == []
+
+
 async def test_html_served_as_200_is_not_an_image(server: ImageServer, out_fd: int) -> None:
     exc = await fails(server, out_fd, "/html/x.jpg")
     assert exc.reason == "not_an_image"

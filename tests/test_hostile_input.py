@@ -40,6 +40,12 @@ def test_mixed_hostile_list(server: ImageServer, tmp_path: Path) -> None:
         f"{b}/img/other/1.jpg",  # look-alike name
         f"{b}/img/..%2F..%2Fescape.jpg",
         f"{b}/img/%2e%2e",
+        # Hosts that DNS cannot carry: the resolver would raise UnicodeError
+        # (a label over 63 characters, an empty label), which once ended the
+        # whole job; in the list, and behind a redirect.
+        f"http://{'a' * 3000}.example/long-label.jpg",
+        "http://a..b/empty-label.jpg",
+        f"{b}/to/x.jpg?url=http://{'c' * 64}.example/far.jpg",
     ]
     daemon = DaemonProcess(tmp_path, "--retries", "2", "--max-bytes", "10M")
     try:
@@ -51,8 +57,8 @@ def test_mixed_hostile_list(server: ImageServer, tmp_path: Path) -> None:
         daemon.stop_cleanly()
     assert (summary["ok"], summary["failed"], summary["invalid"], summary["duplicates"]) == (
         8,
-        6,
-        3,
+        7,
+        5,
         1,
     )
 
@@ -64,9 +70,17 @@ def test_mixed_hostile_list(server: ImageServer, tmp_path: Path) -> None:
         "page.jpg": "not_an_image",
         "huge.jpg": "too_large",
         "refused.jpg": "connect_error",
+        "far.jpg": "bad_redirect",
     }
     invalid = sorted((e["line"], e["reason"]) for e in daemon.events("url_invalid"))
-    assert invalid == [(12, "not_a_url"), (13, "bad_characters"), (14, "line_too_long")]
+    assert invalid == [
+        (12, "not_a_url"),
+        (13, "bad_characters"),
+        (14, "line_too_long"),
+        (19, "bad_host"),
+        (20, "bad_host"),
+    ]
+    assert not daemon.events("job_crashed")
     assert all(len(str(e.get("excerpt", ""))) <= 61 for e in daemon.events())
     assert server.counts["/status/404/gone.jpg"] == 1
     assert server.counts["/status/500/broken.jpg"] == 3
@@ -84,7 +98,7 @@ def test_mixed_hostile_list(server: ImageServer, tmp_path: Path) -> None:
     assert everything <= {"downloads", "inbox", "daemon.log", "daemon.stderr"}
     assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["mixed"]
     failed = (daemon.inbox / "failed" / "mixed.txt").read_text().splitlines()
-    assert len(failed) == 6
+    assert len(failed) == 7
 
 
 def test_a_file_name_that_is_not_utf8_stops_neither_the_watcher_nor_the_log(

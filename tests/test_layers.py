@@ -1,6 +1,6 @@
 """Imports point one way: cli -> service -> inbox and job -> download -> the shared modules.
 
-    shared      errors, naming, redact, metrics, version, startup: leaves
+    shared      errors, naming, hostnames, redact, metrics, version, startup: leaves
     download    one URL to one file (knows neither config, nor a job, nor a list)
     job         one list to one folder, through the download side
     inbox       which lists, when, and where they go (knows no job)
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parent.parent / "imgdl_watch"
-SHARED = frozenset({"errors", "naming", "redact", "metrics", "version", "startup"})
+SHARED = frozenset({"errors", "naming", "hostnames", "redact", "metrics", "version", "startup"})
 ALLOWED = {
     "shared": {"shared"},
     "download": {"shared", "download"},

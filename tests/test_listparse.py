@@ -7,6 +7,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from imgdl_watch.hostnames import dns_can_carry
 from imgdl_watch.job.listparse import (
     MAX_LINE_BYTES,
     InvalidLine,
@@ -181,7 +182,11 @@ def test_an_invalid_line_does_not_echo_its_password() -> None:
 
 # -- the fast path of check_url ------------------------------------------
 
-_LABEL = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", max_size=12)
+_LABEL_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
+# Short labels, and labels around DNS's bound of 63 (`hostnames`).
+_LABEL = st.one_of(
+    st.text(_LABEL_CHARS, max_size=12), st.text(_LABEL_CHARS, min_size=60, max_size=66)
+)
 _PRINTABLE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=60)
 # URLs shaped like the fast path's, and near misses: any of these may or may
 # not take it, and the property below must hold either way.
@@ -341,3 +346,28 @@ def test_lines_built_to_make_the_matcher_backtrack_do_not_hang_the_reader() -> N
     reader.join(HANG_S)
     assert done, f"{len(lines)} lines took more than {HANG_S} s"
     assert [getattr(e, "reason", None) for e in done[0]] == ["not_utf8", "malformed_url"] * 12
+
+
+@pytest.mark.parametrize(
+    ("host", "carried"),
+    [
+        ("a" * 63 + ".example", True),
+        ("a" * 64 + ".example", False),
+        ("a..b", False),
+        (".a.example", False),
+        ("a.example.", True),
+        (".".join(["a" * 63] * 4), False),  # 255 characters
+        (".".join(["a" * 62] * 4), True),  # 251
+        ("[::1]", True),
+    ],
+)
+def test_a_host_that_dns_cannot_carry_is_a_bad_host(host: str, carried: bool) -> None:
+    url = f"http://{host}/x.jpg"
+    got = entries(url.encode() + b"\n")
+    assert len(got) == 1
+    for entry in (got[0], check_url(url, 1), check_url_fully(url, 1)):
+        if carried:
+            assert isinstance(entry, ListedUrl), entry
+        else:
+            assert isinstance(entry, InvalidLine) and entry.reason == "bad_host", entry
+    assert dns_can_carry(host.strip("[]")) is carried

@@ -63,6 +63,7 @@ import httpx
 import trio
 
 from .. import errors as err
+from ..hostnames import dns_can_carry
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
 from .anonymous import Anonymous
@@ -297,6 +298,10 @@ class Fetcher:
         rules = rules or self.rules
         try:
             parsed = parsed or httpx.URL(url)
+            if not dns_can_carry(parsed.raw_host):
+                # A list's lines are refused before (`bad_host`); a URL from
+                # elsewhere must not reach the resolver's UnicodeError either.
+                raise err.UnknownHost(f"{parsed.host[:80]} is not a name DNS can carry")
             for lost in range(LOST_TRIES + 1):
                 file, got = await with_retries(
                     partial(self._attempt, parsed, dir_fd, name, rules),

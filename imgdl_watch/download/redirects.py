@@ -1,7 +1,8 @@
 """Following a redirect: where it leads, and whether we may go: pure logic, no I/O.
 
 We follow redirects ourselves rather than let httpx do it, so that every hop
-is checked: its scheme (http and https only), loops, and (in the fetcher)
+is checked: its scheme (http and https only), its host's name (one DNS
+can carry), loops, and (in the fetcher)
 the private-address guard and who gets credentials.
 """
 
@@ -12,6 +13,7 @@ from typing import Final
 import httpx
 
 from .. import errors as err
+from ..hostnames import dns_can_carry
 
 # Statuses that mean "it is elsewhere".
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -28,6 +30,9 @@ def next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:
         raise err.BadRedirect("unparseable Location") from exc
     if target.scheme not in ("http", "https") or not target.host:
         raise err.BadRedirect(f"redirect to {target.scheme}:")
+    if not dns_can_carry(target.raw_host):
+        # The resolver would refuse it with a UnicodeError (`hostnames`).
+        raise err.BadRedirect("redirect to a host name that DNS cannot carry")
     key = str(target.copy_with(fragment=None))
     if key in seen:
         raise err.RedirectLoop("redirect loop")

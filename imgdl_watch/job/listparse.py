@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..hostnames import MAX_LABEL, dns_can_carry
 from ..naming import PLAIN_SEGMENT_PATTERN
 from ..redact import EXCERPT_CHARS, excerpt, redact
 
@@ -50,7 +51,9 @@ _BAD_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f]")
 # on one regular expression (~1 µs), without urlsplit and httpx's parse
 # (~16 µs; measure both again with `timeit` on a list's line), and the
 # download parses it once, as it must anyway. Every other line takes the
-# full checks. `tests/test_listparse.py` holds the property that the fast
+# full checks. A host longer than one label's 63 characters also takes a
+# look at its labels' lengths (`hostnames`; the pattern's labels have no
+# bound, which would cost every line). `tests/test_listparse.py` holds the property that the fast
 # path accepts nothing that the full checks refuse, with the same URL and host.
 # (Both cases spelled out rather than IGNORECASE, which costs a third more.)
 #
@@ -190,7 +193,11 @@ def parse_line(raw: bytes | OverlongLine, line: int) -> ListedUrl | InvalidLine 
 def check_url(text: str, line: int) -> ListedUrl | InvalidLine:
     """`text` (a line, or a row's URL cell) as a URL we can download, or why not."""
     plain = _PLAIN_URL.fullmatch(text)
-    if plain is not None and "xn--" not in (host := plain[1].lower()):
+    if (
+        plain is not None
+        and "xn--" not in (host := plain[1].lower())
+        and (len(host) <= MAX_LABEL or dns_can_carry(host))
+    ):
         return ListedUrl(line, _without_fragment(text), None, host)
     return check_url_fully(text, line)
 
@@ -202,9 +209,13 @@ def check_url_fully(text: str, line: int) -> ListedUrl | InvalidLine:
         url = _without_fragment(text)
         try:
             parsed = httpx.URL(url)
-            return ListedUrl(line, url, parsed, parsed.host)
         except (httpx.InvalidURL, ValueError):
             reason = "malformed_url"
+        else:
+            # A host the resolver would refuse to look up (`hostnames`).
+            if dns_can_carry(parsed.raw_host):
+                return ListedUrl(line, url, parsed, parsed.host)
+            reason = "bad_host"
     return InvalidLine(line, reason, excerpt(redact(text)))
 
 
@@ -266,12 +277,16 @@ def as_utf8(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 def parse_chunks(chunks: Iterable[bytes]) -> Iterator[ListedUrl | InvalidLine]:
     """Every URL and every invalid line of a list, in list order."""
-    plain = _PLAIN_LINE.fullmatch
+    plain, max_label = _PLAIN_LINE.fullmatch, MAX_LABEL
     for first, lines in split_blocks(as_utf8(chunks)):
         number = first
         for raw in lines:
             found = plain(raw) if type(raw) is bytes else None
-            if found is not None and b"xn--" not in (host := found[2].lower()):
+            if (
+                found is not None
+                and b"xn--" not in (host := found[2].lower())
+                and (len(host) <= max_label or dns_can_carry(host))
+            ):
                 url = found[1]
                 if b"#" in url:
                     url = url.split(b"#", 1)[0]

@@ -1,0 +1,36 @@
+"""Whether DNS can carry a host name at all (RFC 1035: labels of 1 to 63
+bytes, 253 in all without the root's dot).
+
+httpx parses `http://` + 3000 letters + `.example/` as a URL, and so would a
+browser's address bar; but the resolver refuses the name before it asks
+anyone (Python's `idna` codec raises `UnicodeError: label empty or too
+long`, in `socket.getaddrinfo` and trio's alike), which is not an error any
+HTTP layer translates. So a list's line with such a host is invalid
+(`bad_host`), and a redirect to one fails as `unknown_host`, both before any
+request; neither may reach the resolver, where the `UnicodeError` would end
+the whole job.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# RFC 1035, 2.3.4: a label is at most 63 octets; a name at most 255 on the
+# wire, which is 253 characters written out without the root's dot.
+MAX_LABEL: Final = 63
+MAX_NAME: Final = 253
+
+
+def dns_can_carry(host: str | bytes) -> bool:
+    """Whether `host` (ASCII: as it goes to the resolver, IDNA labels
+    already encoded) is a name DNS can carry, or an IPv6 literal. An empty
+    host or label is not; one trailing dot (the root) is allowed."""
+    text = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+    if ":" in text:  # an IPv6 literal: no resolver is asked about it
+        return True
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > MAX_NAME:
+        return False
+    return all(0 < len(label) <= MAX_LABEL for label in name.split("."))
