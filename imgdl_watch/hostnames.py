@@ -6,9 +6,9 @@ browser's address bar; but the resolver refuses the name before it asks
 anyone (Python's `idna` codec raises `UnicodeError: label empty or too
 long`, in `socket.getaddrinfo` and trio's alike), which is not an error any
 HTTP layer translates. So a list's line with such a host is invalid
-(`bad_host`), and a redirect to one fails as `unknown_host`, both before any
-request; neither may reach the resolver, where the `UnicodeError` would end
-the whole job.
+(`bad_host`), a redirect to one fails as `bad_redirect`, and a download
+given one otherwise fails as `unknown_host`, all before any request; none
+may reach the resolver, where the `UnicodeError` would end the whole job.
 
 Pure: no I/O.
 """

@@ -51,10 +51,11 @@ _BAD_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f]")
 # on one regular expression (~1 µs), without urlsplit and httpx's parse
 # (~16 µs; measure both again with `timeit` on a list's line), and the
 # download parses it once, as it must anyway. Every other line takes the
-# full checks. A host longer than one label's 63 characters also takes a
-# look at its labels' lengths (`hostnames`; the pattern's labels have no
-# bound, which would cost every line). `tests/test_listparse.py` holds the property that the fast
-# path accepts nothing that the full checks refuse, with the same URL and host.
+# full checks. A host longer than one label's 63 characters also has its
+# labels' lengths looked at (`hostnames`): a bound in the pattern's labels
+# would cost every line. `tests/test_listparse.py` holds the property that
+# the fast path accepts nothing that the full checks refuse, with the same
+# URL and host.
 # (Both cases spelled out rather than IGNORECASE, which costs a third more.)
 #
 # The host is labels of letters, digits and hyphens between single dots, with
