@@ -306,16 +306,15 @@ def _cut(text: str) -> str:
 
 # The most download workers; more than the cores only adds hand-offs.
 MAX_WORKERS = 64
-AUTO_WORKERS_HELP = "for run, one fewer than the cores, 0 on one core; for fetch, 0"
+AUTO_WORKERS_HELP = (
+    "one fewer than the cores, 0 on one core; for fetch, only those it can fork at start-up"
+)
 
 
-def auto_workers(*, one_shot: bool = False) -> int:
-    """`--workers auto`: for the daemon, one fewer than the cores (its own
-    process keeps one, `download.workers`); for a one-shot command, none: it
-    would wait ~0.3 s for a worker to start, which a list of the seed's size
-    does not win back (benchmarks/README.md, "The second core")."""
-    if one_shot:
-        return 0
+def auto_workers() -> int:
+    """`--workers auto`: one fewer than the cores (the daemon's own process
+    keeps a share of the downloads, `download.workers`). `fetch` takes only
+    those of them that it can fork at its start (`cli.fetch`)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except OSError:  # a seccomp filter that refuses it: count the machine's
@@ -1017,9 +1016,8 @@ def defaults(command: str = "run") -> Settings:
     return resolve(command, {}, env={}, config_path=None)
 
 
-def fetch_options(settings: Settings, *, one_shot: bool = False) -> FetchOptions:
-    """The download side's options: the settings of the same names. `one_shot`:
-    for `fetch` (what `--workers auto` means differs)."""
+def fetch_options(settings: Settings) -> FetchOptions:
+    """The download side's options: the settings of the same names."""
     shared = {f.name for f in dataclasses.fields(FetchOptions)} - {
         "backoff",
         "durability",
@@ -1028,7 +1026,7 @@ def fetch_options(settings: Settings, *, one_shot: bool = False) -> FetchOptions
     return FetchOptions(
         **{name: getattr(settings, name) for name in shared},
         durability=Durability(settings.durability),
-        workers=auto_workers(one_shot=one_shot) if settings.workers is None else settings.workers,
+        workers=auto_workers() if settings.workers is None else settings.workers,
     )
 
 

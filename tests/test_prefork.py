@@ -85,6 +85,61 @@ def test_no_spares_with_a_second_thread_or_none_asked() -> None:
     assert result == {"with_thread": 0, "none_asked": 0, "exit": 0}
 
 
+def test_fetch_runs_on_auto_only_the_workers_it_can_fork() -> None:
+    # A worker started as a program takes ~0.3 s before fetch's first
+    # request; one that was asked for is started so all the same.
+    result = python("""
+        import json, threading
+        from imgdl_watch import config
+        from imgdl_watch.cli.fetch import download_side
+        from imgdl_watch.download.prefork import end_spares
+        config.auto_workers = lambda: 1  # whatever this machine's cores
+        auto = config.defaults("fetch")
+        asked = config.resolve("fetch", {"workers": "2"}, env={}, config_path=None)
+        def side(settings):
+            options, spares = download_side(settings)
+            end_spares(spares)
+            return [options.workers, len(spares)]
+        alone = side(auto)
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        with_thread = side(auto), side(asked)
+        stop.set()
+        thread.join()
+        print(json.dumps({"alone": alone, "with_thread": with_thread}))
+    """)
+    assert result == {"alone": [1, 1], "with_thread": [[0, 0], [2, 0]]}
+
+
+def test_fetchs_worker_is_forked(server: ImageServer, tmp_path: Path) -> None:
+    paths = [f"/slow/200/s{i}.jpg" for i in range(8)] + [f"/img/f/{i}.jpg" for i in range(24)]
+    (tmp_path / "forked.txt").write_text("".join(server.base + p + "\n" for p in paths))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgdl_watch", "fetch", "forked.txt", "--workers", "1",
+         "--concurrency", "4", "--log-format", "json", "--log-level", "debug"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == "worker_started":
+            pid = int(events[-1]["pid"])
+            # Forked from fetch: its child, running fetch's own command line.
+            assert parent_of(pid) == proc.pid
+            assert cmdline(pid) == cmdline(proc.pid)
+            break
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert [e for e in events if e["event"] == "worker_started"]
+    for path in paths:
+        name = path.rsplit("/", 1)[1]
+        assert (tmp_path / "forked" / name).read_bytes() == image_bytes(path)
+    assert len(os.listdir(tmp_path / "forked")) == len(paths)
+
+
 def cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 

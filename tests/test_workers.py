@@ -350,11 +350,12 @@ def test_a_workers_process_imports_no_command_line_tool() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_auto_is_cores_less_one_for_run_and_none_for_fetch() -> None:
+def test_auto_is_cores_less_one() -> None:
+    # For fetch, at most that: only the workers it can fork (test_prefork).
     from imgdl_watch import config
 
     cores = len(os.sched_getaffinity(0))
     assert config.fetch_options(config.defaults("run")).workers == max(0, cores - 1)
-    assert config.fetch_options(config.defaults("fetch"), one_shot=True).workers == 0
+    assert config.fetch_options(config.defaults("fetch")).workers == max(0, cores - 1)
     asked = config.resolve("fetch", {"workers": "2"}, env={}, config_path=None)
-    assert config.fetch_options(asked, one_shot=True).workers == 2
+    assert config.fetch_options(asked).workers == 2

@@ -15,7 +15,7 @@ import signal
 import stat
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,8 @@ import trio
 
 from ..config import Settings, download_rules, fetch_options, job_options
 from ..download.fetcher import Fetcher
+from ..download.options import FetchOptions
+from ..download.prefork import Spare, end_spares, fork_spares
 from ..job.job import Job
 from ..job.listformat import ListFormat
 from ..naming import job_stem
@@ -58,11 +60,13 @@ async def fetch_lists(
     settings: Settings,
     lists: list[tuple[str, int]],
     *,
+    options: FetchOptions,
+    spares: Sequence[Spare] = (),
     view: ProgressView | None = None,
     archive: Archive | None = None,
 ) -> Outcome:
     """Run each list in turn, until done or until SIGINT, SIGTERM or SIGHUP
-    (the terminal was closed).
+    (the terminal was closed). `options` and `spares`: see `download_side`.
 
     A signal cancels everything at once (a one-shot command has no grace
     period): temporary files go, finished images stay, and the next run
@@ -79,8 +83,7 @@ async def fetch_lists(
 
     outcome = Outcome.FAILED
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        options = fetch_options(settings, one_shot=True)
-        async with Fetcher(options) as fetcher, trio.open_nursery() as nursery:
+        async with Fetcher(options, spares=spares) as fetcher, trio.open_nursery() as nursery:
             nursery.start_soon(on_signal, signals, nursery.cancel_scope)
             if view is not None:
                 nursery.start_soon(view.refresh_loop)
@@ -145,8 +148,38 @@ def fetch(settings: Settings, lists: list[str]) -> int:
         # Standard input's list goes to OUTPUT/stdin/.
         fds.append(("stdin" if path == "-" else path, fd))
     check_writable_folder(settings.output, "output")
-    # Every list stays open from here, and one runs at a time.
+    # Every list stays open from here, and one runs at a time. Before the
+    # workers fork, so that they have the same limit.
     ensure_open_files(settings, jobs=len(fds) + 1)
+    # Before anything starts a thread (see `download_side`).
+    options, spares = download_side(settings)
+    try:
+        return _fetch(settings, fds, options, spares)
+    finally:
+        # The spares no worker took (a start that failed before its loop).
+        end_spares(spares)
+
+
+def download_side(settings: Settings) -> tuple[FetchOptions, list[Spare]]:
+    """The fetcher's options, and its download workers forked now (`prefork`).
+
+    With `--workers auto`, `fetch` runs only the workers it could fork here:
+    a fork is ready in milliseconds, sharing the modules imported already,
+    where a worker started as a program would take ~0.3 s to import them
+    again, before the first request, which a list of the seed's size does not
+    win back (benchmarks/README.md, "The second core"). A number asked for
+    is kept: the workers that cannot be forked start as programs.
+    """
+    options = fetch_options(settings)
+    spares = fork_spares(options.workers)
+    if settings.workers is None and len(spares) < options.workers:
+        options = options.replace(workers=len(spares))
+    return options, spares
+
+
+def _fetch(
+    settings: Settings, fds: list[tuple[str, int]], options: FetchOptions, spares: list[Spare]
+) -> int:
     # At a terminal: a progress bar, warnings above it, a summary after it.
     interactive = settings.log_format == "auto" and sys.stdout.isatty()
     archive = open_archive(settings)
@@ -156,11 +189,16 @@ def fetch(settings: Settings, lists: list[str]) -> int:
             if interactive:
                 with ProgressView() as view:
                     outcome = trio.run(
-                        partial(fetch_lists, view=view, archive=archive), settings, fds
+                        partial(
+                            fetch_lists, options=options, spares=spares, view=view, archive=archive
+                        ),
+                        settings,
+                        fds,
                     )
                 print(summary_paragraph(view.summaries, os.path.abspath(settings.output)))
             else:
-                outcome = trio.run(partial(fetch_lists, archive=archive), settings, fds)
+                run = partial(fetch_lists, options=options, spares=spares, archive=archive)
+                outcome = trio.run(run, settings, fds)
     finally:
         for _, fd in fds:
             os.close(fd)
