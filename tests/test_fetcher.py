@@ -15,7 +15,11 @@ import trio
 import trustme
 
 from imgdl_watch import errors as err
-from imgdl_watch.download.addressguard import AddressRefused, PublicOnlyResolver
+from imgdl_watch.download.addressguard import (
+    AddressRefused,
+    PublicOnlyResolver,
+    literal_is_refused,
+)
 from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.filesink import TEMP_PREFIX
 from imgdl_watch.download.options import FetchOptions
@@ -381,6 +385,56 @@ async def test_private_address_guard(server: ImageServer, out_fd: int) -> None:
     exc = await fails(server, out_fd, "/img/p.jpg", block_private=True)
     assert exc.reason == "blocked_address"
     assert server.counts["/img/p.jpg"] == 0
+
+
+# 127.0.0.1 as libc's inet_aton reads it, which trio connects to without
+# asking any resolver: each form once passed the guard and was downloaded.
+# (httpx refuses a dotted quad with a part over 255 or of four digits,
+# "0177.0.0.1", as an invalid URL.)
+LOOPBACK_FORMS = ["0x7f000001", "2130706433", "127.1", "0x7f.0.0.1", "017700000001"]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_FORMS)
+async def test_private_address_guard_reads_literals_as_libc_does(
+    server: ImageServer, out_fd: int, host: str
+) -> None:
+    port = server.base.rsplit(":", 1)[1]
+    url = f"http://{host}:{port}/img/forms/{host}.jpg"
+    async with Fetcher(options()) as fetcher:  # without the guard, it is loopback
+        await fetcher.download(url, dir_fd=out_fd, name="open.jpg")
+    async with Fetcher(options(block_private=True)) as fetcher:
+        with pytest.raises(err.BlockedAddress) as refused:
+            await fetcher.download(url, dir_fd=out_fd, name="blocked.jpg")
+    assert refused.value.attempts == 1
+    assert server.counts[f"/img/forms/{host}.jpg"] == 1
+    assert files(out_fd) == ["open.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("host", "refused"),
+    [
+        *((form, True) for form in LOOPBACK_FORMS),
+        ("0177.0.0.1", True),
+        ("0xa9fea9fe", True),  # 169.254.169.254, a cloud's metadata
+        ("10.1", True),
+        ("::1", True),
+        ("::127.0.0.3", True),  # IPv4-compatible
+        ("::ffff:10.0.0.1", True),  # IPv4-mapped
+        ("64:ff9b::a9fe:a9fe", True),  # NAT64 to 169.254.169.254
+        ("64:ff9b:1::a00:1", True),  # local-use NAT64 to 10.0.0.1
+        ("2002:7f00:3::1", True),  # 6to4 of 127.0.0.3
+        ("93.184.216.34", False),
+        ("0x5db8d822", False),  # 93.184.216.34
+        ("64:ff9b::5db8:d822", False),
+        ("2606:4700::1111", False),
+        ("images.example", False),  # a name: the resolver's to check
+        ("xn--zz.example", False),
+        ("1.2.3.4.5", False),
+    ],
+)
+@pytest.mark.in_process  # no download at all
+def test_a_literal_is_refused_by_what_it_reaches(host: str, refused: bool) -> None:
+    assert literal_is_refused(host) is refused
 
 
 async def test_symlink_in_folder_is_not_followed(

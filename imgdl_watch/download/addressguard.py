@@ -9,8 +9,14 @@ httpcore's included, passes through it, and addresses that are not public
 are dropped before any socket opens. A name with no public address at all
 fails the connection with `AddressRefused`.
 
-IP literals in URLs never reach a resolver (trio connects to them
-directly), so the fetcher checks those with `is_public` itself.
+IP literals in URLs never reach a resolver: trio asks libc for a numeric
+address first (`AI_NUMERICHOST`), and connects to one without asking the
+resolver. So the fetcher checks literals itself (`literal_is_refused`), as
+libc reads them: not only `127.0.0.1` and `::1`, but every form
+`inet_aton` takes (`0x7f000001`, `2130706433`, `127.1`, `0177.0.0.1`),
+which `ipaddress` refuses to parse and a check by it alone would take for
+names. An IPv6 address that carries an IPv4 one (mapped, compatible,
+NAT64, 6to4, Teredo) is public only if what it carries is too.
 
 Proxies from the environment are exempt. They are the operator's own, often
 on a private network, and it is the proxy that resolves and reaches the target.
@@ -34,12 +40,13 @@ class AddressRefused(OSError):
 
 
 def literal_is_refused(host: str) -> bool:
-    """True for an IP literal that is not public. Names are not literals: the
-    resolver checks what they resolve to."""
+    """True for an IP literal that is not public, in any form libc reads as
+    one. Names are not literals: the resolver checks what they resolve to."""
     try:
-        return not is_public(host)
-    except ValueError:
+        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):  # not numeric: a name
         return False
+    return not all(is_public(str(info[4][0])) for info in infos)
 
 
 @contextlib.contextmanager
@@ -56,12 +63,36 @@ def guarding(*, exempt: Iterable[str] = ()) -> Iterator[None]:
         trio.socket.set_custom_hostname_resolver(outer)
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address that a gateway (or
+# an old stack) reaches: NAT64's well-known and local-use prefixes (RFC 6052,
+# RFC 8215), and IPv4-compatible addresses (RFC 4291, deprecated).
+_CARRIES_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
 def is_public(address: str) -> bool:
-    """Whether a download may connect to `address` (an IPv4 or IPv6 literal)."""
+    """Whether a download may connect to `address` (an IPv4 or IPv6 address,
+    in its canonical form: what getaddrinfo returns)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    return all(one.is_global and not one.is_multicast for one in _with_carried(ip))
+
+
+def _with_carried(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[Any]:
+    """`ip`, and any IPv4 address it carries."""
+    found: list[Any] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            found.append(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            found.append(ip.sixtofour)
+        if ip.teredo is not None:
+            found.extend(ip.teredo)
+        if any(ip in prefix for prefix in _CARRIES_IPV4):
+            found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
 
 
 class PublicOnlyResolver(trio.abc.HostnameResolver):
