@@ -1,5 +1,6 @@
-"""Whether DNS can carry a host name at all (RFC 1035: labels of 1 to 63
-bytes, 253 in all without the root's dot).
+"""Whether a URL's host can be looked up at all: DNS must be able to carry
+it (RFC 1035: labels of 1 to 63 bytes, 253 in all without the root's dot),
+and httpx must be able to spell it.
 
 httpx parses `http://` + 3000 letters + `.example/` as a URL, and so would a
 browser's address bar; but the resolver refuses the name before it asks
@@ -10,12 +11,21 @@ HTTP layer translates. So a list's line with such a host is invalid
 given one otherwise fails as `unknown_host`, all before any request; none
 may reach the resolver, where the `UnicodeError` would end the whole job.
 
+The same goes for an `xn--` label that is not valid punycode
+(`xn--zz.example`): httpx parses the URL, but reading its `host` decodes
+the label with the `idna` package, which raises (`IDNAError`, a
+`ValueError`) wherever the host is read next. `readable_host` reads it
+once, at the same three places.
+
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    import httpx
 
 # RFC 1035, 2.3.4: a label is at most 63 octets; a name at most 255 on the
 # wire, which is 253 characters written out without the root's dot.
@@ -34,3 +44,12 @@ def dns_can_carry(host: str | bytes) -> bool:
     if not name or len(name) > MAX_NAME:
         return False
     return all(0 < len(label) <= MAX_LABEL for label in name.split("."))
+
+
+def readable_host(url: httpx.URL) -> str | None:
+    """`url.host`, or None when httpx cannot spell it (an `xn--` label that
+    is not valid IDNA)."""
+    try:
+        return url.host
+    except ValueError:  # idna.IDNAError and its kinds
+        return None

@@ -158,6 +158,15 @@ async def test_a_host_that_dns_cannot_carry_fails_before_the_resolver(
     assert exc.reason == "bad_redirect" and "DNS" in exc.detail
     with pytest.raises(err.UnknownHost, match="not a name DNS can carry"):
         await get_url(far, out_fd)
+    # Nor one httpx cannot spell: reading its host raised IDNAError.
+    spelled = "http://xn--zz.example/spelled.jpg"
+    exc = await fails(server, out_fd, f"/to/y.jpg?url={spelled}")
+    assert exc.reason == "bad_redirect" and "DNS" in exc.detail
+    with pytest.raises(err.UnknownHost, match=r"xn--zz\.example is not a name DNS can carry"):
+        await get_url(spelled, out_fd)
+    # And a port no TCP connection has: bad_redirect, not a connect_error tried again.
+    exc = await fails(server, out_fd, "/to/z.jpg?url=http://127.0.0.1:99999/z.jpg")
+    assert exc.reason == "bad_redirect" and exc.attempts == 1
     assert files(out_fd) == []
 
 

@@ -371,3 +371,23 @@ def test_a_host_that_dns_cannot_carry_is_a_bad_host(host: str, carried: bool) ->
         else:
             assert isinstance(entry, InvalidLine) and entry.reason == "bad_host", entry
     assert dns_can_carry(host.strip("[]")) is carried
+
+
+@pytest.mark.parametrize(
+    ("host", "readable"),
+    [
+        ("xn--zz.example", False),  # not valid punycode: httpx's .host raised IDNAError
+        ("XN--ZZ.example", False),
+        ("xn--", False),
+        ("xn--a.example", False),
+        ("xn--nxasmq6b.com", True),
+    ],
+)
+def test_a_host_httpx_cannot_spell_is_a_bad_host(host: str, readable: bool) -> None:
+    # Once a ListedUrl, its host is read everywhere: the IDNAError ended the job.
+    url = f"http://{host}/x.jpg"
+    for entry in (*entries(url.encode() + b"\n"), check_url(url, 1), check_url_fully(url, 1)):
+        if readable:
+            assert isinstance(entry, ListedUrl) and entry.host == "βόλοσ.com", entry
+        else:
+            assert isinstance(entry, InvalidLine) and entry.reason == "bad_host", entry

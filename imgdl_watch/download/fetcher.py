@@ -63,7 +63,7 @@ import httpx
 import trio
 
 from .. import errors as err
-from ..hostnames import dns_can_carry
+from ..hostnames import dns_can_carry, readable_host
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
 from .anonymous import Anonymous
@@ -298,10 +298,12 @@ class Fetcher:
         rules = rules or self.rules
         try:
             parsed = parsed or httpx.URL(url)
-            if not dns_can_carry(parsed.raw_host):
+            if not dns_can_carry(parsed.raw_host) or readable_host(parsed) is None:
                 # A list's lines are refused before (`bad_host`); a URL from
-                # elsewhere must not reach the resolver's UnicodeError either.
-                raise err.UnknownHost(f"{parsed.host[:80]} is not a name DNS can carry")
+                # elsewhere must not reach the resolver's UnicodeError, or
+                # httpx's IDNAError, either.
+                host = parsed.raw_host[:80].decode("ascii", "replace")
+                raise err.UnknownHost(f"{host} is not a name DNS can carry")
             for lost in range(LOST_TRIES + 1):
                 file, got = await with_retries(
                     partial(self._attempt, parsed, dir_fd, name, rules),

@@ -2,7 +2,7 @@
 
 We follow redirects ourselves rather than let httpx do it, so that every hop
 is checked: its scheme (http and https only), its host's name (one DNS
-can carry), loops, and (in the fetcher)
+can carry and httpx can spell), its port, loops, and (in the fetcher)
 the private-address guard and who gets credentials.
 """
 
@@ -13,8 +13,10 @@ from typing import Final
 import httpx
 
 from .. import errors as err
-from ..hostnames import dns_can_carry
+from ..hostnames import dns_can_carry, readable_host
 
+# The highest TCP port.
+MAX_PORT: Final = 65535
 # Statuses that mean "it is elsewhere".
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
@@ -28,11 +30,16 @@ def next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:
         target = current.join(location)
     except httpx.InvalidURL as exc:
         raise err.BadRedirect("unparseable Location") from exc
-    if target.scheme not in ("http", "https") or not target.host:
+    if target.scheme not in ("http", "https") or not target.raw_host:
         raise err.BadRedirect(f"redirect to {target.scheme}:")
-    if not dns_can_carry(target.raw_host):
-        # The resolver would refuse it with a UnicodeError (`hostnames`).
+    if not dns_can_carry(target.raw_host) or readable_host(target) is None:
+        # The resolver would refuse it with a UnicodeError, or httpx could
+        # not spell it (`hostnames`).
         raise err.BadRedirect("redirect to a host name that DNS cannot carry")
+    if target.port is not None and not 0 < target.port <= MAX_PORT:
+        # A list's line with such a port is malformed_url; here it would
+        # otherwise fail to connect, and be tried again.
+        raise err.BadRedirect(f"redirect to port {target.port}")
     key = str(target.copy_with(fragment=None))
     if key in seen:
         raise err.RedirectLoop("redirect loop")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..hostnames import MAX_LABEL, dns_can_carry
+from ..hostnames import MAX_LABEL, dns_can_carry, readable_host
 from ..naming import PLAIN_SEGMENT_PATTERN
 from ..redact import EXCERPT_CHARS, excerpt, redact
 
@@ -213,9 +213,11 @@ def check_url_fully(text: str, line: int) -> ListedUrl | InvalidLine:
         except (httpx.InvalidURL, ValueError):
             reason = "malformed_url"
         else:
-            # A host the resolver would refuse to look up (`hostnames`).
-            if dns_can_carry(parsed.raw_host):
-                return ListedUrl(line, url, parsed, parsed.host)
+            # A host the resolver would refuse to look up, or that httpx
+            # cannot spell (`hostnames`).
+            host = readable_host(parsed)
+            if host is not None and dns_can_carry(parsed.raw_host):
+                return ListedUrl(line, url, parsed, host)
             reason = "bad_host"
     return InvalidLine(line, reason, excerpt(redact(text)))
 
