@@ -16,6 +16,10 @@ LOG_URL_CHARS = 300
 # The password in `scheme://user:password@host`: logs show `***` instead.
 # (Neither part may hold a raw `@`, `/`, `?` or `#`, so the first `@` ends it.)
 _PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
+# The same, anywhere in a list's line or row (a row has other cells around
+# its URL, a bad line may have anything before it): a quote, a comma, a
+# semicolon or a space ends a part there too.
+_PASSWORDS_ANYWHERE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s\"',;]*):[^/?#@\s\"',;]*@")
 
 
 def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
@@ -27,6 +31,17 @@ def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     if len(shown) > limit:
         shown = shown[:limit]
     return shown + ("…" if len(text) > limit or len(shown) < len(cut) else "")
+
+
+def line_excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """`excerpt` of a list's line or row, every password in it shown as
+    `***`, found before the line is cut (a cut could leave the password and
+    take the `@` that marks it)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "backslashreplace")
+    if "@" in text:
+        text = _PASSWORDS_ANYWHERE.sub(r"\1:***@", text)
+    return excerpt(text, limit)
 
 
 def redact(url: str) -> str:

@@ -180,6 +180,22 @@ def test_an_invalid_line_does_not_echo_its_password() -> None:
     assert "s3cret" not in entry.excerpt and "alice:***@" in entry.excerpt
 
 
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"http://alice:s3cret@h.example/x.jpg\xff", "not_utf8"),
+        (b"http://alice:s3cret@h.example/x.jpg?" + b"q" * 70_000, "line_too_long"),
+        # A password longer than the excerpt: cut before its @, it would show.
+        (b"http://alice:" + b"s3cret" * 20 + b"@h.example/x.jpg?" + b"q" * 9000, "line_too_long"),
+        (b"junk before http://alice:s3cret@h.example/x.jpg", "bad_characters"),
+    ],
+)
+def test_no_invalid_line_echoes_its_password(line: bytes, reason: str) -> None:
+    (entry,) = entries(line + b"\n", chunk=4096)
+    assert isinstance(entry, InvalidLine) and entry.reason == reason, entry
+    assert "s3cret" not in entry.excerpt and "alice:***@" in entry.excerpt
+
+
 # -- the fast path of check_url ------------------------------------------
 
 _LABEL_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"

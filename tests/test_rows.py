@@ -255,3 +255,18 @@ def test_any_jsonl_row_the_writer_emits_reads_back_identically(
     failed.close()
     read = [e for e in _entries(path) if isinstance(e, ListedUrl)]
     assert [e.row.record if e.row else None for e in read] == [r.record for r in written]
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("pw.csv", b'url,caption\n"http://hank:pw4hank@h.example/1.jpg,x\n'),
+        ("pw.jsonl", b'{"url": "http://ivan:pw4ivan@h.example/1.jpg", bad\n'),
+        ("pw.csv", b"url,caption\nhttp://hank:pw4hank@h.example/1.jpg," + b"c" * 70_000 + b"\n"),
+    ],
+)
+def test_a_bad_row_does_not_echo_its_password(tmp_path: Path, name: str, data: bytes) -> None:
+    invalid = [e for e in _entries(_write(tmp_path / name, data)) if isinstance(e, InvalidLine)]
+    assert invalid, "the row should be invalid"
+    for entry in invalid:
+        assert "pw4" not in entry.excerpt and ":***@" in entry.excerpt, entry

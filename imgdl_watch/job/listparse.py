@@ -15,14 +15,14 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 from urllib.parse import urlsplit
 
 import httpx
 
 from ..hostnames import MAX_LABEL, dns_can_carry, readable_host
 from ..naming import PLAIN_SEGMENT_PATTERN
-from ..redact import EXCERPT_CHARS, excerpt, redact
+from ..redact import line_excerpt
 
 if TYPE_CHECKING:
     from .rows import Row
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 # A URL longer than this is junk from a scraper, not an image address: common
 # servers refuse request lines past 8 KiB, so nothing longer could succeed.
 MAX_LINE_BYTES = 8192
+
+# Bytes an overlong line keeps of its head, for its excerpt: far more than
+# the excerpt shows, so that a password in it is found and shown as ***
+# before the excerpt is cut (`redact.line_excerpt`).
+OVERLONG_HEAD_BYTES: Final = 1024
 
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -150,19 +155,19 @@ def split_blocks(
             else:
                 head = pending + head if pending else head
                 too_long = len(head) > max_line_bytes
-                pieces[0] = OverlongLine(head[:EXCERPT_CHARS]) if too_long else head
+                pieces[0] = OverlongLine(head[:OVERLONG_HEAD_BYTES]) if too_long else head
             if len(pieces) > 1 and max(map(len, cast("list[bytes]", pieces[1:]))) > max_line_bytes:
                 for i in range(1, len(pieces)):
                     piece = cast(bytes, pieces[i])
                     if len(piece) > max_line_bytes:
-                        pieces[i] = OverlongLine(piece[:EXCERPT_CHARS])
+                        pieces[i] = OverlongLine(piece[:OVERLONG_HEAD_BYTES])
             yield number, pieces
             number += len(pieces)
             pending, overlong = b"", None
         if overlong is None and tail:
             pending += tail
             if len(pending) > max_line_bytes:
-                overlong, pending = OverlongLine(pending[:EXCERPT_CHARS]), b""
+                overlong, pending = OverlongLine(pending[:OVERLONG_HEAD_BYTES]), b""
     if pending or overlong is not None:
         yield number, [overlong if overlong is not None else pending]
 
@@ -178,13 +183,13 @@ def split_lines(
 def parse_line(raw: bytes | OverlongLine, line: int) -> ListedUrl | InvalidLine | None:
     """Classify one line of a list. `None` means: nothing to do (blank or comment)."""
     if isinstance(raw, OverlongLine):
-        return InvalidLine(line, "line_too_long", excerpt(raw.head))
+        return InvalidLine(line, "line_too_long", line_excerpt(raw.head))
     if line == 1 and raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM) :]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return InvalidLine(line, "not_utf8", excerpt(raw))
+        return InvalidLine(line, "not_utf8", line_excerpt(raw))
     text = text.strip()
     if not text or text.startswith("#"):
         return None
@@ -219,7 +224,7 @@ def check_url_fully(text: str, line: int) -> ListedUrl | InvalidLine:
             if host is not None and dns_can_carry(parsed.raw_host):
                 return ListedUrl(line, url, parsed, host)
             reason = "bad_host"
-    return InvalidLine(line, reason, excerpt(redact(text)))
+    return InvalidLine(line, reason, line_excerpt(text))
 
 
 def _without_fragment(text: str) -> str:

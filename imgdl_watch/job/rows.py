@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..redact import excerpt
+from ..redact import line_excerpt
 from .listparse import InvalidLine, ListedUrl, OverlongLine, check_url
 
 # A row of a structured list at most: a URL (at most 8 KiB, see
@@ -117,7 +117,7 @@ class _Lines:
         if not self.row:
             return ""
         raw = self.row[0][1]
-        return excerpt(raw.head if isinstance(raw, OverlongLine) else raw)
+        return line_excerpt(raw.head if isinstance(raw, OverlongLine) else raw)
 
     def read_again(self) -> None:
         """Give back the row's lines after its first, to be read next."""
@@ -223,19 +223,19 @@ def parse_jsonl(
     """Every URL and every invalid line of a jsonl list: one object per line."""
     for number, raw in lines:
         if isinstance(raw, OverlongLine):
-            yield InvalidLine(number, "row_too_long", excerpt(raw.head))
+            yield InvalidLine(number, "row_too_long", line_excerpt(raw.head))
             continue
         data = raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
         if not data.strip():
             continue
         reason, record = _json_object(data)
         if record is None:
-            yield InvalidLine(number, reason, excerpt(data))
+            yield InvalidLine(number, reason, line_excerpt(data))
             continue
         key = url_column_of(list(record), url_column)
         url = record.get(key) if key is not None else None
         if not isinstance(url, str):
-            yield InvalidLine(number, "no_url", excerpt(data))
+            yield InvalidLine(number, "no_url", line_excerpt(data))
             continue
         entry = check_url(url.strip(), number)
         if isinstance(entry, ListedUrl):
