@@ -44,6 +44,16 @@ def line_excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     return excerpt(text, limit)
 
 
+def printable(text: str) -> str:
+    """`text` with each character that a terminal would act on or that hides
+    what follows (control characters, ESC's sequences, bidi overrides, line
+    separators) written as Python escapes it, for a person's terminal. A
+    list's name or URL may hold any of them; JSON escapes them already."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def redact(url: str) -> str:
     """`url` with the password of its userinfo, if any, replaced by `***`."""
     if "@" not in url:

@@ -127,3 +127,15 @@ def test_a_reload_whose_log_folder_is_gone_goes_on_without_the_file(
     assert daemon.stderr_path.read_text() == ""
     in_file = json_lines((folder / "daemon.log").read_text())
     assert in_file[1]["event"] == "log_file_ok" and in_file[1]["lost_lines"] > 0
+
+
+def test_a_console_line_escapes_what_a_terminal_would_act_on() -> None:
+    # A list's name went raw into list_claimed's file= at a terminal: ESC's
+    # sequences could recolour it, retitle the window or hide what follows.
+    stream = io.StringIO()
+    output = logs.LogOutput(stream=stream, console=True, log_file=None)
+    name = "\x1b]0;TITLE\x07\x1b[2Jcats\u202e.txt"
+    output.emit(event="list_claimed", level="info", file=name, size=3)
+    line = stream.getvalue()
+    assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+    assert "file=\\x1b]0;TITLE\\x07\\x1b[2Jcats\\u202e.txt" in line

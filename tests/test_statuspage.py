@@ -252,3 +252,14 @@ def test_read_only_and_loopback_names_only(page_server: StatusServer) -> None:
     assert status == 421 and b"cats" not in body
     for host in ("localhost", f"127.0.0.1:{page_server.port}", "[::1]:9", "localhost:1"):
         assert get(page_server, "/status.json", host=host)[0] == 200, host
+
+
+def test_the_status_text_escapes_what_a_terminal_would_act_on() -> None:
+    # A list named with ESC's sequences (a colour, a window title, a bell)
+    # reached the operator's terminal raw through `imgdl-watch status`.
+    name = "\x1b[31mRED\x1b]0;TITLE\x07\x1b[0m\u202e"
+    document = hostile_document() | {"hosts": [], "queued": [f"{name}.txt"]}
+    document["running"][0]["job"] = document["recent"][0]["job"] = name
+    text = render(document)
+    assert all(line.isprintable() for line in text.splitlines())
+    assert text.count("\\x1b[31mRED\\x1b]0;TITLE\\x07\\x1b[0m\\u202e") == 3

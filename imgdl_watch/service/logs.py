@@ -33,6 +33,7 @@ from typing import IO, Any, Literal
 
 import structlog
 
+from ..redact import printable
 from ..version import PROG
 
 LogFormat = Literal["auto", "json", "console"]
@@ -116,7 +117,13 @@ class LogOutput:
                 if self._console is not None:
                     # A person at a terminal gets the one-line error, never a
                     # traceback; the JSON sinks keep it for whoever debugs.
-                    shown = {k: v for k, v in event.items() if k != "traceback"}
+                    # Escaped too, what a terminal would act on: a list's
+                    # name may hold ESC's sequences.
+                    shown = {
+                        k: printable(v) if isinstance(v, str) else v
+                        for k, v in event.items()
+                        if k != "traceback"
+                    }
                     stream.write(self._console(None, "", shown) + "\n")
                 else:
                     line = _json_line(event)

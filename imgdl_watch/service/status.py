@@ -26,6 +26,7 @@ from ..config import is_category_name
 from ..inbox.lifecycle import Inbox, is_list_name
 from ..job.progress import Snapshot
 from ..naming import job_stem
+from ..redact import printable
 
 # Seconds between two writes of the status file.
 STATUS_INTERVAL_S = 1.0
@@ -323,7 +324,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  ... and {len(report['queued']) - 20} more")
     lines.append(f"last finished: {len(report['recent'])}")
     lines.extend(_each(_finished_line, report["recent"]))
-    return "\n".join(lines)
+    # A list's name may hold what a terminal would act on (ESC's sequences).
+    return "\n".join(printable(line) for line in lines)
 
 
 def _finished_line(job: dict[str, Any]) -> str:
