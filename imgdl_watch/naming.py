@@ -76,7 +76,9 @@ ADDED_EXTENSIONS = tuple(sorted(set(_IMAGE_EXTENSIONS.values())))
 def _is_unsafe_char(char: str) -> bool:
     # Cc: control characters, NUL included. Cf: invisible format characters
     # such as right-to-left overrides, which make a name lie about itself.
-    return char in "/\\" or unicodedata.category(char) in ("Cc", "Cf", "Cs")
+    # Zl, Zp: the line and paragraph separators, which break a name in two
+    # for whatever reads names line by line.
+    return char in "/\\" or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")
 
 
 def _truncate_utf8(text: str, limit: int) -> str:

@@ -29,6 +29,7 @@ def assert_safe(name: str) -> None:
     assert not name.startswith(".")
     assert "/" not in name and "\\" not in name and "\0" not in name
     assert all(ord(c) >= 32 and c != "\x7f" for c in name)
+    assert "\u2028" not in name and "\u2029" not in name and "\u202e" not in name
     assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
     assert os.path.basename(os.path.normpath(os.path.join("/job", name))) == name
     assert os.path.dirname(os.path.normpath(os.path.join("/job", name))) == "/job"
@@ -41,6 +42,8 @@ def test_names_from_urls() -> None:
     assert base_name("http://x/%2e%2e") == "image"
     assert base_name("http://x/.hidden.png") == "hidden.png"
     assert base_name("http://x/a%00b%0a.jpg") == "a_b_.jpg"
+    # The line and paragraph separators would break the name in two.
+    assert base_name("http://x/p0.png%E2%80%A8x%E2%80%A9.jpg") == "p0.png_x_.jpg"
 
 
 def test_long_names_keep_their_extension() -> None:
@@ -92,6 +95,7 @@ def test_a_job_stem_leaves_room_for_every_name_built_from_it(raw: str) -> None:
 @given(st.text(max_size=400))
 @example("a/b.jpg")
 @example("..\\..\\x")
+@example("a\u2028b\u2029.jpg")
 def test_safe_name_is_always_safe(raw: str) -> None:
     assert_safe(safe_name(raw))
 
