@@ -359,3 +359,13 @@ def test_a_list_can_come_from_standard_input_or_a_pipe(server: ImageServer, tmp_
     assert again.returncode == 0, again.stderr
     finished = [json.loads(line) for line in again.stdout.splitlines()][-1]
     assert (finished["event"], finished["ok"], finished["skipped"]) == ("job_finished", 1, 1)
+    # Standard input from a device (`< /dev/null`): an empty list, not an error.
+    with open(os.devnull, "rb") as null:
+        empty = subprocess.run(
+            [*command, "-"], cwd=tmp_path, stdin=null, capture_output=True, text=True, timeout=60
+        )
+    assert empty.returncode == 0, empty.stderr
+    finished = [json.loads(line) for line in empty.stdout.splitlines()][-1]
+    assert (finished["event"], finished["ok"]) == ("job_finished", 0)
+    # A device named as a list is still refused.
+    assert "is not a regular file" in one_clean_line(fetch(tmp_path, "/dev/null").stderr)

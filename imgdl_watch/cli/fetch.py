@@ -225,7 +225,10 @@ def _open_list(path: str) -> int | None:
     mode = os.fstat(source).st_mode
     if stat.S_ISREG(mode):
         return source
-    if not stat.S_ISFIFO(mode) and not stat.S_ISSOCK(mode) and not os.isatty(source):
+    # Standard input may be any stream the shell gives (`< /dev/null` too); a
+    # device named as a list is not one.
+    streamed = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(source)
+    if not streamed and not (path == "-" and stat.S_ISCHR(mode)):
         os.close(source)
         return None
     with os.fdopen(source, "rb") as stream:
