@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from imgdl_watch.config import ConfigError, resolve
+from imgdl_watch.naming import hashed_name
 from tests.helpers import with_open_files
-from tests.imageserver import ImageServer
+from tests.imageserver import ImageServer, image_bytes
 
 
 def fetch(
@@ -369,3 +370,35 @@ def test_a_list_can_come_from_standard_input_or_a_pipe(server: ImageServer, tmp_
     assert (finished["event"], finished["ok"]) == ("job_finished", 0)
     # A device named as a list is still refused.
     assert "is not a regular file" in one_clean_line(fetch(tmp_path, "/dev/null").stderr)
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_list_of_the_same_name_does_not_take_another_urls_file_for_its_own(
+    server: ImageServer, tmp_path: Path, workers: str
+) -> None:
+    # Two lists named s.txt share the folder s/. The second's URL wants the
+    # name img0.jpg that the first's image has: it was reported skipped and
+    # never fetched. Each file now says which URL it came from.
+    first, second = f"{server.base}/img/a/img0.jpg", f"{server.base}/img/b/img0.jpg"
+    for folder, url in (("a", first), ("b", second)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "s.txt").write_text(url + "\n")
+    both = fetch(tmp_path, "a/s.txt", "b/s.txt", "--output", "out", "--workers", workers)
+    assert both.returncode == 0, both.stderr
+    events = [json.loads(line) for line in both.stdout.splitlines()]
+    assert [e["event"] for e in events if e["event"].startswith("download_")] == [
+        "download_ok",
+        "download_ok",
+    ]
+    assert (tmp_path / "out" / "s" / "img0.jpg").read_bytes() == image_bytes("/img/a/img0.jpg")
+    alias = hashed_name("img0.jpg", second)
+    assert (tmp_path / "out" / "s" / alias).read_bytes() == image_bytes("/img/b/img0.jpg")
+    # Each list run again finds its own file, under the name it had.
+    for folder in ("a", "b"):
+        again = fetch(tmp_path, f"{folder}/s.txt", "--output", "out", "--workers", workers)
+        assert again.returncode == 0, again.stderr
+        (done,) = [json.loads(line) for line in again.stdout.splitlines() if "download_" in line]
+        assert done["event"] == "download_skipped"
+        assert done["file"] == ("img0.jpg" if folder == "a" else alias)
+    assert server.counts["/img/a/img0.jpg"] == server.counts["/img/b/img0.jpg"] == 1
+    assert sorted(os.listdir(tmp_path / "out" / "s")) == sorted(["img0.jpg", alias])

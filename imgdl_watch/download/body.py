@@ -124,12 +124,15 @@ class Received:
     height: int | None = None
 
 
-async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: bool) -> Received:
+async def receive(
+    answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: bool, source: bytes = b""
+) -> Received:
     """Stream `answer`'s body into a new sink in the folder `dir_fd`, and check it.
 
     `need_type`: the caller needs the body's image type even when nothing is
-    checked (to name a file that has no extension). Raises a `DownloadError`;
-    the sink is then discarded.
+    checked (to name a file that has no extension). `source`: the tag of the
+    URL it is for (`naming.source_tag`), set on the file. Raises a
+    `DownloadError`; the sink is then discarded.
     """
     limit = rules.max_bytes
     length = _content_length(answer.headers)
@@ -144,7 +147,7 @@ async def receive(answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: b
     head = b""
     filters = rules.filters
     record = BodyRecord(md5=bool(filters.skip_md5) and (length is None or length <= MD5_MAX_BYTES))
-    sink = FileSink(dir_fd)
+    sink = FileSink(dir_fd, source=source)
     try:
         async for chunk in answer.body:
             if sink.size + len(chunk) > limit:

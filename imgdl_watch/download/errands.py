@@ -74,6 +74,8 @@ class Hop(NamedTuple):
     name: str
     # The robots token an X-Robots-Tag may opt us out by; None: opt-outs ignored.
     token: str | None
+    # The tag of the URL the download is for, set on its file (`naming.source_tag`).
+    source: bytes = b""
 
 
 class Publish(NamedTuple):

@@ -57,11 +57,13 @@ async def exchange(
     name: str,
     opt_out_token: str | None,
     cap: Cap | None = None,
+    source: bytes = b"",
 ) -> Redirect | Refusal | tuple[str, Received]:
     """GET `url` on `slot`: a redirect, a refusal, or the image's final name
     (`name`, with the extension the body shows when it has none) and its
     whole, checked body. `opt_out_token`: the robots token an X-Robots-Tag
-    opts us out by, or None when opt-outs are ignored. Raises a
+    opts us out by, or None when opt-outs are ignored. `source`: the tag of
+    the URL the download is for (a redirect's first), set on the file. Raises a
     `DownloadError` (`OptedOut` among them) or `Filtered`."""
     try:
         answer = await transports.send(slot, url, headers, timeouts)
@@ -75,7 +77,7 @@ async def exchange(
                 directive = opt_out(answer.robots_tags, opt_out_token)
                 if directive is not None:
                     raise err.OptedOut(f"X-Robots-Tag: {directive}")
-            got = await _receive(answer, body, dir_fd, name, cap)
+            got = await _receive(answer, body, dir_fd, name, cap, source=source)
         finally:
             await answer.close()
     except HTTP_ERRORS as exc:
@@ -84,13 +86,14 @@ async def exchange(
 
 
 async def _receive(
-    answer: Answer, rules: BodyRules, dir_fd: int, name: str, cap: Cap | None
+    answer: Answer, rules: BodyRules, dir_fd: int, name: str, cap: Cap | None, *, source: bytes
 ) -> Received:
     capped = None
     if cap is not None:
         answer, capped = cap(answer)
     try:
-        return await receive(answer, dir_fd, rules, need_type=not has_extension(name))
+        need_type = not has_extension(name)
+        return await receive(answer, dir_fd, rules, need_type=need_type, source=source)
     finally:
         if capped is not None:
             capped.close()

@@ -64,6 +64,7 @@ import trio
 
 from .. import errors as err
 from ..hostnames import dns_can_carry, readable_host
+from ..naming import source_tag
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
 from .anonymous import Anonymous
@@ -306,7 +307,7 @@ class Fetcher:
                 raise err.UnknownHost(f"{host} is not a name DNS can carry")
             for lost in range(LOST_TRIES + 1):
                 file, got = await with_retries(
-                    partial(self._attempt, parsed, dir_fd, name, rules),
+                    partial(self._attempt, parsed, dir_fd, name, rules, source_tag(url)),
                     url=url,
                     retries=rules.retries,
                     backoff=self.options.backoff,
@@ -348,7 +349,7 @@ class Fetcher:
         )
 
     async def _attempt(
-        self, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
+        self, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules, source: bytes
     ) -> tuple[str, Received | Held]:
         """One try under the job's own limits, the host's limit, its turn and the
         global limit: a whole body, not yet published.
@@ -381,7 +382,7 @@ class Fetcher:
                 request = policy.sending(host, turn)
                 try:
                     with trio.move_on_after(rules.total_timeout):
-                        done = await self._follow(slot, url, dir_fd, name, rules)
+                        done = await self._follow(slot, url, dir_fd, name, rules, source=source)
                         verdict = Verdict.GOOD
                         return done
                     raise err.TimedOut(f"no complete answer within {rules.total_timeout:g} s")
@@ -398,7 +399,14 @@ class Fetcher:
             rules.limits.release(own, verdict)
 
     async def _follow(
-        self, slot: int, url: httpx.URL, dir_fd: int, name: str, rules: DownloadRules
+        self,
+        slot: int,
+        url: httpx.URL,
+        dir_fd: int,
+        name: str,
+        rules: DownloadRules,
+        *,
+        source: bytes,
     ) -> tuple[str, Received | Held]:
         seen = {str(url)}
         current = url
@@ -424,6 +432,7 @@ class Fetcher:
                         link.folder(dir_fd),
                         name,
                         policy.opt_out_token,
+                        source,
                     )
                     with contextlib.suppress(WorkerLost):
                         # Lost: the same request again, here (the worker is
@@ -441,6 +450,7 @@ class Fetcher:
                         name=name,
                         opt_out_token=policy.opt_out_token,
                         cap=partial(policy.capped, current.host),
+                        source=source,
                     )
             except err.OptedOut as exc:
                 policy.opted_out(current.host, exc)

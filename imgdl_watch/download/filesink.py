@@ -20,6 +20,7 @@ so that a job can sweep stale ones left by a crash (`folder`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -49,6 +50,11 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 # that exists anyway (O_EXCL) is passed over for the next one.
 RUN_TOKEN = secrets.token_hex(8)
 _serial = itertools.count()
+# The extended attribute that names a file's URL (`naming.source_tag`), so
+# that a later list of the same name can tell its own file from another
+# URL's under the same name (`job.folder.made_for_another`). A filesystem
+# without user attributes simply has none.
+SOURCE_XATTR = "user.imgdl-watch.source"
 # Names tried before a temporary file that cannot be created is an error.
 _TEMP_NAME_TRIES = 8
 
@@ -96,10 +102,12 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
 class FileSink:
     """Collects one body and publishes it under its final name, or nothing."""
 
-    __slots__ = ("_chunks", "_dir_fd", "_fd", "_held", "_temp", "sha256", "size")
+    __slots__ = ("_chunks", "_dir_fd", "_fd", "_held", "_source", "_temp", "sha256", "size")
 
-    def __init__(self, dir_fd: int) -> None:
+    def __init__(self, dir_fd: int, *, source: bytes = b"") -> None:
+        """`source`: the tag of the URL the body is for, set on the file."""
         self._dir_fd = dir_fd
+        self._source = source
         self._chunks: list[bytes] = []
         self._held = 0
         self._fd: int | None = None
@@ -143,6 +151,9 @@ class FileSink:
         fd = self._fd if self._fd is not None else self._open_temp()
         _write_all(fd, self._chunks)
         self._chunks = []
+        if self._source:
+            with contextlib.suppress(OSError):  # no user attributes here: no tag
+                os.setxattr(fd, SOURCE_XATTR, self._source)
         if writeback:
             start_writeback(fd)
         return fd

@@ -162,6 +162,7 @@ class _Worker:
             dir_fd=self._folders[hop.folder],
             name=hop.name,
             opt_out_token=hop.token,
+            source=hop.source,
         )
         if isinstance(step, Redirect):
             return e.Redirected(hop.id, step.location)

@@ -41,9 +41,10 @@ import httpx
 import trio
 
 from ..errors import JobError
+from ..naming import hashed_name
 from . import listformat
 from .dedupe import Dedupe
-from .folder import existing_file
+from .folder import existing_file, made_for_another
 from .listformat import ListFormat
 from .listparse import InvalidLine, ListedUrl
 from .namestore import ScratchError
@@ -142,8 +143,15 @@ def _take(
     existing: dict[int, str] = {}
     if not folder_empty:
         for at, name in enumerate(names):
-            if name is not None and (found := existing_file(folder_fd, name)) is not None:
-                existing[at] = found
+            if name is None or (found := existing_file(folder_fd, name)) is None:
+                continue
+            if made_for_another(folder_fd, found, urls[at]):
+                # Another URL's image (an earlier list of the same name's):
+                # this URL is its look-alike, and is named as one.
+                alias = names[at] = hashed_name(name, urls[at])
+                if (found := existing_file(folder_fd, alias)) is None:
+                    continue
+            existing[at] = found
     named = _Named(names, existing, {})
     if archive is None:
         return batch, named
