@@ -270,3 +270,12 @@ def test_a_bad_row_does_not_echo_its_password(tmp_path: Path, name: str, data: b
     assert invalid, "the row should be invalid"
     for entry in invalid:
         assert "pw4" not in entry.excerpt and ":***@" in entry.excerpt, entry
+
+
+def test_a_row_with_an_empty_url_cell_has_no_url(tmp_path: Path) -> None:
+    data = (
+        b"id,url,caption\n1,,\n2, ,x\n3,http://a.example/3.jpg,c\n"  # a row of commas, a blank cell
+    )
+    got = _summary(_entries(_write(tmp_path / "empty.csv", data)))
+    assert got[:2] == [(2, "invalid", "no_url"), (3, "invalid", "no_url")]
+    assert got[2][:2] == (4, "http://a.example/3.jpg")

@@ -180,7 +180,11 @@ def parse_delimited(
         if len(cells) != len(header.names):
             yield InvalidLine(line, "bad_row", source.first_excerpt())
             continue
-        entry = check_url(cells[header.url_index].strip(), line)
+        url = cells[header.url_index].strip()
+        if not url:  # the row's URL cell is empty (a row of commas, say)
+            yield InvalidLine(line, "no_url", source.first_excerpt())
+            continue
+        entry = check_url(url, line)
         if isinstance(entry, ListedUrl):
             entry = entry.with_row(Row(header, tuple(cells)))
         yield entry
