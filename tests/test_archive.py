@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from imgdl_watch.download.body import BodyRules, Filters
+from imgdl_watch.download.filesink import SOURCE_XATTR
 from imgdl_watch.job.archive import Archive, ArchivedFile, Reused, reuse_file
-from imgdl_watch.naming import fingerprint
+from imgdl_watch.naming import fingerprint, source_tag
 from tests.daemonproc import DaemonProcess, drop
 from tests.imageserver import ImageServer, image_bytes
 
@@ -132,6 +133,7 @@ def test_reuse_refuses_a_missing_or_changed_file(tmp_path: Path, out_fd: int) ->
 def test_reuse_copies_across_filesystems(tmp_path: Path, tiny_disk: Path) -> None:
     data = image_bytes("/img/c.jpg")
     row = archived(tmp_path / "old", "c.jpg", data)
+    os.setxattr(row.path, SOURCE_XATTR, source_tag("http://h/c.jpg"))
     fd = os.open(tiny_disk, os.O_RDONLY | os.O_DIRECTORY)
     try:
         got = reuse_file(row, fd, "c.jpg", RULES)
@@ -139,6 +141,9 @@ def test_reuse_copies_across_filesystems(tmp_path: Path, tiny_disk: Path) -> Non
         os.close(fd)
     assert not isinstance(got, tuple) and got.how == "copy"
     assert (tiny_disk / "c.jpg").read_bytes() == data
+    # The copy says which URL it is for, as the archived file did (a link
+    # shares its inode's): else a look-alike would take it for its own.
+    assert os.getxattr(tiny_disk / "c.jpg", SOURCE_XATTR) == source_tag("http://h/c.jpg")
     assert [p.name for p in tiny_disk.iterdir()] == ["c.jpg"]  # no temporary file left
 
 

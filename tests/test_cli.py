@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imgdl_watch.config import ConfigError, resolve
-from imgdl_watch.naming import hashed_name
+from imgdl_watch.naming import wide_name
 from tests.helpers import with_open_files
 from tests.imageserver import ImageServer, image_bytes
 
@@ -391,7 +391,7 @@ def test_a_list_of_the_same_name_does_not_take_another_urls_file_for_its_own(
         "download_ok",
     ]
     assert (tmp_path / "out" / "s" / "img0.jpg").read_bytes() == image_bytes("/img/a/img0.jpg")
-    alias = hashed_name("img0.jpg", second)
+    alias = wide_name("img0.jpg", second)
     assert (tmp_path / "out" / "s" / alias).read_bytes() == image_bytes("/img/b/img0.jpg")
     # Each list run again finds its own file, under the name it had.
     for folder in ("a", "b"):

@@ -44,7 +44,7 @@ import structlog
 import trio
 
 from ..download.body import MD5_MAX_BYTES, BodyRecord, BodyRules, unwanted
-from ..download.filesink import FILE_MODE, TEMP_PREFIX
+from ..download.filesink import FILE_MODE, SOURCE_XATTR, TEMP_PREFIX
 from ..download.imagecheck import SNIFF_BYTES
 from ..download.retries import quiet_stamina
 from ..naming import fingerprint, has_extension, split_extension
@@ -322,6 +322,10 @@ def _copy(source: int, dir_fd: int, name: str, sha256: str) -> bool:
     try:
         same = _sha256_of(source, copy_to=target) == sha256
         if same:
+            # The archived file's tag (`filesink.SOURCE_XATTR`), its URL's and
+            # so this one's: a link shares it, a copy is given it.
+            with contextlib.suppress(OSError):
+                os.setxattr(target, SOURCE_XATTR, os.getxattr(source, SOURCE_XATTR))
             os.fdatasync(target)
     finally:
         os.close(target)

@@ -41,7 +41,7 @@ import httpx
 import trio
 
 from ..errors import JobError
-from ..naming import hashed_name
+from ..naming import wide_name
 from . import listformat
 from .dedupe import Dedupe
 from .folder import existing_file, made_for_another
@@ -147,8 +147,12 @@ def _take(
                 continue
             if made_for_another(folder_fd, found, urls[at]):
                 # Another URL's image (an earlier list of the same name's):
-                # this URL is its look-alike, and is named as one.
-                alias = names[at] = hashed_name(name, urls[at])
+                # this URL takes the wide hash of its URL, which no other URL
+                # of this list is given (the de-duplication gives this URL
+                # no other name, and a look-alike's short hash could clash).
+                alias = names[at] = wide_name(name, urls[at])
+                # (Its own file, from a run before; or, for a list built to
+                # clash, another's: left as it is, as any name taken.)
                 if (found := existing_file(folder_fd, alias)) is None:
                     continue
             existing[at] = found
