@@ -17,9 +17,17 @@ LOG_URL_CHARS = 300
 # (Neither part may hold a raw `@`, `/`, `?` or `#`, so the first `@` ends it.)
 _PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
 # The same, anywhere in a list's line or row (a row has other cells around
-# its URL, a bad line may have anything before it): a quote, a comma, a
-# semicolon or a space ends a part there too.
-_PASSWORDS_ANYWHERE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s\"',;]*):[^/?#@\s\"',;]*@")
+# its URL, a bad line may have anything before it, and jsonl may write each
+# `/` as `\/`). A user part ends at a quote, a comma, a semicolon or a space;
+# a password only where a URL's would, since it may hold any of those.
+_SCHEME_USER = r"([A-Za-z][A-Za-z0-9+.-]*:(?:\\?/){2}[^/\\?#@:\s\"',;]*)"
+# (A backslash may be in a password, but not as jsonl's `\/`.)
+_USERINFO_REST = r":(?:[^/\\?#@]|\\(?!/))*"
+_PASSWORDS_ANYWHERE = re.compile(_SCHEME_USER + _USERINFO_REST + "@")
+# A password that the end of the text cut before its `@` (an overlong line's
+# head): hidden to the end. (A port there, with no path after it, is hidden
+# too: an excerpt loses nothing that matters by it.)
+_PASSWORD_CUT = re.compile(_SCHEME_USER + _USERINFO_REST + "$")
 
 
 def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
@@ -39,8 +47,8 @@ def line_excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     take the `@` that marks it)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "backslashreplace")
-    if "@" in text:
-        text = _PASSWORDS_ANYWHERE.sub(r"\1:***@", text)
+    if ":" in text:
+        text = _PASSWORD_CUT.sub(r"\1:***", _PASSWORDS_ANYWHERE.sub(r"\1:***@", text))
     return excerpt(text, limit)
 
 

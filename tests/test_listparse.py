@@ -188,12 +188,17 @@ def test_an_invalid_line_does_not_echo_its_password() -> None:
         # A password longer than the excerpt: cut before its @, it would show.
         (b"http://alice:" + b"s3cret" * 20 + b"@h.example/x.jpg?" + b"q" * 9000, "line_too_long"),
         (b"junk before http://alice:s3cret@h.example/x.jpg", "bad_characters"),
+        # A password may hold a comma, a semicolon, a quote or a space.
+        (b"http://alice:s3cret,;'@h.example:99999999/a.jpg", "malformed_url"),
+        (b"http://alice:s3 cret@h.example/a.jpg", "bad_characters"),
+        # A password longer than the head an overlong line keeps: no @ is left.
+        (b"http://alice:s3cret" + b"p" * 9000 + b"@h.example/x.jpg", "line_too_long"),
     ],
 )
 def test_no_invalid_line_echoes_its_password(line: bytes, reason: str) -> None:
     (entry,) = entries(line + b"\n", chunk=4096)
     assert isinstance(entry, InvalidLine) and entry.reason == reason, entry
-    assert "s3cret" not in entry.excerpt and "alice:***@" in entry.excerpt
+    assert "s3cret" not in entry.excerpt and "alice:***" in entry.excerpt
 
 
 # -- the fast path of check_url ------------------------------------------

@@ -263,6 +263,10 @@ def test_any_jsonl_row_the_writer_emits_reads_back_identically(
         ("pw.csv", b'url,caption\n"http://hank:pw4hank@h.example/1.jpg,x\n'),
         ("pw.jsonl", b'{"url": "http://ivan:pw4ivan@h.example/1.jpg", bad\n'),
         ("pw.csv", b"url,caption\nhttp://hank:pw4hank@h.example/1.jpg," + b"c" * 70_000 + b"\n"),
+        # A quoted cell whose password holds a comma, in a row one field short.
+        ("pw.csv", b'url,caption,id\n"http://hank:pw4,hank@h.example/1.jpg",x\n'),
+        # jsonl as PHP writes it (each / as \/), with no url key.
+        ("pw.jsonl", b'{"link": "http:\\/\\/ivan:pw4ivan@h\\/a.jpg"}\n'),
     ],
 )
 def test_a_bad_row_does_not_echo_its_password(tmp_path: Path, name: str, data: bytes) -> None:
