@@ -431,6 +431,7 @@ async def test_private_address_guard_reads_literals_as_libc_does(
         ("::ffff:10.0.0.1", True),  # IPv4-mapped
         ("64:ff9b::a9fe:a9fe", True),  # NAT64 to 169.254.169.254
         ("64:ff9b:1::a00:1", True),  # local-use NAT64 to 10.0.0.1
+        ("64:ff9b:1:7f00:0:100:808:808", True),  # local-use NAT64, 127.0.0.1 at /48
         ("2002:7f00:3::1", True),  # 6to4 of 127.0.0.3
         ("93.184.216.34", False),
         ("0x5db8d822", False),  # 93.184.216.34

@@ -64,19 +64,20 @@ def guarding(*, exempt: Iterable[str] = ()) -> Iterator[None]:
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address that a gateway (or
-# an old stack) reaches: NAT64's well-known and local-use prefixes (RFC 6052,
-# RFC 8215), and IPv4-compatible addresses (RFC 4291, deprecated).
-_CARRIES_IPV4 = (
-    ipaddress.IPv6Network("64:ff9b::/96"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-    ipaddress.IPv6Network("::/96"),
-)
+# an old stack) reaches: NAT64's well-known prefix (RFC 6052) and
+# IPv4-compatible addresses (RFC 4291, deprecated).
+_CARRIES_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+# NAT64's local-use prefix (RFC 8215): a site's own translator, which may
+# place the IPv4 address anywhere RFC 6052 allows. Never public.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 def is_public(address: str) -> bool:
     """Whether a download may connect to `address` (an IPv4 or IPv6 address,
     in its canonical form: what getaddrinfo returns)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip in _LOCAL_NAT64:
+        return False
     return all(one.is_global and not one.is_multicast for one in _with_carried(ip))
 
 
