@@ -139,3 +139,16 @@ def test_a_console_line_escapes_what_a_terminal_would_act_on() -> None:
     line = stream.getvalue()
     assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
     assert "file=\\x1b]0;TITLE\\x07\\x1b[2Jcats\\u202e.txt" in line
+
+
+def test_a_json_line_escapes_what_json_alone_would_not() -> None:
+    # JSON escapes U+0000-U+001F only; DEL, C1's CSI, a bidi override and a
+    # line separator went out raw to a terminal that tails the log.
+    stream = io.StringIO()
+    output = logs.LogOutput(stream=stream, console=False, log_file=None)
+    name = "a\x7fb\x9bc\u202ed\u2028e.txt"
+    output.emit(event="list_claimed", level="info", file=name)
+    output.emit(event="list_claimed", level="info", file="chat-é.txt")
+    first, second = stream.getvalue().splitlines()
+    assert first.isprintable() and json.loads(first)["file"] == name
+    assert "chat-é.txt" in second  # the rest stays as it is, readable

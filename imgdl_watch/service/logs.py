@@ -55,7 +55,13 @@ _clock = time.monotonic  # (tests move it by hand)
 
 
 def _json_line(event: dict[str, Any]) -> str:
-    return json.dumps(event, ensure_ascii=False, default=str, separators=(",", ":"))
+    line = json.dumps(event, ensure_ascii=False, default=str, separators=(",", ":"))
+    if not line.isprintable():
+        # JSON escapes only U+0000-U+001F: DEL, the C1 controls (U+009B is
+        # a CSI), bidi overrides and line separators, from a list's name or
+        # URL, would reach a terminal that tails the log as they are.
+        line = json.dumps(event, ensure_ascii=True, default=str, separators=(",", ":"))
+    return line
 
 
 class LogOutput:
