@@ -319,7 +319,7 @@ def auto_workers() -> int:
         cores = len(os.sched_getaffinity(0))
     except OSError:  # a seccomp filter that refuses it: count the machine's
         cores = os.cpu_count() or 1
-    return max(0, cores - 1)
+    return min(MAX_WORKERS, max(0, cores - 1))
 
 
 def _workers(text: str) -> int | None:

@@ -101,15 +101,17 @@ def test_fetch_runs_on_auto_only_the_workers_it_can_fork() -> None:
             end_spares(spares)
             return [options.workers, len(spares)]
         alone = side(auto)
+        # One download slot: a worker would have none of it.
+        one_slot = side(config.resolve("fetch", {"concurrency": "1"}, env={}, config_path=None))
         stop = threading.Event()
         thread = threading.Thread(target=stop.wait)
         thread.start()
         with_thread = side(auto), side(asked)
         stop.set()
         thread.join()
-        print(json.dumps({"alone": alone, "with_thread": with_thread}))
+        print(json.dumps({"alone": alone, "one_slot": one_slot, "with_thread": with_thread}))
     """)
-    assert result == {"alone": [1, 1], "with_thread": [[0, 0], [2, 0]]}
+    assert result == {"alone": [1, 1], "one_slot": [0, 0], "with_thread": [[0, 0], [2, 0]]}
 
 
 def test_fetchs_worker_is_forked(server: ImageServer, tmp_path: Path) -> None:
