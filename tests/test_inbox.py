@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from imgdl_watch.inbox.lifecycle import (
     CATEGORY_NOT_A_FOLDER,
@@ -174,8 +175,13 @@ def test_a_symlink_renamed_in_after_the_scan_is_not_followed(inbox: Inbox, tmp_p
     secret = tmp_path / "secret"
     secret.write_text("http://x/secret.jpg\n")
     os.symlink(secret, Path(inbox.root) / "evil.txt")
-    assert inbox.claim("evil.txt") is None
+    with capture_logs() as logs:
+        assert inbox.claim("evil.txt") is None
     assert os.path.islink(Path(inbox.failed) / "evil.txt")  # kept as it is, unread
+    # ... and said so: it once went there without a word.
+    (said,) = [e for e in logs if e["event"] == "file_ignored"]
+    assert said["file"] == "evil.txt" and said["failed_as"] == "evil.txt"
+    assert "not a regular file" in said["reason"]
     assert secret.read_text() == "http://x/secret.jpg\n"
     assert os.listdir(inbox.processing) == []
 

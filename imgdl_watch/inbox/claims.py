@@ -24,13 +24,17 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import structlog
+
 from ..naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem, list_suffix
-from .layout import LIST_SUFFIX, is_list_name
+from .layout import LIST_SUFFIX, NOT_A_FILE_CLAIMED, is_list_name
 from .locks import LOCK_SUFFIX, PUBLISH_LOCK, HeldLock, holding, try_lock
 from .publish import move_unique
 
 if TYPE_CHECKING:
     from .lifecycle import Inbox
+
+log = structlog.get_logger("imgdl_watch")
 
 
 @dataclass(slots=True)
@@ -142,7 +146,10 @@ def _open_claimed(
         os.close(fd)
     try:
         with holding(inbox.locks, PUBLISH_LOCK):
-            move_unique(path, inbox.failed, os.path.basename(path))
+            moved = move_unique(path, inbox.failed, os.path.basename(path))
     finally:
         lock.release()
+    log.warning(
+        "file_ignored", file=original, reason=NOT_A_FILE_CLAIMED, failed_as=os.path.basename(moved)
+    )
     return None

@@ -36,6 +36,10 @@ NOT_A_CATEGORY = "a folder that no category of the config names"
 NAMED_AS_CATEGORY = "a top-level list may not be named after a category (its output folder)"
 CATEGORY_SYMLINK = "a category's folder, but a symlink: not followed, its lists wait"
 CATEGORY_NOT_A_FOLDER = "a category's name, but not a folder: its lists wait"
+# Why a claimed entry goes to failed/ unread, as `file_ignored` says it.
+NOT_A_FILE_CLAIMED = (
+    "not a regular file once claimed (a symlink, folder or device): moved to failed/, unread"
+)
 
 
 def is_list_name(name: str) -> bool:
