@@ -263,3 +263,32 @@ def test_the_status_text_escapes_what_a_terminal_would_act_on() -> None:
     text = render(document)
     assert all(line.isprintable() for line in text.splitlines())
     assert text.count("\\x1b[31mRED\\x1b]0;TITLE\\x07\\x1b[0m\\u202e") == 3
+
+
+def test_a_categorys_reports_are_served_from_its_done_and_nowhere_else(
+    page_server: StatusServer, tmp_path: Path
+) -> None:
+    # A category's job had no report link at all: its report is in its own done/.
+    root = Path(page_server.inbox.root)
+    (root / "art" / "done").mkdir(parents=True)
+    (root / "art" / "done" / "c1.report.jsonl").write_text('{"outcome":"ok"}\n')
+    status, _headers, body = get(page_server, "/report/art%2Fc1.report.jsonl")
+    assert status == 200 and body == b'{"outcome":"ok"}\n'
+    secret = tmp_path / "elsewhere"
+    (secret / "done").mkdir(parents=True)
+    (secret / "done" / "s.report.jsonl").write_text("secret\n")
+    (root / "linked").symlink_to(secret)  # a category's folder, a symlink
+    (root / "art2").mkdir()
+    (root / "art2" / "done").symlink_to(secret / "done")  # its done/, a symlink
+    for path in (
+        "/report/linked%2Fs.report.jsonl",
+        "/report/art2%2Fs.report.jsonl",
+        "/report/..%2Fart%2Fdone%2Fc1.report.jsonl",
+        "/report/art%2Fdone%2Fc1.report.jsonl",  # two folders
+        "/report/processing%2Fc1.report.jsonl",  # the inbox's own folder
+        "/report/art%2F",
+        "/report/%2Fc1.report.jsonl",
+    ):
+        status, _headers, body = get(page_server, path)
+        assert status == 404, path
+        assert b"secret" not in body

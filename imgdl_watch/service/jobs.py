@@ -160,8 +160,8 @@ class _InboxEnd:
         name = os.path.basename(done)[: -len(claim.suffix)] + ".report.jsonl"
         self.report = os.path.join(os.path.dirname(done), name)
         fields = summary.finished_fields()
-        if not claim.category:  # the status page serves the inbox's own done/ only
-            fields["report"] = name
+        # The status page serves it as /report/NAME, or /report/CATEGORY/NAME.
+        fields["report"] = f"{claim.category}/{name}" if claim.category else name
         self._status.finished(claim.job, fields)
 
     async def give_up(self, error: JobError) -> None:

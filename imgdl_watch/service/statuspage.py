@@ -6,6 +6,7 @@
                     (`status.collect`; docs/status.md has its schema)
     /metrics        Prometheus' text format, from the daemon's registry
     /report/NAME    a finished job's report, read-only, from INBOX/done/
+    /report/CATEGORY/NAME   a category's, from INBOX/CATEGORY/done/
 
 One small threaded `http.server` in a thread of its own, bound to
 127.0.0.1 unless `--metrics-bind` says otherwise. It reads what the daemon
@@ -13,9 +14,11 @@ writes (the status files, the reports) and never changes anything: it
 answers GET and HEAD only.
 
 **Reports.** NAME must be a plain `*.report.jsonl` name, nothing else: no
-slash, no leading dot, no NUL, after percent-decoding. The file is opened
-relative to done/ with O_NOFOLLOW, so neither `..` nor a symlink planted in
-done/ leads anywhere else, and only a regular file is served.
+slash, no leading dot, no NUL, after percent-decoding; CATEGORY, a name a
+category may have (`config.is_category_name`). Each folder on the way from
+the inbox, and the file, is opened relative to the one before with
+O_NOFOLLOW, so neither `..` nor a symlink planted in the inbox (a category's
+folder, a done/) leads anywhere else, and only a regular file is served.
 
 **DNS rebinding.** A page on another site could point its own name at
 127.0.0.1 and read this server from the user's browser. So while the server
@@ -38,6 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..config import is_category_name
+from ..inbox.layout import DONE
 from ..inbox.lifecycle import Inbox
 from .status import collect
 from .statushtml import CSP, render_page
@@ -185,19 +190,27 @@ class StatusServer(ThreadingHTTPServer):
         return collect(self.inbox.root)
 
     def open_report(self, name: str) -> int | None:
-        """A descriptor of done/NAME if NAME is a report there (a regular file), else None."""
-        if not is_report_name(name):
+        """A descriptor of done/NAME, or CATEGORY/done/NAME, if it is a report
+        there (a regular file), else None."""
+        category, slash, report = name.rpartition("/")
+        if not is_report_name(report) or (slash and not is_category_name(category)):
             return None
+        folders = [category, DONE] if category else [DONE]
+        directory = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            done = os.open(self.inbox.done, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            at = os.open(self.inbox.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=done)
-        except OSError:  # absent, a symlink (ELOOP), unreadable
+            for folder in folders:
+                inner = os.open(folder, directory, dir_fd=at)
+                os.close(at)
+                at = inner
+            fd = os.open(report, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=at)
+        except OSError:  # absent, a symlink (ELOOP, ENOTDIR), unreadable
             return None
         finally:
-            os.close(done)
+            os.close(at)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             return None
