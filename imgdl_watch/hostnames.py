@@ -14,7 +14,7 @@ may reach the resolver, where the `UnicodeError` would end the whole job.
 The same goes for an `xn--` label that is not valid punycode
 (`xn--zz.example`): httpx parses the URL, but reading its `host` decodes
 the label with the `idna` package, which raises (`IDNAError`, a
-`ValueError`) wherever the host is read next. `readable_host` reads it
+`ValueError`) wherever the host is read next. `lookup_host` checks both,
 once, at the same three places.
 
 Pure: no I/O.
@@ -46,9 +46,11 @@ def dns_can_carry(host: str | bytes) -> bool:
     return all(0 < len(label) <= MAX_LABEL for label in name.split("."))
 
 
-def readable_host(url: httpx.URL) -> str | None:
-    """`url.host`, or None when httpx cannot spell it (an `xn--` label that
-    is not valid IDNA)."""
+def lookup_host(url: httpx.URL) -> str | None:
+    """`url.host`, or None when DNS cannot carry it (`dns_can_carry`) or
+    httpx cannot spell it (an `xn--` label that is not valid IDNA)."""
+    if not dns_can_carry(url.raw_host):
+        return None
     try:
         return url.host
     except ValueError:  # idna.IDNAError and its kinds

@@ -63,7 +63,7 @@ import httpx
 import trio
 
 from .. import errors as err
-from ..hostnames import dns_can_carry, readable_host
+from ..hostnames import lookup_host
 from ..naming import source_tag
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
@@ -299,7 +299,7 @@ class Fetcher:
         rules = rules or self.rules
         try:
             parsed = parsed or httpx.URL(url)
-            if not dns_can_carry(parsed.raw_host) or readable_host(parsed) is None:
+            if lookup_host(parsed) is None:
                 # A list's lines are refused before (`bad_host`); a URL from
                 # elsewhere must not reach the resolver's UnicodeError, or
                 # httpx's IDNAError, either.

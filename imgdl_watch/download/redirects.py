@@ -13,7 +13,7 @@ from typing import Final
 import httpx
 
 from .. import errors as err
-from ..hostnames import dns_can_carry, readable_host
+from ..hostnames import lookup_host
 
 # The highest TCP port.
 MAX_PORT: Final = 65535
@@ -32,7 +32,7 @@ def next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:
         raise err.BadRedirect("unparseable Location") from exc
     if target.scheme not in ("http", "https") or not target.raw_host:
         raise err.BadRedirect(f"redirect to {target.scheme}:")
-    if not dns_can_carry(target.raw_host) or readable_host(target) is None:
+    if lookup_host(target) is None:
         # The resolver would refuse it with a UnicodeError, or httpx could
         # not spell it (`hostnames`).
         raise err.BadRedirect("redirect to a host name that DNS cannot carry")

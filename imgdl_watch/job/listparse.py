@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..hostnames import MAX_LABEL, dns_can_carry, readable_host
+from ..hostnames import MAX_LABEL, dns_can_carry, lookup_host
 from ..naming import PLAIN_SEGMENT_PATTERN
 from ..redact import line_excerpt
 
@@ -220,8 +220,7 @@ def check_url_fully(text: str, line: int) -> ListedUrl | InvalidLine:
         else:
             # A host the resolver would refuse to look up, or that httpx
             # cannot spell (`hostnames`).
-            host = readable_host(parsed)
-            if host is not None and dns_can_carry(parsed.raw_host):
+            if (host := lookup_host(parsed)) is not None:
                 return ListedUrl(line, url, parsed, host)
             reason = "bad_host"
     return InvalidLine(line, reason, line_excerpt(text))
