@@ -147,14 +147,18 @@ def keys(texts: Iterable[str]) -> list[int]:
     return [hash(text) & KEY_MASK for text in texts]
 
 
+def _digest64(url: str) -> str:
+    return hashlib.blake2b(url.encode("utf-8"), digest_size=8).hexdigest()
+
+
 def source_tag(url: str) -> bytes:
     """What a file says of the URL it came from (`filesink.SOURCE_XATTR`):
     64 bits of its hash, small enough to sit in the file's inode."""
-    return hashlib.blake2b(url.encode("utf-8"), digest_size=8).hexdigest().encode("ascii")
+    return _digest64(url).encode("ascii")
 
 
 def url_hash(url: str) -> str:
-    return hashlib.blake2b(url.encode("utf-8"), digest_size=8).hexdigest()[:HASH_CHARS]
+    return _digest64(url)[:HASH_CHARS]
 
 
 def url_path(url: str) -> str:
