@@ -171,14 +171,12 @@ def download_side(settings: Settings) -> tuple[FetchOptions, list[Spare]]:
     is kept: the workers that cannot be forked start as programs.
     """
     options = fetch_options(settings)
-    if settings.workers is None:
-        # The slots are shared one in N + 1: a worker past the slots would
-        # get none, and each is forked before the first request.
-        options = options.replace(workers=min(options.workers, options.concurrency - 1))
-    spares = fork_spares(options.workers)
-    if settings.workers is None and len(spares) < options.workers:
-        options = options.replace(workers=len(spares))
-    return options, spares
+    if settings.workers is not None:
+        return options, fork_spares(options.workers)
+    # The slots are shared one in N + 1: a worker past the slots would get
+    # none, and each is forked before the first request.
+    spares = fork_spares(min(options.workers, options.concurrency - 1))
+    return options.replace(workers=len(spares)), spares
 
 
 def _fetch(
