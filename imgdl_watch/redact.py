@@ -56,7 +56,8 @@ def printable(text: str) -> str:
     """`text` with each character that a terminal would act on or that hides
     what follows (control characters, ESC's sequences, bidi overrides, line
     separators) written as Python escapes it, for a person's terminal. A
-    list's name or URL may hold any of them; JSON escapes them already."""
+    list's name or URL may hold any of them (a JSON line escapes them by
+    itself: `service.logs`)."""
     if text.isprintable():
         return text
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
