@@ -48,7 +48,10 @@ def line_excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "backslashreplace")
     if ":" in text:
-        text = _PASSWORD_CUT.sub(r"\1:***", _PASSWORDS_ANYWHERE.sub(r"\1:***@", text))
+        # A line that starts with its URL: its userinfo as `redact` reads it
+        # (its user may hold a comma); then any other, anywhere.
+        text = _PASSWORDS_ANYWHERE.sub(r"\1:***@", redact(text))
+        text = _PASSWORD_CUT.sub(r"\1:***", text)
     return excerpt(text, limit)
 
 

@@ -191,6 +191,8 @@ def test_an_invalid_line_does_not_echo_its_password() -> None:
         # A password may hold a comma, a semicolon, a quote or a space.
         (b"http://alice:s3cret,;'@h.example:99999999/a.jpg", "malformed_url"),
         (b"http://alice:s3 cret@h.example/a.jpg", "bad_characters"),
+        # A user with a comma in it, as `redact` reads a URL's userinfo.
+        (b"http://x,alice:s3cret@h.example:99999999/a.jpg", "malformed_url"),
         # A password longer than the head an overlong line keeps: no @ is left.
         (b"http://alice:s3cret" + b"p" * 9000 + b"@h.example/x.jpg", "line_too_long"),
     ],
