@@ -135,3 +135,30 @@ async def test_an_inbox_deleted_again_while_it_is_recreated_is_recreated_later(
     logs = log.entries
     assert events(logs, "job_finished")[0]["ok"] == 1
     assert (tmp_path / "out" / "back" / "back.jpg").exists()
+
+
+async def test_a_file_in_place_of_done_is_said_once_and_the_lists_wait(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # A user of the inbox put a file where done/ goes: nothing can be
+    # published. It used to stop every scan with `inbox_missing` ... `retry`,
+    # twice a second, for as long as the file stayed.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "done").write_text("not a folder")
+    (inbox / "cats.txt").write_text(f"{server.base}/img/cat.jpg\n")
+    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.01")
+    with watching_logs() as log:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            await log.wait_for("inbox_unusable")
+            await trio.sleep(0.3)  # dozens of scans, each finding it again
+            assert (inbox / "cats.txt").exists()  # waits, unclaimed
+            (inbox / "done").unlink()
+            await log.wait_for("job_finished")
+            nursery.cancel_scope.cancel()
+    said = events(log.entries, "inbox_unusable")
+    assert len(said) == 1 and said[0]["folder"] == str(inbox / "done")
+    assert "never followed" in said[0]["reason"]
+    assert (inbox / "done" / "cats.txt").exists()
+    assert (tmp_path / "out" / "cats" / "cat.jpg").exists()

@@ -11,10 +11,12 @@ from structlog.testing import capture_logs
 from imgdl_watch.inbox.lifecycle import (
     CATEGORY_NOT_A_FOLDER,
     CATEGORY_SYMLINK,
+    FOLDER_PLANTED,
     NOT_A_CATEGORY,
     NOT_A_LIST,
     Claim,
     Inbox,
+    PlantedFolder,
     is_list_name,
 )
 from imgdl_watch.inbox.settle import Seen, SettleTracker
@@ -357,3 +359,87 @@ def test_a_broken_category_folder_stops_nothing_else(tmp_path: Path) -> None:
     assert inbox.claim("pics/taken.txt") is None  # never through the symlink
     assert (elsewhere / "taken.txt").exists()
     assert inbox.claim("ok/fine.csv") is not None
+
+
+def _plant(folder: Path, target: Path) -> None:
+    """What a member of the inbox's group can do: rename an own folder away
+    and put a symlink to `target` in its place."""
+    folder.rename(folder.with_name(folder.name + ".away"))
+    folder.symlink_to(target)
+
+
+def test_a_symlink_in_place_of_processing_is_never_followed(inbox: Inbox, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("other user's file\n")
+    (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
+    _plant(Path(inbox.processing), victim)
+    # Its "leftovers" are not ours to take, and nothing goes into it.
+    assert inbox.leftovers() == []
+    assert inbox.claim("cats.txt") is None
+    with pytest.raises(PlantedFolder) as raised:
+        inbox.scan()
+    assert raised.value.filename == inbox.processing and raised.value.strerror == FOLDER_PLANTED
+    inbox.ensure_layout()  # makes nothing through it, and raises nothing
+    assert sorted(os.listdir(victim)) == ["notes.txt"]
+    assert (Path(inbox.root) / "cats.txt").exists()
+
+
+def test_a_symlink_in_place_of_done_or_failed_is_never_followed(
+    inbox: Inbox, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
+    claim = inbox.claim("cats.txt")
+    assert claim is not None
+    for own in (inbox.done, inbox.failed):
+        _plant(Path(own), elsewhere)
+        with pytest.raises(OSError):
+            _publish(inbox, claim, failed=1)
+        assert os.listdir(elsewhere) == []
+        # The job waits whole in processing/ for the folder to be a folder again.
+        assert sorted(os.listdir(inbox.processing)) == [
+            ".cats.failed.part",
+            ".cats.report.part",
+            "cats.txt",
+        ]
+        os.unlink(own)
+        os.rename(own + ".away", own)
+        claim = inbox.leftovers()[0]
+    assert _publish(inbox, claim, failed=1) == os.path.join(inbox.done, "cats.txt")
+
+
+def test_a_claim_publishes_from_the_processing_folder_it_took(inbox: Inbox, tmp_path: Path) -> None:
+    # processing/ swapped for a symlink while the job runs: the list and its
+    # report are published from the folder the claim holds, not through it.
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "cats.txt").write_text("decoy\n")
+    (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
+    claim = inbox.claim("cats.txt")
+    assert claim is not None
+    paths = inbox.parts(claim.stem)
+    Path(paths.report).write_text("{}\n")
+    Path(paths.failed).write_text("")
+    _plant(Path(inbox.processing), decoy)
+    inbox.finish(claim, failed=0)
+    claim.release()
+    assert (decoy / "cats.txt").read_text() == "decoy\n"
+    assert (Path(inbox.done) / "cats.txt").read_text() == "http://x/a.jpg\n"
+    assert sorted(os.listdir(inbox.processing + ".away")) == []
+
+
+def test_a_file_in_place_of_a_categorys_done_stops_that_category_only(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    inbox = Inbox(str(root), categories=["art"])
+    inbox.ensure_layout()
+    done = root / "art" / "done"
+    _plant(done, tmp_path)
+    (root / "art" / "x.txt").write_text("http://x/a.jpg\n")
+    found, ignored = inbox.scan()
+    assert found == {} and ignored == [("art", FOLDER_PLANTED)]
+    assert inbox.claim("art/x.txt") is None
+    os.unlink(done)
+    done.write_text("a file now")
+    assert inbox.scan()[1] == [("art", FOLDER_PLANTED)]

@@ -221,11 +221,15 @@ def test_reports_are_served_from_done_and_nowhere_else(
     secret.write_text("secret\n")
     (done / "link.report.jsonl").symlink_to(secret)
     (done / "folder.report.jsonl").mkdir()
+    # A FIFO: opening it to read once waited for a writer, forever, with a
+    # thread and a descriptor held for each request.
+    os.mkfifo(done / "fifo.report.jsonl")
     (done / ".hidden.report.jsonl").write_text("hidden\n")
     (done / "cats.txt").write_text("http://x/\n")
     for path in (
         "/report/link.report.jsonl",  # a symlink in done/
         "/report/folder.report.jsonl",  # not a file
+        "/report/fifo.report.jsonl",  # nor is this
         "/report/.hidden.report.jsonl",  # hidden
         "/report/cats.txt",  # a list, not a report
         "/report/..%2Fsecret.report.jsonl",

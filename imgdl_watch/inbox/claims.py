@@ -9,6 +9,10 @@ a service may not link a file it does not own). Only one renamer can win,
 since the source vanishes; the lock makes sure the target never exists when
 it lands, so nothing is ever replaced.
 
+The claim also holds its processing/ folder open (`Claim.folder_fd`), as
+`folders` opened it (never through a symlink), and the inbox publishes the
+list and its report from that descriptor.
+
 The lock is then held until the job is published or given up: it is the
 daemon's "I am running this". A killed daemon's lock goes with its process,
 so any daemon may resume that job (`leftovers_here`); a stem whose lock is
@@ -27,7 +31,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem, list_suffix
-from .layout import LIST_SUFFIX, NOT_A_FILE_CLAIMED, is_list_name
+from .folders import planted
+from .layout import FAILED, LIST_SUFFIX, NOT_A_FILE_CLAIMED, PROCESSING, is_list_name
 from .locks import LOCK_SUFFIX, PUBLISH_LOCK, HeldLock, holding, try_lock
 from .publish import move_unique
 
@@ -48,6 +53,13 @@ class Claim:
     lock: HeldLock
     # The category whose subfolder it came from; "" at the top of the inbox.
     category: str = ""
+    # Its processing/ folder, open: what the inbox publishes it from.
+    folder_fd: int = -1
+
+    @property
+    def entry(self) -> str:
+        """Its name in processing/."""
+        return os.path.basename(self.path)
 
     @property
     def job(self) -> str:
@@ -65,6 +77,9 @@ class Claim:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.folder_fd >= 0:
+            os.close(self.folder_fd)
+            self.folder_fd = -1
         self.lock.release()
 
     @property
@@ -84,72 +99,95 @@ def claim_here(inbox: Inbox, name: str) -> Claim | None:
     lock = try_lock(inbox.locks, stem + LOCK_SUFFIX)
     if lock is None:
         return None
-    target = os.path.join(inbox.processing, stem + (list_suffix(name) or LIST_SUFFIX).lower())
+    entry = stem + (list_suffix(name) or LIST_SUFFIX).lower()
+    folder_fd = -1
     try:
-        if _waiting(inbox, stem):
-            lock.release()
+        with inbox.folder() as root_fd:
+            folder_fd = inbox.open_folder(PROCESSING)
+            if _waiting(folder_fd, stem):
+                os.close(folder_fd)
+                lock.release()
+                return None
+            os.rename(name, entry, src_dir_fd=root_fd, dst_dir_fd=folder_fd)
+    except OSError as exc:
+        if folder_fd >= 0:
+            os.close(folder_fd)
+        lock.release()
+        # Taken already, or processing/ is gone or planted (a symlink, a
+        # file): the scan recreates it or says so.
+        if isinstance(exc, FileNotFoundError) or planted(exc):
             return None
-        os.rename(os.path.join(inbox.root, name), target)
-    except FileNotFoundError:
-        lock.release()  # taken already, or processing/ itself is gone (a scan recreates it)
-        return None
+        raise
     except BaseException:
+        if folder_fd >= 0:
+            os.close(folder_fd)
         lock.release()
         raise
-    return _open_claimed(inbox, stem, target, name, lock)
+    return _open_claimed(inbox, stem, folder_fd, entry, original=name, lock=lock)
 
 
-def _waiting(inbox: Inbox, stem: str) -> bool:
+def _waiting(folder_fd: int, stem: str) -> bool:
     """Whether a list of `stem`, in any format, is in processing/ (call under its lock)."""
-    return any(
-        is_list_name(name) and job_stem(name) == stem for name in os.listdir(inbox.processing)
-    )
+    return any(is_list_name(name) and job_stem(name) == stem for name in os.listdir(folder_fd))
 
 
 def leftovers_here(inbox: Inbox) -> list[Claim]:
-    """The jobs in `inbox`'s own processing/ that no live daemon holds, claimed."""
+    """The jobs in `inbox`'s own processing/ that no live daemon holds, claimed.
+    Raises OSError when processing/ is missing, a symlink or not a folder."""
     claims = []
-    for name in sorted(os.listdir(inbox.processing)):
-        if not is_list_name(name):
-            continue
-        stem = job_stem(name)
-        lock = try_lock(inbox.locks, stem + LOCK_SUFFIX)
-        if lock is None:
-            continue  # running here or in another daemon
-        path = os.path.join(inbox.processing, name)
-        # Its daemon may have published it between our listing and our lock.
-        if not os.path.lexists(path):
-            lock.release()
-            continue
-        claim = _open_claimed(inbox, stem, path, name, lock)
-        if claim is not None:
-            claims.append(claim)
+    with inbox.folder(PROCESSING) as listed:
+        for name in sorted(os.listdir(listed)):
+            if not is_list_name(name):
+                continue
+            stem = job_stem(name)
+            lock = try_lock(inbox.locks, stem + LOCK_SUFFIX)
+            if lock is None:
+                continue  # running here or in another daemon
+            # Its daemon may have published it between our listing and our lock.
+            try:
+                os.stat(name, dir_fd=listed, follow_symlinks=False)
+            except FileNotFoundError:
+                lock.release()
+                continue
+            claim = _open_claimed(inbox, stem, os.dup(listed), name, original=name, lock=lock)
+            if claim is not None:
+                claims.append(claim)
     return claims
 
 
 def _open_claimed(
-    inbox: Inbox, stem: str, path: str, original: str, lock: HeldLock
+    inbox: Inbox, stem: str, folder_fd: int, entry: str, *, original: str, lock: HeldLock
 ) -> Claim | None:
-    """Open a list we hold the stem of. Something that is not a regular file
-    (a symlink or a folder renamed in after the scan looked) goes to
-    failed/ as it is, unread."""
+    """Open a list we hold the stem of, `entry` in the processing/ folder open
+    at `folder_fd` (the claim's from then on). Something that is not a
+    regular file (a symlink or a folder renamed in after the scan looked)
+    goes to failed/ as it is, unread."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(
+            entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=folder_fd
+        )
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            os.close(folder_fd)
             lock.release()
             raise
         fd = -1
     if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
-        return Claim(stem, path, fd, original, lock, inbox.category)
+        path = os.path.join(inbox.processing, entry)
+        return Claim(stem, path, fd, original, lock, inbox.category, folder_fd)
     if fd >= 0:
         os.close(fd)
+    moved: str | None = None
     try:
-        with holding(inbox.locks, PUBLISH_LOCK):
-            moved = move_unique(path, inbox.failed, os.path.basename(path))
+        with holding(inbox.locks, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
+            moved = move_unique(folder_fd, entry, failed_fd, entry)
+    except OSError as exc:
+        # failed/ is gone or planted: the entry waits in processing/, and the
+        # scan says what is wrong.
+        if not (isinstance(exc, FileNotFoundError) or planted(exc)):
+            raise
     finally:
+        os.close(folder_fd)
         lock.release()
-    log.warning(
-        "file_ignored", file=original, reason=NOT_A_FILE_CLAIMED, failed_as=os.path.basename(moved)
-    )
+    log.warning("file_ignored", file=original, reason=NOT_A_FILE_CLAIMED, failed_as=moved)
     return None

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from .lifecycle import Claim, Inbox
+from .lifecycle import Claim, Inbox, PlantedFolder
 from .settle import SettleTracker
 from .watcher import ChangeSource, WatchBroken, watch
 
@@ -99,6 +99,8 @@ class Intake:
         self._watch_stop = trio.Event()
         self._stopped = False
         self._ignored: set[str] = set()
+        # The planted folder that the last scan found, said once.
+        self._planted: str | None = None
         # Lists the last scan found in the inbox, waiting to be taken.
         self.waiting = 0
 
@@ -230,6 +232,12 @@ class Intake:
     async def _scan(self) -> None:
         try:
             found, ignored = await trio.to_thread.run_sync(self.inbox.scan)
+        except PlantedFolder as exc:
+            # Said once, not at every scan: it stays until someone moves it.
+            if exc.filename != self._planted:
+                self._planted = exc.filename
+                log.error("inbox_unusable", folder=exc.filename, reason=exc.strerror)
+            return
         except FileNotFoundError:
             try:
                 await trio.to_thread.run_sync(self._prepare_folders)
@@ -241,6 +249,7 @@ class Intake:
             log.error("inbox_missing", inbox=self.inbox.root, action="recreated")
             self._watch_stop.set()  # the watcher watched the old folder: start anew
             return
+        self._planted = None
         self._report_ignored(ignored)
         now, wall = trio.current_time(), time.time()
         for name, seen in found.items():

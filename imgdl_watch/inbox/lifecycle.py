@@ -10,6 +10,8 @@ Each step in a module of its own:
 
     layout     the folders, and which names are lists (`is_list_name`)
     settle     complete: a file is taken once it has settled
+    folders    the inbox's own folders, opened so that a symlink planted in
+               place of one (or of a category's) is refused, never followed
     claims     claim: the list renamed into processing/ under its stem's lock,
                held until the job is published; leftovers resumed after a crash
     publish    finish: the list to done/ with its report, failures to failed/,
@@ -31,18 +33,20 @@ a category (its output folder is the category's).
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
 
 from ..naming import job_stem
 from .claims import Claim, claim_here, leftovers_here
+from .folders import open_folder, opened, planted
 from .layout import (
     CATEGORY_NOT_A_FOLDER,
     CATEGORY_SYMLINK,
     DONE,
     FAILED,
+    FOLDER_PLANTED,
     LOCKS,
     NAMED_AS_CATEGORY,
     NOT_A_CATEGORY,
@@ -61,14 +65,20 @@ from .settle import Seen
 __all__ = [
     "CATEGORY_NOT_A_FOLDER",
     "CATEGORY_SYMLINK",
+    "FOLDER_PLANTED",
     "NAMED_AS_CATEGORY",
     "NOT_A_CATEGORY",
     "NOT_A_LIST",
     "Claim",
     "Inbox",
     "Parts",
+    "PlantedFolder",
     "is_list_name",
 ]
+
+
+class PlantedFolder(OSError):
+    """One of the inbox's own folders is a symlink, or not a folder: refused."""
 
 
 class Inbox:
@@ -82,8 +92,13 @@ class Inbox:
         categories: Iterable[str] = (),
         category: str = "",
         state: str | None = None,
+        top: str | None = None,
     ) -> None:
         self.root = os.path.abspath(root)
+        # The operator's inbox, and the way down from it to this one's folder:
+        # every folder below `top` is opened without following a symlink.
+        self.top = top or self.root
+        self._under: tuple[str, ...] = (category,) if category else ()
         self.processing = os.path.join(self.root, PROCESSING)
         self.done = os.path.join(self.root, DONE)
         self.failed = os.path.join(self.root, FAILED)
@@ -105,7 +120,30 @@ class Inbox:
     def _of(self, category: str) -> Inbox:
         if not category:
             return self
-        return Inbox(os.path.join(self.root, category), category=category, state=self.state)
+        return Inbox(
+            os.path.join(self.root, category), category=category, state=self.state, top=self.root
+        )
+
+    def folder(self, *names: str) -> contextlib.AbstractContextManager[int]:
+        """This inbox's folder, or one of its own (`processing`, ...), open
+        (`folders.opened`): never through a symlink."""
+        return opened(self.top, (*self._under, *names))
+
+    def open_folder(self, *names: str) -> int:
+        """`folder`'s descriptor, for the caller to close."""
+        return open_folder(self.top, (*self._under, *names))
+
+    def _check_own_folders(self) -> None:
+        """Raise FileNotFoundError when one of processing/, done/ and failed/
+        is missing, `PlantedFolder` when one is a symlink or not a folder."""
+        for name in OWN_FOLDERS:
+            try:
+                os.close(self.open_folder(name))
+            except OSError as exc:
+                if planted(exc):
+                    where = os.path.join(self.root, name)
+                    raise PlantedFolder(exc.errno, FOLDER_PLANTED, where) from exc
+                raise
 
     def category_folders(self) -> list[str]:
         return [os.path.join(self.root, name) for name in self.categories]
@@ -113,9 +151,16 @@ class Inbox:
     def ensure_layout(self) -> None:
         """Make the inbox's folders, and its categories' where it can: a
         category's folder that cannot be one (a file, a symlink, planted by a
-        user of the inbox) is the scan's to report, and stops nothing else."""
+        user of the inbox) is the scan's to report, and stops nothing else;
+        so is one of the inbox's own folders that is a symlink or a file."""
         for folder in (self.root, self.processing, self.done, self.failed, self.state, self.locks):
-            os.makedirs(folder, exist_ok=True)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except FileExistsError:
+                if folder in (self.root, self.state, self.locks):
+                    raise
+                # A file (or a dangling symlink) where an own folder goes:
+                # `scan` raises `PlantedFolder`.
         for name in self.categories:
             self._of(name).usable()
 
@@ -133,6 +178,14 @@ class Inbox:
         try:
             for folder in (self.root, self.processing, self.done, self.failed, self.locks):
                 os.makedirs(folder, exist_ok=True)
+        except FileExistsError:
+            pass  # a file where an own folder goes: said below
+        except OSError as exc:
+            return f"{CATEGORY_NOT_A_FOLDER}: {exc.strerror}"
+        try:
+            self._check_own_folders()
+        except PlantedFolder:
+            return FOLDER_PLANTED
         except OSError as exc:
             return f"{CATEGORY_NOT_A_FOLDER}: {exc.strerror}"
         return None
@@ -140,7 +193,9 @@ class Inbox:
     def scan(self) -> tuple[dict[str, Seen], list[tuple[str, str]]]:
         """Lists in the inbox and its categories with their stat (a category's
         as `art/cats.txt`), and entries that are ignored, with why (a
-        category's folder that cannot be used among them)."""
+        category's folder that cannot be used among them). Raises
+        FileNotFoundError when one of the inbox's own folders is missing,
+        `PlantedFolder` when one is a symlink or a file."""
         found: dict[str, Seen] = {}
         ignored: list[tuple[str, str]] = []
         self._scan_folder(found, ignored)
@@ -157,11 +212,9 @@ class Inbox:
         return found, ignored
 
     def _scan_folder(self, found: dict[str, Seen], ignored: list[tuple[str, str]]) -> None:
-        for folder in (self.processing, self.done, self.failed):
-            if not os.path.isdir(folder):
-                raise FileNotFoundError(errno.ENOENT, "inbox folder is missing", folder)
+        self._check_own_folders()
         prefix = f"{self.category}/" if self.category else ""
-        with os.scandir(self.root) as entries:
+        with self.folder() as fd, os.scandir(fd) as entries:
             for entry in entries:
                 name = entry.name
                 if name in OWN_FOLDERS or (not prefix and name in self.categories):
@@ -206,7 +259,12 @@ class Inbox:
     def leftovers(self) -> list[Claim]:
         """Jobs in `processing/` (the inbox's and its categories') that no live
         daemon holds: ours to resume."""
-        claims = leftovers_here(self)
+        try:
+            claims = leftovers_here(self)
+        except OSError as exc:
+            if not planted(exc):
+                raise
+            claims = []  # processing/ is planted: the scan says so
         for name in self.categories:
             category = self._of(name)
             if category.usable() is not None:

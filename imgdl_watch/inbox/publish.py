@@ -5,6 +5,8 @@ overwritten. A list whose name is too long for that number and for its
 report's name is published under its job's (shortened) stem instead
 (`Claim.published_name`). Every daemon picks free names under the inbox's
 publish lock, so that a name found free is still free when the rename lands.
+Each move goes from the claim's processing/ folder to done/ or failed/ as
+`folders` opens them: never through a symlink planted in their place.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..naming import list_suffix
+from .layout import DONE, FAILED
 from .locks import PUBLISH_LOCK, holding
 
 if TYPE_CHECKING:
@@ -25,37 +28,50 @@ def finish_here(inbox: Inbox, claim: Claim, *, failed: int) -> str:
     """Publish a finished job of `inbox`'s own folder: list to done/, report
     beside it, failures to failed/. Returns where the list went."""
     report = inbox.parts(claim.stem)
-    with holding(inbox.locks, PUBLISH_LOCK):
-        done_path = move_unique(claim.path, inbox.done, claim.published_name)
-        done_stem = os.path.basename(done_path)[: -len(claim.suffix)]
-        move_unique(report.report, inbox.done, f"{done_stem}.report.jsonl")
+    source = claim.folder_fd
+    # Both folders are opened before anything moves: one that cannot be (a
+    # symlink in its place) leaves the job whole in processing/.
+    with (
+        holding(inbox.locks, PUBLISH_LOCK),
+        inbox.folder(DONE) as done_fd,
+        inbox.folder(FAILED) as failed_fd,
+    ):
+        done_name = move_unique(source, claim.entry, done_fd, claim.published_name)
+        done_stem = done_name[: -len(claim.suffix)]
+        move_unique(source, _entry(report.report), done_fd, f"{done_stem}.report.jsonl")
         if failed:
-            move_unique(report.failed, inbox.failed, claim.published_name)
+            move_unique(source, _entry(report.failed), failed_fd, claim.published_name)
         else:
-            _unlink_quietly(report.failed)
-    return done_path
+            _unlink_quietly(source, _entry(report.failed))
+    return os.path.join(inbox.done, done_name)
 
 
 def fail_here(inbox: Inbox, claim: Claim) -> str:
     """A list of `inbox`'s own folder that could not run at all goes to
     failed/ as it is, to retry later; its report parts go."""
     report = inbox.parts(claim.stem)
-    with holding(inbox.locks, PUBLISH_LOCK):
-        path = move_unique(claim.path, inbox.failed, claim.published_name)
-    _unlink_quietly(report.report)
-    _unlink_quietly(report.failed)
-    return path
+    source = claim.folder_fd
+    with holding(inbox.locks, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
+        name = move_unique(source, claim.entry, failed_fd, claim.published_name)
+    _unlink_quietly(source, _entry(report.report))
+    _unlink_quietly(source, _entry(report.failed))
+    return os.path.join(inbox.failed, name)
 
 
-def _unlink_quietly(path: str) -> None:
+def _entry(path: str) -> str:
+    return os.path.basename(path)
+
+
+def _unlink_quietly(folder_fd: int, name: str) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=folder_fd)
     except FileNotFoundError:
         pass
 
 
-def move_unique(source: str, folder: str, name: str) -> str:
-    """Move `source` into `folder` as `name`, or `stem.N.ext` if that is taken.
+def move_unique(source_fd: int, source: str, folder_fd: int, name: str) -> str:
+    """Move `source`, in the folder open at `source_fd`, into the folder open
+    at `folder_fd` as `name`, or `stem.N.ext` if that is taken; the name it got.
 
     Call under the publish lock. (A rename, not a link and an unlink: the
     list may belong to another user, see `claims`.)
@@ -69,9 +85,11 @@ def move_unique(source: str, folder: str, name: str) -> str:
     base = name[: len(name) - len(suffix)]
     for n in range(100_000):
         candidate = name if n == 0 else f"{base}.{n}{suffix}"
-        target = os.path.join(folder, candidate)
-        if os.path.lexists(target):
+        try:
+            os.stat(candidate, dir_fd=folder_fd, follow_symlinks=False)
             continue
-        os.rename(source, target)
-        return target
-    raise FileExistsError(errno.EEXIST, f"no free name for {name}", folder)
+        except FileNotFoundError:
+            pass
+        os.rename(source, candidate, src_dir_fd=source_fd, dst_dir_fd=folder_fd)
+        return candidate
+    raise FileExistsError(errno.EEXIST, f"no free name for {name}")

@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..config import is_category_name
+from ..inbox.folders import open_folder
 from ..inbox.layout import DONE
 from ..inbox.lifecycle import Inbox
 from .status import collect
@@ -80,11 +81,19 @@ def _host_of(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
+# Seconds a connection to the page may stay silent (a kept-alive browser's
+# between polls included) before it is closed.
+IDLE_TIMEOUT_S = 30.0
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: StatusServer
     protocol_version = "HTTP/1.1"
     server_version = "imgdl-watch"
     sys_version = ""
+    # A connection that sends nothing for this long is closed: each holds a
+    # thread and a descriptor, and a browser polls again anyway.
+    timeout = IDLE_TIMEOUT_S
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # one line per poll would flood the daemon's log
@@ -196,18 +205,16 @@ class StatusServer(ThreadingHTTPServer):
         if not is_report_name(report) or (slash and not is_category_name(category)):
             return None
         folders = [category, DONE] if category else [DONE]
-        directory = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            at = os.open(self.inbox.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
+            at = open_folder(self.inbox.root, folders)
+        except OSError:  # absent, a symlink (ELOOP, ENOTDIR), unreadable
             return None
         try:
-            for folder in folders:
-                inner = os.open(folder, directory, dir_fd=at)
-                os.close(at)
-                at = inner
-            fd = os.open(report, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=at)
-        except OSError:  # absent, a symlink (ELOOP, ENOTDIR), unreadable
+            # O_NONBLOCK: a FIFO planted in done/ would block the open until a
+            # writer came; opened at once, it is then refused as not regular.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(report, flags, dir_fd=at)
+        except OSError:
             return None
         finally:
             os.close(at)

@@ -1,0 +1,62 @@
+"""An inbox's own folders, opened so that a symlink planted there leads nowhere.
+
+The inbox is writable by the group whose members drop lists, so any of them
+can rename processing/, done/ or failed/ (or a category's folder) away and
+put a symlink, or a folder of their own, in its place. Followed, a symlink
+would have the daemon take "leftover" lists from any folder it can write
+(and show their lines in its log), or publish lists and reports into one.
+
+So every folder on the way from the inbox to the one used is opened
+relative to the one before it, with O_NOFOLLOW and O_DIRECTORY: a symlink
+(ELOOP) or anything that is not a folder (ENOTDIR) is refused, never
+followed. Listings, renames and opens then go through the descriptor
+(`renameat`, `openat`), so that the folder checked is the folder used, even
+if its name is swapped a moment later. (A real folder put in place of one
+of ours gains its maker nothing: what the daemon moves into it is what they
+could drop or read anyway.)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+# What opening a planted entry raises: a symlink, or not a folder.
+REFUSED = (errno.ELOOP, errno.ENOTDIR)
+
+
+def open_folder(root: str, names: Sequence[str] = ()) -> int:
+    """A descriptor of `root/names[0]/names[1]/...`, each name opened without
+    following a symlink (`root` itself is the operator's path, followed).
+    Raises OSError: ENOENT when a folder is missing, ELOOP or ENOTDIR when
+    one is a symlink or not a folder."""
+    fd = os.open(root, _ROOT)
+    try:
+        for name in names:
+            inner = os.open(name, _FOLDER, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def opened(root: str, names: Sequence[str] = ()) -> Iterator[int]:
+    """`open_folder`, closed on the way out."""
+    fd = open_folder(root, names)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def planted(exc: OSError) -> bool:
+    """Whether `exc` says that a folder on the way is a symlink or not a folder."""
+    return exc.errno in REFUSED
