@@ -65,6 +65,11 @@ MAX_RETRIES = 100
 MAX_REDIRECTS = 100
 # A hook that needs more than a day is not a hook.
 MAX_HOOK_TIMEOUT_S = 86400.0
+# The shortest intervals: at 1e-9 s an idle daemon rescanned its inbox at
+# 93% of a core, and a job logged 4,000 job_progress lines a second. A
+# hundredth of a second still lets tests make daemons contend for each list.
+MIN_RESCAN_INTERVAL_S = 0.01
+MIN_PROGRESS_INTERVAL_S = 0.1
 # Requests per second to one host: more than any host would call polite.
 MAX_RATE_PER_HOST = 1000.0
 # An hour between two requests to one host already makes a list of 100 last days.
@@ -114,6 +119,19 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise ValueError("must be more than 0")
     return value
+
+
+def _at_least(minimum: float) -> Callable[[str], float]:
+    """Seconds no shorter than `minimum`: an interval that a slip (`1e-9`)
+    would otherwise turn into a busy loop, or a flood of log lines."""
+
+    def parse(text: str) -> float:
+        value = _finite(text)
+        if not value >= minimum:
+            raise ValueError(f"must be at least {minimum:g}")
+        return value
+
+    return parse
 
 
 def _non_negative_float(text: str) -> float:
@@ -599,11 +617,15 @@ OPTIONS: tuple[Option, ...] = (
         "FORMAT",
     ),
     Option(
-        "progress_interval", _positive_float, 5.0, "seconds between job_progress events", "SECONDS"
+        "progress_interval",
+        _at_least(MIN_PROGRESS_INTERVAL_S),
+        5.0,
+        "seconds between job_progress events",
+        "SECONDS",
     ),
     Option(
         "rescan_interval",
-        _positive_float,
+        _at_least(MIN_RESCAN_INTERVAL_S),
         5.0,
         "seconds between scans of the inbox when no event comes",
         "SECONDS",
@@ -776,7 +798,10 @@ def _parse(option: Option, raw: Any, where: str) -> Any:
         return _parse_one(option, raw, where)
     # A flag given many times and a TOML array are lists; the environment
     # holds one value per line.
-    items = raw if isinstance(raw, list) else str(raw).splitlines()
+    if isinstance(raw, list):
+        items = raw
+    else:
+        items = str(raw).splitlines() if isinstance(raw, str) else [raw]
     return tuple(_parse_one(option, item, where) for item in items if str(item).strip())
 
 
@@ -785,6 +810,13 @@ def _parse_one(option: Option, raw: Any, where: str) -> Any:
     name = option.name.replace("_", "-")
     if isinstance(raw, bool) and option.parse is not _bool:
         raise ConfigError(f"{where}: {name} must be {wanted}, not true/false")
+    if not isinstance(raw, str | int | float):
+        # A TOML table, array, date or time: its text would be taken for a
+        # value (a folder named "{'a': 1}").
+        kind = "a table" if isinstance(raw, dict) else "an array"
+        if not isinstance(raw, dict | list):
+            kind = "a date or time"
+        raise ConfigError(f"{where}: {name} must be a string or a number, not {kind}")
     text = str(raw).lower() if isinstance(raw, bool) else str(raw)
     try:
         return option.parse(text)
@@ -807,15 +839,37 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid TOML: it is not UTF-8") from None
     table = data.get("imgdl-watch", data)
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [imgdl-watch] must be a table")
-    if table is not data and "hosts" in data:
-        # [hosts."name"] beside [imgdl-watch], as well as inside it.
-        if "hosts" in table:
-            raise ConfigError(f"config file {path}: [hosts] is given twice")
-        table = {**table, "hosts": data["hosts"]}
+    if table is not data:
+        # [hosts."name"] and [category.NAME] may be beside [imgdl-watch], as
+        # well as inside it; an option beside it would be silently unread
+        # (`block_private = true` above the table, say): it is an error.
+        table = dict(table)
+        for key, value in data.items():
+            if key == "imgdl-watch":
+                continue
+            if key not in TABLES:
+                raise ConfigError(
+                    f"config file {path}: {key!r} is outside [imgdl-watch]: put it inside the"
+                    " table, or drop the table's header"
+                )
+            if key in table:
+                raise ConfigError(f"config file {path}: [{key}] is given twice")
+            table[key] = value
+    spelled: dict[str, str] = {}
+    for key in table:
+        earlier = spelled.setdefault(key.replace("-", "_"), key)
+        if earlier != key:
+            raise ConfigError(f"config file {path}: {earlier!r} and {key!r} are the same key")
     return table
+
+
+# The tables of a config file beside its options (and beside [imgdl-watch]).
+TABLES: Final = ("hosts", "category")
 
 
 # The keys of a `[hosts."name"]` entry, and the option whose parser checks each.

@@ -203,12 +203,67 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
         ("MAX_BYTES", "12Q", "max-bytes '12Q' is not a size such as 4096, 500K, 32M or 1G"),
         ("TOTAL_TIMEOUT", "nan", "total-timeout must be a finite number"),
         ("SETTLE", "soon", "settle 'soon' is not a number of seconds"),
+        # A slip to a tiny interval: a busy loop, or a flood of log lines.
+        ("RESCAN_INTERVAL", "1e-9", "rescan-interval must be at least 0.01"),
+        ("PROGRESS_INTERVAL", "0.001", "progress-interval must be at least 0.1"),
     ],
 )
 def test_config_errors_are_one_line(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         resolve("run", {}, env={f"IMGDL_WATCH_{name}": value}, config_path=None)
     assert str(info.value) == f"IMGDL_WATCH_{name}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Above an [imgdl-watch] table, an option was silently unread: here
+        # the address blocking that the operator meant to turn on.
+        (
+            "block_private = true\n[imgdl-watch]\nmax_jobs = 2\n",
+            "'block_private' is outside [imgdl-watch]: put it inside the table,"
+            " or drop the table's header",
+        ),
+        ("per_host = 1\nper-host = 100\n", "'per_host' and 'per-host' are the same key"),
+        (
+            "inbox = {a = 1}\n",
+            "config file {path}: inbox must be a string or a number, not a table",
+        ),
+        (
+            "output = [1, 2]\n",
+            "config file {path}: output must be a string or a number, not an array",
+        ),
+        ("log_file = 2024-01-01\n", "log-file must be a string or a number, not a date or time"),
+        ("header = {Referer = 'x'}\n", "header must be a string or a number, not a table"),
+        (b"\xff\xfe = 1\n", "is not valid TOML: it is not UTF-8"),
+        (
+            '[hosts."a.example"]\nrate = 1\n[imgdl-watch]\n[imgdl-watch.hosts."b.example"]\n',
+            "[hosts] is given twice",
+        ),
+    ],
+)
+def test_a_config_file_that_says_a_key_wrong_stops_with_one_line(
+    tmp_path: Path, text: str | bytes, message: str
+) -> None:
+    config = tmp_path / "c.toml"
+    if isinstance(text, bytes):
+        config.write_bytes(text)
+    else:
+        config.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        resolve("run", {}, env={}, config_path=str(config))
+    assert message.format(path=config) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_tables_beside_an_imgdl_watch_table_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[imgdl-watch]\nper_host = 2\n[hosts."a.example"]\nrate = 1\n[category.art]\nretries = 1\n'
+    )
+    settings = resolve("run", {}, env={}, config_path=str(config))
+    assert settings.per_host == 2 and [c.name for c in settings.categories] == ["art"]
+    assert [rule.name for rule in settings.hosts.rules] == ["a.example"]
 
 
 def test_sizes_take_suffixes() -> None:
