@@ -308,6 +308,20 @@ def test_unwritable_folder_exits_2(tmp_path: Path) -> None:
     assert one_clean_line(result.stderr).endswith(f"output {blocker} is not a folder")
 
 
+@pytest.mark.parametrize(("inbox", "output"), [("same", "same"), ("o/in", "o"), ("i", "i/out")])
+def test_an_inbox_and_output_that_overlap_exit_2(tmp_path: Path, inbox: str, output: str) -> None:
+    # With the inbox inside the output, a job named after it saved its
+    # downloads into the inbox, where they were taken for lists.
+    result = subprocess.run(
+        [sys.executable, "-m", "imgdl_watch", "run", "--inbox", str(tmp_path / inbox),
+         "--output", str(tmp_path / output)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "overlap: give each a folder of its own" in one_clean_line(result.stderr)
+    assert not (tmp_path / inbox / "processing").exists()  # nothing ran
+
+
 def test_every_option_is_in_the_readme_and_in_help() -> None:
     from imgdl_watch.cli import build_parser
     from imgdl_watch.config import OPTIONS, env_name

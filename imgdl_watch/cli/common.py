@@ -64,6 +64,19 @@ def check_writable_folder(path: str, what: str) -> None:
         raise ConfigError(f"{what} folder {path} is not writable")
 
 
+def check_apart(inbox: str, output: str) -> None:
+    """Neither folder may be, or be inside, the other: a job's images would
+    land among the inbox's own folders (a job named `done` in done/), or
+    in the inbox, to be taken for lists."""
+    real_inbox, real_output = os.path.realpath(inbox), os.path.realpath(output)
+    for inner, outer in ((real_inbox, real_output), (real_output, real_inbox)):
+        if inner == outer or inner.startswith(outer.rstrip("/") + "/"):
+            raise ConfigError(
+                f"inbox {inbox} and output {output} overlap: give each a folder of its own,"
+                " neither inside the other"
+            )
+
+
 @contextlib.contextmanager
 def closing_log(output: LogOutput) -> Iterator[None]:
     """Close the log at the end, after a crash is logged to it."""

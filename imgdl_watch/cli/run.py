@@ -13,6 +13,7 @@ from ..service.daemon import Daemon
 from ..service.hooks import check_commands
 from ..service.notify import NotifyError, targets
 from .common import (
+    check_apart,
     check_writable_folder,
     closing_log,
     ensure_open_files,
@@ -26,6 +27,7 @@ from .parser import EXIT_OK
 def run(settings: Settings, args: argparse.Namespace) -> int:
     check_writable_folder(settings.inbox, "inbox")
     check_writable_folder(settings.output, "output")
+    check_apart(settings.inbox, settings.output)
     ensure_open_files(settings, jobs=settings.max_jobs)
     check_commands(settings)
     try:
