@@ -439,6 +439,20 @@ def test_a_list_can_come_from_standard_input_or_a_pipe(server: ImageServer, tmp_
     assert (finished["event"], finished["ok"]) == ("job_finished", 0)
     # A device named as a list is still refused.
     assert "is not a regular file" in one_clean_line(fetch(tmp_path, "/dev/null").stderr)
+    # A pipe named by its descriptor, as `<(command)` names one (/dev/fd/63):
+    # into OUTPUT/pipe/, not a folder named after a number.
+    read_end, write_end = os.pipe()
+    os.write(write_end, text.encode())
+    os.close(write_end)
+    try:
+        subbed = subprocess.run(
+            [*command, f"/dev/fd/{read_end}"],
+            cwd=tmp_path, pass_fds=[read_end], capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(read_end)
+    assert subbed.returncode == 0, subbed.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "pipe").iterdir()) == ["s1.jpg", "s2.jpg"]
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -145,8 +146,7 @@ def fetch(settings: Settings, lists: list[str]) -> int:
             return fail(f"cannot read list {path}: {exc.strerror}")
         if fd is None:
             return fail(f"list {path} is not a regular file")
-        # Standard input's list goes to OUTPUT/stdin/.
-        fds.append(("stdin" if path == "-" else path, fd))
+        fds.append((_list_name(path), fd))
     check_writable_folder(settings.output, "output")
     # Every list stays open from here, and one runs at a time. Before the
     # workers fork, so that they have the same limit.
@@ -212,6 +212,21 @@ def _fetch(
     if outcome is Outcome.UNREADABLE:
         return EXIT_USAGE
     return EXIT_OK if outcome is Outcome.OK else EXIT_FAILED
+
+
+# A list named by a descriptor, as a shell's `<(command)` is (/dev/fd/63):
+# its number says nothing, and the next run's may differ.
+_DESCRIPTOR_PATH = re.compile(r"/(?:dev|proc/self|proc/[0-9]+)/fd/[0-9]+")
+
+
+def _list_name(path: str) -> str:
+    """The name a list's job goes by: standard input's goes to OUTPUT/stdin/,
+    a pipe named by a descriptor's to OUTPUT/pipe/, a file's by its stem."""
+    if path == "-":
+        return "stdin"
+    if _DESCRIPTOR_PATH.fullmatch(path):
+        return "pipe"
+    return path
 
 
 def _open_list(path: str) -> int | None:
