@@ -6,7 +6,7 @@ imported (only then: it costs start-up time that `fetch` should not pay);
 the status page's server (`service/statuspage.py`) answers `/metrics` from
 the registry it returns.
 
-    imgdl_downloads_total{result}            ok, failed, skipped, reused
+    imgdl_downloads_total{result}            ok, failed, skipped, reused, filtered
     imgdl_download_failures_total{reason}    failed downloads by reason
     imgdl_download_bytes_total
     imgdl_download_duration_seconds          histogram of successful downloads
@@ -43,7 +43,7 @@ MAX_HOST_LABELS = 500
 MAX_REASON_LABELS = 64
 # Results counted from the start at 0, so that `rate()` and `increase()` see
 # a series before the first download of each kind.
-RESULTS = ("ok", "failed", "skipped", "reused")
+RESULTS = ("ok", "failed", "skipped", "reused", "filtered")
 
 
 class HostGauges(Protocol):

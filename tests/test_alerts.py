@@ -102,5 +102,5 @@ def test_the_rules_and_the_dashboard_use_only_metrics_the_daemon_exposes() -> No
     # Results are there at 0 before the first download of each kind, so that
     # increase() sees a series from the start.
     fresh = PrometheusRecorder().exposition()[0].decode()
-    for result in ("ok", "failed", "skipped", "reused"):
+    for result in ("ok", "failed", "skipped", "reused", "filtered"):
         assert f'imgdl_downloads_total{{result="{result}"}} 0.0' in fresh
