@@ -382,7 +382,7 @@ OPTIONS: tuple[Option, ...] = (
         "output",
         _text,
         None,
-        "folder that receives OUTPUT/<list stem>/ (run: ./downloads, fetch: .)",
+        "folder that receives OUTPUT/<list stem>/",
         "DIR",
     ),
     Option(
@@ -580,8 +580,7 @@ OPTIONS: tuple[Option, ...] = (
         "url_column",
         _text,
         None,
-        "the column (csv, tsv) or key (jsonl) of a list that holds the URLs"
-        " (default: url or image_url, in any case)",
+        "the column (csv, tsv) or key (jsonl) of a list that holds the URLs",
         "NAME",
         per_job=True,
     ),
@@ -644,7 +643,7 @@ OPTIONS: tuple[Option, ...] = (
         "metrics_port",
         _port,
         None,
-        "serve Prometheus metrics on this port (off when unset)",
+        "serve Prometheus metrics, the status page and /status.json on this port (off when unset)",
         "PORT",
         ("run",),
     ),

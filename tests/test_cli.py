@@ -178,7 +178,20 @@ def test_a_list_whose_folder_cannot_be_used_exits_1(tmp_path: Path) -> None:
 def test_usage_error_exits_2(tmp_path: Path) -> None:
     result = fetch(tmp_path)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+    # One line, not a dozen of usage first.
+    assert one_clean_line(result.stderr) == (
+        "imgdl-watch fetch: error: the following arguments are required: LIST"
+        " (see imgdl-watch fetch --help)"
+    )
+    # An option the command does not know is the command's error.
+    result = subprocess.run(
+        [sys.executable, "-m", "imgdl_watch", "run", "--bogus"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert one_clean_line(result.stderr) == (
+        "imgdl-watch run: error: unrecognized arguments: --bogus (see imgdl-watch run --help)"
+    )
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:

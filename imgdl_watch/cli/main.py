@@ -44,7 +44,7 @@ def entry() -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_command(argv)
     try:
         settings = settings_for(args.command, args)
         # Each command's module is imported only when it runs: `fetch` needs

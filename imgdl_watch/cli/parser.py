@@ -7,7 +7,7 @@ it, with its default and environment variable in its help.
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 from ..config import OPTIONS, Option, env_name
@@ -20,9 +20,23 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line: what is wrong, and where to
+    read more (argparse's own prints the whole usage first, a dozen lines
+    for `fetch`)."""
+
+    # The commands' parsers, by name: an unknown option is theirs to report.
+    commands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_command(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        """The arguments; an option that the command does not know is that
+        command's error (`imgdl-watch run: error: ...`), not the program's."""
+        args, extra = self.parse_known_args(argv)
+        if extra:
+            self.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        return args
 
 
 def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
@@ -34,6 +48,8 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
         default = "the shipped list of known placeholders"
     elif option.name == "workers":
         default = "auto"
+    elif option.name == "url_column":
+        default = "url or image_url, in any case"
     shown = f"default: {default}" if default not in (None, ()) else "default: none"
     per_line = ", one per line" if option.repeat else ""
     text = f"{option.help} ({shown}; env {env_name(option.name)}{per_line})"
@@ -49,7 +65,7 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
         parser.add_argument(flag, dest=option.name, metavar=option.metavar, default=None, help=text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog=PROG,
         description="Download every image of URL lists: "
@@ -61,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="watch an inbox and download every list dropped into it",
-        description="Watch INBOX for *.txt lists of image URLs "
-        "and download each into OUTPUT/<stem>/.",
+        description="Watch INBOX for lists of image URLs (*.txt, *.csv, *.tsv or *.jsonl, "
+        "optionally .gz or .zst) and download each into OUTPUT/<stem>/.",
     )
     fetch = commands.add_parser(
         "fetch",
@@ -94,4 +110,5 @@ def build_parser() -> argparse.ArgumentParser:
         for option in OPTIONS:
             if name in option.commands:
                 _add_option(sub, option)
+    parser.commands = {"run": run, "fetch": fetch, "status": status}
     return parser
