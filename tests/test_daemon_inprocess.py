@@ -102,7 +102,7 @@ async def test_an_inbox_deleted_again_while_it_is_recreated_is_recreated_later(
     # FileExistsError. A real deletion loop races the daemon's recreation
     # until that has happened, and the daemon must go on.
     inbox = tmp_path / "inbox"
-    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.001")
+    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.01")
     deleting = threading.Event()
     deleting.set()
     deleted = trio.Event()

@@ -443,3 +443,23 @@ def test_a_file_in_place_of_a_categorys_done_stops_that_category_only(tmp_path: 
     os.unlink(done)
     done.write_text("a file now")
     assert inbox.scan()[1] == [("art", FOLDER_PLANTED)]
+
+
+def test_a_symlink_in_place_of_the_state_folder_is_never_written_through(
+    inbox: Inbox, tmp_path: Path
+) -> None:
+    from imgdl_watch.service.status import StatusFile, adopt_history, collect
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "locks").mkdir(parents=True)
+    (elsewhere / "status-old-1.json").write_text('{"state": "stopped"}')
+    _plant(Path(inbox.state), elsewhere)
+    with pytest.raises(PlantedFolder) as raised:
+        inbox.scan()
+    assert raised.value.filename == inbox.state
+    status = StatusFile(inbox, str(tmp_path / "out"))
+    with pytest.raises(OSError):
+        status.write(state="running", jobs=[], in_flight=0, queued=0)
+    assert adopt_history(status) == 0  # removes nothing there
+    assert collect(inbox.root)["daemons"] == []
+    assert sorted(os.listdir(elsewhere)) == ["locks", "status-old-1.json"]

@@ -36,11 +36,13 @@ NOT_A_CATEGORY = "a folder that no category of the config names"
 NAMED_AS_CATEGORY = "a top-level list may not be named after a category (its output folder)"
 CATEGORY_SYMLINK = "a category's folder, but a symlink: not followed, its lists wait"
 CATEGORY_NOT_A_FOLDER = "a category's name, but not a folder: its lists wait"
-# One of processing/, done/ and failed/ (an inbox's or a category's) replaced
-# by a user of the inbox: the daemon never follows it, and never removes it.
+# One of processing/, done/ and failed/ (an inbox's or a category's), or the
+# state folder, replaced by a user of the inbox: the daemon never follows it,
+# and never removes it.
 FOLDER_PLANTED = (
-    "a symlink or a file in place of processing/, done/ or failed/: never followed,"
-    " lists wait until it is moved away (the daemon then makes the folder again)"
+    "a symlink or a file in place of one of the inbox's own folders (processing/, done/,"
+    " failed/, .imgdl-watch/): never followed, lists wait until it is moved away"
+    " (the daemon then makes the folder again)"
 )
 # Why a claimed entry goes to failed/ unread, as `file_ignored` says it.
 NOT_A_FILE_CLAIMED = (

@@ -133,15 +133,24 @@ class Inbox:
         """`folder`'s descriptor, for the caller to close."""
         return open_folder(self.top, (*self._under, *names))
 
+    def state_folder(self) -> contextlib.AbstractContextManager[int]:
+        """The daemons' own folder (status files, locks), open: never through
+        a symlink."""
+        return opened(self.top, (STATE,))
+
     def _check_own_folders(self) -> None:
         """Raise FileNotFoundError when one of processing/, done/ and failed/
-        is missing, `PlantedFolder` when one is a symlink or not a folder."""
-        for name in OWN_FOLDERS:
+        (and at the top, the state folder and its locks) is missing,
+        `PlantedFolder` when one is a symlink or not a folder."""
+        ways: list[tuple[str, ...]] = [(*self._under, name) for name in OWN_FOLDERS]
+        if not self.category:
+            ways += [(STATE,), (STATE, LOCKS)]
+        for way in ways:
             try:
-                os.close(self.open_folder(name))
+                os.close(open_folder(self.top, way))
             except OSError as exc:
                 if planted(exc):
-                    where = os.path.join(self.root, name)
+                    where = os.path.join(self.top, *way)
                     raise PlantedFolder(exc.errno, FOLDER_PLANTED, where) from exc
                 raise
 
@@ -157,7 +166,7 @@ class Inbox:
             try:
                 os.makedirs(folder, exist_ok=True)
             except FileExistsError:
-                if folder in (self.root, self.state, self.locks):
+                if folder == self.root:
                     raise
                 # A file (or a dangling symlink) where an own folder goes:
                 # `scan` raises `PlantedFolder`.

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ STALE_AFTER_S = 10.0
 # Finished jobs kept in the status file.
 RECENT_JOBS = 10
 _PREFIX = "status-"
+# A status file is opened without following a symlink, and without waiting
+# for a writer (a FIFO planted in the state folder is then passed over).
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _now_iso() -> str:
@@ -88,10 +93,15 @@ class StatusFile:
             # The config's categories, now: `status` lists their queues too.
             "categories": list(self.inbox.categories),
         }
-        temp = f"{self.path}.{self.pid}.tmp"
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-        os.replace(temp, self.path)
+        # In the state folder as `Inbox.state_folder` opens it: a symlink a
+        # user of the inbox put in its place is not written through.
+        name = os.path.basename(self.path)
+        temp = f"{name}.{self.pid}.tmp"
+        with self.inbox.state_folder() as folder:
+            fd = os.open(temp, _WRITE_FLAGS, 0o666, dir_fd=folder)
+            with open(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle)
+            os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
 
 
 def adopt_history(status: StatusFile) -> int:
@@ -104,7 +114,8 @@ def adopt_history(status: StatusFile) -> int:
             continue
         status.recent.extend(_recent(document))
         try:
-            os.unlink(path)
+            with status.inbox.state_folder() as folder:
+                os.unlink(os.path.basename(path), dir_fd=folder)
             removed += 1
         except FileNotFoundError:
             pass
@@ -116,23 +127,25 @@ def adopt_history(status: StatusFile) -> int:
 def _status_files(inbox: Inbox) -> list[tuple[str, dict[str, Any], float]]:
     found = []
     try:
-        names = [
-            n for n in os.listdir(inbox.state) if n.startswith(_PREFIX) and n.endswith(".json")
-        ]
-    except FileNotFoundError:
+        with inbox.state_folder() as folder:
+            for name in os.listdir(folder):
+                if not (name.startswith(_PREFIX) and name.endswith(".json")):
+                    continue
+                try:
+                    fd = os.open(name, _READ_FLAGS, dir_fd=folder)
+                    with open(fd, encoding="utf-8") as handle:
+                        st = os.fstat(handle.fileno())
+                        if not stat.S_ISREG(st.st_mode):
+                            continue
+                        document = json.load(handle)
+                except (OSError, ValueError):
+                    continue
+                # JSON of another shape than a daemon's (a hand edit, another
+                # program's file) is passed over, as a broken file is.
+                if isinstance(document, dict):
+                    found.append((os.path.join(inbox.state, name), document, st.st_mtime))
+    except OSError:  # no state folder (yet), or a symlink planted in its place
         return []
-    for name in names:
-        path = os.path.join(inbox.state, name)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                document = json.load(handle)
-            mtime = os.stat(path).st_mtime
-        except (OSError, ValueError):
-            continue
-        # JSON of another shape than a daemon's (a hand edit, another
-        # program's file) is passed over, as a broken file is.
-        if isinstance(document, dict):
-            found.append((path, document, mtime))
     return found
 
 
