@@ -453,10 +453,14 @@ def test_a_symlink_in_place_of_the_state_folder_is_never_written_through(
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "locks").mkdir(parents=True)
     (elsewhere / "status-old-1.json").write_text('{"state": "stopped"}')
+    (Path(inbox.processing) / "left.txt").write_text("http://x/a.jpg\n")
+    (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
     _plant(Path(inbox.state), elsewhere)
     with pytest.raises(PlantedFolder) as raised:
         inbox.scan()
     assert raised.value.filename == inbox.state
+    # No lock is taken through it (each would be a file made there).
+    assert inbox.leftovers() == [] and inbox.claim("cats.txt") is None
     status = StatusFile(inbox, str(tmp_path / "out"))
     with pytest.raises(OSError):
         status.write(state="running", jobs=[], in_flight=0, queued=0)

@@ -259,15 +259,28 @@ class Inbox:
         gone (another daemon took it), or its stem is busy (running, or waiting
         in processing/ to be resumed, which comes first). A category's list is
         named as `scan` found it: `art/cats.txt`."""
+        if self._locks_planted():
+            return None  # the scan says so
         category, slash, rest = name.rpartition("/")
         if slash:
             inbox = self._of(category)
             return inbox.claim(rest) if inbox.usable() is None else None
         return claim_here(self, name)
 
+    def _locks_planted(self) -> bool:
+        """Whether the state folder or its locks/ is a symlink or a file: a
+        lock taken through it would be a file made wherever it leads."""
+        try:
+            os.close(open_folder(self.top, (STATE, LOCKS)))
+        except OSError as exc:
+            return planted(exc)  # missing: taking a lock makes it again
+        return False
+
     def leftovers(self) -> list[Claim]:
         """Jobs in `processing/` (the inbox's and its categories') that no live
         daemon holds: ours to resume."""
+        if self._locks_planted():
+            return []  # the scan says so
         try:
             claims = leftovers_here(self)
         except OSError as exc:
