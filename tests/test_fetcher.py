@@ -146,6 +146,11 @@ async def test_redirect_loop_and_bad_scheme(server: ImageServer, out_fd: int) ->
     assert (await fails(server, out_fd, "/loop/a.jpg")).reason == "redirect_loop"
     assert server.counts["/loop/a.jpg"] == 1  # permanent: not retried
     assert (await fails(server, out_fd, "/badredirect/x.jpg")).reason == "bad_redirect"
+    # A host that urllib cannot split raised a plain ValueError, which
+    # ended the whole job: it is a bad redirect like any other.
+    for location in ("http:////a]/", "img:////[zz]/"):
+        exc = await fails(server, out_fd, f"/to/v.jpg?url={location}")
+        assert exc.reason == "bad_redirect", location
 
 
 async def test_a_host_that_dns_cannot_carry_fails_before_the_resolver(

@@ -38,6 +38,10 @@ def test_parse_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=NOW) == 30
     assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now=NOW) == 0
     assert parse_retry_after("soon", now=NOW) is None
+    # Digits that are not ASCII (latin-1's "²", full-width ones): no delay
+    # given, not a ValueError that ended the whole job.
+    assert parse_retry_after("\xb2", now=NOW) is None
+    assert parse_retry_after("\uff11\uff12", now=NOW) is None
     assert parse_retry_after(None, now=NOW) is None
 
 

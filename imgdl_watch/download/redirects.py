@@ -28,7 +28,9 @@ def next_hop(current: httpx.URL, location: str, seen: set[str]) -> httpx.URL:
     """
     try:
         target = current.join(location)
-    except httpx.InvalidURL as exc:
+    except (httpx.InvalidURL, ValueError) as exc:
+        # httpx's join goes through urllib's urljoin, which raises a plain
+        # ValueError for a host it cannot split ("http:////a]/").
         raise err.BadRedirect("unparseable Location") from exc
     if target.scheme not in ("http", "https") or not target.raw_host:
         raise err.BadRedirect(f"redirect to {target.scheme}:")

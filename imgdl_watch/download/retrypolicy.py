@@ -48,7 +48,9 @@ def parse_retry_after(value: str | None, *, now: dt.datetime) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²" and other digits that
+    # float() refuses (a header is decoded as latin-1 when it is not ASCII).
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
