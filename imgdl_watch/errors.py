@@ -29,8 +29,11 @@ the branch a class sits on.
         │   └── RobotsUnavailable      robots_unavailable: robots.txt answered 5xx or 429,
         │                              or could not be fetched (RFC 9309: disallow, a while)
         ├── ProtocolError              protocol_error: not speaking HTTP
-        └── WriteFailed                write_error
-            └── DiskFull               disk_full: ENOSPC or EDQUOT
+        ├── WriteFailed                write_error
+        │   └── DiskFull               disk_full: ENOSPC or EDQUOT
+        └── InternalError              internal_error: a bug of ours met on this URL
+                                       (`download_crashed` logs its traceback): it
+                                       fails alone, the job goes on
 
     RetryableStatus and RefusedStatus are both an HttpStatusError, which
     carries the `status` (and, for 429 and 503, the server's `retry_after`).
@@ -185,6 +188,10 @@ class WriteFailed(PermanentError):
 
 class DiskFull(WriteFailed):
     reason = "disk_full"
+
+
+class InternalError(PermanentError):
+    reason = "internal_error"
 
 
 class AlreadyThere(Exception):

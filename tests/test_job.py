@@ -302,3 +302,29 @@ async def test_a_scratch_file_that_cannot_be_written_fails_the_job_saying_so(
     assert failed["reason"] == "folder_error"
     assert failed["detail"] == f"{feed_module.SCRATCH_FAILED}: No space left on device"
     assert not [n for n in os.listdir(tmp_path / "out" / "cats") if n.startswith(TEMP_PREFIX)]
+
+
+async def test_a_bug_met_on_one_url_fails_that_url_alone(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A ValueError from deep in one download (once: a Retry-After of "²")
+    # ended the whole job, and the list failed whole with no report.
+    real_download = Fetcher.download
+
+    async def download(self: Fetcher, url: str, **kw: Any) -> Any:
+        if "bug" in url:
+            raise ValueError("a bug met on this URL")
+        return await real_download(self, url, **kw)
+
+    monkeypatch.setattr(Fetcher, "download", download)
+    urls = [f"{server.base}/img/a.jpg", f"{server.base}/img/bug.jpg", f"{server.base}/img/b.jpg"]
+    list_path = write_list(tmp_path / "cats.txt", urls)
+    with capture_logs() as logs:
+        summary = await run(list_path, tmp_path / "out")
+    assert (summary.ok, summary.failed) == (2, 1)
+    (crashed,) = events(logs, "download_crashed")
+    assert crashed["url"] == urls[1] and crashed["error"] == "ValueError: a bug met on this URL"
+    assert "Traceback" in crashed["traceback"]
+    (failed,) = events(logs, "download_failed")
+    assert failed["reason"] == "internal_error"
+    assert sorted(os.listdir(tmp_path / "out" / "cats")) == ["a.jpg", "b.jpg"]

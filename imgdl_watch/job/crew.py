@@ -10,20 +10,25 @@ can, waits for room on the disk, downloads, and hands the outcome to
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import structlog
 import trio
 
 from .. import errors as err
 from ..download.fetcher import Fetcher
 from ..download.rules import DownloadRules
+from ..redact import log_url
 from .feed import Feed, Work
 from .folder import DiskSpace
 from .outcomes import Outcomes
 
 if TYPE_CHECKING:
     from .archive import ArchiveLog
+
+log = structlog.get_logger("imgdl_watch")
 
 # Worker tasks per download slot: while one writes its finished file to disk
 # (fdatasync can take milliseconds), the other already uses the slot for the
@@ -111,6 +116,19 @@ class Crew:
             return True
         except err.Filtered as exc:
             outcomes.filtered(item, exc)
+            return True
+        except Exception as exc:
+            # A bug of ours met on this URL (a header no one foresaw, say):
+            # this URL fails, with its traceback logged, and the job goes on,
+            # rather than the whole list failing with `job_crashed`.
+            error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "download_crashed",
+                url=log_url(item.url),
+                error=error,
+                traceback="".join(traceback.format_exception(exc)),
+            )
+            outcomes.failed(item, err.InternalError(error))
             return True
         outcomes.ok(item, result)
         if archive_log is not None and result.sha256:
