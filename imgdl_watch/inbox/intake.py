@@ -126,9 +126,9 @@ class Intake:
         """Resume leftovers, watch and take lists until cancelled. Started once
         leftovers are queued and the inbox is watched."""
         # Jobs that an earlier run left in processing/ come first.
-        # (Each says `job_resumed` as it starts: after `daemon_started`, which
-        # a script may wait for before it reads on.)
         self._queued.extend(await trio.to_thread.run_sync(self.inbox.leftovers))
+        for claim in self._queued:
+            log.info("job_resumed", job=claim.job)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._watch_loop)
             nursery.start_soon(self._take, start)
@@ -196,10 +196,8 @@ class Intake:
                 await self._wake_receive.receive()
 
     async def _start(self, start: StartJob, claim: Claim) -> None:
-        """Start a job left in processing/, once a job slot is free."""
         token = object()
         await self._job_slots.acquire_on_behalf_of(token)
-        log.info("job_resumed", job=claim.job)
         start(claim, token)
 
     async def _resume_orphans(self) -> None:
@@ -213,6 +211,7 @@ class Intake:
             if not self.hold_back.due(claim.job, now):
                 claim.release()
                 continue
+            log.info("job_resumed", job=claim.job)
             self._queued.append(claim)
 
     async def _claim(self, start: StartJob, name: str) -> None:
