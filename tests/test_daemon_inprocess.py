@@ -162,3 +162,27 @@ async def test_a_file_in_place_of_done_is_said_once_and_the_lists_wait(
     assert "never followed" in said[0]["reason"]
     assert (inbox / "done" / "cats.txt").exists()
     assert (tmp_path / "out" / "cats" / "cat.jpg").exists()
+
+
+async def test_a_symlink_planted_as_a_jobs_report_part_is_never_written_through(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # processing/ is writable by the inbox's group: a member could name a
+    # symlink as a job's report part, and the report was written over its
+    # target (any file the daemon may write), then published as the symlink.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    inbox = tmp_path / "inbox"
+    (inbox / "processing").mkdir(parents=True)
+    (inbox / "processing" / ".cats.report.part").symlink_to(victim)
+    (inbox / "processing" / ".cats.failed.part").symlink_to(victim)
+    (inbox / "processing" / "cats.txt").write_text(f"{server.base}/img/cat.jpg\n")
+    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.1")
+    with watching_logs() as log:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            await log.wait_for("job_finished")
+            nursery.cancel_scope.cancel()
+    assert victim.read_text() == "precious\n"
+    report = inbox / "done" / "cats.report.jsonl"
+    assert not report.is_symlink() and '"outcome":"ok"' in report.read_text()

@@ -268,7 +268,7 @@ def test_a_failed_list_that_cannot_open_fails_its_job_as_it_says(
     # The report part is taken back when the failed list cannot be opened (a
     # .zst list without zstandard); if taking it back fails too (gone
     # already), the job still fails with the failed list's reason.
-    def gone(path: str) -> None:
+    def gone(path: str, **_kw: object) -> None:  # (as os.unlink is called: dir_fd=)
         raise FileNotFoundError(path)
 
     monkeypatch.setattr(os, "unlink", gone)

@@ -123,6 +123,24 @@ def read_entries(
     return parse_delimited(lines, dialect=_DIALECTS[fmt.kind], url_column=url_column)
 
 
+# A part file is made new, never opened through what is there: a symlink that
+# a user of the inbox put in processing/ under its name would have the
+# report written over any file the daemon may write.
+_PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def create_part(path: str, folder_fd: int | None = None) -> int:
+    """A new, empty file at `path` (its name relative to `folder_fd` when
+    given): whatever has the name already, a part left by a killed run or a
+    symlink, is removed first, never followed."""
+    name, dir_fd = (os.path.basename(path), folder_fd) if folder_fd is not None else (path, None)
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    return os.open(name, _PART_FLAGS, 0o666, dir_fd=dir_fd)
+
+
 class FailedList:
     """A job's failures as a list of its own format, written as they come.
 
@@ -130,14 +148,19 @@ class FailedList:
     `close`, or drops it with `discard`.
     """
 
-    def __init__(self, path: str, fmt: ListFormat, *, buffering: int) -> None:
+    def __init__(
+        self, path: str, fmt: ListFormat, *, buffering: int, folder_fd: int | None = None
+    ) -> None:
+        """`folder_fd`: the folder `path` is in, open, to create it relative to
+        (`create_part`)."""
         self.fmt = fmt
         zstandard = _zstandard() if fmt.compression == "zst" else None
         if fmt.compression == "zst" and zstandard is None:
             # Opened before the list is read: the job fails as the list's
             # reader would (not as an inbox error, which is tried again).
             raise JobError("list_unreadable", ZSTD_MISSING)
-        self._raw = open(path, "wb", buffering=buffering)  # noqa: SIM115 - closed in close()
+        fd = create_part(path, folder_fd)
+        self._raw = open(fd, "wb", buffering=buffering)  # noqa: SIM115 - closed in close()
         self._packed: IO[bytes] | None = None
         if fmt.compression == "gz":
             self._packed = cast(

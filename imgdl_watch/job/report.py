@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .listformat import FailedList, ListFormat
+from .listformat import FailedList, ListFormat, create_part
 from .rows import Row
 
 # Userspace buffer of each part file: one write(2) per this many bytes.
@@ -31,6 +31,10 @@ class ReportPaths:
     failed: str
     # The format of the list, which its failures keep.
     format: ListFormat = field(default_factory=ListFormat)
+    # The folder both are in, open (a claim's processing/): they are made and
+    # removed relative to it, so that the folder written is the one the inbox
+    # publishes from (None: by their paths).
+    folder_fd: int | None = None
 
 
 class JobReport:
@@ -43,15 +47,20 @@ class JobReport:
     def __init__(self, paths: ReportPaths) -> None:
         self.paths = paths
         self._report: IO[str] = open(  # noqa: SIM115 - closed in close()
-            paths.report, "w", encoding="utf-8", buffering=BUFFER_BYTES
+            create_part(paths.report, paths.folder_fd),
+            "w",
+            encoding="utf-8",
+            buffering=BUFFER_BYTES,
         )
         try:
-            self._failed = FailedList(paths.failed, paths.format, buffering=BUFFER_BYTES)
+            self._failed = FailedList(
+                paths.failed, paths.format, buffering=BUFFER_BYTES, folder_fd=paths.folder_fd
+            )
         except BaseException:
             self._report.close()
             # Taken back; if that fails too, the job still fails as the failed list said.
             with contextlib.suppress(OSError):
-                os.unlink(paths.report)
+                self._unlink(paths.report)
             raise
         self.failed_count = 0
         self._committed = False
@@ -92,6 +101,12 @@ class JobReport:
         self._failed.discard_close()
         for path in (self.paths.report, self.paths.failed):
             try:
-                os.unlink(path)
+                self._unlink(path)
             except FileNotFoundError:
                 pass
+
+    def _unlink(self, path: str) -> None:
+        if self.paths.folder_fd is None:
+            os.unlink(path)
+        else:
+            os.unlink(os.path.basename(path), dir_fd=self.paths.folder_fd)

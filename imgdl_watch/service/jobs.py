@@ -118,7 +118,9 @@ class Jobs:
             rules=download_rules(settings),
             list_format=list_format,
             workers=settings.concurrency if own_slots else None,
-            report=ReportPaths(*self.inbox.parts_of(claim), format=list_format),
+            report=ReportPaths(
+                *self.inbox.parts_of(claim), format=list_format, folder_fd=claim.folder_fd
+            ),
             on_disk_full=lambda source, free: self._announce(
                 Event.disk_full(claim.job, folder=folder, source=source, free_bytes=free)
             ),
