@@ -382,3 +382,28 @@ def test_settle_and_resume_in_a_category(server: ImageServer, setup: Setup) -> N
         "slowly.txt": "".join(f"{server.base}/img/settle/{i}.jpg\n" for i in range(5)),
         "kill.txt": "\n".join(urls) + "\n",
     }
+
+
+def test_a_list_the_service_may_not_read_goes_to_failed_and_the_daemon_goes_on(
+    server: ImageServer, setup: Setup
+) -> None:
+    """alice drops a list with umask 077 (mode 0600): the service user may
+    not read it. It once stopped the daemon, at every start again."""
+    if setup.user is None:
+        pytest.skip("root reads every list")
+    daemon = setup.daemon("d")
+    try:
+        daemon.wait_event("daemon_started")
+        aside = setup.inbox / ".secret.part"
+        aside.write_text(f"{server.base}/img/secret.jpg\n")
+        os.chown(aside, ALICE_UID, GROUP_GID)
+        os.chmod(aside, 0o600)
+        os.rename(aside, setup.inbox / "secret.txt")
+        setup.drop("open.txt", f"{server.base}/img/open.jpg\n")
+        daemon.wait_event("job_finished")
+        (ignored,) = daemon.wait_event("file_ignored")
+        assert ignored["file"] == "secret.txt" and ignored["failed_as"] == "secret.txt"
+        assert "may not read it" in ignored["reason"]
+        assert (setup.inbox / "failed" / "secret.txt").exists()
+    finally:
+        _stop_both(daemon)

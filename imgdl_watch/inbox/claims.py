@@ -32,7 +32,14 @@ import structlog
 
 from ..naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem, list_suffix
 from .folders import planted
-from .layout import FAILED, LIST_SUFFIX, NOT_A_FILE_CLAIMED, PROCESSING, is_list_name
+from .layout import (
+    FAILED,
+    LIST_SUFFIX,
+    NOT_A_FILE_CLAIMED,
+    NOT_READABLE_CLAIMED,
+    PROCESSING,
+    is_list_name,
+)
 from .locks import LOCK_SUFFIX, PUBLISH_LOCK, HeldLock, holding, try_lock
 from .publish import move_unique
 
@@ -162,12 +169,17 @@ def _open_claimed(
     at `folder_fd` (the claim's from then on). Something that is not a
     regular file (a symlink or a folder renamed in after the scan looked)
     goes to failed/ as it is, unread."""
+    reason = NOT_A_FILE_CLAIMED
     try:
         fd = os.open(
             entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=folder_fd
         )
     except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            # Another user's list of mode 0600: it would fail again at every
+            # start, and it once stopped the daemon each time.
+            reason = NOT_READABLE_CLAIMED
+        elif exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
             os.close(folder_fd)
             lock.release()
             raise
@@ -189,5 +201,5 @@ def _open_claimed(
     finally:
         os.close(folder_fd)
         lock.release()
-    log.warning("file_ignored", file=original, reason=NOT_A_FILE_CLAIMED, failed_as=moved)
+    log.warning("file_ignored", file=original, reason=reason, failed_as=moved)
     return None
