@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import AsyncIterator
@@ -186,3 +187,37 @@ async def test_a_symlink_planted_as_a_jobs_report_part_is_never_written_through(
     assert victim.read_text() == "precious\n"
     report = inbox / "done" / "cats.report.jsonl"
     assert not report.is_symlink() and '"outcome":"ok"' in report.read_text()
+
+
+async def test_a_file_in_place_of_the_state_folder_stops_no_daemon(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # It made the start (or a scan that recreated a missing processing/)
+    # crash with NotADirectoryError, and a job's end too, releasing its lock.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / ".imgdl-watch").write_text("not a folder")
+    (inbox / "cats.txt").write_text(f"{server.base}/img/cat.jpg\n")
+    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.01")
+    with watching_logs() as log:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            await log.wait_for("inbox_unusable")
+            (inbox / "processing").rmdir()  # the scan makes it again: no crash
+            await log.wait_for("inbox_missing", action="recreated")
+            assert (inbox / "cats.txt").exists()  # no lock can be taken: it waits
+            (inbox / ".imgdl-watch").unlink()
+            await log.wait_for("job_finished")
+            # The state folder replaced by a file while a job runs: its end
+            # (publishing, letting go of its lock) fails the job, not the daemon.
+            (inbox / "slow.txt").write_text(f"{server.base}/slow/600/s.jpg\n")
+            await log.wait_for("job_started", job="slow")
+            os.rename(inbox / ".imgdl-watch", tmp_path / "state.away")
+            (inbox / ".imgdl-watch").write_text("again")
+            await log.wait_for("job_failed", job="slow")
+            (inbox / "dogs.txt").write_text(f"{server.base}/img/dog.jpg\n")
+            await log.wait_for("inbox_unusable")
+            nursery.cancel_scope.cancel()
+    assert not events(log.entries, "crashed") and not events(log.entries, "job_crashed")
+    assert (tmp_path / "out" / "cats" / "cat.jpg").exists()
+    assert (inbox / "dogs.txt").exists()

@@ -467,3 +467,15 @@ def test_a_symlink_in_place_of_the_state_folder_is_never_written_through(
     assert adopt_history(status) == 0  # removes nothing there
     assert collect(inbox.root)["daemons"] == []
     assert sorted(os.listdir(elsewhere)) == ["locks", "status-old-1.json"]
+
+
+def test_a_symlink_under_a_locks_name_is_no_lock_and_no_crash(inbox: Inbox, tmp_path: Path) -> None:
+    # A group member's own state folder (a real one, in place of ours), with a
+    # symlink under a stem's lock name: opening it raised ELOOP out of the
+    # claim, which stopped the daemon.
+    os.rename(inbox.state, inbox.state + ".away")
+    os.makedirs(inbox.locks)
+    os.symlink(tmp_path / "victim", os.path.join(inbox.locks, "cats.lock"))
+    (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
+    assert inbox.claim("cats.txt") is None
+    assert (Path(inbox.root) / "cats.txt").exists() and not (tmp_path / "victim").exists()

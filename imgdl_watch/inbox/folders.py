@@ -11,9 +11,11 @@ relative to the one before it, with O_NOFOLLOW and O_DIRECTORY: a symlink
 (ELOOP) or anything that is not a folder (ENOTDIR) is refused, never
 followed. Listings, renames and opens then go through the descriptor
 (`renameat`, `openat`), so that the folder checked is the folder used, even
-if its name is swapped a moment later. (A real folder put in place of one
-of ours gains its maker nothing: what the daemon moves into it is what they
-could drop or read anyway.)
+if its name is swapped a moment later. (A real folder put in place of
+processing/, done/ or failed/ gains its maker nothing: what the daemon
+moves into it is what they could drop or read anyway. One in place of the
+state folder lets them hold the locks of stems, and so hold those lists
+back, as filling the disk would: nothing is read or written elsewhere.)
 """
 
 from __future__ import annotations

@@ -165,11 +165,11 @@ class Inbox:
         for folder in (self.root, self.processing, self.done, self.failed, self.state, self.locks):
             try:
                 os.makedirs(folder, exist_ok=True)
-            except FileExistsError:
+            except (FileExistsError, NotADirectoryError):
                 if folder == self.root:
                     raise
-                # A file (or a dangling symlink) where an own folder goes:
-                # `scan` raises `PlantedFolder`.
+                # A file (or a dangling symlink) where an own folder goes, or
+                # on the way to it: `scan` raises `PlantedFolder`.
         for name in self.categories:
             self._of(name).usable()
 
@@ -187,7 +187,7 @@ class Inbox:
         try:
             for folder in (self.root, self.processing, self.done, self.failed, self.locks):
                 os.makedirs(folder, exist_ok=True)
-        except FileExistsError:
+        except (FileExistsError, NotADirectoryError):
             pass  # a file where an own folder goes: said below
         except OSError as exc:
             return f"{CATEGORY_NOT_A_FOLDER}: {exc.strerror}"

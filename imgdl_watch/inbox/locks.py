@@ -53,15 +53,19 @@ class HeldLock:
         if self.fd < 0:
             return
         # Unlinked while we still hold it: whoever opened this file meanwhile
-        # finds, after its flock, that the name no longer leads here.
-        with contextlib.suppress(FileNotFoundError):
+        # finds, after its flock, that the name no longer leads here. (Any
+        # error: the state folder may have been replaced by a file meanwhile;
+        # a lock file left behind is free for the next to take.)
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
         os.close(self.fd)
         self.fd = -1
 
 
 def try_lock(folder: str, name: str) -> HeldLock | None:
-    """Take the lock `folder/name` if nobody holds it; None if somebody does."""
+    """Take the lock `folder/name` if nobody holds it; None if somebody does,
+    or if it cannot be taken there now (the state folder replaced by a file,
+    or a symlink put under the lock's name: the scan says what is wrong)."""
     path = os.path.join(folder, name)
     for _ in range(_TRIES):
         try:
@@ -69,8 +73,13 @@ def try_lock(folder: str, name: str) -> HeldLock | None:
         except FileNotFoundError:
             # The state folder itself went away (an `rm -rf` of the inbox):
             # make it again, as a scan would.
-            os.makedirs(folder, exist_ok=True)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError:
+                return None
             continue
+        except OSError:
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
