@@ -72,20 +72,6 @@ _IMAGE_EXTENSIONS = {
 # an extension-less name under each of them.
 ADDED_EXTENSIONS = tuple(sorted(set(_IMAGE_EXTENSIONS.values())))
 
-# Extensions of a server's pages and scripts, in lower case: they say how the
-# server made its answer, not what the answer is. A name that ends in one is
-# treated as a name with no extension, and gets the image's: the JPEG that
-# `thumb.php?id=3` answers is saved as `thumb.php.jpg`, which a viewer opens.
-PAGE_EXTENSIONS = frozenset(
-    {
-        *(".php", ".php3", ".php4", ".php5", ".phtml"),
-        *(".asp", ".aspx", ".ashx", ".axd", ".asmx"),
-        *(".jsp", ".jspx", ".do", ".action"),
-        *(".cgi", ".fcgi", ".pl", ".py", ".rb", ".cfm"),
-        *(".html", ".htm", ".shtml", ".xhtml"),
-    }
-)
-
 
 def _is_unsafe_char(char: str) -> bool:
     # Cc: control characters, NUL included. Cf: invisible format characters
@@ -127,7 +113,7 @@ def safe_name(raw: str, *, fallback: str = FALLBACK_NAME, reserve: int = 0) -> s
         cleaned = fallback
     stem, ext = split_extension(cleaned)
     budget = MAX_NAME_BYTES - reserve - len(ext.encode("utf-8"))
-    if not ext or ext.lower() in PAGE_EXTENSIONS:
+    if not ext:
         budget -= EXTENSION_ROOM
     if not (stem.isascii() and len(stem) <= budget):  # (ASCII: a character is a byte)
         stem = _truncate_utf8(stem, budget)
@@ -246,10 +232,7 @@ def wide_name(name: str, url: str) -> str:
 
 
 def has_extension(name: str) -> bool:
-    """Whether `name` ends in an extension that says what the file is: a
-    page's (`PAGE_EXTENSIONS`) does not, so it gets the body's added."""
-    ext = split_extension(name)[1]
-    return bool(ext) and ext.lower() not in PAGE_EXTENSIONS
+    return bool(split_extension(name)[1])
 
 
 def extension_for(content_type: str | None) -> str:
@@ -263,9 +246,9 @@ def extension_for(content_type: str | None) -> str:
 def final_name(name: str, content_type: str | None, sniffed: str | None) -> str:
     """The file name of a download named `name`, once its response is known.
 
-    A name with an extension keeps it. One without (or with a page's, such
-    as `.php`) gets the extension of its Content-Type when that is an image
-    type, else of the type its first bytes show (`sniffed`), else none.
+    A name with an extension keeps it. One without gets the extension of its
+    Content-Type when that is an image type, else of the type its first
+    bytes show (`sniffed`), else none.
     """
     if has_extension(name):
         return name
