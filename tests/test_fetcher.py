@@ -267,7 +267,13 @@ async def test_a_kept_connection_the_server_closed_is_replaced_at_once(
 
 
 async def test_gzip_bomb_is_saved_raw_not_inflated(server: ImageServer, out_fd: int) -> None:
-    await get(server, out_fd, "/gzip/bomb.jpg", max_bytes=1_000_000)
+    # Sent gzipped although we asked for identity: gzip's bytes are not a
+    # JPEG's, whatever the Content-Type says (they were once saved as one).
+    exc = await fails(server, out_fd, "/gzip/bomb.jpg", max_bytes=1_000_000)
+    assert exc.reason == "not_an_image" and "Content-Encoding gzip" in exc.detail
+    assert files(out_fd) == []
+    # --any-type saves them as they came, never inflated.
+    await get(server, out_fd, "/gzip/bomb.jpg", max_bytes=1_000_000, any_type=True)
     assert os.stat("bomb.jpg", dir_fd=out_fd).st_size == len(GZIP_BOMB)
 
 

@@ -34,6 +34,10 @@ def test_sniff(head: bytes, mime: str | None) -> None:
         (b"<svg xmlns='http://www.w3.org/2000/svg'/>", None),
         (b"\xff\xd8\xff\xe0", None),
         (b"GIF89a", None),
+        # The same pages in UTF-16, which once passed for images.
+        (b"\xff\xfe" + "<html><body>gone</body></html>".encode("utf-16-le"), "HTML or XML"),
+        (b"\xfe\xff" + '{"error": 404}'.encode("utf-16-be"), "JSON"),
+        (b"\xff\xfe" + "<svg xmlns='http://www.w3.org/2000/svg'/>".encode("utf-16-le"), None),
     ],
 )
 def test_disguised(head: bytes, kind: str | None) -> None:

@@ -7,7 +7,9 @@ read, and again against the bytes as they stream.
 
 A body counts as an image when its Content-Type is `image/*` or its first
 bytes are one (`imagecheck.sniff`); one that claims `image/*` but is markup
-or JSON (`imagecheck.disguised`) is not. `any_type` saves whatever comes.
+or JSON (`imagecheck.disguised`) is not, nor one sent with a
+Content-Encoding although we asked for identity. `any_type` saves whatever
+comes, as it came.
 
 While it streams, the body is hashed (sha256, for the report; md5 too for a
 small body when a placeholder is listed by its md5), and its first
@@ -141,6 +143,12 @@ async def receive(
     content_type = answer.headers.get("content-type")
     typed_image = is_image_type(content_type)
     checked = not rules.any_type
+    coding = answer.headers.get("content-encoding", "").strip().lower()
+    if checked and coding not in ("", "identity"):
+        # We asked for identity: gzip's bytes are not the image's (its file
+        # would not open), whatever the Content-Type says. --any-type saves
+        # them as they came, never inflated.
+        raise err.NotAnImage(f"Content-Encoding {coding[:40]}: not the image's own bytes")
     # The first bytes: to sniff an untyped body, to unmask a typed one, or to
     # tell the caller the type.
     want_head = checked or need_type

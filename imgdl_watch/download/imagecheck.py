@@ -63,7 +63,17 @@ def disguised(head: bytes) -> str | None:
         return "HTML or XML"
     if text.startswith((b"{", b"[")):
         return "JSON"
+    for bom, encoding in _UTF16_BOMS:
+        # The same page in UTF-16: a byte-order mark, then what is read as
+        # above once it is UTF-8 (an SVG in UTF-16 is still an image).
+        if head.startswith(bom):
+            text16 = head[len(bom) :]
+            utf8 = text16[: len(text16) // 2 * 2].decode(encoding, "replace").encode()
+            return disguised(utf8)
     return None
+
+
+_UTF16_BOMS = ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
 
 def is_image_type(content_type: str | None) -> bool:
