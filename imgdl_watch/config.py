@@ -859,12 +859,18 @@ def read_config_file(path: str) -> dict[str, Any]:
             if key in table:
                 raise ConfigError(f"config file {path}: [{key}] is given twice")
             table[key] = value
+    _one_spelling(table, f"config file {path}")
+    return table
+
+
+def _one_spelling(table: Mapping[str, Any], where: str) -> None:
+    """A key given as `per_host` and as `per-host` is an error: one would
+    silently win over the other."""
     spelled: dict[str, str] = {}
     for key in table:
         earlier = spelled.setdefault(key.replace("-", "_"), key)
         if earlier != key:
-            raise ConfigError(f"config file {path}: {earlier!r} and {key!r} are the same key")
-    return table
+            raise ConfigError(f"{where}: {earlier!r} and {key!r} are the same key")
 
 
 # The tables of a config file beside its options (and beside [imgdl-watch]).
@@ -892,6 +898,7 @@ def host_table(raw: Any, where: str) -> HostTable:
             raise ConfigError(f"{at}: not a host name, nor *.domain for a domain")
         if not isinstance(entry, dict):
             raise ConfigError(f"{at} must be a table, such as rate = 2")
+        _one_spelling(entry, at)
         values: dict[str, Any] = {}
         for key, value in entry.items():
             field = key.replace("-", "_")
@@ -920,6 +927,7 @@ def _read_categories(raw: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table of options")
+        _one_spelling(table, where)
         values: dict[str, Any] = {}
         for key, value in table.items():
             option = OPTION_BY_NAME.get(key.replace("-", "_"))

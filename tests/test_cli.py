@@ -239,6 +239,14 @@ def test_config_errors_are_one_line(name: str, value: str, message: str) -> None
         ),
         ("per_host = 1\nper-host = 100\n", "'per_host' and 'per-host' are the same key"),
         (
+            "[category.art]\nper_host = 2\nper-host = 3\n",
+            "'per_host' and 'per-host' are the same key",
+        ),
+        (
+            '[hosts."a.example"]\nmin_gap = 1\nmin-gap = 2\n',
+            "'min_gap' and 'min-gap' are the same key",
+        ),
+        (
             "inbox = {a = 1}\n",
             "config file {path}: inbox must be a string or a number, not a table",
         ),
@@ -454,18 +462,23 @@ def test_a_list_can_come_from_standard_input_or_a_pipe(server: ImageServer, tmp_
     assert "is not a regular file" in one_clean_line(fetch(tmp_path, "/dev/null").stderr)
     # A pipe named by its descriptor, as `<(command)` names one (/dev/fd/63):
     # into OUTPUT/pipe/, not a folder named after a number.
-    read_end, write_end = os.pipe()
-    os.write(write_end, text.encode())
-    os.close(write_end)
+    ends = [os.pipe(), os.pipe()]
+    for (_read, write), data in zip(ends, (text, f"{server.base}/img/s3.jpg\n"), strict=True):
+        os.write(write, data.encode())
+        os.close(write)
     try:
         subbed = subprocess.run(
-            [*command, f"/dev/fd/{read_end}"],
-            cwd=tmp_path, pass_fds=[read_end], capture_output=True, text=True, timeout=60,
+            [*command, *(f"/dev/fd/{read}" for read, _write in ends)],
+            cwd=tmp_path, pass_fds=[read for read, _write in ends],
+            capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     finally:
-        os.close(read_end)
+        for read, _write in ends:
+            os.close(read)
     assert subbed.returncode == 0, subbed.stderr
     assert sorted(p.name for p in (tmp_path / "out" / "pipe").iterdir()) == ["s1.jpg", "s2.jpg"]
+    # A second pipe of the same command: a folder of its own.
+    assert sorted(p.name for p in (tmp_path / "out" / "pipe-2").iterdir()) == ["s3.jpg"]
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])

@@ -132,6 +132,7 @@ async def _run_lists(
 
 def fetch(settings: Settings, lists: list[str]) -> int:
     fds = []
+    pipes = 0
     for path in lists:
         try:
             fd = _open_list(path)
@@ -146,7 +147,12 @@ def fetch(settings: Settings, lists: list[str]) -> int:
             return fail(f"cannot read list {path}: {exc.strerror}")
         if fd is None:
             return fail(f"list {path} is not a regular file")
-        fds.append((_list_name(path), fd))
+        name = _list_name(path)
+        if name == "pipe":
+            # `<(a) <(b)`: pipe/ and pipe-2/, in the order given.
+            pipes += 1
+            name = "pipe" if pipes == 1 else f"pipe-{pipes}"
+        fds.append((name, fd))
     check_writable_folder(settings.output, "output")
     # Every list stays open from here, and one runs at a time. Before the
     # workers fork, so that they have the same limit.

@@ -19,7 +19,9 @@ names. An IPv6 address that carries an IPv4 one (mapped, compatible,
 NAT64, 6to4, Teredo) is public only if what it carries is too.
 
 Proxies from the environment are exempt. They are the operator's own, often
-on a private network, and it is the proxy that resolves and reaches the target.
+on a private network, and it is the proxy that resolves and reaches the target:
+through a proxy, only a target's IP literal is checked here (the README says
+so); a name is the proxy's to resolve, and to refuse.
 """
 
 from __future__ import annotations

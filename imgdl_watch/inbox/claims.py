@@ -113,6 +113,7 @@ def claim_here(inbox: Inbox, name: str) -> Claim | None:
             folder_fd = inbox.open_folder(PROCESSING)
             if _waiting(folder_fd, stem):
                 os.close(folder_fd)
+                folder_fd = -1
                 lock.release()
                 return None
             os.rename(name, entry, src_dir_fd=root_fd, dst_dir_fd=folder_fd)
@@ -201,5 +202,8 @@ def _open_claimed(
     finally:
         os.close(folder_fd)
         lock.release()
-    log.warning("file_ignored", file=original, reason=reason, failed_as=moved)
+    if moved is not None:
+        log.warning("file_ignored", file=original, reason=reason, failed_as=moved)
+    # (Else it waits in processing/, and the scan's inbox_unusable says why,
+    # once: not at every try, and not that it was moved.)
     return None
