@@ -138,17 +138,23 @@ async def test_an_inbox_deleted_again_while_it_is_recreated_is_recreated_later(
     assert (tmp_path / "out" / "back" / "back.jpg").exists()
 
 
+def planted_inbox(server: ImageServer, tmp_path: Path, planted: str) -> tuple[Path, Daemon]:
+    """An inbox with a file where its folder `planted` goes, a list waiting in
+    it, and a daemon (not started) that rescans every 0.01 s."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / planted).write_text("not a folder")
+    (inbox / "cats.txt").write_text(f"{server.base}/img/cat.jpg\n")
+    return inbox, quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.01")
+
+
 async def test_a_file_in_place_of_done_is_said_once_and_the_lists_wait(
     server: ImageServer, tmp_path: Path
 ) -> None:
     # A user of the inbox put a file where done/ goes: nothing can be
     # published. It used to stop every scan with `inbox_missing` ... `retry`,
     # twice a second, for as long as the file stayed.
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "done").write_text("not a folder")
-    (inbox / "cats.txt").write_text(f"{server.base}/img/cat.jpg\n")
-    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.01")
+    inbox, daemon = planted_inbox(server, tmp_path, "done")
     with watching_logs() as log:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
@@ -194,11 +200,7 @@ async def test_a_file_in_place_of_the_state_folder_stops_no_daemon(
 ) -> None:
     # It made the start (or a scan that recreated a missing processing/)
     # crash with NotADirectoryError, and a job's end too, releasing its lock.
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / ".imgdl-watch").write_text("not a folder")
-    (inbox / "cats.txt").write_text(f"{server.base}/img/cat.jpg\n")
-    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.01")
+    inbox, daemon = planted_inbox(server, tmp_path, ".imgdl-watch")
     with watching_logs() as log:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
