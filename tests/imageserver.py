@@ -24,6 +24,8 @@ what was fetched and how often. Routes, by the first path segment:
     /oneshot/...             the image, then the connection is closed without a word
                              (no Connection: close), as a server whose keep-alive ran out
     /gzip/...                a gzip bomb: Content-Encoding gzip, 10 MB of zeros inside
+    /coded/...?coding=C      an image with Content-Encoding C, its bytes uncompressed
+    /svgz/...                an SVG, gzipped, image/svg+xml with Content-Encoding gzip
     /slow/MS/...             the image, after MS milliseconds
     /typeless/...            200 with no Content-Type, JPEG magic bytes
     /noai/...                X-Robots-Tag: noai and a 64 MB Content-Length, then the body
@@ -218,6 +220,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif route == "gzip":
             self._send(200, GZIP_BOMB, "image/jpeg", Content_Encoding="gzip")
+        elif route == "coded":
+            # An image whose Content-Encoding is ?coding=...: the image's own
+            # bytes whatever it says ("none", "identity, identity", ...).
+            self._send(200, image_bytes(path), "image/jpeg", Content_Encoding=query["coding"][0])
+        elif route == "svgz":
+            # A compressed SVG as Apache serves .svgz files.
+            svg = b"<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>"
+            self._send(200, gzip.compress(svg), "image/svg+xml", Content_Encoding="gzip")
         elif route == "file":
             found = self.server.files.get("/".join(seg[1:]))
             if found is None:

@@ -275,6 +275,12 @@ async def test_gzip_bomb_is_saved_raw_not_inflated(server: ImageServer, out_fd: 
     # --any-type saves them as they came, never inflated.
     await get(server, out_fd, "/gzip/bomb.jpg", max_bytes=1_000_000, any_type=True)
     assert os.stat("bomb.jpg", dir_fd=out_fd).st_size == len(GZIP_BOMB)
+    # A Content-Encoding that changes nothing, or bytes that are an image
+    # whatever it says, are not held against the image; nor is a gzipped SVG
+    # (.svgz), which is saved as it came.
+    for i, coding in enumerate(("none", "UTF-8", "identity, identity", "gzip")):
+        assert (await get(server, out_fd, f"/coded/{i}.jpg?coding={coding}")).startswith(f"{i}.jpg")
+    assert await get(server, out_fd, "/svgz/logo.svgz") == "logo.svgz"
 
 
 async def test_refused_port_is_a_connect_error(out_fd: int) -> None:

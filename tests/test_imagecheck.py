@@ -38,6 +38,8 @@ def test_sniff(head: bytes, mime: str | None) -> None:
         (b"\xff\xfe" + "<html><body>gone</body></html>".encode("utf-16-le"), "HTML or XML"),
         (b"\xfe\xff" + '{"error": 404}'.encode("utf-16-be"), "JSON"),
         (b"\xff\xfe" + "<svg xmlns='http://www.w3.org/2000/svg'/>".encode("utf-16-le"), None),
+        # ... even past a comment longer than the head holds in UTF-16.
+        (b"\xff\xfe" + f"<!--{'c' * 600}--><svg/>".encode("utf-16-le")[:1022], None),
     ],
 )
 def test_disguised(head: bytes, kind: str | None) -> None:

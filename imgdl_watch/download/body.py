@@ -143,12 +143,7 @@ async def receive(
     content_type = answer.headers.get("content-type")
     typed_image = is_image_type(content_type)
     checked = not rules.any_type
-    coding = answer.headers.get("content-encoding", "").strip().lower()
-    if checked and coding not in ("", "identity"):
-        # We asked for identity: gzip's bytes are not the image's (its file
-        # would not open), whatever the Content-Type says. --any-type saves
-        # them as they came, never inflated.
-        raise err.NotAnImage(f"Content-Encoding {coding[:40]}: not the image's own bytes")
+    coding = _coding(answer.headers.get("content-encoding"))
     # The first bytes: to sniff an untyped body, to unmask a typed one, or to
     # tell the caller the type.
     want_head = checked or need_type
@@ -169,6 +164,11 @@ async def receive(
         if sink.size == 0:
             raise err.NotAnImage("empty body")
         sniffed = sniff(head) if want_head else None
+        if checked and coding is not None and sniffed is None and not _svgz(content_type):
+            # We asked for identity, and the bytes are compressed, not an
+            # image's: its file would not open (an SVG may be: .svgz).
+            # --any-type saves them as they came, never inflated.
+            raise err.NotAnImage(f"Content-Encoding {coding}: not the image's own bytes")
         if checked and not typed_image and sniffed is None:
             raise err.NotAnImage(f"Content-Type {content_type or 'missing'}")
         if checked and typed_image and (kind := disguised(head)) is not None:
@@ -224,6 +224,28 @@ class BodyRecord:
         width, height = size if size is not None else (None, None)
         md5 = self._md5.hexdigest() if self._md5 is not None else None
         return self._sha256.hexdigest(), md5, width, height
+
+
+# The codings that change a body's bytes (RFC 9110 8.4.1, and br, zstd).
+# Anything else a server may write there ("none", "UTF-8", a repeated
+# "identity") changes nothing, and is not held against the image.
+_COMPRESSIONS = frozenset({"gzip", "x-gzip", "deflate", "compress", "x-compress", "br", "zstd"})
+
+
+def _coding(value: str | None) -> str | None:
+    """The compression a Content-Encoding names, if any."""
+    if not value:
+        return None
+    for token in value.lower().split(","):
+        if token.strip() in _COMPRESSIONS:
+            return token.strip()
+    return None
+
+
+def _svgz(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "image/svg+xml"
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:

@@ -64,16 +64,22 @@ def disguised(head: bytes) -> str | None:
     if text.startswith((b"{", b"[")):
         return "JSON"
     for bom, encoding in _UTF16_BOMS:
-        # The same page in UTF-16: a byte-order mark, then what is read as
-        # above once it is UTF-8 (an SVG in UTF-16 is still an image).
+        # The same page in UTF-16: a byte-order mark, then an HTML page or
+        # JSON. Only those: the head holds half as many characters in UTF-16,
+        # too few to see an SVG's root past a long comment, so any other
+        # markup is given the benefit of the doubt, as an SVG.
         if head.startswith(bom):
             text16 = head[len(bom) :]
-            utf8 = text16[: len(text16) // 2 * 2].decode(encoding, "replace").encode()
-            return disguised(utf8)
+            chars = text16[: len(text16) // 2 * 2].decode(encoding, "replace").lstrip().lower()
+            if chars.startswith(_HTML_STARTS):
+                return "HTML or XML"
+            if chars.startswith(("{", "[")):
+                return "JSON"
     return None
 
 
 _UTF16_BOMS = ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_HTML_STARTS = ("<!doctype html", "<html", "<head", "<body")
 
 
 def is_image_type(content_type: str | None) -> bool:
