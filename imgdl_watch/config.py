@@ -892,10 +892,15 @@ def host_table(raw: Any, where: str) -> HostTable:
     if not isinstance(raw, dict):
         raise ConfigError(f'{where}: [hosts] must be a table of [hosts."name"] tables')
     rules = []
+    seen: dict[str, str] = {}
     for name, entry in raw.items():
         at = f'{where}: [hosts."{name}"]'
         if not is_host_name(name):
             raise ConfigError(f"{at}: not a host name, nor *.domain for a domain")
+        earlier = seen.setdefault(name.lower().rstrip("."), name)
+        if earlier != name:
+            # One host, two entries: one would silently win over the other.
+            raise ConfigError(f'{at}: the same host as [hosts."{earlier}"]')
         if not isinstance(entry, dict):
             raise ConfigError(f"{at} must be a table, such as rate = 2")
         _one_spelling(entry, at)

@@ -407,3 +407,32 @@ def test_a_list_the_service_may_not_read_goes_to_failed_and_the_daemon_goes_on(
         assert (setup.inbox / "failed" / "secret.txt").exists()
     finally:
         _stop_both(daemon)
+
+
+def test_a_list_that_can_be_neither_read_nor_moved_waits_and_the_daemon_goes_on(
+    server: ImageServer, setup: Setup
+) -> None:
+    """As above, with a failed/ the service user may not write in (another
+    user's): the move raised PermissionError, which stopped the daemon at
+    every start. The list waits in processing/, said once."""
+    if setup.user is None:
+        pytest.skip("root reads every list")
+    (setup.inbox / "failed").mkdir()
+    os.chmod(setup.inbox / "failed", 0o755)  # root's, closed to the service user
+    daemon = setup.daemon("d", "--rescan-interval", "0.05")
+    try:
+        daemon.wait_event("daemon_started")
+        aside = setup.inbox / ".secret.part"
+        aside.write_text(f"{server.base}/img/secret.jpg\n")
+        os.chown(aside, ALICE_UID, GROUP_GID)
+        os.chmod(aside, 0o600)
+        os.rename(aside, setup.inbox / "secret.txt")
+        (said,) = daemon.wait_event("file_ignored")
+        assert "failed/ refused it" in said["reason"] and "failed_as" not in said
+        # Dozens of rescans try it again; the daemon is up, and says it once.
+        setup.drop("open.txt", f"{server.base}/img/open.jpg\n")
+        daemon.wait_event("job_finished")
+        assert len(daemon.events("file_ignored")) == 1 and not daemon.events("crashed")
+        assert (setup.inbox / "processing" / "secret.txt").exists()
+    finally:
+        _stop_both(daemon)

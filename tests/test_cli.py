@@ -247,6 +247,10 @@ def test_config_errors_are_one_line(name: str, value: str, message: str) -> None
             "'min_gap' and 'min-gap' are the same key",
         ),
         (
+            '[hosts."a.example"]\nrate = 1\n[hosts."A.example"]\nrate = 2\n',
+            'the same host as [hosts."a.example"]',
+        ),
+        (
             "inbox = {a = 1}\n",
             "config file {path}: inbox must be a string or a number, not a table",
         ),

@@ -477,5 +477,27 @@ def test_a_symlink_under_a_locks_name_is_no_lock_and_no_crash(inbox: Inbox, tmp_
     os.makedirs(inbox.locks)
     os.symlink(tmp_path / "victim", os.path.join(inbox.locks, "cats.lock"))
     (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
-    assert inbox.claim("cats.txt") is None
+    with capture_logs() as logs:
+        assert inbox.claim("cats.txt") is None
+        assert inbox.claim("cats.txt") is None  # tried again at each rescan ...
     assert (Path(inbox.root) / "cats.txt").exists() and not (tmp_path / "victim").exists()
+    # ... and said once: it once waited without a word.
+    (said,) = [e for e in logs if e["event"] == "inbox_unusable"]
+    assert said["folder"] == inbox.locks and "a lock cannot be taken" in said["reason"]
+
+
+def test_a_job_is_not_published_through_a_planted_state_folder(
+    inbox: Inbox, tmp_path: Path
+) -> None:
+    # Its end took the publish lock by path: a locks/ and a .publish.lock
+    # were made wherever a symlink in place of the state folder led.
+    (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
+    claim = inbox.claim("cats.txt")
+    assert claim is not None
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _plant(Path(inbox.state), elsewhere)
+    with pytest.raises(PlantedFolder):
+        _publish(inbox, claim)
+    assert list(elsewhere.rglob("*")) == []
+    assert "cats.txt" in os.listdir(inbox.processing)  # tried again later

@@ -195,15 +195,36 @@ def _open_claimed(
         with holding(inbox.locks, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
             moved = move_unique(folder_fd, entry, failed_fd, entry)
     except OSError as exc:
-        # failed/ is gone or planted: the entry waits in processing/, and the
-        # scan says what is wrong.
-        if not (isinstance(exc, FileNotFoundError) or planted(exc)):
+        # failed/ is gone or planted (the scan's inbox_unusable says so, once),
+        # or the daemon may not write in it: the entry waits in processing/,
+        # tried again at each rescan, and said once.
+        if not (isinstance(exc, FileNotFoundError | PermissionError) or planted(exc)):
             raise
+        if isinstance(exc, PermissionError) and _first_time(f"{inbox.processing}/{entry}"):
+            log.warning(
+                "file_ignored",
+                file=original,
+                reason=f"{reason}; but failed/ refused it ({exc.strerror}):"
+                " it waits in processing/",
+            )
     finally:
         os.close(folder_fd)
         lock.release()
     if moved is not None:
         log.warning("file_ignored", file=original, reason=reason, failed_as=moved)
-    # (Else it waits in processing/, and the scan's inbox_unusable says why,
-    # once: not at every try, and not that it was moved.)
     return None
+
+
+# What `_first_time` has said, and how many it remembers before it starts over.
+_SAID: set[str] = set()
+_SAID_MAX = 1024
+
+
+def _first_time(key: str) -> bool:
+    """Whether `key` is said for the first time in this process (a bounded memory)."""
+    if key in _SAID:
+        return False
+    if len(_SAID) >= _SAID_MAX:
+        _SAID.clear()
+    _SAID.add(key)
+    return True

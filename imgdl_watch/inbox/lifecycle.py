@@ -34,6 +34,7 @@ a category (its output folder is the category's).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -267,6 +268,11 @@ class Inbox:
             return inbox.claim(rest) if inbox.usable() is None else None
         return claim_here(self, name)
 
+    def _refuse_planted_locks(self) -> None:
+        if self._locks_planted():
+            where = os.path.join(self.top, STATE, LOCKS)
+            raise PlantedFolder(errno.ELOOP, FOLDER_PLANTED, where)
+
     def _locks_planted(self) -> bool:
         """Whether the state folder or its locks/ is a symlink or a file: a
         lock taken through it would be a file made wherever it leads."""
@@ -302,7 +308,10 @@ class Inbox:
 
     def finish(self, claim: Claim, *, failed: int) -> str:
         """Publish a finished job: list to done/, report beside it, failures to
-        failed/. The claim is still held: the caller releases it."""
+        failed/. The claim is still held: the caller releases it. Raises
+        `PlantedFolder` (the job is tried again later) rather than take the
+        publish lock through a planted state folder."""
+        self._refuse_planted_locks()
         if claim.category != self.category:
             return self._of(claim.category).finish(claim, failed=failed)
         return finish_here(self, claim, failed=failed)
@@ -310,6 +319,7 @@ class Inbox:
     def fail(self, claim: Claim) -> str:
         """A list that could not run at all goes to failed/ as it is, to retry
         later. The claim is still held: the caller releases it."""
+        self._refuse_planted_locks()
         if claim.category != self.category:
             return self._of(claim.category).fail(claim)
         return fail_here(self, claim)

@@ -27,6 +27,10 @@ import fcntl
 import os
 from collections.abc import Iterator
 
+import structlog
+
+log = structlog.get_logger("imgdl_watch")
+
 # Each try loses only to a holder that let go (and removed the file) between
 # our open and our flock; a few in a row mean the stem is changing hands.
 _TRIES = 8
@@ -37,6 +41,11 @@ LOCK_SUFFIX = ".lock"
 PUBLISH_LOCK = ".publish" + LOCK_SUFFIX
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+# Why a list waits when its lock cannot be taken, as `inbox_unusable` says it.
+LOCK_REFUSED = (
+    "a lock cannot be taken in the state folder, so the lists of that stem wait;"
+    " let the daemon write there, and move away what is not its own"
+)
 
 
 class HeldLock:
@@ -75,10 +84,12 @@ def try_lock(folder: str, name: str) -> HeldLock | None:
             # make it again, as a scan would.
             try:
                 os.makedirs(folder, exist_ok=True)
-            except OSError:
+            except OSError as exc:
+                _cannot_lock(path, exc)
                 return None
             continue
-        except OSError:
+        except OSError as exc:
+            _cannot_lock(path, exc)
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -92,6 +103,23 @@ def try_lock(folder: str, name: str) -> HeldLock | None:
             return HeldLock(path, fd)
         os.close(fd)  # its holder removed it after our open: take the new one
     return None
+
+
+# The locks that could not be taken, said once each (a bounded memory).
+_SAID: set[tuple[str, int | None]] = set()
+
+
+def _cannot_lock(path: str, exc: OSError) -> None:
+    """Say once why the lock at `path` cannot be taken: its list waits, and
+    would otherwise wait without a word (a symlink under its name, a state
+    folder the daemon may not write in)."""
+    key = (path, exc.errno)
+    if key in _SAID:
+        return
+    if len(_SAID) >= 1024:
+        _SAID.clear()
+    _SAID.add(key)
+    log.error("inbox_unusable", folder=os.path.dirname(path), reason=f"{LOCK_REFUSED}: {exc}")
 
 
 @contextlib.contextmanager
