@@ -328,3 +328,26 @@ async def test_a_bug_met_on_one_url_fails_that_url_alone(
     (failed,) = events(logs, "download_failed")
     assert failed["reason"] == "internal_error"
     assert sorted(os.listdir(tmp_path / "out" / "cats")) == ["a.jpg", "b.jpg"]
+
+
+async def test_a_bug_met_in_a_download_worker_is_logged_with_the_workers_traceback(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's reply carried only "Type: message": the traceback ended
+    # in the daemon's process, at the reply, not where the bug was.
+    from imgdl_watch.download import errands
+    from imgdl_watch.download.workers import raise_reply
+
+    reply = errands.Crashed(7, "RuntimeError: a bug in the worker", "Traceback: in body.py")
+
+    async def download(self: Fetcher, url: str, **kw: Any) -> Any:
+        raise_reply(reply)
+
+    monkeypatch.setattr(Fetcher, "download", download)
+    list_path = write_list(tmp_path / "cats.txt", [f"{server.base}/img/a.jpg"])
+    with capture_logs() as logs:
+        summary = await run(list_path, tmp_path / "out")
+    assert summary.failed == 1
+    (crashed,) = events(logs, "download_crashed")
+    assert crashed["error"] == "WorkerCrashed: RuntimeError: a bug in the worker"
+    assert crashed["traceback"].endswith("In the download worker:\nTraceback: in body.py")

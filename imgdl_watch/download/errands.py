@@ -132,6 +132,8 @@ class Failed(NamedTuple):
 class Crashed(NamedTuple):
     id: int
     detail: str
+    # Where the worker raised it, for the log's `download_crashed`.
+    traceback: str = ""
 
 
 class Pong(NamedTuple):

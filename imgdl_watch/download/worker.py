@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 
 import httpx
 import trio
@@ -133,7 +134,8 @@ class _Worker:
         except (err.DownloadError, err.Filtered, err.AlreadyThere) as exc:
             return e.Failed(errand.id, e.pack_error(exc))
         except Exception as exc:  # a bug: the fetcher says so, once
-            return e.Crashed(errand.id, f"{type(exc).__name__}: {exc}")
+            where = "".join(traceback.format_exception(exc))
+            return e.Crashed(errand.id, f"{type(exc).__name__}: {exc}", where)
 
     async def _publish(self, publish: e.Publish) -> e.Reply:
         held = self._held.pop(publish.id, None)

@@ -98,7 +98,11 @@ class WorkerLost(Exception):
 
 class WorkerCrashed(RuntimeError):
     """A worker's errand raised what no download raises: a bug, as it would be
-    in the fetcher's own process."""
+    in the fetcher's own process. `remote_traceback`: where, in the worker."""
+
+    def __init__(self, detail: str, remote_traceback: str = "") -> None:
+        super().__init__(detail)
+        self.remote_traceback = remote_traceback
 
 
 def raise_reply(reply: e.Reply) -> None:
@@ -106,7 +110,7 @@ def raise_reply(reply: e.Reply) -> None:
     if isinstance(reply, e.Failed):
         raise e.unpack_error(reply.error)
     if isinstance(reply, e.Crashed):
-        raise WorkerCrashed(reply.detail)
+        raise WorkerCrashed(reply.detail, reply.traceback)
 
 
 class RemoteSink:

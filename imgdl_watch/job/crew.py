@@ -122,12 +122,12 @@ class Crew:
             # this URL fails, with its traceback logged, and the job goes on,
             # rather than the whole list failing with `job_crashed`.
             error = f"{type(exc).__name__}: {exc}"
-            log.error(
-                "download_crashed",
-                url=log_url(item.url),
-                error=error,
-                traceback="".join(traceback.format_exception(exc)),
-            )
+            where = "".join(traceback.format_exception(exc))
+            # A worker's bug: where it raised it, in the worker, too.
+            remote = getattr(exc, "remote_traceback", "")
+            if remote:
+                where += f"\nIn the download worker:\n{remote}"
+            log.error("download_crashed", url=log_url(item.url), error=error, traceback=where)
             outcomes.failed(item, err.InternalError(error))
             return True
         outcomes.ok(item, result)
