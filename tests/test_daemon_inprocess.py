@@ -223,3 +223,41 @@ async def test_a_file_in_place_of_the_state_folder_stops_no_daemon(
     assert not events(log.entries, "crashed") and not events(log.entries, "job_crashed")
     assert (tmp_path / "out" / "cats" / "cat.jpg").exists()
     assert (inbox / "dogs.txt").exists()
+
+
+async def test_a_job_that_crashes_while_the_state_folder_is_planted_stays_and_the_daemon_goes_on(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The crash's move to failed/ refused to take the publish lock through
+    # the planted state folder, and that stopped the whole daemon.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    state, away = inbox / ".imgdl-watch", tmp_path / "state.away"
+
+    planted: list[bool] = []
+
+    async def plant_and_crash(
+        self: job_module.Job, end: job_module.JobEnd | None = None
+    ) -> JobSummary:
+        if not planted:  # the first time only
+            planted.append(True)
+            os.rename(state, away)
+            state.symlink_to(tmp_path)
+        raise RuntimeError("a bug met on this list")
+
+    monkeypatch.setattr(job_module.Job, "run", plant_and_crash)
+    (inbox / "bad.txt").write_text(f"{server.base}/img/never.jpg\n")
+    daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.05")
+    with watching_logs() as log:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            await log.wait_for("job_failed", reason="inbox_error")
+            assert (inbox / "processing" / "bad.txt").exists()  # kept, to be taken up again
+            state.unlink()
+            os.rename(away, state)
+            await log.wait_for("job_crashed", count=2)
+            with trio.fail_after(10):
+                while not (inbox / "failed" / "bad.txt").exists():
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert not events(log.entries, "crashed")

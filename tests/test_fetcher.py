@@ -281,6 +281,9 @@ async def test_gzip_bomb_is_saved_raw_not_inflated(server: ImageServer, out_fd: 
     for i, coding in enumerate(("none", "UTF-8", "identity, identity", "gzip")):
         assert (await get(server, out_fd, f"/coded/{i}.jpg?coding={coding}")).startswith(f"{i}.jpg")
     assert await get(server, out_fd, "/svgz/logo.svgz") == "logo.svgz"
+    # Not under a name that would call the gzip an .svg, nor a gzipped page.
+    assert (await fails(server, out_fd, "/svgz/logo.svg")).reason == "not_an_image"
+    assert (await fails(server, out_fd, "/svgz/logo")).reason == "not_an_image"
 
 
 async def test_refused_port_is_a_connect_error(out_fd: int) -> None:

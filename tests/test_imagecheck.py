@@ -38,12 +38,19 @@ def test_sniff(head: bytes, mime: str | None) -> None:
         (b"\xff\xfe" + "<html><body>gone</body></html>".encode("utf-16-le"), "HTML or XML"),
         (b"\xfe\xff" + '{"error": 404}'.encode("utf-16-be"), "JSON"),
         (b"\xff\xfe" + "<svg xmlns='http://www.w3.org/2000/svg'/>".encode("utf-16-le"), None),
-        # ... even past a comment longer than the head holds in UTF-16.
-        (b"\xff\xfe" + f"<!--{'c' * 600}--><svg/>".encode("utf-16-le")[:1022], None),
+        # An XML error page in UTF-16 too (S3's NoSuchKey, say).
+        (b"\xff\xfe" + "<?xml version='1.0'?><Error/>".encode("utf-16-le"), "HTML or XML"),
     ],
 )
 def test_disguised(head: bytes, kind: str | None) -> None:
     assert disguised(head) == kind
+
+
+def test_utf16_markup_typed_as_svg_is_taken_for_one() -> None:
+    # Past a comment longer than the head holds in UTF-16, no <svg is seen.
+    head = (b"\xff\xfe" + f"<!--{'c' * 600}--><svg/>".encode("utf-16-le"))[:1024]
+    assert disguised(head, svg_typed=True) is None
+    assert disguised(head) == "HTML or XML"
 
 
 def test_is_image_type() -> None:

@@ -7,9 +7,10 @@ read, and again against the bytes as they stream.
 
 A body counts as an image when its Content-Type is `image/*` or its first
 bytes are one (`imagecheck.sniff`); one that claims `image/*` but is markup
-or JSON (`imagecheck.disguised`) is not, nor one sent with a
-Content-Encoding although we asked for identity. `any_type` saves whatever
-comes, as it came.
+or JSON (`imagecheck.disguised`) is not, nor one sent compressed (gzip,
+br, ...) although we asked for identity whose bytes are then not an
+image's (a `.svgz` gzipped SVG is one). `any_type` saves whatever comes, as
+it came.
 
 While it streams, the body is hashed (sha256, for the report; md5 too for a
 small body when a placeholder is listed by its md5), and its first
@@ -23,6 +24,7 @@ The sha256 is also left on the sink (`FileSink.sha256`): the archive records it.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -127,13 +129,20 @@ class Received:
 
 
 async def receive(
-    answer: Answer, dir_fd: int, rules: BodyRules, *, need_type: bool, source: bytes = b""
+    answer: Answer,
+    dir_fd: int,
+    rules: BodyRules,
+    *,
+    need_type: bool,
+    source: bytes = b"",
+    svgz: bool = False,
 ) -> Received:
     """Stream `answer`'s body into a new sink in the folder `dir_fd`, and check it.
 
     `need_type`: the caller needs the body's image type even when nothing is
     checked (to name a file that has no extension). `source`: the tag of the
-    URL it is for (`naming.source_tag`), set on the file. Raises a
+    URL it is for (`naming.source_tag`), set on the file. `svgz`: its name
+    is a `.svgz`, whose bytes may be an SVG gzipped. Raises a
     `DownloadError`; the sink is then discarded.
     """
     limit = rules.max_bytes
@@ -164,14 +173,16 @@ async def receive(
         if sink.size == 0:
             raise err.NotAnImage("empty body")
         sniffed = sniff(head) if want_head else None
-        if checked and coding is not None and sniffed is None and not _svgz(content_type):
-            # We asked for identity, and the bytes are compressed, not an
-            # image's: its file would not open (an SVG may be: .svgz).
-            # --any-type saves them as they came, never inflated.
+        svg_typed = _svg_typed(content_type)
+        # We asked for identity, and the bytes are compressed, not an image's:
+        # its file would not open. A gzipped SVG is one, when the URL names it
+        # `.svgz`. --any-type saves anything as it came.
+        svgz_ok = svgz and svg_typed and coding in ("gzip", "x-gzip") and _gzipped_svg(head)
+        if checked and coding is not None and sniffed is None and not svgz_ok:
             raise err.NotAnImage(f"Content-Encoding {coding}: not the image's own bytes")
         if checked and not typed_image and sniffed is None:
             raise err.NotAnImage(f"Content-Type {content_type or 'missing'}")
-        if checked and typed_image and (kind := disguised(head)) is not None:
+        if checked and typed_image and (kind := disguised(head, svg_typed=svg_typed)) is not None:
             raise err.NotAnImage(f"Content-Type {content_type}, but the body is {kind}")
         digest, md5, width, height = record.finish()
         dropped = filters.verdict(sha256=digest, md5=md5, width=width, height=height)
@@ -242,10 +253,22 @@ def _coding(value: str | None) -> str | None:
     return None
 
 
-def _svgz(content_type: str | None) -> bool:
+def _svg_typed(content_type: str | None) -> bool:
     if not content_type:
         return False
     return content_type.split(";", 1)[0].strip().lower() == "image/svg+xml"
+
+
+def _gzipped_svg(head: bytes) -> bool:
+    """Whether `head`, a gzip stream's start, inflates to an SVG's (at most
+    `SNIFF_BYTES` of it: a compressed bomb cannot grow here)."""
+    if not head.startswith(b"\x1f\x8b"):
+        return False
+    try:
+        start = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, SNIFF_BYTES)
+    except zlib.error:
+        return False
+    return sniff(start) == "image/svg+xml"
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:

@@ -93,7 +93,8 @@ async def _receive(
         answer, capped = cap(answer)
     try:
         need_type = not has_extension(name)
-        return await receive(answer, dir_fd, rules, need_type=need_type, source=source)
+        svgz = name.lower().endswith(".svgz")
+        return await receive(answer, dir_fd, rules, need_type=need_type, source=source, svgz=svgz)
     finally:
         if capped is not None:
             capped.close()

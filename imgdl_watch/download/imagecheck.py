@@ -50,13 +50,14 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def disguised(head: bytes) -> str | None:
+def disguised(head: bytes, *, svg_typed: bool = False) -> str | None:
     """What a body that claims to be an image really is, when it is markup.
 
     Some servers answer a missing image with `200 image/jpeg` and an HTML
     page or a JSON error. No image format starts with `<` (but SVG, which
     `sniff` knows) or with `{` or `[`, so such a body is refused whatever
-    its Content-Type says.
+    its Content-Type says. `svg_typed`: the Content-Type says SVG (markup in
+    UTF-16 is then taken for one, the head being too short to tell).
     """
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"<") and sniff(head) is None:
@@ -64,14 +65,14 @@ def disguised(head: bytes) -> str | None:
     if text.startswith((b"{", b"[")):
         return "JSON"
     for bom, encoding in _UTF16_BOMS:
-        # The same page in UTF-16: a byte-order mark, then an HTML page or
-        # JSON. Only those: the head holds half as many characters in UTF-16,
-        # too few to see an SVG's root past a long comment, so any other
-        # markup is given the benefit of the doubt, as an SVG.
+        # The same page in UTF-16: a byte-order mark, then markup or JSON.
+        # The head holds half as many characters in UTF-16, too few to see an
+        # SVG's root past a long comment: markup whose type says SVG is given
+        # the benefit of the doubt.
         if head.startswith(bom):
             text16 = head[len(bom) :]
             chars = text16[: len(text16) // 2 * 2].decode(encoding, "replace").lstrip().lower()
-            if chars.startswith(_HTML_STARTS):
+            if chars.startswith("<") and not (svg_typed or "<svg" in chars):
                 return "HTML or XML"
             if chars.startswith(("{", "[")):
                 return "JSON"
@@ -79,7 +80,6 @@ def disguised(head: bytes) -> str | None:
 
 
 _UTF16_BOMS = ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-_HTML_STARTS = ("<!doctype html", "<html", "<head", "<body")
 
 
 def is_image_type(content_type: str | None) -> bool:

@@ -38,6 +38,7 @@ from .layout import (
     NOT_A_FILE_CLAIMED,
     NOT_READABLE_CLAIMED,
     PROCESSING,
+    WAITING_CLAIMED,
     is_list_name,
 )
 from .locks import LOCK_SUFFIX, PUBLISH_LOCK, HeldLock, holding, try_lock
@@ -200,31 +201,23 @@ def _open_claimed(
         # tried again at each rescan, and said once.
         if not (isinstance(exc, FileNotFoundError | PermissionError) or planted(exc)):
             raise
-        if isinstance(exc, PermissionError) and _first_time(f"{inbox.processing}/{entry}"):
+        if isinstance(exc, PermissionError) and inbox.failed not in _SAID:
+            # Once for the folder, until something goes into it again.
+            _SAID.add(inbox.failed)
             log.warning(
                 "file_ignored",
                 file=original,
-                reason=f"{reason}; but failed/ refused it ({exc.strerror}):"
-                " it waits in processing/",
+                reason=f"{WAITING_CLAIMED}: failed/ refused it ({exc.strerror})",
             )
     finally:
         os.close(folder_fd)
         lock.release()
     if moved is not None:
+        _SAID.discard(inbox.failed)
         log.warning("file_ignored", file=original, reason=reason, failed_as=moved)
     return None
 
 
-# What `_first_time` has said, and how many it remembers before it starts over.
+# The failed/ folders that refused a claimed entry, said once each until one
+# takes an entry again.
 _SAID: set[str] = set()
-_SAID_MAX = 1024
-
-
-def _first_time(key: str) -> bool:
-    """Whether `key` is said for the first time in this process (a bounded memory)."""
-    if key in _SAID:
-        return False
-    if len(_SAID) >= _SAID_MAX:
-        _SAID.clear()
-    _SAID.add(key)
-    return True

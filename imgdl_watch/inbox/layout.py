@@ -48,6 +48,10 @@ FOLDER_PLANTED = (
 NOT_A_FILE_CLAIMED = (
     "not a regular file once claimed (a symlink, folder or device): moved to failed/, unread"
 )
+WAITING_CLAIMED = (
+    "not a regular file, or one the daemon may not read, once claimed; it could not be"
+    " moved to failed/ either, so it waits in processing/, unread, tried again at each rescan"
+)
 NOT_READABLE_CLAIMED = (
     "the daemon may not read it: moved to failed/, unread; make it readable by the"
     " daemon (a umask of 022 or 002 when it is written) and drop it again"

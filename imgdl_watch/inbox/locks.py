@@ -100,26 +100,34 @@ def try_lock(folder: str, name: str) -> HeldLock | None:
             os.close(fd)
             raise
         if _leads_to(path, fd):
+            _locked_in(folder)
             return HeldLock(path, fd)
         os.close(fd)  # its holder removed it after our open: take the new one
     return None
 
 
-# The locks that could not be taken, said once each (a bounded memory).
+# Why locks could not be taken, by folder: said once for each cause, until a
+# lock is taken there again (a few entries: one a folder and error).
 _SAID: set[tuple[str, int | None]] = set()
 
 
 def _cannot_lock(path: str, exc: OSError) -> None:
-    """Say once why the lock at `path` cannot be taken: its list waits, and
-    would otherwise wait without a word (a symlink under its name, a state
-    folder the daemon may not write in)."""
-    key = (path, exc.errno)
+    """Say once why a lock in `path`'s folder cannot be taken: its lists wait,
+    and would otherwise wait without a word (a symlink under a lock's name,
+    a state folder the daemon may not write in)."""
+    key = (os.path.dirname(path), exc.errno)
     if key in _SAID:
         return
-    if len(_SAID) >= 1024:
-        _SAID.clear()
     _SAID.add(key)
-    log.error("inbox_unusable", folder=os.path.dirname(path), reason=f"{LOCK_REFUSED}: {exc}")
+    log.error("inbox_unusable", folder=key[0], reason=f"{LOCK_REFUSED}: {exc}")
+
+
+def _locked_in(folder: str) -> None:
+    """A lock was taken in `folder`: what stopped one there is over, and is
+    said again if it comes back."""
+    if _SAID:
+        for key in [k for k in _SAID if k[0] == folder]:
+            _SAID.discard(key)
 
 
 @contextlib.contextmanager

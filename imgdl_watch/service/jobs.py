@@ -84,7 +84,14 @@ class Jobs:
                 error=f"{type(leaf).__name__}: {leaf}",
                 traceback="".join(traceback.format_exception(exc)),
             )
-            await trio.to_thread.run_sync(lambda: self.inbox.fail(claim))
+            try:
+                await trio.to_thread.run_sync(lambda: self.inbox.fail(claim))
+            except OSError as moved:
+                # failed/ or the state folder cannot be used now (planted, say):
+                # the list stays in processing/, to be taken up again, and the
+                # daemon goes on (the scan says what is wrong).
+                log.error("job_failed", job=claim.job, reason="inbox_error", detail=str(moved))
+                return
             detail = type(leaf).__name__
             self._announce(Event.job_failed(claim.job, "crashed", {}, folder=folder, detail=detail))
         finally:
