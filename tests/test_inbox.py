@@ -484,6 +484,16 @@ def test_a_symlink_under_a_locks_name_is_no_lock_and_no_crash(inbox: Inbox, tmp_
     # ... and said once: it once waited without a word.
     (said,) = [e for e in logs if e["event"] == "inbox_unusable"]
     assert said["folder"] == inbox.locks and "a lock cannot be taken" in said["reason"]
+    # Gone, a lock taken there, and back: said again.
+    os.unlink(os.path.join(inbox.locks, "cats.lock"))
+    claim = inbox.claim("cats.txt")
+    assert claim is not None
+    claim.release()
+    os.symlink(tmp_path / "victim", os.path.join(inbox.locks, "dogs.lock"))
+    (Path(inbox.root) / "dogs.txt").write_text("http://x/a.jpg\n")
+    with capture_logs() as logs:
+        assert inbox.claim("dogs.txt") is None
+    assert [e["event"] for e in logs] == ["inbox_unusable"]
 
 
 def test_a_job_is_not_published_through_a_planted_state_folder(
