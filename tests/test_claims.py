@@ -107,14 +107,14 @@ class Setup:
             env={"PYTHONDONTWRITEBYTECODE": "1", "HOME": str(self.root)},
         )
 
-    def drop(self, name: str, text: str, *, category: str = "") -> None:
-        """alice drops a list: written aside with umask 022, then renamed in
-        (into a category's folder, with `category`)."""
+    def drop(self, name: str, text: str, *, category: str = "", mode: int = 0o644) -> None:
+        """alice drops a list: written aside with umask 022 (or as `mode`
+        says), then renamed in (into a category's folder, with `category`)."""
         folder = self.inbox / category if category else self.inbox
         aside = folder / f".{name}.part"
         aside.write_text(text)
         os.chown(aside, ALICE_UID, GROUP_GID)
-        os.chmod(aside, 0o644)
+        os.chmod(aside, mode)
         old = time.time() - OLD_S
         os.utime(aside, (old, old))
         os.rename(aside, folder / name)
@@ -394,11 +394,7 @@ def test_a_list_the_service_may_not_read_goes_to_failed_and_the_daemon_goes_on(
     daemon = setup.daemon("d")
     try:
         daemon.wait_event("daemon_started")
-        aside = setup.inbox / ".secret.part"
-        aside.write_text(f"{server.base}/img/secret.jpg\n")
-        os.chown(aside, ALICE_UID, GROUP_GID)
-        os.chmod(aside, 0o600)
-        os.rename(aside, setup.inbox / "secret.txt")
+        setup.drop("secret.txt", f"{server.base}/img/secret.jpg\n", mode=0o600)
         setup.drop("open.txt", f"{server.base}/img/open.jpg\n")
         daemon.wait_event("job_finished")
         (ignored,) = daemon.wait_event("file_ignored")
@@ -422,11 +418,7 @@ def test_a_list_that_can_be_neither_read_nor_moved_waits_and_the_daemon_goes_on(
     daemon = setup.daemon("d", "--rescan-interval", "0.05")
     try:
         daemon.wait_event("daemon_started")
-        aside = setup.inbox / ".secret.part"
-        aside.write_text(f"{server.base}/img/secret.jpg\n")
-        os.chown(aside, ALICE_UID, GROUP_GID)
-        os.chmod(aside, 0o600)
-        os.rename(aside, setup.inbox / "secret.txt")
+        setup.drop("secret.txt", f"{server.base}/img/secret.jpg\n", mode=0o600)
         (said,) = daemon.wait_event("file_ignored")
         assert "failed/ refused it" in said["reason"] and "failed_as" not in said
         # Dozens of rescans try it again; the daemon is up, and says it once.
