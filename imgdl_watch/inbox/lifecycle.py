@@ -34,7 +34,6 @@ a category (its output folder is the category's).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -125,6 +124,10 @@ class Inbox:
             os.path.join(self.root, category), category=category, state=self.state, top=self.root
         )
 
+    def _own(self, claim: Claim) -> Inbox:
+        """The inbox (this one, or a category's) whose folders `claim` is of."""
+        return self if claim.category == self.category else self._of(claim.category)
+
     def folder(self, *names: str) -> contextlib.AbstractContextManager[int]:
         """This inbox's folder, or one of its own (`processing`, ...), open
         (`folders.opened`): never through a symlink."""
@@ -147,13 +150,18 @@ class Inbox:
         if not self.category:
             ways += [(STATE,), (STATE, LOCKS)]
         for way in ways:
-            try:
-                os.close(open_folder(self.top, way))
-            except OSError as exc:
-                if planted(exc):
-                    where = os.path.join(self.top, *way)
-                    raise PlantedFolder(exc.errno, FOLDER_PLANTED, where) from exc
-                raise
+            self._check_way(way)
+
+    def _check_way(self, way: tuple[str, ...]) -> None:
+        """Open and close `top/way...`: raise `PlantedFolder` when a folder on
+        the way is a symlink or not a folder, its OSError when it is missing."""
+        try:
+            os.close(open_folder(self.top, way))
+        except OSError as exc:
+            if planted(exc):
+                where = os.path.join(self.top, *way)
+                raise PlantedFolder(exc.errno, FOLDER_PLANTED, where) from exc
+            raise
 
     def category_folders(self) -> list[str]:
         return [os.path.join(self.root, name) for name in self.categories]
@@ -265,21 +273,21 @@ class Inbox:
         category, slash, rest = name.rpartition("/")
         if slash:
             inbox = self._of(category)
-            return inbox.claim(rest) if inbox.usable() is None else None
+            return claim_here(inbox, rest) if inbox.usable() is None else None
         return claim_here(self, name)
 
     def _refuse_planted_locks(self) -> None:
-        if self._locks_planted():
-            where = os.path.join(self.top, STATE, LOCKS)
-            raise PlantedFolder(errno.ELOOP, FOLDER_PLANTED, where)
+        """Raise `PlantedFolder` when the state folder or its locks/ is a
+        symlink or a file: a lock taken through it would be a file made
+        wherever it leads. (Missing is no refusal: taking a lock makes it.)"""
+        with contextlib.suppress(FileNotFoundError):
+            self._check_way((STATE, LOCKS))
 
     def _locks_planted(self) -> bool:
-        """Whether the state folder or its locks/ is a symlink or a file: a
-        lock taken through it would be a file made wherever it leads."""
         try:
-            os.close(open_folder(self.top, (STATE, LOCKS)))
-        except OSError as exc:
-            return planted(exc)  # missing: taking a lock makes it again
+            self._refuse_planted_locks()
+        except PlantedFolder:
+            return True
         return False
 
     def leftovers(self) -> list[Claim]:
@@ -312,14 +320,10 @@ class Inbox:
         `PlantedFolder` (the job is tried again later) rather than take the
         publish lock through a planted state folder."""
         self._refuse_planted_locks()
-        if claim.category != self.category:
-            return self._of(claim.category).finish(claim, failed=failed)
-        return finish_here(self, claim, failed=failed)
+        return finish_here(self._own(claim), claim, failed=failed)
 
     def fail(self, claim: Claim) -> str:
         """A list that could not run at all goes to failed/ as it is, to retry
         later. The claim is still held: the caller releases it."""
         self._refuse_planted_locks()
-        if claim.category != self.category:
-            return self._of(claim.category).fail(claim)
-        return fail_here(self, claim)
+        return fail_here(self._own(claim), claim)
