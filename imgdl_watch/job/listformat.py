@@ -129,15 +129,28 @@ def read_entries(
 _PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def _part_at(path: str, folder_fd: int | None) -> tuple[str, int | None]:
+    """`path` as a name and the folder to take it relative to: its own name
+    in `folder_fd` when given, else the path itself."""
+    return (os.path.basename(path), folder_fd) if folder_fd is not None else (path, None)
+
+
+def remove_part(path: str, folder_fd: int | None = None) -> None:
+    """Remove the part file at `path` (relative to `folder_fd` when given);
+    FileNotFoundError when there is none."""
+    name, dir_fd = _part_at(path, folder_fd)
+    os.unlink(name, dir_fd=dir_fd)
+
+
 def create_part(path: str, folder_fd: int | None = None) -> int:
     """A new, empty file at `path` (its name relative to `folder_fd` when
     given): whatever has the name already, a part left by a killed run or a
     symlink, is removed first, never followed."""
-    name, dir_fd = (os.path.basename(path), folder_fd) if folder_fd is not None else (path, None)
     try:
-        os.unlink(name, dir_fd=dir_fd)
+        remove_part(path, folder_fd)
     except FileNotFoundError:
         pass
+    name, dir_fd = _part_at(path, folder_fd)
     return os.open(name, _PART_FLAGS, 0o666, dir_fd=dir_fd)
 
 

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .listformat import FailedList, ListFormat, create_part
+from .listformat import FailedList, ListFormat, create_part, remove_part
 from .rows import Row
 
 # Userspace buffer of each part file: one write(2) per this many bytes.
@@ -60,7 +60,7 @@ class JobReport:
             self._report.close()
             # Taken back; if that fails too, the job still fails as the failed list said.
             with contextlib.suppress(OSError):
-                self._unlink(paths.report)
+                remove_part(paths.report, paths.folder_fd)
             raise
         self.failed_count = 0
         self._committed = False
@@ -101,12 +101,6 @@ class JobReport:
         self._failed.discard_close()
         for path in (self.paths.report, self.paths.failed):
             try:
-                self._unlink(path)
+                remove_part(path, self.paths.folder_fd)
             except FileNotFoundError:
                 pass
-
-    def _unlink(self, path: str) -> None:
-        if self.paths.folder_fd is None:
-            os.unlink(path)
-        else:
-            os.unlink(os.path.basename(path), dir_fd=self.paths.folder_fd)
