@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from .. import errors as err
 from .filesink import FileSink
-from .imagecheck import SNIFF_BYTES, dimensions, disguised, is_image_type, sniff
+from .imagecheck import SNIFF_BYTES, dimensions, disguised, is_image_type, mime_type, sniff
 from .transports import Answer
 
 # The first bytes of a body kept for reading its width and height: a JPEG's
@@ -173,7 +173,7 @@ async def receive(
         if sink.size == 0:
             raise err.NotAnImage("empty body")
         sniffed = sniff(head) if want_head else None
-        svg_typed = _svg_typed(content_type)
+        svg_typed = mime_type(content_type) == "image/svg+xml"
         # We asked for identity, and the bytes are compressed, not an image's:
         # its file would not open. A gzipped SVG is one, when the URL names it
         # `.svgz`. --any-type saves anything as it came.
@@ -251,12 +251,6 @@ def _coding(value: str | None) -> str | None:
         if token.strip() in _COMPRESSIONS:
             return token.strip()
     return None
-
-
-def _svg_typed(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    return content_type.split(";", 1)[0].strip().lower() == "image/svg+xml"
 
 
 def _gzipped_svg(head: bytes) -> bool:

@@ -82,11 +82,17 @@ def disguised(head: bytes, *, svg_typed: bool = False) -> str | None:
 _UTF16_BOMS = ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
 
+def mime_type(content_type: str | None) -> str:
+    """A Content-Type's media type, in lower case, without its parameters
+    ("" for none)."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def is_image_type(content_type: str | None) -> bool:
     """True for a Content-Type of `image/*`."""
-    if not content_type:
-        return False
-    return content_type.split(";", 1)[0].strip().lower().startswith("image/")
+    return mime_type(content_type).startswith("image/")
 
 
 def dimensions(head: bytes) -> tuple[int, int] | None:

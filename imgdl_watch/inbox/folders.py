@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 # What opening a planted entry raises: a symlink, or not a folder.
 REFUSED = (errno.ELOOP, errno.ENOTDIR)
@@ -57,6 +59,20 @@ def opened(root: str, names: Sequence[str] = ()) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def open_regular(name: str, folder_fd: int) -> int | None:
+    """A descriptor of `name`, in the folder open at `folder_fd`, if it is a
+    regular file; None for anything else: absent, unreadable, a symlink (not
+    followed), a FIFO (opened without waiting for a writer, then refused)."""
+    try:
+        fd = os.open(name, _FILE, dir_fd=folder_fd)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def planted(exc: OSError) -> bool:

@@ -17,13 +17,13 @@ import datetime as dt
 import json
 import os
 import socket
-import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import is_category_name
+from ..inbox.folders import open_regular
 from ..inbox.lifecycle import Inbox, is_list_name
 from ..job.progress import Snapshot
 from ..naming import job_stem
@@ -36,9 +36,8 @@ STALE_AFTER_S = 10.0
 # Finished jobs kept in the status file.
 RECENT_JOBS = 10
 _PREFIX = "status-"
-# A status file is opened without following a symlink, and without waiting
-# for a writer (a FIFO planted in the state folder is then passed over).
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# A status file is written without following a symlink (and read as
+# `folders.open_regular` opens a file: a FIFO is passed over).
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -131,12 +130,12 @@ def _status_files(inbox: Inbox) -> list[tuple[str, dict[str, Any], float]]:
             for name in os.listdir(folder):
                 if not (name.startswith(_PREFIX) and name.endswith(".json")):
                     continue
+                fd = open_regular(name, folder)
+                if fd is None:
+                    continue
                 try:
-                    fd = os.open(name, _READ_FLAGS, dir_fd=folder)
                     with open(fd, encoding="utf-8") as handle:
                         st = os.fstat(handle.fileno())
-                        if not stat.S_ISREG(st.st_mode):
-                            continue
                         document = json.load(handle)
                 except (OSError, ValueError):
                     continue

@@ -33,7 +33,6 @@ import json
 import os
 import re
 import socket
-import stat
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -42,7 +41,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..config import is_category_name
-from ..inbox.folders import open_folder
+from ..inbox.folders import open_folder, open_regular
 from ..inbox.layout import DONE
 from ..inbox.lifecycle import Inbox
 from .status import collect
@@ -210,18 +209,11 @@ class StatusServer(ThreadingHTTPServer):
         except OSError:  # absent, a symlink (ELOOP, ENOTDIR), unreadable
             return None
         try:
-            # O_NONBLOCK: a FIFO planted in done/ would block the open until a
-            # writer came; opened at once, it is then refused as not regular.
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-            fd = os.open(report, flags, dir_fd=at)
-        except OSError:
-            return None
+            # A regular file only: a FIFO planted in done/ would otherwise
+            # block the open until a writer came.
+            return open_regular(report, at)
         finally:
             os.close(at)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
-        return fd
 
     def start(self) -> StatusServer:
         self._thread = threading.Thread(
