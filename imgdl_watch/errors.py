@@ -196,8 +196,9 @@ class InternalError(PermanentError):
 
 class AlreadyThere(Exception):
     """Not a failure: a file of the download's name appeared in its folder
-    meanwhile (a look-alike of the same list, `a` saved as `a.jpg` beside
-    `a.jpg`). It is left as it is, never replaced; the URL is `skipped`."""
+    meanwhile that does not say it is another URL's (a look-alike's that
+    does sends the download to its wide-hash name: `FileSink.rename`). It
+    is left as it is, never replaced; the URL is `skipped`."""
 
     def __init__(self, file: str) -> None:
         super().__init__(file)

@@ -8,6 +8,13 @@ a re-dropped list finds the images it already has.
 Distinct URLs that want the same name are told apart in list order: the first
 URL that wants a name gets it, and each later one gets a short hash of its
 own URL added to the stem (`a.jpg`, `a-3f9c2d1e.jpg`).
+
+One name is known only once its response is: an extension-less name gets
+its extension from the Content-Type (`final_name`), and may then be a name
+another URL of the list was given (`pic` served as a PNG, beside `pic.png`).
+The first of them to be published keeps it, and the other takes its
+`wide_name` (`download.filesink.FileSink.rename`), where a resumed job looks
+for it: the one name that depends on the order downloads finish in.
 """
 
 from __future__ import annotations

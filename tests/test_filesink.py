@@ -64,6 +64,39 @@ async def test_a_temporary_name_that_exists_is_passed_over(
     assert Path(f"/proc/self/fd/{out_fd}/{planted}").read_bytes() == b"not ours"
 
 
+async def _publish_as(dir_fd: int, source: bytes, body: bytes) -> str:
+    sink = FileSink(dir_fd, source=source)
+    await sink.write(body)
+    try:
+        return await GroupCommit().publish(sink, "a.png", alias="a-wide.png")
+    finally:
+        sink.discard()
+
+
+async def test_a_name_another_urls_file_took_sends_the_body_to_its_alias(out_fd: int) -> None:
+    folder = Path(f"/proc/self/fd/{out_fd}")
+    assert await _publish_as(out_fd, b"first", b"1") == "a.png"
+    # Another URL's body under the same name: to its alias, the first kept.
+    assert await _publish_as(out_fd, b"second", b"2") == "a-wide.png"
+    assert (folder / "a.png").read_bytes() == b"1"
+    assert (folder / "a-wide.png").read_bytes() == b"2"
+    assert os.getxattr(folder / "a-wide.png", filesink.SOURCE_XATTR) == b"second"
+    # The same URL's, or another's once the alias is taken too: left as they are.
+    for source in (b"first", b"third"):
+        with pytest.raises(err.AlreadyThere):
+            await _publish_as(out_fd, source, b"3")
+    assert sorted(os.listdir(out_fd)) == ["a-wide.png", "a.png"]
+
+
+async def test_a_name_an_untagged_file_holds_is_never_aliased(out_fd: int) -> None:
+    # A file that says nothing of its URL (put there by someone, or made
+    # before files had a tag) is taken for this URL's: skipped, as ever.
+    Path(f"/proc/self/fd/{out_fd}/a.png").write_bytes(b"theirs")
+    with pytest.raises(err.AlreadyThere):
+        await _publish_as(out_fd, b"ours", b"ours")
+    assert os.listdir(out_fd) == ["a.png"]
+
+
 async def test_an_error_reaches_only_its_own_file(out_fd: int) -> None:
     os.mkdir("taken.jpg", dir_fd=out_fd)  # renaming a file onto a folder fails
     commit = GroupCommit()

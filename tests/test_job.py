@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.filesink import TEMP_PREFIX
+from imgdl_watch.download.options import FetchOptions
 from imgdl_watch.download.retrypolicy import Backoff
 from imgdl_watch.errors import JobError
 from imgdl_watch.job import feed as feed_module
@@ -24,16 +25,23 @@ from imgdl_watch.job.dedupe import Dedupe
 from imgdl_watch.job.job import Job
 from imgdl_watch.job.listformat import ListFormat
 from imgdl_watch.job.report import JobReport, ReportPaths
+from imgdl_watch.naming import wide_name
 from tests.helpers import events, fetch_options, job_options, open_list, write_list
 from tests.imageserver import ImageServer, image_bytes
 
 FAST = fetch_options(retries=2, backoff=Backoff(base_s=0.001, cap_s=0.002, retry_after_cap_s=0.01))
 
 
-async def run(list_path: Path, output: Path, report: ReportPaths | None = None, workers: int = 8):  # type: ignore[no-untyped-def]
+async def run(  # type: ignore[no-untyped-def]
+    list_path: Path,
+    output: Path,
+    report: ReportPaths | None = None,
+    workers: int = 8,
+    options: FetchOptions = FAST,
+):
     fd = open_list(list_path)
     try:
-        async with Fetcher(FAST) as fetcher:
+        async with Fetcher(options) as fetcher:
             job = Job(
                 name="cats",
                 list_fd=fd,
@@ -242,13 +250,46 @@ async def test_downloads_reuse_the_url_the_reader_parsed(
     assert len(passed) == 3 and all(isinstance(p, httpx.URL) for p in passed)
 
 
-async def test_a_name_taken_meanwhile_is_never_replaced(
-    server: ImageServer, tmp_path: Path
+@pytest.mark.parametrize("processes", [0, 1], ids=["one process", "a worker"])
+async def test_a_name_a_look_alike_took_meanwhile_sends_the_other_to_its_wide_hash(
+    server: ImageServer, tmp_path: Path, processes: int
 ) -> None:
     # A new job's folder is empty, so no name is looked for in it before its
-    # download (see `feed`): one URL's name is taken by the other's file (an
-    # extension-less PNG, named a.png), found only as it is published. Either
-    # may finish first: the first keeps the name, whole, and the other is skipped.
+    # download (see `feed`): `a`, served as a PNG, is named a.png, the name
+    # the list's literal a.png has, found only as the second is published.
+    # Either may finish first: it keeps the name, and the other takes its
+    # URL's wide hash. Nothing is replaced, nothing is lost, and the job run
+    # again finds each under its own name.
+    urls = [f"{server.base}/noext/a", f"{server.base}/img/a.png"]
+    options = FAST.replace(workers=processes)
+    folder = tmp_path / "out" / "cats"
+    with capture_logs() as logs:
+        summary = await run(
+            write_list(tmp_path / "cats.txt", urls), tmp_path / "out", workers=1, options=options
+        )
+    assert (summary.ok, summary.skipped, summary.failed) == (2, 0, 0)
+    saved = {ok["url"]: ok["file"] for ok in events(logs, "download_ok")}
+    assert sorted(os.listdir(folder)) == sorted(saved.values())
+    [second] = [url for url, file in saved.items() if file != "a.png"]
+    assert saved[second] == wide_name("a.png", second)
+    with httpx.Client() as client:
+        for url, file in saved.items():
+            assert (folder / file).read_bytes() == client.get(url).content
+    with capture_logs() as logs:
+        again = await run(tmp_path / "cats.txt", tmp_path / "out", workers=1, options=options)
+    assert (again.ok, again.skipped) == (0, 2)
+    assert {s["url"]: s["file"] for s in events(logs, "download_skipped")} == saved
+
+
+async def test_a_name_taken_meanwhile_by_an_untagged_file_is_never_replaced(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a filesystem without user attributes no file says whose it is, so
+    # the second is taken for the same image: left as it is, and skipped.
+    def no_attributes(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", no_attributes)
     urls = [f"{server.base}/noext/a", f"{server.base}/img/a.png"]
     with capture_logs() as logs:
         summary = await run(write_list(tmp_path / "cats.txt", urls), tmp_path / "out", workers=1)

@@ -23,8 +23,9 @@ from imgdl_watch import errors as err
 from imgdl_watch.download import errands as e
 from imgdl_watch.download import workers
 from imgdl_watch.download.fetcher import Fetcher
-from imgdl_watch.download.filesink import TEMP_PREFIX
+from imgdl_watch.download.filesink import SOURCE_XATTR, TEMP_PREFIX
 from imgdl_watch.download.workers import Link, RemoteSink, WorkerLost, Workers
+from imgdl_watch.naming import source_tag, wide_name
 from tests.helpers import fetch_options
 from tests.imageserver import ImageServer, image_bytes
 
@@ -253,15 +254,26 @@ async def test_a_worker_that_dies_before_it_says_published(
     # done, not downloaded again (and then "skipped" for its own file).
     publish = RemoteSink.publish
 
-    async def then_lost(sink: RemoteSink, name: str) -> None:
-        await publish(sink, name)
+    async def then_lost(sink: RemoteSink, name: str, *, alias: str | None = None) -> str:
+        await publish(sink, name, alias=alias)
         raise WorkerLost
 
     monkeypatch.setattr(RemoteSink, "publish", then_lost)
     async with Fetcher(fetch_options(workers=1, concurrency=1)) as fetcher:
         got = await fetcher.download(server.base + "/img/p.jpg", dir_fd=out_fd, name="p.jpg")
-    assert saved(out_fd, got.file) == image_bytes("/img/p.jpg")
-    assert server.counts["/img/p.jpg"] == 1 and got.attempts == 1
+        assert saved(out_fd, got.file) == image_bytes("/img/p.jpg")
+        assert server.counts["/img/p.jpg"] == 1 and got.attempts == 1
+        # The same under the alias it took, a look-alike's file of the same
+        # size under its name: found there, not taken for the look-alike's.
+        url = server.base + "/img/q.jpg"
+        body = image_bytes("/img/q.jpg")
+        fd = os.open("q.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=out_fd)
+        os.write(fd, b"x" * len(body))
+        os.setxattr(fd, SOURCE_XATTR, source_tag(server.base + "/img/other/q.jpg"))
+        os.close(fd)
+        got = await fetcher.download(url, dir_fd=out_fd, name="q.jpg")
+    assert got.file == wide_name("q.jpg", url) and saved(out_fd, got.file) == body
+    assert server.counts["/img/q.jpg"] == 1 and got.attempts == 1
 
 
 async def test_a_worker_that_dies_with_the_body_unpublished(
@@ -270,12 +282,12 @@ async def test_a_worker_that_dies_with_the_body_unpublished(
     publish = RemoteSink.publish
     lost: list[str] = []
 
-    async def lost_once(sink: RemoteSink, name: str) -> None:
+    async def lost_once(sink: RemoteSink, name: str, *, alias: str | None = None) -> str:
         if not lost:
             lost.append(name)
             sink.discard()
             raise WorkerLost
-        await publish(sink, name)
+        return await publish(sink, name, alias=alias)
 
     monkeypatch.setattr(RemoteSink, "publish", lost_once)
     async with Fetcher(fetch_options(workers=1, concurrency=1, retries=0)) as fetcher:

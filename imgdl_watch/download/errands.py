@@ -9,8 +9,10 @@
     Hop          one request on a slot      Redirected  a redirect's Location
                  and, for an image, its     Refused     a status that is no image
                  body                       Got         a whole, checked body, held
-    Publish      a held body, under the     Published   its file is in place
-                 name its Got gave
+    Publish      a held body, under the     Published   its file is in place,
+                 name its Got gave (or an               under the name it took
+                 alias, if another URL's
+                 file took that)
     (either)                                Failed      a `DownloadError`, `Filtered`
                                                         or `AlreadyThere`
                                             Crashed     anything else (a bug)
@@ -82,6 +84,8 @@ class Publish(NamedTuple):
     id: int
     # The Hop's folder key (the folder stays open while its bodies are held).
     folder: int
+    # The name to take if another URL's file took the Got's (`FileSink.rename`).
+    alias: str | None = None
 
 
 class Cancel(NamedTuple):
@@ -122,6 +126,8 @@ class Got(NamedTuple):
 
 class Published(NamedTuple):
     id: int
+    # The name it took: the Got's, or the Publish's alias.
+    file: str
 
 
 class Failed(NamedTuple):

@@ -64,13 +64,13 @@ import trio
 
 from .. import errors as err
 from ..hostnames import lookup_host
-from ..naming import source_tag
+from ..naming import source_tag, wide_name
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
 from .anonymous import Anonymous
 from .body import Received
 from .exchange import Redirect, Refusal, exchange
-from .filesink import FileSink, GroupCommit
+from .filesink import FileSink, GroupCommit, source_of
 from .hostlimits import Verdict
 from .hostpolicy import HostPolicy
 from .options import FetchOptions, default_rules
@@ -107,15 +107,17 @@ class Downloaded:
     height: int | None = None
 
 
-def _in_place(dir_fd: int, name: str, size: int) -> bool:
-    """Whether a regular file of `size` bytes is in the folder under `name`: a
-    body that a worker published before it died (its final name is only ever
-    a whole file, and only that download had the name)."""
+def _in_place(dir_fd: int, name: str, size: int, source: bytes) -> bool:
+    """Whether a regular file of `size` bytes is in the folder under `name`,
+    and not another URL's (`source`: this URL's tag): a body that a worker
+    published before it died (its final name is only ever a whole file)."""
     try:
         there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return False
-    return stat.S_ISREG(there.st_mode) and there.st_size == size
+    if not (stat.S_ISREG(there.st_mode) and there.st_size == size):
+        return False
+    return source_of(dir_fd, name) in (None, source)
 
 
 class _Wait:
@@ -316,18 +318,23 @@ class Fetcher:
                     attempts=attempts,
                 )
                 sink = got.sink
+                # Where it goes if a look-alike of the list took `file` first.
+                alias = wide_name(file, url)
                 # The body is whole and the slot is free for the next download
                 # while the disk makes the file durable (fdatasync may take
                 # milliseconds).
                 try:
                     if isinstance(sink, FileSink):
-                        await self._commit.publish(sink, file)
+                        file = await self._commit.publish(sink, file, alias=alias)
                     else:
-                        await sink.publish(file)
+                        file = await sink.publish(file, alias=alias)
                     break
                 except WorkerLost:
                     # It may have died between the rename and its answer.
-                    if _in_place(dir_fd, file, sink.size):
+                    if _in_place(dir_fd, file, sink.size, source_tag(url)):
+                        break
+                    if _in_place(dir_fd, alias, sink.size, source_tag(url)):
+                        file = alias
                         break
                     if lost == LOST_TRIES:
                         raise err.ConnectionLost("the download worker died, each try") from None

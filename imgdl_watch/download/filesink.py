@@ -86,6 +86,24 @@ def sweep_temp_files(dir_fd: int, prefix: str = TEMP_PREFIX) -> int:
     return removed
 
 
+def source_of(dir_fd: int, file: str) -> bytes | None:
+    """The tag of the URL that `file` in the folder was downloaded from
+    (`SOURCE_XATTR`), or None: no tag (made before files had one, on a
+    filesystem without user attributes, or put there by someone else), or
+    no regular file to ask. Blocking."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(file, flags, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return os.getxattr(fd, SOURCE_XATTR)
+    except OSError:  # no tag, or no user attributes on this filesystem
+        return None
+    finally:
+        os.close(fd)
+
+
 def _write_error(exc: OSError) -> WriteFailed:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(os.strerror(exc.errno))
@@ -158,17 +176,38 @@ class FileSink:
             start_writeback(fd)
         return fd
 
-    def rename(self, name: str) -> None:
-        """Phase 3: close, and rename to `name` (its data durable, if asked).
+    def rename(self, name: str, alias: str | None = None) -> str:
+        """Phase 3: close, and rename to `name` (its data durable, if asked),
+        or to `alias` when another URL's file took `name` meanwhile. The name
+        it took.
 
         Never over a regular file already there (FileExistsError then: a
-        look-alike's image, left as it is). Anything else under that name, a
-        symlink someone planted in our folder, is replaced, never followed.
-        Blocking.
+        file of this URL, or of none we can tell, left as it is). Anything
+        else under that name, a symlink someone planted in our folder, is
+        replaced, never followed. Blocking.
         """
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        try:
+            self._rename_new(name)
+        except FileExistsError:
+            if (
+                alias is None
+                or not self._source
+                or source_of(self._dir_fd, name) in (None, self._source)
+            ):
+                raise
+            # A look-alike of the list finished first under the name this
+            # body's response gave it (`pic`, served as a PNG, beside a
+            # `pic.png`): this one takes its URL's wide hash, which is where
+            # a resumed job looks for it (`job.folder.made_for_another`).
+            self._rename_new(alias)
+            name = alias
+        self._temp = None
+        return name
+
+    def _rename_new(self, name: str) -> None:
         assert self._temp is not None
         try:
             rename_new(self._temp, name, dir_fd=self._dir_fd)
@@ -177,7 +216,6 @@ class FileSink:
             if stat.S_ISREG(there.st_mode):
                 raise
             os.rename(self._temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-        self._temp = None
 
     def discard(self) -> None:
         """Drop the body and its temporary file. Plain syscalls, no awaits, so
@@ -195,12 +233,14 @@ class FileSink:
 
 
 class _Entry:
-    __slots__ = ("done", "error", "fd", "lead", "name", "sink", "taken")
+    __slots__ = ("alias", "done", "error", "fd", "lead", "name", "sink", "taken")
 
-    def __init__(self, sink: FileSink, name: str) -> None:
+    def __init__(self, sink: FileSink, name: str, alias: str | None = None) -> None:
         self.sink = sink
         self.fd = -1
+        # The name wanted; once renamed, the name taken (`alias`, if it had to).
         self.name = name
+        self.alias = alias
         self.done = trio.Event()
         self.error: OSError | None = None
         self.lead = False
@@ -224,7 +264,7 @@ def _publish_batch(batch: list[_Entry], durability: Durability) -> None:
             entry.error = error
             continue
         try:
-            entry.sink.rename(entry.name)
+            entry.name = entry.sink.rename(entry.name, entry.alias)
         except OSError as exc:
             entry.error = exc
 
@@ -250,20 +290,24 @@ class GroupCommit:
         self._pending: list[_Entry] = []
         self._busy = False
 
-    async def publish(self, sink: FileSink, name: str) -> None:
-        """Publish `sink` under `name`. Raises `AlreadyThere` when a file of that
-        name appeared meanwhile (it is left as it is), else `WriteFailed`
-        (reason `disk_full` on ENOSPC)."""
-        error = await self._publish(sink, name)
+    async def publish(self, sink: FileSink, name: str, *, alias: str | None = None) -> str:
+        """Publish `sink` under `name`, or under `alias` when another URL's
+        file took `name` meanwhile (`FileSink.rename`); the name it took.
+        Raises `AlreadyThere` when a file that is not another URL's, or a
+        file under `alias` too, is there (it is left as it is), else
+        `WriteFailed` (reason `disk_full` on ENOSPC)."""
+        entry = await self._publish(sink, name, alias)
+        error = entry.error
         if isinstance(error, FileExistsError):
             raise AlreadyThere(name)
         if error is not None:
             raise _write_error(error) from error
+        return entry.name
 
-    async def _publish(self, sink: FileSink, name: str) -> OSError | None:
+    async def _publish(self, sink: FileSink, name: str, alias: str | None) -> _Entry:
         # A caller cancelled already must not lead a batch: leading is shielded.
         await trio.lowlevel.checkpoint_if_cancelled()
-        entry = _Entry(sink, name)
+        entry = _Entry(sink, name, alias)
         self._pending.append(entry)
         if self._busy:
             try:
@@ -278,9 +322,9 @@ class GroupCommit:
                         self._hand_over()
                 raise
             if not entry.lead:
-                return entry.error
+                return entry
         await self._lead()
-        return entry.error
+        return entry
 
     async def _lead(self) -> None:
         self._busy = True

@@ -144,10 +144,10 @@ class _Worker:
         sink, name, folder = held
         self._use(folder, -1)  # the body's hold; this publish holds the folder now
         try:
-            await self._commit.publish(sink, name)
+            file = await self._commit.publish(sink, name, alias=publish.alias)
         finally:
             sink.discard()
-        return e.Published(publish.id)
+        return e.Published(publish.id, file)
 
     async def _hop(self, hop: e.Hop) -> e.Reply:
         url = httpx.URL(hop.url)

@@ -126,12 +126,16 @@ class RemoteSink:
         self._held = True
         self.size = size
 
-    async def publish(self, name: str) -> None:
+    async def publish(self, name: str, *, alias: str | None = None) -> str:
         """Have the worker publish the body, under `name` (the name its Got
-        gave), as `GroupCommit.publish` does. Raises WorkerLost, `AlreadyThere`
-        or `WriteFailed`."""
+        gave) or `alias`, as `GroupCommit.publish` does; the name it took.
+        Raises WorkerLost, `AlreadyThere` or `WriteFailed`."""
         self._held = False  # the worker's now: a cancelled publish drops it
-        raise_reply(await self._link.publish(self._key, self._folder))
+        reply = await self._link.publish(self._key, self._folder, alias)
+        if isinstance(reply, e.Published):
+            return reply.file
+        raise_reply(reply)
+        raise WorkerCrashed(f"a {type(reply).__name__} answered a publish")
 
     def discard(self) -> None:
         if self._held:
@@ -222,11 +226,11 @@ class Link:
         self.served += 1
         return await self._call(hop)
 
-    async def publish(self, key: int, folder: int) -> e.Reply:
+    async def publish(self, key: int, folder: int, alias: str | None = None) -> e.Reply:
         """Publish the body of hop `key`: Published or Failed. Raises WorkerLost."""
         if not self.ready:
             raise WorkerLost
-        return await self._call(e.Publish(key, folder))
+        return await self._call(e.Publish(key, folder, alias))
 
     async def _call(self, errand: e.Hop | e.Publish) -> e.Reply:
         call = self._calls[errand.id] = _Call()

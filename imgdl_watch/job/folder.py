@@ -15,7 +15,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from ..download.filesink import SOURCE_XATTR
+from ..download.filesink import source_of
 from ..errors import Interrupted
 from ..naming import candidates, source_tag
 
@@ -50,21 +50,12 @@ def existing_file(dir_fd: int, name: str) -> str | None:
 def made_for_another(dir_fd: int, file: str, url: str) -> bool:
     """Whether `file` in the folder says it was downloaded from a URL other
     than `url`: an earlier list of the same name's image under the name this
-    URL wants. A file that says nothing (no tag: made before files had one,
-    on a filesystem without user attributes, or put there by someone else)
-    is taken for `url`'s, as it always was."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(file, flags, dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        tag = os.getxattr(fd, SOURCE_XATTR)
-    except OSError:  # no tag, or no user attributes on this filesystem
-        return False
-    finally:
-        os.close(fd)
-    return tag != source_tag(url)
+    URL wants, or a look-alike's that took it first (`FileSink.rename`). A
+    file that says nothing (no tag: made before files had one, on a
+    filesystem without user attributes, or put there by someone else) is
+    taken for `url`'s, as it always was."""
+    tag = source_of(dir_fd, file)
+    return tag is not None and tag != source_tag(url)
 
 
 def open_job_folder(parent: str, name: str) -> int:
