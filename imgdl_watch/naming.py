@@ -79,6 +79,20 @@ _IMAGE_EXTENSIONS = {
 # an extension-less name under each of them.
 ADDED_EXTENSIONS = tuple(sorted(set(_IMAGE_EXTENSIONS.values())))
 
+# Extensions of a server's pages and scripts, in lower case: they say how the
+# server made its answer, not what the answer is. A name that ends in one is
+# treated as a name with no extension, and gets the image's: the JPEG that
+# `thumb.php?id=3` answers is saved as `thumb.php.jpg`, which a viewer opens.
+PAGE_EXTENSIONS = frozenset(
+    {
+        *(".php", ".php3", ".php4", ".php5", ".phtml"),
+        *(".asp", ".aspx", ".ashx", ".axd", ".asmx"),
+        *(".jsp", ".jspx", ".do", ".action"),
+        *(".cgi", ".fcgi", ".pl", ".py", ".rb", ".cfm"),
+        *(".html", ".htm", ".shtml", ".xhtml"),
+    }
+)
+
 
 def _is_unsafe_char(char: str) -> bool:
     # Cc: control characters, NUL included. Cf: invisible format characters
@@ -120,7 +134,7 @@ def safe_name(raw: str, *, fallback: str = FALLBACK_NAME, reserve: int = 0) -> s
         cleaned = fallback
     stem, ext = split_extension(cleaned)
     budget = MAX_NAME_BYTES - reserve - len(ext.encode("utf-8"))
-    if not ext:
+    if not ext or ext.lower() in PAGE_EXTENSIONS:
         budget -= EXTENSION_ROOM
     if not (stem.isascii() and len(stem) <= budget):  # (ASCII: a character is a byte)
         stem = _truncate_utf8(stem, budget)
@@ -238,8 +252,19 @@ def wide_name(name: str, url: str) -> str:
     return f"{stem}-{wide}{ext}"
 
 
+def alias_name(name: str, file: str, url: str) -> str:
+    """Where the download of `url`, named `name` and completed as `file`
+    (`final_name`), goes when another URL's file took `file`: `name`'s
+    `wide_name`, completed the same way, which is where a resumed job looks
+    for it (`candidates` of `name`'s `wide_name`)."""
+    return wide_name(name, url) + file[len(name) :]
+
+
 def has_extension(name: str) -> bool:
-    return bool(split_extension(name)[1])
+    """Whether `name` ends in an extension that says what the file is: a
+    page's (`PAGE_EXTENSIONS`) does not, so it gets the body's added."""
+    ext = split_extension(name)[1]
+    return bool(ext) and ext.lower() not in PAGE_EXTENSIONS
 
 
 def extension_for(content_type: str | None) -> str:
@@ -253,9 +278,9 @@ def extension_for(content_type: str | None) -> str:
 def final_name(name: str, content_type: str | None, sniffed: str | None) -> str:
     """The file name of a download named `name`, once its response is known.
 
-    A name with an extension keeps it. One without gets the extension of its
-    Content-Type when that is an image type, else of the type its first
-    bytes show (`sniffed`), else none.
+    A name with an extension keeps it. One without (or with a page's, such
+    as `.php`) gets the extension of its Content-Type when that is an image
+    type, else of the type its first bytes show (`sniffed`), else none.
     """
     if has_extension(name):
         return name

@@ -77,6 +77,12 @@ def test_reuse_links_a_file_that_is_still_the_same(tmp_path: Path, out_fd: int) 
     # A name without an extension takes the archived file's.
     assert not isinstance(got := reuse_file(row, out_fd, "noext", RULES), tuple)
     assert got.file == "noext.jpg"
+    # So does a page's name; a page's extension is not taken from an archived file.
+    assert not isinstance(got := reuse_file(row, out_fd, "thumb.php", RULES), tuple)
+    assert got.file == "thumb.php.jpg"
+    page = archived(tmp_path / "older", "view.php", data)
+    assert not isinstance(got := reuse_file(page, out_fd, "show.php", RULES), tuple)
+    assert got.file == "show.php"
 
 
 def png(width: int, height: int) -> bytes:

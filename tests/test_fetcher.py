@@ -200,6 +200,8 @@ async def test_untyped_image_is_recognised_by_its_bytes(server: ImageServer, out
 
 async def test_extension_comes_from_content_type(server: ImageServer, out_fd: int) -> None:
     assert await get(server, out_fd, "/noext/picture") == "picture.png"
+    # A script's name says nothing of what it answers: the image's type is added.
+    assert await get(server, out_fd, "/noext/thumb.php") == "thumb.php.png"
 
 
 async def test_declared_size_over_cap_is_refused_before_the_body(

@@ -256,28 +256,72 @@ async def test_a_name_a_look_alike_took_meanwhile_sends_the_other_to_its_wide_ha
 ) -> None:
     # A new job's folder is empty, so no name is looked for in it before its
     # download (see `feed`): `a`, served as a PNG, is named a.png, the name
-    # the list's literal a.png has, found only as the second is published.
-    # Either may finish first: it keeps the name, and the other takes its
-    # URL's wide hash. Nothing is replaced, nothing is lost, and the job run
-    # again finds each under its own name.
-    urls = [f"{server.base}/noext/a", f"{server.base}/img/a.png"]
+    # the list's literal a.png has, found only as the second is published;
+    # so is thumb.php, whose page extension takes the image's. Either of a
+    # pair may finish first (each pair is here in both orders): it keeps the
+    # name, and the other takes its URL's wide hash. Nothing is replaced,
+    # nothing is lost, and the job run again finds each under its own name.
+    b = server.base
+    pairs = []  # (the bare name's URL, the full name's URL, the bare name, the full)
+    for bare, full in [("a", "a.png"), ("b", "b.png"), ("thumb.php", "thumb.php.png")]:
+        pairs.append((f"{b}/noext/{bare}?id=1", f"{b}/img/{full}", bare, full))
+    pairs.append((f"{b}/noext/view.php?id=2", f"{b}/img/view.php.png", "view.php", "view.php.png"))
+    urls = []
+    for at, (bare_url, full_url, _bare, _full) in enumerate(pairs):
+        urls += [bare_url, full_url] if at % 2 == 0 else [full_url, bare_url]
     options = FAST.replace(workers=processes)
     folder = tmp_path / "out" / "cats"
     with capture_logs() as logs:
         summary = await run(
             write_list(tmp_path / "cats.txt", urls), tmp_path / "out", workers=1, options=options
         )
-    assert (summary.ok, summary.skipped, summary.failed) == (2, 0, 0)
+    assert (summary.ok, summary.skipped, summary.failed) == (8, 0, 0)
     saved = {ok["url"]: ok["file"] for ok in events(logs, "download_ok")}
     assert sorted(os.listdir(folder)) == sorted(saved.values())
-    [second] = [url for url, file in saved.items() if file != "a.png"]
-    assert saved[second] == wide_name("a.png", second)
+    for bare_url, full_url, bare, full in pairs:
+        assert (saved[bare_url], saved[full_url]) in (
+            (full, wide_name(full, full_url)),
+            (wide_name(bare, bare_url) + full[len(bare) :], full),
+        )
     with httpx.Client() as client:
         for url, file in saved.items():
             assert (folder / file).read_bytes() == client.get(url).content
     with capture_logs() as logs:
         again = await run(tmp_path / "cats.txt", tmp_path / "out", workers=1, options=options)
-    assert (again.ok, again.skipped) == (0, 2)
+    assert (again.ok, again.skipped) == (0, 8)
+    assert {s["url"]: s["file"] for s in events(logs, "download_skipped")} == saved
+
+
+@pytest.mark.parametrize("processes", [0, 1], ids=["one process", "a worker"])
+async def test_the_wide_hash_a_look_alike_left_is_where_the_job_finds_it_again(
+    server: ImageServer, tmp_path: Path, processes: int
+) -> None:
+    # One after the other, so that the literal names are taken first: each
+    # bare name's download, completed by its response, finds its name taken
+    # and takes the wide hash of the name it was given (`naming.alias_name`),
+    # which is where the job, run on that folder, looks for it.
+    b = server.base
+    pairs = [("view.php", "view.php.jpg"), ("a", "a.jpg")]
+    folder = tmp_path / "out" / "cats"
+    folder.mkdir(parents=True)
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    saved: dict[str, str] = {}
+    try:
+        async with Fetcher(FAST.replace(workers=processes)) as fetcher:
+            for bare, full in pairs:
+                for url, name in ((f"{b}/img/{full}", full), (f"{b}/img/x/{bare}", bare)):
+                    saved[url] = (await fetcher.download(url, dir_fd=dir_fd, name=name)).file
+    finally:
+        os.close(dir_fd)
+    for bare, full in pairs:
+        bare_url = f"{b}/img/x/{bare}"
+        assert (saved[f"{b}/img/{full}"], saved[bare_url]) == (
+            full,
+            wide_name(bare, bare_url) + full[len(bare) :],
+        )
+    with capture_logs() as logs:
+        again = await run(write_list(tmp_path / "cats.txt", list(saved)), tmp_path / "out")
+    assert (again.ok, again.skipped) == (0, 4)
     assert {s["url"]: s["file"] for s in events(logs, "download_skipped")} == saved
 
 

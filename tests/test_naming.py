@@ -15,7 +15,9 @@ from imgdl_watch.naming import (
     _is_unsafe_char,
     base_name,
     base_name_fully,
+    candidates,
     extension_for,
+    final_name,
     job_stem,
     safe_name,
     split_extension,
@@ -74,6 +76,31 @@ def test_extension_from_content_type() -> None:
     assert extension_for("image/jpeg") == ".jpg"
     assert extension_for("text/html") == ""
     assert extension_for(None) == ""
+
+
+def test_a_pages_extension_gets_the_images() -> None:
+    # `thumb.php?id=3` answers a JPEG: a viewer should know it is one.
+    assert final_name("thumb.php", "image/jpeg", None) == "thumb.php.jpg"
+    assert final_name("Thumb.ASPX", None, "image/png") == "Thumb.ASPX.png"
+    assert final_name("index.html", "image/gif", None) == "index.html.gif"
+    # A file type's extension is kept, whatever the body is; so is a page's
+    # when the body's type is not known (--any-type, a text answer).
+    assert final_name("photo.jpg", "image/png", None) == "photo.jpg"
+    assert final_name("logo.svg", "image/svg+xml", None) == "logo.svg"
+    assert final_name("thumb.php", "text/html", None) == "thumb.php"
+    # Where a download of it may be: a file saved before page extensions
+    # took the image's is found under the name as it was.
+    found = candidates("thumb.php")
+    assert found[0] == "thumb.php" and "thumb.php.jpg" in found
+    assert candidates("photo.jpg") == ("photo.jpg",)
+
+
+def test_a_long_pages_name_leaves_room_for_the_images_extension() -> None:
+    url = "http://x/" + "a" * 400 + ".php?id=1"
+    registry = NameRegistry()
+    for name in (registry.assign(url), registry.assign(url + "2")):
+        assert name.endswith(".php")
+        assert len(final_name(name, "image/jpeg", None).encode("utf-8")) <= MAX_NAME_BYTES
 
 
 def test_job_stems_are_safe() -> None:

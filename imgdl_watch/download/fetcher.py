@@ -64,7 +64,7 @@ import trio
 
 from .. import errors as err
 from ..hostnames import lookup_host
-from ..naming import source_tag, wide_name
+from ..naming import alias_name, source_tag
 from . import errands as e
 from .addressguard import guarding, literal_is_refused
 from .anonymous import Anonymous
@@ -319,7 +319,7 @@ class Fetcher:
                 )
                 sink = got.sink
                 # Where it goes if a look-alike of the list took `file` first.
-                alias = wide_name(file, url)
+                alias = alias_name(name, file, url)
                 # The body is whole and the slot is free for the next download
                 # while the disk makes the file durable (fdatasync may take
                 # milliseconds).

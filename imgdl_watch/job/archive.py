@@ -47,7 +47,7 @@ from ..download.body import MD5_MAX_BYTES, BodyRecord, BodyRules, unwanted
 from ..download.filesink import FILE_MODE, SOURCE_XATTR, TEMP_PREFIX
 from ..download.imagecheck import SNIFF_BYTES
 from ..download.retries import quiet_stamina
-from ..naming import fingerprint, has_extension, split_extension
+from ..naming import PAGE_EXTENSIONS, fingerprint, has_extension, split_extension
 from ..redact import excerpt, log_url
 
 log = structlog.get_logger("imgdl_watch")
@@ -273,7 +273,11 @@ def reuse_file(
     would not save it: a category's `min_width`, say, may be stricter than
     the job's that saved it)."""
     if not has_extension(name):
-        name += split_extension(os.path.basename(archived.path))[1]
+        # The archived file's extension, unless it is a page's (a file saved
+        # before page extensions took the image's): `name` then stays as is.
+        archived_ext = split_extension(os.path.basename(archived.path))[1]
+        if archived_ext.lower() not in PAGE_EXTENSIONS:
+            name += archived_ext
     try:
         source = os.open(archived.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
