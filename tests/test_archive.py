@@ -19,6 +19,7 @@ from PIL import Image
 
 from imgdl_watch.download.body import BodyRules, Filters
 from imgdl_watch.download.filesink import SOURCE_XATTR
+from imgdl_watch.job import archive as archive_module
 from imgdl_watch.job.archive import Archive, ArchivedFile, Reused, reuse_file
 from imgdl_watch.naming import fingerprint, source_tag
 from tests.daemonproc import DaemonProcess, drop
@@ -134,6 +135,31 @@ def test_reuse_refuses_a_missing_or_changed_file(tmp_path: Path, out_fd: int) ->
     Path(row.path).symlink_to(tmp_path / "elsewhere")
     assert why_not(reuse_file(row, out_fd, "a.jpg", RULES)) == "missing"  # never followed
     assert os.listdir(out_fd) == []
+
+
+def test_a_copy_never_replaces_a_file_published_while_it_was_made(
+    tmp_path: Path, tiny_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `pic` of the list, archived by an earlier job on another filesystem
+    # (so copied), is reused as pic.png while the list's literal pic.png is
+    # published: that file is left as it is, and the URL is downloaded.
+    data = image_bytes("/img/c.jpg")
+    row = archived(tmp_path / "old", "pic.png", data, url="http://h/noext/pic")
+    real = archive_module._sha256_of
+
+    def meanwhile(source: int, copy_to: int | None = None) -> str:
+        (tiny_disk / "pic.png").write_bytes(b"the other URL's image")
+        return real(source, copy_to=copy_to)
+
+    monkeypatch.setattr(archive_module, "_sha256_of", meanwhile)
+    fd = os.open(tiny_disk, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got = reuse_file(row, fd, "pic", RULES)
+    finally:
+        os.close(fd)
+    assert got == ("exists", "pic.png is taken")
+    assert [p.name for p in tiny_disk.iterdir()] == ["pic.png"]
+    assert (tiny_disk / "pic.png").read_bytes() == b"the other URL's image"
 
 
 def test_reuse_copies_across_filesystems(tmp_path: Path, tiny_disk: Path) -> None:

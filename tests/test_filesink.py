@@ -81,20 +81,29 @@ async def test_a_name_another_urls_file_took_sends_the_body_to_its_alias(out_fd:
     assert (folder / "a.png").read_bytes() == b"1"
     assert (folder / "a-wide.png").read_bytes() == b"2"
     assert os.getxattr(folder / "a-wide.png", filesink.SOURCE_XATTR) == b"second"
-    # The same URL's, or another's once the alias is taken too: left as they are.
-    for source in (b"first", b"third"):
-        with pytest.raises(err.AlreadyThere):
-            await _publish_as(out_fd, source, b"3")
+    # The same URL's: left as it is, and named.
+    with pytest.raises(err.AlreadyThere) as there:
+        await _publish_as(out_fd, b"first", b"3")
+    assert there.value.file == "a.png"
+    # Another's once the alias is taken too: left as they are, the alias named.
+    with pytest.raises(err.AlreadyThere) as there:
+        await _publish_as(out_fd, b"third", b"3")
+    assert there.value.file == "a-wide.png"
     assert sorted(os.listdir(out_fd)) == ["a-wide.png", "a.png"]
+    assert (folder / "a.png").read_bytes() == b"1"
+    assert (folder / "a-wide.png").read_bytes() == b"2"
 
 
-async def test_a_name_an_untagged_file_holds_is_never_aliased(out_fd: int) -> None:
-    # A file that says nothing of its URL (put there by someone, or made
-    # before files had a tag) is taken for this URL's: skipped, as ever.
-    Path(f"/proc/self/fd/{out_fd}/a.png").write_bytes(b"theirs")
-    with pytest.raises(err.AlreadyThere):
-        await _publish_as(out_fd, b"ours", b"ours")
-    assert os.listdir(out_fd) == ["a.png"]
+async def test_a_name_an_untagged_file_took_sends_the_body_to_its_alias(out_fd: int) -> None:
+    # A file that says nothing of its URL (no user attributes here, or put
+    # there by someone) and appeared while the body came is no earlier
+    # run's of this URL (the job looks for those first): left as it is, and
+    # the body takes its alias, rather than being lost as skipped.
+    folder = Path(f"/proc/self/fd/{out_fd}")
+    (folder / "a.png").write_bytes(b"theirs")
+    assert await _publish_as(out_fd, b"ours", b"ours") == "a-wide.png"
+    assert (folder / "a.png").read_bytes() == b"theirs"
+    assert (folder / "a-wide.png").read_bytes() == b"ours"
 
 
 async def test_an_error_reaches_only_its_own_file(out_fd: int) -> None:

@@ -311,6 +311,9 @@ async def test_the_wide_hash_a_look_alike_left_is_where_the_job_finds_it_again(
             for bare, full in pairs:
                 for url, name in ((f"{b}/img/{full}", full), (f"{b}/img/x/{bare}", bare)):
                     saved[url] = (await fetcher.download(url, dir_fd=dir_fd, name=name)).file
+            # And the other way round: the literal name takes the wide hash.
+            for url, name in ((f"{b}/img/y/b", "b"), (f"{b}/img/b.jpg", "b.jpg")):
+                saved[url] = (await fetcher.download(url, dir_fd=dir_fd, name=name)).file
     finally:
         os.close(dir_fd)
     for bare, full in pairs:
@@ -319,32 +322,54 @@ async def test_the_wide_hash_a_look_alike_left_is_where_the_job_finds_it_again(
             full,
             wide_name(bare, bare_url) + full[len(bare) :],
         )
+    assert saved[f"{b}/img/y/b"] == "b.jpg"
+    assert saved[f"{b}/img/b.jpg"] == wide_name("b.jpg", f"{b}/img/b.jpg")
     with capture_logs() as logs:
         again = await run(write_list(tmp_path / "cats.txt", list(saved)), tmp_path / "out")
-    assert (again.ok, again.skipped) == (0, 4)
+    assert (again.ok, again.skipped) == (0, 6)
     assert {s["url"]: s["file"] for s in events(logs, "download_skipped")} == saved
 
 
-async def test_a_name_taken_meanwhile_by_an_untagged_file_is_never_replaced(
+async def test_look_alikes_without_user_attributes_are_both_saved(
     server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # On a filesystem without user attributes no file says whose it is, so
-    # the second is taken for the same image: left as it is, and skipped.
+    # On a filesystem without user attributes (tmpfs before Linux 6.6, some
+    # network filesystems) no file says whose it is: the second of a pair
+    # published still takes its wide hash, and neither image is lost.
     def no_attributes(*_args: object, **_kw: object) -> None:
         raise OSError(errno.ENOTSUP, "Operation not supported")
 
     monkeypatch.setattr(os, "setxattr", no_attributes)
-    urls = [f"{server.base}/noext/a", f"{server.base}/img/a.png"]
+    b = server.base
+    urls = [f"{b}/noext/a", f"{b}/img/a.png", f"{b}/noext/thumb.php?id=1", f"{b}/img/thumb.php.png"]
     with capture_logs() as logs:
         summary = await run(write_list(tmp_path / "cats.txt", urls), tmp_path / "out", workers=1)
-    assert (summary.ok, summary.skipped, summary.failed) == (1, 1, 0)
-    assert os.listdir(tmp_path / "out" / "cats") == ["a.png"]
-    saved = (tmp_path / "out" / "cats" / "a.png").read_bytes()
-    [ok] = events(logs, "download_ok")
-    [skipped] = events(logs, "download_skipped")
-    assert {ok["url"], skipped["url"]} == set(urls) and skipped["file"] == "a.png"
+    assert (summary.ok, summary.skipped, summary.failed) == (4, 0, 0)
+    saved = {ok["url"]: ok["file"] for ok in events(logs, "download_ok")}
+    folder = tmp_path / "out" / "cats"
+    assert sorted(os.listdir(folder)) == sorted(saved.values())
+    assert sorted(f for f in saved.values() if "-" not in f) == ["a.png", "thumb.php.png"]
     with httpx.Client() as client:
-        assert saved == client.get(ok["url"]).content
+        for url, file in saved.items():
+            assert (folder / file).read_bytes() == client.get(url).content
+
+
+async def test_a_job_run_again_finds_a_bare_names_file_behind_another_candidate(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # pic (a PNG) is pic.png, and the list's literal pic.jpg is pic.jpg: no
+    # clash. Run again, pic finds its own pic.png among its candidates, past
+    # the other URL's pic.jpg that comes first, and is not fetched again.
+    b = server.base
+    urls = [f"{b}/noext/pic", f"{b}/img/pic.jpg"]
+    listed = write_list(tmp_path / "cats.txt", urls)
+    assert (await run(listed, tmp_path / "out", workers=1)).ok == 2
+    with capture_logs() as logs:
+        again = await run(listed, tmp_path / "out", workers=1)
+    assert (again.ok, again.skipped) == (0, 2)
+    skipped = {s["url"]: s["file"] for s in events(logs, "download_skipped")}
+    assert skipped == {urls[0]: "pic.png", urls[1]: "pic.jpg"}
+    assert sorted(os.listdir(tmp_path / "out" / "cats")) == ["pic.jpg", "pic.png"]
 
 
 def test_a_failed_list_that_cannot_open_fails_its_job_as_it_says(

@@ -178,13 +178,13 @@ class FileSink:
 
     def rename(self, name: str, alias: str | None = None) -> str:
         """Phase 3: close, and rename to `name` (its data durable, if asked),
-        or to `alias` when another URL's file took `name` meanwhile. The name
-        it took.
+        or to `alias` when a file that is not this URL's took `name`
+        meanwhile. The name it took.
 
-        Never over a regular file already there (FileExistsError then: a
-        file of this URL, or of none we can tell, left as it is). Anything
-        else under that name, a symlink someone planted in our folder, is
-        replaced, never followed. Blocking.
+        Never over a regular file already there (FileExistsError then, with
+        that file's name: this URL's own, or one under `alias` too, left as
+        it is). Anything else under that name, a symlink someone planted in
+        our folder, is replaced, never followed. Blocking.
         """
         if self._fd is not None:
             os.close(self._fd)
@@ -192,16 +192,15 @@ class FileSink:
         try:
             self._rename_new(name)
         except FileExistsError:
-            if (
-                alias is None
-                or not self._source
-                or source_of(self._dir_fd, name) in (None, self._source)
-            ):
+            if alias is None or (self._source and source_of(self._dir_fd, name) == self._source):
                 raise
             # A look-alike of the list finished first under the name this
             # body's response gave it (`pic`, served as a PNG, beside a
             # `pic.png`): this one takes its URL's wide hash, which is where
-            # a resumed job looks for it (`job.folder.made_for_another`).
+            # a resumed job looks for it (`job.folder.existing_file`). So
+            # does it when the file there says nothing of its URL (no user
+            # attributes here): a file that appeared while this body came
+            # is no earlier run's of this URL, which the job found first.
             self._rename_new(alias)
             name = alias
         self._temp = None
@@ -211,10 +210,10 @@ class FileSink:
         assert self._temp is not None
         try:
             rename_new(self._temp, name, dir_fd=self._dir_fd)
-        except FileExistsError:
+        except FileExistsError as exc:
             there = os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False)
             if stat.S_ISREG(there.st_mode):
-                raise
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name) from exc
             os.rename(self._temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
 
     def discard(self) -> None:
@@ -291,15 +290,15 @@ class GroupCommit:
         self._busy = False
 
     async def publish(self, sink: FileSink, name: str, *, alias: str | None = None) -> str:
-        """Publish `sink` under `name`, or under `alias` when another URL's
-        file took `name` meanwhile (`FileSink.rename`); the name it took.
-        Raises `AlreadyThere` when a file that is not another URL's, or a
-        file under `alias` too, is there (it is left as it is), else
+        """Publish `sink` under `name`, or under `alias` when a file that is
+        not this URL's took `name` meanwhile (`FileSink.rename`); the name it
+        took. Raises `AlreadyThere` (naming the file) when this URL's file,
+        or a file under `alias` too, is there (it is left as it is), else
         `WriteFailed` (reason `disk_full` on ENOSPC)."""
         entry = await self._publish(sink, name, alias)
         error = entry.error
         if isinstance(error, FileExistsError):
-            raise AlreadyThere(name)
+            raise AlreadyThere(error.filename if isinstance(error.filename, str) else name)
         if error is not None:
             raise _write_error(error) from error
         return entry.name

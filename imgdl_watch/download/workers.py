@@ -132,7 +132,7 @@ class RemoteSink:
         Raises WorkerLost, `AlreadyThere` or `WriteFailed`."""
         self._held = False  # the worker's now: a cancelled publish drops it
         reply = await self._link.publish(self._key, self._folder, alias)
-        if isinstance(reply, e.Published):
+        if isinstance(reply, e.Published) and reply.file in (name, alias):
             return reply.file
         raise_reply(reply)
         raise WorkerCrashed(f"a {type(reply).__name__} answered a publish")

@@ -47,6 +47,7 @@ from ..download.body import MD5_MAX_BYTES, BodyRecord, BodyRules, unwanted
 from ..download.filesink import FILE_MODE, SOURCE_XATTR, TEMP_PREFIX
 from ..download.imagecheck import SNIFF_BYTES
 from ..download.retries import quiet_stamina
+from ..download.syscalls import rename_new
 from ..naming import PAGE_EXTENSIONS, fingerprint, has_extension, split_extension
 from ..redact import excerpt, log_url
 
@@ -307,7 +308,11 @@ def reuse_file(
         except FileExistsError:
             return "exists", f"{name} is taken"
         except OSError:  # another filesystem (EXDEV), a link limit, no /proc: copy
-            if not _copy(source, dir_fd, name, archived.sha256):
+            try:
+                copied = _copy(source, dir_fd, name, archived.sha256)
+            except FileExistsError:  # a look-alike's, published while it was copied
+                return "exists", f"{name} is taken"
+            if not copied:
                 return "changed", "not the bytes it was"
             how = "copy"
     finally:
@@ -337,5 +342,10 @@ def _copy(source: int, dir_fd: int, name: str, sha256: str) -> bool:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp, dir_fd=dir_fd)
     if same:
-        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            # Never over a file that appeared while it was copied.
+            rename_new(temp, name, dir_fd=dir_fd)
+        except FileExistsError:
+            os.unlink(temp, dir_fd=dir_fd)
+            raise
     return same

@@ -44,7 +44,7 @@ from ..errors import JobError
 from ..naming import wide_name
 from . import listformat
 from .dedupe import Dedupe
-from .folder import existing_file, made_for_another
+from .folder import existing_file
 from .listformat import ListFormat
 from .listparse import InvalidLine, ListedUrl
 from .namestore import ScratchError
@@ -143,9 +143,12 @@ def _take(
     existing: dict[int, str] = {}
     if not folder_empty:
         for at, name in enumerate(names):
-            if name is None or (found := existing_file(folder_fd, name)) is None:
+            if name is None:
                 continue
-            if made_for_another(folder_fd, found, urls[at]):
+            found, another = existing_file(folder_fd, name, urls[at])
+            if found is None:
+                continue
+            if another:
                 # Another URL's image (an earlier list of the same name's):
                 # this URL takes the wide hash of its URL, which no other URL
                 # of this list is given (the de-duplication gives this URL
@@ -153,7 +156,7 @@ def _take(
                 alias = names[at] = wide_name(name, urls[at])
                 # (Its own file, from a run before; or, for a list built to
                 # clash, another's: left as it is, as any name taken.)
-                if (found := existing_file(folder_fd, alias)) is None:
+                if (found := existing_file(folder_fd, alias, urls[at])[0]) is None:
                     continue
             existing[at] = found
     named = _Named(names, existing, {})

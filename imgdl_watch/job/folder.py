@@ -31,20 +31,28 @@ def is_empty(dir_fd: int) -> bool:
         return next(entries, None) is None
 
 
-def existing_file(dir_fd: int, name: str) -> str | None:
-    """The file that a download named `name` left in the folder, if any: a
-    regular, non-empty file under one of the names it may have been given
-    (`naming.candidates`). Asked of the folder itself, one `stat` a name
-    (more only for a name with no extension), rather than a set of every
-    name in it: a resumed job of ten million images would hold ten million."""
+def existing_file(dir_fd: int, name: str, url: str) -> tuple[str | None, bool]:
+    """The file that `url`'s download named `name` left in the folder, if
+    any, and whether it says it is another URL's: a regular, non-empty file
+    under one of the names it may have been given (`naming.candidates`).
+    Another URL's is passed over for one that is not (`pic` finds its own
+    `pic.png` behind the list's literal `pic.jpg`), and is the answer only
+    when there is no other: the caller then looks under the URL's wide hash.
+    Asked of the folder itself, one `stat` a name (more only for a name with
+    no extension), rather than a set of every name in it: a resumed job of
+    ten million images would hold ten million."""
+    another = None
     for candidate in candidates(name):
         try:
             found = os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
             continue
-        if stat.S_ISREG(found.st_mode) and found.st_size:
-            return candidate
-    return None
+        if not (stat.S_ISREG(found.st_mode) and found.st_size):
+            continue
+        if not made_for_another(dir_fd, candidate, url):
+            return candidate, False
+        another = another or candidate
+    return another, another is not None
 
 
 def made_for_another(dir_fd: int, file: str, url: str) -> bool:
