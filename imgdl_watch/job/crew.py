@@ -34,7 +34,10 @@ log = structlog.get_logger("imgdl_watch")
 # (fdatasync can take milliseconds), the other already uses the slot for the
 # next download. With one, a slow disk left slots idle: the latency set's
 # warm-daemon row of `make bench ARGS="--skip-mix --lines 0"` took 15% longer
-# with this at 1 (measure it again against 2 in one run, as a ratio).
+# with this at 1 (measure it again against 2 in one run, as a ratio). More
+# buy the static set a few percent of wall for a body's memory each a slot
+# (benchmarks/README.md, "Durability"; `python -m benchmarks.trees` compares
+# trees that differ only here).
 WORKERS_PER_SLOT = 2
 
 
