@@ -200,3 +200,14 @@ def test_a_stalled_webhook_never_holds_up_the_downloads(
         stalled.shutdown()
         stalled.server_close()
     assert daemon.events("notify_failed")  # the refusing one, logged
+
+
+def test_a_failure_that_is_tried_again_says_when() -> None:
+    again = Event.job_failed(
+        "cats", "inbox_error", {"ok": 3}, folder="/o/cats", detail="No space left", retry_s=0.4
+    )
+    assert again.title() == "imgdl-watch: cats failed (inbox_error), tried again in 0.4 s"
+    assert again.env()["IMGDL_RETRY_S"] == "0.4" and again.document()["retry_s"] == 0.4
+    final = Event.job_failed("cats", "bad_header", {}, folder="/o/cats")
+    assert final.title() == "imgdl-watch: cats failed (bad_header)"
+    assert "IMGDL_RETRY_S" not in final.env() and "retry_s" not in final.document()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,7 +124,20 @@ def test_a_full_inbox_disk_holds_its_job_back_until_there_is_room(
     # The job's images are saved, but its report does not fit in the inbox.
     # The daemon used to crash here (ENOSPC again while discarding the report).
     inbox = tiny_disk / "inbox"
-    daemon = DaemonProcess(tmp_path, "--inbox", str(inbox), "--rescan-interval", "0.2")
+    # The hooks hear each failure with when it is tried again, then the end.
+    heard = tmp_path / "heard.jsonl"
+    (tmp_path / "hook.py").write_text(
+        "import json, os, sys\n"
+        "event = json.loads(sys.stdin.read())\n"
+        "event['env_retry_s'] = os.environ.get('IMGDL_RETRY_S')\n"
+        f"open({str(heard)!r}, 'a').write(json.dumps(event) + '\\n')\n"
+    )
+    hook = f"{sys.executable} {tmp_path / 'hook.py'}"
+    daemon = DaemonProcess(
+        tmp_path,
+        *("--inbox", str(inbox), "--rescan-interval", "0.2"),
+        *("--on-failed", hook, "--on-finished", hook),
+    )
     urls = [f"{server.base}/img/roomless/{i}.jpg" for i in range(30)]
     try:
         daemon.wait_event("daemon_started")
@@ -137,9 +152,18 @@ def test_a_full_inbox_disk_holds_its_job_back_until_there_is_room(
         assert os.listdir(inbox / "processing")[0] == "l.txt"
         filler.unlink()
         daemon.wait_event("job_finished")
+        daemon.wait_event("hook_finished", count=len(daemon.events("job_failed")) + 1)
         assert daemon.proc.poll() is None
     finally:
         daemon.stop_cleanly()
+    *retried, finished = [json.loads(line) for line in heard.read_text().splitlines()]
+    assert finished["event"] == "job_finished" and "retry_s" not in finished
+    assert finished["env_retry_s"] is None
+    assert [e["retry_s"] for e in retried] == [e["retry_s"] for e in daemon.events("job_failed")]
+    for event in retried:
+        assert (event["event"], event["reason"]) == ("job_failed", "inbox_error")
+        assert "No space left on device" in event["detail"]
+        assert float(event["env_retry_s"]) == event["retry_s"] > 0
     assert len(daemon.events("download_ok")) == 30  # each image fetched once
     assert sorted(os.listdir(inbox / "done")) == ["l.report.jsonl", "l.txt"]
     report = (inbox / "done" / "l.report.jsonl").read_text().splitlines()

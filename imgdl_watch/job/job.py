@@ -173,7 +173,7 @@ class Job:
             summary.stop_clock()
             summary.failure = "inbox_error"
             summary.failure_detail = f"{exc.strerror or exc} in {exc.filename or 'the inbox'}"
-            retry = end.retry_in()
+            retry = summary.retry_s = end.retry_in()
             log.error(
                 "job_failed",
                 job=self.name,

@@ -44,6 +44,9 @@ class JobSummary:
     failure: str | None = None
     # What that failure said (job_failed's `detail`).
     failure_detail: str = ""
+    # Seconds until the list is tried again, for a failure that leaves it in
+    # processing/ (`inbox_error`); None when the failure is final.
+    retry_s: float | None = None
     started: float = field(default_factory=time.monotonic)
     # When the job's clock stopped (`stop_clock`); None while it runs.
     stopped: float | None = None

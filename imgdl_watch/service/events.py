@@ -47,9 +47,20 @@ class Event:
 
     @classmethod
     def job_failed(
-        cls, job: str, reason: str, counts: dict[str, Any], *, folder: str, detail: str = ""
+        cls,
+        job: str,
+        reason: str,
+        counts: dict[str, Any],
+        *,
+        folder: str,
+        detail: str = "",
+        retry_s: float | None = None,
     ) -> Event:
+        """`retry_s`: when the list, left in processing/, is tried again (an
+        `inbox_error`); None when the failure is final."""
         fields = {"job": job, "reason": reason, "detail": detail, **counts, "folder": folder}
+        if retry_s is not None:
+            fields["retry_s"] = retry_s
         return cls(JOB_FAILED, fields)
 
     @classmethod
@@ -75,6 +86,7 @@ class Event:
             ("IMGDL_OK", "ok"),
             ("IMGDL_FAILED", "failed"),
             ("IMGDL_REASON", "reason"),
+            ("IMGDL_RETRY_S", "retry_s"),
             ("IMGDL_FREE_BYTES", "free_bytes"),
         ):
             if f.get(key) is not None:
@@ -89,7 +101,9 @@ class Event:
         if self.name == JOB_FINISHED:
             return f"imgdl-watch: {job} finished"
         if self.name == JOB_FAILED:
-            return f"imgdl-watch: {job} failed ({self.fields.get('reason')})"
+            again = self.fields.get("retry_s")
+            later = f", tried again in {again:g} s" if again is not None else ""
+            return f"imgdl-watch: {job} failed ({self.fields.get('reason')}){later}"
         return f"imgdl-watch: disk full ({job})"
 
     def body(self) -> str:

@@ -139,9 +139,17 @@ class Jobs:
         interrupted one is neither: it resumes on the next start)."""
         counts = summary.finished_fields()
         if summary.failure is not None:
-            detail = end.detail
+            # (An inbox_error gives no `give_up`: its detail is the summary's.)
+            detail = end.detail or summary.failure_detail
             self._announce(
-                Event.job_failed(job, summary.failure, counts, folder=folder, detail=detail)
+                Event.job_failed(
+                    job,
+                    summary.failure,
+                    counts,
+                    folder=folder,
+                    detail=detail,
+                    retry_s=summary.retry_s,
+                )
             )
         elif summary.complete:
             self._announce(Event.job_finished(job, counts, folder=folder, report=end.report))
