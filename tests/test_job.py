@@ -461,3 +461,31 @@ async def test_a_bug_met_in_a_download_worker_is_logged_with_the_workers_traceba
     (crashed,) = events(logs, "download_crashed")
     assert crashed["error"] == "WorkerCrashed: RuntimeError: a bug in the worker"
     assert crashed["traceback"].endswith("In the download worker:\nTraceback: in body.py")
+
+
+async def test_a_list_written_on_after_it_was_read_says_so(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its writer paused for longer than --settle, then went on writing into
+    # the file the daemon had taken: the job read it to its end before that.
+    listed = write_list(tmp_path / "cats.txt", [f"{server.base}/img/grew/0.jpg"])
+    late = f"{server.base}/img/grew/1.jpg\n"
+    read_with = feed_module.Feed._read_with
+
+    async def then_written_on(self: feed_module.Feed, *args: Any) -> None:
+        await read_with(self, *args)
+        with listed.open("a") as handle:
+            handle.write(late)
+
+    monkeypatch.setattr(feed_module.Feed, "_read_with", then_written_on)
+    with capture_logs() as logs:
+        summary = await run(listed, tmp_path / "out")
+    assert (summary.ok, summary.failed) == (1, 0)
+    [grew] = events(logs, "list_grew")
+    assert (grew["job"], grew["unread_bytes"]) == ("cats", len(late))
+    assert "mv it into the inbox" in grew["detail"]
+    # Read again, the whole list: nothing to say.
+    monkeypatch.setattr(feed_module.Feed, "_read_with", read_with)
+    with capture_logs() as logs:
+        again = await run(listed, tmp_path / "out")
+    assert (again.ok, again.skipped) == (1, 1) and not events(logs, "list_grew")

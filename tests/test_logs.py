@@ -141,6 +141,21 @@ def test_a_console_line_escapes_what_a_terminal_would_act_on() -> None:
     assert "file=\\x1b]0;TITLE\\x07\\x1b[2Jcats\\u202e.txt" in line
 
 
+def test_a_console_line_leaves_out_fields_with_no_value() -> None:
+    # `status=None` after a timeout's retry, `eta_s=None` before a rate is
+    # known: noise at a terminal. The JSON line keeps them, as null.
+    stream = io.StringIO()
+    output = logs.LogOutput(stream=stream, console=True, log_file=None)
+    output.emit(event="download_retry", level="info", attempt=2, status=None, delay_s=0.5)
+    line = stream.getvalue()
+    assert "status" not in line and "None" not in line and "attempt=2" in line
+    stream = io.StringIO()
+    logs.LogOutput(stream=stream, console=False, log_file=None).emit(
+        event="download_retry", level="info", status=None
+    )
+    assert json.loads(stream.getvalue())["status"] is None
+
+
 def test_a_json_line_escapes_what_json_alone_would_not() -> None:
     # JSON escapes U+0000-U+001F only; DEL, C1's CSI, a bidi override and a
     # line separator went out raw to a terminal that tails the log.

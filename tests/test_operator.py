@@ -166,6 +166,25 @@ def test_status_without_any_daemon(tmp_path: Path) -> None:
     assert "no daemon is running" in result.stdout
 
 
+@pytest.mark.parametrize("args", [(), ("--json",)], ids=["text", "json"])
+def test_status_into_a_pipe_whose_reader_is_gone_is_no_error(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    # `imgdl-watch status | head -1`, with head gone before status writes.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "imgdl_watch", "status", "--inbox", str(inbox), *args],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 @pytest.mark.parametrize(
     "planted",
     [

@@ -90,7 +90,8 @@ def build_parser() -> _Parser:
         "lists",
         nargs="+",
         metavar="LIST",
-        help="a file of image URLs, one per line (- for standard input)",
+        help="a list of image URLs: one per line, or a .csv, .tsv or .jsonl list,"
+        " gzipped or not (- for standard input)",
     )
     status = commands.add_parser(
         "status",

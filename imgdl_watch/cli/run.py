@@ -25,9 +25,11 @@ from .parser import EXIT_OK
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    # Before either folder is made: an output refused inside the inbox must
+    # not be left there, a stray folder for every daemon after this one.
+    check_apart(settings.inbox, settings.output)
     check_writable_folder(settings.inbox, "inbox")
     check_writable_folder(settings.output, "output")
-    check_apart(settings.inbox, settings.output)
     ensure_open_files(settings, jobs=settings.max_jobs)
     check_commands(settings)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from ..config import Settings
 from ..service.status import collect, render
@@ -15,8 +16,14 @@ def status(settings: Settings, *, json_output: bool) -> int:
     if not os.path.isdir(settings.inbox):
         return fail(f"no inbox at {settings.inbox}: give the daemon's --inbox DIR")
     report = collect(settings.inbox, [c.name for c in settings.categories])
-    if json_output:
-        print(json.dumps(report, indent=2))
-    else:
-        print(render(report))
+    text = json.dumps(report, indent=2) if json_output else render(report)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): nothing is left to tell it, and
+        # nothing went wrong. Standard output goes nowhere from here, so that
+        # the interpreter's last flush at exit does not fail on it too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return EXIT_OK

@@ -30,6 +30,7 @@ all the same (a worker then waits for its host), so memory stays bounded.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -221,6 +222,9 @@ class Feed:
         # A failure of the list itself. Kept here rather than raised, so that
         # it does not reach the job wrapped in the nursery's ExceptionGroup.
         self.error: JobError | None = None
+        # How far into the list's bytes the reader went, once it read it all:
+        # a list written on after that is longer (`Job`'s `list_grew`).
+        self.read_to: int | None = None
 
     async def run(self, send: trio.MemorySendChannel[Work], hire: Callable[[], None]) -> None:
         """Hand every item to a worker, the hosts taking turns (see the module's
@@ -378,6 +382,7 @@ class Feed:
                     return
                 if not batch:
                     self._outcomes.summary.listed = True
+                    self.read_to = os.lseek(self._list_fd, 0, os.SEEK_CUR)
                     return
                 size = min(size * 2, PARSE_BATCH)
                 await batches.send(self._classify(batch, names))

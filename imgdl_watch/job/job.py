@@ -233,6 +233,27 @@ class Job:
             raise feed.error
         stopped = feed.stopped_early or crew.stopped_early
         self.summary.complete = self.summary.listed and not stopped
+        if self.summary.complete and feed.read_to is not None:
+            self._say_if_grown(feed.read_to)
+
+    def _say_if_grown(self, read_to: int) -> None:
+        """A list written on after it was read to its end (taken as settled
+        while its writer paused for longer than --settle, and went on into
+        the file, now in processing/) has lines no download was made for:
+        said, since the list published in done/ will hold them."""
+        try:
+            size = os.fstat(self._list_fd).st_size
+        except OSError:
+            return
+        if size > read_to:
+            log.warning(
+                "list_grew",
+                job=self.name,
+                unread_bytes=size - read_to,
+                detail="it was written on after it was taken, and its last lines were not "
+                "read: write a list elsewhere and mv it into the inbox; drop the rest as a "
+                "list of its own",
+            )
 
     async def _open_folder(self) -> int:
         try:

@@ -124,11 +124,13 @@ class LogOutput:
                     # A person at a terminal gets the one-line error, never a
                     # traceback; the JSON sinks keep it for whoever debugs.
                     # Escaped too, what a terminal would act on: a list's
-                    # name may hold ESC's sequences.
+                    # name may hold ESC's sequences. A field with no value
+                    # (a retry's `status` after a timeout, an `eta_s` not
+                    # known yet) is left out rather than shown as None.
                     shown = {
                         k: printable(v) if isinstance(v, str) else v
                         for k, v in event.items()
-                        if k != "traceback"
+                        if k != "traceback" and v is not None
                     }
                     stream.write(self._console(None, "", shown) + "\n")
                 else:
