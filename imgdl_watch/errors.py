@@ -195,10 +195,10 @@ class InternalError(PermanentError):
 
 
 class AlreadyThere(Exception):
-    """Not a failure: a file of the download's name appeared in its folder
-    meanwhile that does not say it is another URL's (a look-alike's that
-    does sends the download to its wide-hash name: `FileSink.rename`). It
-    is left as it is, never replaced; the URL is `skipped`."""
+    """Not a failure: this URL's own file is under the download's name (or,
+    its name taken by another's, under its wide-hash name too:
+    `FileSink.rename`). It is left as it is, never replaced; the URL is
+    `skipped`."""
 
     def __init__(self, file: str) -> None:
         super().__init__(file)

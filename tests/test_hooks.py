@@ -348,3 +348,13 @@ def test_a_list_that_cannot_run_runs_the_failed_hook(server: ImageServer, tmp_pa
     )  # fmt: skip
     assert "cannot use" in event["detail"]
     assert (daemon.inbox / "failed" / "bad.txt").exists()
+
+
+def test_a_hook_gets_only_its_own_events_variables() -> None:
+    # The daemon started with an IMGDL_RETRY_S (or IMGDL_REASON...) of its
+    # own: a final failure's hook must not see it as the event's.
+    final = Event.job_failed("cats", "bad_header", {}, folder="/o/cats")
+    base = {"PATH": "/bin", "IMGDL_RETRY_S": "5", "IMGDL_REASON": "old", "IMGDL_WATCH_INBOX": "i"}
+    env = hooks_module.hook_environment(final, base)
+    assert env["PATH"] == "/bin" and env["IMGDL_REASON"] == "bad_header"
+    assert "IMGDL_RETRY_S" not in env and "IMGDL_WATCH_INBOX" not in env

@@ -463,29 +463,82 @@ async def test_a_bug_met_in_a_download_worker_is_logged_with_the_workers_traceba
     assert crashed["traceback"].endswith("In the download worker:\nTraceback: in body.py")
 
 
-async def test_a_list_written_on_after_it_was_read_says_so(
-    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("change", ["grown", "rewritten"])
+async def test_a_list_written_to_after_it_was_read_says_so(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
     # Its writer paused for longer than --settle, then went on writing into
     # the file the daemon had taken: the job read it to its end before that.
-    listed = write_list(tmp_path / "cats.txt", [f"{server.base}/img/grew/0.jpg"])
+    first = f"{server.base}/img/grew/0.jpg\n"
+    listed = tmp_path / "cats.txt"
+    listed.write_text(first)
     late = f"{server.base}/img/grew/1.jpg\n"
     read_with = feed_module.Feed._read_with
 
-    async def then_written_on(self: feed_module.Feed, *args: Any) -> None:
+    async def then_written_to(self: feed_module.Feed, *args: Any) -> None:
         await read_with(self, *args)
-        with listed.open("a") as handle:
-            handle.write(late)
+        if change == "grown":
+            with listed.open("a") as handle:
+                handle.write(late)
+        else:  # as long as it was, another URL: only its mtime tells
+            with listed.open("r+") as handle:
+                handle.write(first.replace("/0.jpg", "/9.jpg"))
+            os.utime(listed, ns=(0, os.stat(listed).st_mtime_ns + 1_000_000))
 
-    monkeypatch.setattr(feed_module.Feed, "_read_with", then_written_on)
+    monkeypatch.setattr(feed_module.Feed, "_read_with", then_written_to)
     with capture_logs() as logs:
         summary = await run(listed, tmp_path / "out")
     assert (summary.ok, summary.failed) == (1, 0)
-    [grew] = events(logs, "list_grew")
-    assert (grew["job"], grew["unread_bytes"]) == ("cats", len(late))
-    assert "mv it into the inbox" in grew["detail"]
+    [changed] = events(logs, "list_changed")
+    assert (changed["job"], changed["unread_bytes"]) == (
+        "cats",
+        len(late) if change == "grown" else 0,
+    )
+    assert "give what is missing as a list of its own" in changed["detail"]
     # Read again, the whole list: nothing to say.
     monkeypatch.setattr(feed_module.Feed, "_read_with", read_with)
     with capture_logs() as logs:
-        again = await run(listed, tmp_path / "out")
-    assert (again.ok, again.skipped) == (1, 1) and not events(logs, "list_grew")
+        await run(listed, tmp_path / "out")
+    assert not events(logs, "list_changed")
+
+
+class _FullInbox:
+    """A job's end whose inbox is full: the list stays, to be tried again."""
+
+    async def publish(self, summary: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "done")
+
+    async def give_up(self, error: Any) -> None:  # pragma: no cover - not reached here
+        raise AssertionError(error)
+
+    def retry_in(self) -> float:
+        return 0.4
+
+
+async def test_a_list_kept_for_another_try_says_nothing_of_a_change(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried again, it is read whole again: what was written to it then is
+    # downloaded, so there is nothing to say now.
+    listed = write_list(tmp_path / "cats.txt", [f"{server.base}/img/kept/0.jpg"])
+    read_with = feed_module.Feed._read_with
+
+    async def then_written_to(self: feed_module.Feed, *args: Any) -> None:
+        await read_with(self, *args)
+        with listed.open("a") as handle:
+            handle.write(f"{server.base}/img/kept/1.jpg\n")
+
+    monkeypatch.setattr(feed_module.Feed, "_read_with", then_written_to)
+    fd = open_list(listed)
+    try:
+        async with Fetcher(FAST) as fetcher:
+            job = Job(
+                name="cats", list_fd=fd, output=str(tmp_path / "out"), fetcher=fetcher,
+                options=job_options(),
+            )  # fmt: skip
+            with capture_logs() as logs:
+                summary = await job.run(_FullInbox())
+    finally:
+        os.close(fd)
+    assert (summary.failure, summary.retry_s) == ("inbox_error", 0.4)
+    assert not events(logs, "list_changed")

@@ -296,3 +296,14 @@ def test_a_new_daemon_adopts_the_history_of_dead_ones(server: ImageServer, tmp_p
     assert report["daemon_alive"] is True
     assert [j["job"] for j in report["recent"]] == ["old"]
     assert len(state_files) == 1  # the dead daemon's file was taken over, not kept
+
+
+def test_status_that_cannot_be_written_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "inbox").mkdir()
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "imgdl_watch", "status", "--inbox", str(tmp_path / "inbox")],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=30,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == "imgdl-watch: error: cannot write the status: No space left on device\n"

@@ -21,7 +21,10 @@ import imgdl_watch.job.report as report_module
 from imgdl_watch.download.fetcher import Fetcher
 from imgdl_watch.download.retrypolicy import Backoff
 from imgdl_watch.job.job import Job
+from imgdl_watch.job.listformat import ListFormat
 from imgdl_watch.job.report import ReportPaths
+from imgdl_watch.service.events import Event
+from imgdl_watch.service.jobs import Jobs
 from tests.daemonproc import DaemonProcess, drop
 from tests.helpers import (
     EventLog,
@@ -321,3 +324,47 @@ def test_deleted_inbox_and_output_are_recreated(server: ImageServer, tmp_path: P
         assert daemon.proc.poll() is None
     finally:
         daemon.stop_cleanly()
+
+
+class _FullFailed:
+    """A job's end whose failed/ is full: the list's own failure, then its
+    move to failed/ fails too, and it stays to be tried again."""
+
+    def __init__(self) -> None:
+        self.detail = ""
+        self.report = None
+
+    async def publish(self, summary: object) -> None:  # pragma: no cover - not reached
+        raise AssertionError(summary)
+
+    async def give_up(self, error: Exception) -> None:
+        self.detail = str(error)  # as the daemon's end does, before the move
+        raise OSError(errno.ENOSPC, "No space left on device", "failed")
+
+    def retry_in(self) -> float:
+        return 0.4
+
+
+async def test_a_failure_whose_move_fails_tells_the_hooks_the_moves_detail(
+    tmp_path: Path,
+) -> None:
+    listed = tmp_path / "cats.csv"
+    listed.write_text("title,other\nx,y\n")  # no URL column: bad_header
+    fd = open_list(listed)
+    end = _FullFailed()
+    try:
+        async with Fetcher(FAST) as fetcher:
+            job = Job(
+                name="cats", list_fd=fd, output=str(tmp_path / "out"), fetcher=fetcher,
+                options=job_options(), list_format=ListFormat.of("cats.csv"),
+            )  # fmt: skip
+            summary = await job.run(end)
+    finally:
+        os.close(fd)
+    heard: list[Event] = []
+    jobs = Jobs.__new__(Jobs)
+    jobs._announce = heard.append
+    jobs._announce_end("cats", summary, end, "/o/cats")  # type: ignore[arg-type]
+    [event] = heard
+    assert (event.fields["reason"], event.fields["retry_s"]) == ("inbox_error", 0.4)
+    assert "No space left on device" in event.fields["detail"]

@@ -9,7 +9,7 @@ import sys
 from ..config import Settings
 from ..service.status import collect, render
 from .common import fail
-from .parser import EXIT_OK
+from .parser import EXIT_FAILED, EXIT_OK
 
 
 def status(settings: Settings, *, json_output: bool) -> int:
@@ -19,11 +19,14 @@ def status(settings: Settings, *, json_output: bool) -> int:
     text = json.dumps(report, indent=2) if json_output else render(report)
     try:
         print(text, flush=True)
-    except BrokenPipeError:
-        # The reader went away (`| head -1`): nothing is left to tell it, and
-        # nothing went wrong. Standard output goes nowhere from here, so that
-        # the interpreter's last flush at exit does not fail on it too.
+    except OSError as exc:
+        # Standard output goes nowhere from here, so that the interpreter's
+        # last flush at exit does not fail on it again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+        if not isinstance(exc, BrokenPipeError):  # a full disk (`> /dev/full`), say
+            return fail(f"cannot write the status: {exc.strerror or exc}", EXIT_FAILED)
+        # The reader went away (`| head -1`): nothing is left to tell it, and
+        # nothing went wrong.
     return EXIT_OK

@@ -203,7 +203,8 @@ class Feed:
         # each: so no name is looked for in it (a `stat` a URL, a quarter of
         # the reader's time on a new job; `benchmarks/lines_probe.py --reader`
         # measures it again). A name taken meanwhile all the same (a
-        # look-alike's file) is still never replaced: its download is skipped.
+        # look-alike's file) is still never replaced: the download takes its
+        # wide-hash name (`FileSink.rename`).
         self._folder_empty = folder_empty
         # Whether a download of a host would wait for one of its slots now.
         self._busy = busy
@@ -222,9 +223,9 @@ class Feed:
         # A failure of the list itself. Kept here rather than raised, so that
         # it does not reach the job wrapped in the nursery's ExceptionGroup.
         self.error: JobError | None = None
-        # How far into the list's bytes the reader went, once it read it all:
-        # a list written on after that is longer (`Job`'s `list_grew`).
-        self.read_to: int | None = None
+        # The list's size and mtime as the reader reached its end: a list
+        # written on after that says so (`Job`'s `list_changed`).
+        self.read_whole: tuple[int, int] | None = None
 
     async def run(self, send: trio.MemorySendChannel[Work], hire: Callable[[], None]) -> None:
         """Hand every item to a worker, the hosts taking turns (see the module's
@@ -382,7 +383,8 @@ class Feed:
                     return
                 if not batch:
                     self._outcomes.summary.listed = True
-                    self.read_to = os.lseek(self._list_fd, 0, os.SEEK_CUR)
+                    st = os.fstat(self._list_fd)
+                    self.read_whole = (st.st_size, st.st_mtime_ns)
                     return
                 size = min(size * 2, PARSE_BATCH)
                 await batches.send(self._classify(batch, names))

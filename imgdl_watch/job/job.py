@@ -140,6 +140,8 @@ class Job:
         )
         # The workers, once the list runs.
         self._crew: Crew | None = None
+        # The list's size and mtime when it was read to its end (`Feed`).
+        self._read_whole: tuple[int, int] | None = None
 
     async def run(self, end: JobEnd | None = None) -> JobSummary:
         """Run the list to its end, or until the fetcher is stopping; then `end` it."""
@@ -162,6 +164,9 @@ class Job:
                     await end.publish(summary)
                     if report is not None:
                         report.commit()
+                # Only once the list is done with: a list kept for another
+                # try (an inbox_error) is read whole again then.
+                self._say_if_changed()
                 log.info("job_finished", job=self.name, **summary.finished_fields())
             except JobError as exc:
                 summary.stop_clock()
@@ -233,26 +238,28 @@ class Job:
             raise feed.error
         stopped = feed.stopped_early or crew.stopped_early
         self.summary.complete = self.summary.listed and not stopped
-        if self.summary.complete and feed.read_to is not None:
-            self._say_if_grown(feed.read_to)
+        self._read_whole = feed.read_whole
 
-    def _say_if_grown(self, read_to: int) -> None:
+    def _say_if_changed(self) -> None:
         """A list written on after it was read to its end (taken as settled
         while its writer paused for longer than --settle, and went on into
-        the file, now in processing/) has lines no download was made for:
-        said, since the list published in done/ will hold them."""
+        the file) holds lines no download was made for: said once its job
+        is done with it, since the list kept (in done/) holds them."""
+        if self._read_whole is None:
+            return
         try:
-            size = os.fstat(self._list_fd).st_size
+            st = os.fstat(self._list_fd)
         except OSError:
             return
-        if size > read_to:
+        size, mtime_ns = self._read_whole
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
             log.warning(
-                "list_grew",
+                "list_changed",
                 job=self.name,
-                unread_bytes=size - read_to,
-                detail="it was written on after it was taken, and its last lines were not "
-                "read: write a list elsewhere and mv it into the inbox; drop the rest as a "
-                "list of its own",
+                unread_bytes=max(0, st.st_size - size),
+                detail="it was written to after it was read to its end, and what was "
+                "written then was not read: write a list whole before it is taken "
+                "(elsewhere, then mv it in), and give what is missing as a list of its own",
             )
 
     async def _open_folder(self) -> int:

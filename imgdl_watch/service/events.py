@@ -31,6 +31,20 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# The variables a hook gets from an event, by the field each holds.
+_VARIABLE_FIELDS = (
+    ("IMGDL_FOLDER", "folder"),
+    ("IMGDL_REPORT", "report"),
+    ("IMGDL_OK", "ok"),
+    ("IMGDL_FAILED", "failed"),
+    ("IMGDL_REASON", "reason"),
+    ("IMGDL_RETRY_S", "retry_s"),
+    ("IMGDL_FREE_BYTES", "free_bytes"),
+)
+# Every variable an event may set.
+EVENT_VARIABLES = frozenset({"IMGDL_EVENT", "IMGDL_JOB", *(var for var, _ in _VARIABLE_FIELDS)})
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event: its name and its JSON fields."""
@@ -80,15 +94,7 @@ class Event:
         """The `IMGDL_*` variables a hook gets (those that apply to the event)."""
         f = self.fields
         env = {"IMGDL_EVENT": self.name, "IMGDL_JOB": str(f.get("job", ""))}
-        for var, key in (
-            ("IMGDL_FOLDER", "folder"),
-            ("IMGDL_REPORT", "report"),
-            ("IMGDL_OK", "ok"),
-            ("IMGDL_FAILED", "failed"),
-            ("IMGDL_REASON", "reason"),
-            ("IMGDL_RETRY_S", "retry_s"),
-            ("IMGDL_FREE_BYTES", "free_bytes"),
-        ):
+        for var, key in _VARIABLE_FIELDS:
             if f.get(key) is not None:
                 env[var] = str(f[key])
         # An environment value cannot hold a NUL; no name we make has one,

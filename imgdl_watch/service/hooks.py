@@ -48,7 +48,7 @@ import trio
 
 from .. import metrics
 from ..config import ConfigError, Settings
-from .events import HOOK_OPTIONS, Event
+from .events import EVENT_VARIABLES, HOOK_OPTIONS, Event
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -142,7 +142,12 @@ async def _end_group(process: trio.Process) -> None:
 
 
 def hook_environment(event: Event, base: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if not k.startswith(_OWN_PREFIX)}
+    """The daemon's environment without its own settings, and without any
+    variable an event may set (one the daemon was started with, such as
+    an `IMGDL_RETRY_S`, must not pass for this event's), then the event's."""
+    env = {
+        k: v for k, v in base.items() if not k.startswith(_OWN_PREFIX) and k not in EVENT_VARIABLES
+    }
     env.update(event.env())
     return env
 

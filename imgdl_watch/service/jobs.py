@@ -139,8 +139,9 @@ class Jobs:
         interrupted one is neither: it resumes on the next start)."""
         counts = summary.finished_fields()
         if summary.failure is not None:
-            # (An inbox_error gives no `give_up`: its detail is the summary's.)
-            detail = end.detail or summary.failure_detail
+            # The summary's last word: a failure whose move to failed/ then
+            # failed too (an inbox_error, tried again) has the move's detail.
+            detail = summary.failure_detail or end.detail
             self._announce(
                 Event.job_failed(
                     job,
