@@ -502,6 +502,31 @@ async def test_a_list_written_to_after_it_was_read_says_so(
     assert not events(logs, "list_changed")
 
 
+async def test_a_list_written_to_while_its_last_batch_waits_says_so(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader meets the list's end inside its last batch, which may then
+    # wait for the workers for as long as a thousand downloads take; a line
+    # written meanwhile is never read, and must be told too.
+    listed = write_list(tmp_path / "cats.txt", [f"{server.base}/img/late/0.jpg"])
+    late = f"{server.base}/img/late/1.jpg\n"
+    take = feed_module._take
+
+    def then_written_to(entries: Any, count: int, *args: Any, **kwargs: Any) -> Any:
+        batch, named = take(entries, count, *args, **kwargs)
+        if 0 < len(batch) < count:  # the end met in this batch
+            with listed.open("a") as handle:
+                handle.write(late)
+        return batch, named
+
+    monkeypatch.setattr(feed_module, "_take", then_written_to)
+    with capture_logs() as logs:
+        summary = await run(listed, tmp_path / "out")
+    assert (summary.ok, summary.failed) == (1, 0)  # the late line was not read
+    [changed] = events(logs, "list_changed")
+    assert changed["unread_bytes"] == len(late)
+
+
 class _FullInbox:
     """A job's end whose inbox is full: the list stays, to be tried again."""
 

@@ -223,8 +223,8 @@ class Feed:
         # A failure of the list itself. Kept here rather than raised, so that
         # it does not reach the job wrapped in the nursery's ExceptionGroup.
         self.error: JobError | None = None
-        # The list's size and mtime as the reader reached its end: a list
-        # written on after that says so (`Job`'s `list_changed`).
+        # The bytes of the list read, and its mtime, once the reader reached
+        # its end: a list written to after that says so (`Job`'s `list_changed`).
         self.read_whole: tuple[int, int] | None = None
 
     async def run(self, send: trio.MemorySendChannel[Work], hire: Callable[[], None]) -> None:
@@ -363,13 +363,10 @@ class Feed:
                 try:
                     batch, names = await trio.to_thread.run_sync(
                         partial(
-                            _take,
+                            self._take_noting_end,
                             entries,
                             size,
                             dedupe,
-                            self._folder_fd,
-                            self._archive,
-                            folder_empty=self._folder_empty,
                         )
                     )
                 except OSError as exc:
@@ -383,12 +380,24 @@ class Feed:
                     return
                 if not batch:
                     self._outcomes.summary.listed = True
-                    st = os.fstat(self._list_fd)
-                    self.read_whole = (st.st_size, st.st_mtime_ns)
                     return
                 size = min(size * 2, PARSE_BATCH)
                 await batches.send(self._classify(batch, names))
             self.stopped_early = True
+
+    def _take_noting_end(
+        self, entries: Iterator[ListedUrl | InvalidLine], count: int, dedupe: Dedupe
+    ) -> tuple[_Batch, _Named]:
+        """`_take`, and where the list ended when a batch found its end (fewer
+        entries than asked): the bytes read, exactly (the list is read in
+        order), and its mtime then. Blocking, in the reader's thread."""
+        batch, named = _take(
+            entries, count, dedupe, self._folder_fd, self._archive, folder_empty=self._folder_empty
+        )
+        if len(batch) < count and self.read_whole is None:
+            read = os.lseek(self._list_fd, 0, os.SEEK_CUR)
+            self.read_whole = (read, os.fstat(self._list_fd).st_mtime_ns)
+        return batch, named
 
     def _classify(self, batch: _Batch, named: _Named) -> list[Work]:
         """Settle what needs no download; return what does. `named`: what
