@@ -140,7 +140,7 @@ class Job:
         )
         # The workers, once the list runs.
         self._crew: Crew | None = None
-        # The list's size and mtime when it was read to its end (`Feed`).
+        # The bytes of the list read, and its mtime, at its end (`Feed.read_whole`).
         self._read_whole: tuple[int, int] | None = None
 
     async def run(self, end: JobEnd | None = None) -> JobSummary:
