@@ -267,12 +267,17 @@ def has_extension(name: str) -> bool:
     return bool(ext) and ext.lower() not in PAGE_EXTENSIONS
 
 
-def extension_for(content_type: str | None) -> str:
-    """The extension for an image MIME type, or "" when we do not know it."""
+def mime_type(content_type: str | None) -> str:
+    """A Content-Type's media type, in lower case, without its parameters
+    ("" for none)."""
     if not content_type:
         return ""
-    mime = content_type.split(";", 1)[0].strip().lower()
-    return _IMAGE_EXTENSIONS.get(mime, "")
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def extension_for(content_type: str | None) -> str:
+    """The extension for an image MIME type, or "" when we do not know it."""
+    return _IMAGE_EXTENSIONS.get(mime_type(content_type), "")
 
 
 def final_name(name: str, content_type: str | None, sniffed: str | None) -> str:

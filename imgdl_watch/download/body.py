@@ -29,8 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .. import errors as err
+from ..naming import mime_type
 from .filesink import FileSink
-from .imagecheck import SNIFF_BYTES, dimensions, disguised, is_image_type, mime_type, sniff
+from .imagecheck import SNIFF_BYTES, dimensions, disguised, is_image_type, sniff
 from .transports import Answer
 
 # The first bytes of a body kept for reading its width and height: a JPEG's

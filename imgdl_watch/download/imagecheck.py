@@ -7,6 +7,8 @@ import io
 
 import imagesize
 
+from ..naming import mime_type
+
 # How many leading bytes `sniff` wants to see; SVG needs the most, since its
 # root element may follow an XML declaration, a doctype and comments.
 SNIFF_BYTES = 1024
@@ -80,14 +82,6 @@ def disguised(head: bytes, *, svg_typed: bool = False) -> str | None:
 
 
 _UTF16_BOMS = ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-
-
-def mime_type(content_type: str | None) -> str:
-    """A Content-Type's media type, in lower case, without its parameters
-    ("" for none)."""
-    if not content_type:
-        return ""
-    return content_type.split(";", 1)[0].strip().lower()
 
 
 def is_image_type(content_type: str | None) -> bool:
