@@ -307,9 +307,11 @@ class Fetcher:
                 # httpx's IDNAError, either.
                 host = parsed.raw_host[:80].decode("ascii", "replace")
                 raise err.UnknownHost(f"{host} is not a name DNS can carry")
+            # What its file says of the URL it came from (`filesink.SOURCE_XATTR`).
+            source = source_tag(url)
             for lost in range(LOST_TRIES + 1):
                 file, got = await with_retries(
-                    partial(self._attempt, parsed, dir_fd, name, rules, source_tag(url)),
+                    partial(self._attempt, parsed, dir_fd, name, rules, source),
                     url=url,
                     retries=rules.retries,
                     backoff=self.options.backoff,
@@ -331,9 +333,9 @@ class Fetcher:
                     break
                 except WorkerLost:
                     # It may have died between the rename and its answer.
-                    if _in_place(dir_fd, file, sink.size, source_tag(url)):
+                    if _in_place(dir_fd, file, sink.size, source):
                         break
-                    if _in_place(dir_fd, alias, sink.size, source_tag(url)):
+                    if _in_place(dir_fd, alias, sink.size, source):
                         file = alias
                         break
                     if lost == LOST_TRIES:
