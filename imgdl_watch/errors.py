@@ -252,3 +252,8 @@ def first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def inbox_error_detail(exc: OSError) -> str:
+    """An `inbox_error`'s detail: what the system said, and where."""
+    return f"{exc.strerror or exc} in {exc.filename or 'the inbox'}"

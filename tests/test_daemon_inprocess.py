@@ -16,6 +16,7 @@ from imgdl_watch.config import resolve
 from imgdl_watch.job import listformat
 from imgdl_watch.job.progress import JobSummary
 from imgdl_watch.service.daemon import Daemon
+from imgdl_watch.service.events import Event
 from tests.helpers import events, watching_logs
 from tests.imageserver import ImageServer
 
@@ -248,11 +249,19 @@ async def test_a_job_that_crashes_while_the_state_folder_is_planted_stays_and_th
     monkeypatch.setattr(job_module.Job, "run", plant_and_crash)
     (inbox / "bad.txt").write_text(f"{server.base}/img/never.jpg\n")
     daemon = quiet_daemon(inbox, tmp_path / "out", rescan_interval="0.05")
+    told: list[Event] = []
+    monkeypatch.setattr(daemon.jobs, "_announce", told.append)
     with watching_logs() as log:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
-            await log.wait_for("job_failed", reason="inbox_error")
+            (failed,) = await log.wait_for("job_failed", reason="inbox_error")
             assert (inbox / "processing" / "bad.txt").exists()  # kept, to be taken up again
+            # The hooks hear of it as the log does, with when it is tried again.
+            assert [(e.name, e.fields["reason"]) for e in told] == [("job_failed", "inbox_error")]
+            assert told[0].fields["retry_s"] == failed["retry_s"] == 0.05
+            assert told[0].fields["detail"] == failed["detail"]
+            assert failed["detail"].startswith("a symlink or a file in place of")
+            assert failed["detail"].endswith("in " + str(state / "locks"))
             state.unlink()
             os.rename(away, state)
             await log.wait_for("job_crashed", count=2)

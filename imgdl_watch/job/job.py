@@ -27,7 +27,7 @@ import trio
 from ..download.fetcher import Fetcher
 from ..download.filesink import sweep_temp_files
 from ..download.rules import DownloadRules
-from ..errors import JobError
+from ..errors import JobError, inbox_error_detail
 from .crew import Crew
 from .feed import Feed
 from .folder import DiskSpace, is_empty, open_job_folder
@@ -177,7 +177,7 @@ class Job:
             # The inbox failed us (its disk is full, a folder was removed).
             summary.stop_clock()
             summary.failure = "inbox_error"
-            summary.failure_detail = f"{exc.strerror or exc} in {exc.filename or 'the inbox'}"
+            summary.failure_detail = inbox_error_detail(exc)
             retry = summary.retry_s = end.retry_in()
             log.error(
                 "job_failed",

@@ -21,7 +21,7 @@ import trio
 
 from ..config import Settings, category_settings, download_rules, job_options
 from ..download.fetcher import Fetcher
-from ..errors import JobError, first_leaf
+from ..errors import JobError, first_leaf, inbox_error_detail
 from ..inbox.intake import Intake
 from ..inbox.lifecycle import Claim, Inbox
 from ..job.job import Job
@@ -68,10 +68,10 @@ class Jobs:
     async def run(self, claim: Claim, slot_token: object) -> None:
         """Run the claim's list as a job; always let go of its claim and its slot."""
         folder = os.path.join(self._output_of(claim), claim.stem)
+        end = _InboxEnd(self.inbox, self._intake, self._status, claim)
         try:
             job = self._job_of(claim, folder)
             self.running[claim.job] = job
-            end = _InboxEnd(self.inbox, self._intake, self._status, claim)
             summary = await job.run(end)
             self._announce_end(claim.job, summary, end, folder)
         except Exception as exc:
@@ -86,11 +86,19 @@ class Jobs:
             )
             try:
                 await trio.to_thread.run_sync(lambda: self.inbox.fail(claim))
-            except OSError as moved:
+            except OSError as exc_moved:
                 # failed/ or the state folder cannot be used now (planted, say):
-                # the list stays in processing/, to be taken up again, and the
-                # daemon goes on (the scan says what is wrong).
-                log.error("job_failed", job=claim.job, reason="inbox_error", detail=str(moved))
+                # the list stays in processing/, to be taken up again once held
+                # back, and the daemon goes on (the scan says what is wrong).
+                moved, retry = inbox_error_detail(exc_moved), end.retry_in()
+                log.error(
+                    "job_failed", job=claim.job, reason="inbox_error", detail=moved, retry_s=retry
+                )
+                self._announce(
+                    Event.job_failed(
+                        claim.job, "inbox_error", {}, folder=folder, detail=moved, retry_s=retry
+                    )
+                )
                 return
             detail = type(leaf).__name__
             self._announce(Event.job_failed(claim.job, "crashed", {}, folder=folder, detail=detail))
