@@ -496,6 +496,44 @@ def test_a_symlink_under_a_locks_name_is_no_lock_and_no_crash(inbox: Inbox, tmp_
     assert [e["event"] for e in logs] == ["inbox_unusable"]
 
 
+@pytest.mark.parametrize("swapped", ["state", "locks"])
+def test_a_state_folder_swapped_after_its_check_takes_no_lock_through_it(
+    inbox: Inbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped: str
+) -> None:
+    # Each claim and publish checks the state folder, then took its locks by
+    # path: a symlink put in its place between the two (or in place of its
+    # locks/) led the lock's open(O_CREAT) and its release's unlink to
+    # wherever it pointed, and an operator's `cats.lock` there was taken as a
+    # lock, then deleted.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for stem in ("cats", "dogs", "left"):
+        (victim / f"{stem}.lock").write_text("the operator's")
+    (Path(inbox.root) / "dogs.txt").write_text("http://x/a.jpg\n")
+    held = inbox.claim("dogs.txt")  # before the swap: its lock is a real one
+    assert held is not None
+    (Path(inbox.processing) / "left.txt").write_text("http://x/a.jpg\n")
+    (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
+    _plant(Path(inbox.state if swapped == "state" else inbox.locks), victim)
+    if swapped == "state":
+        (victim / "locks").symlink_to(victim)
+    # The check, passed just before the swap.
+    monkeypatch.setattr(Inbox, "_refuse_planted_locks", lambda self: None)
+    with capture_logs():
+        assert inbox.claim("cats.txt") is None
+        # Neither the leftover nor the job we hold (whose lock this is not).
+        assert inbox.leftovers() == []
+        with pytest.raises(OSError):
+            _publish(inbox, held)
+    for stem in ("cats", "dogs", "left"):
+        assert (victim / f"{stem}.lock").read_text() == "the operator's"
+    names = ["cats.lock", "dogs.lock", "left.lock", *(["locks"] if swapped == "state" else [])]
+    assert sorted(p.name for p in victim.iterdir()) == names
+    assert (Path(inbox.root) / "cats.txt").exists()
+    waiting = sorted(n for n in os.listdir(inbox.processing) if not n.startswith("."))
+    assert waiting == ["dogs.txt", "left.txt"]  # whole, with the held job's report parts
+
+
 def test_a_job_is_not_published_through_a_planted_state_folder(
     inbox: Inbox, tmp_path: Path
 ) -> None:

@@ -104,7 +104,7 @@ class Claim:
 def claim_here(inbox: Inbox, name: str) -> Claim | None:
     """Take `name`, a list at the top of `inbox`'s own folder, into its processing/."""
     stem = job_stem(name)
-    lock = try_lock(inbox.locks, stem + LOCK_SUFFIX)
+    lock = try_lock(inbox.top, inbox.locks_way, stem + LOCK_SUFFIX)
     if lock is None:
         return None
     entry = stem + (list_suffix(name) or LIST_SUFFIX).lower()
@@ -149,7 +149,7 @@ def leftovers_here(inbox: Inbox) -> list[Claim]:
             if not is_list_name(name):
                 continue
             stem = job_stem(name)
-            lock = try_lock(inbox.locks, stem + LOCK_SUFFIX)
+            lock = try_lock(inbox.top, inbox.locks_way, stem + LOCK_SUFFIX)
             if lock is None:
                 continue  # running here or in another daemon
             # Its daemon may have published it between our listing and our lock.
@@ -193,7 +193,7 @@ def _open_claimed(
         os.close(fd)
     moved: str | None = None
     try:
-        with holding(inbox.locks, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
+        with holding(inbox.top, inbox.locks_way, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
             moved = move_unique(folder_fd, entry, failed_fd, entry)
     except OSError as exc:
         # failed/ is gone or planted (the scan's inbox_unusable says so, once),

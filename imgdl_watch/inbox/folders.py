@@ -26,12 +26,18 @@ import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from .layout import FOLDER_PLANTED
+
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 # What opening a planted entry raises: a symlink, or not a folder.
 REFUSED = (errno.ELOOP, errno.ENOTDIR)
+
+
+class PlantedFolder(OSError):
+    """One of the inbox's own folders is a symlink, or not a folder: refused."""
 
 
 def open_folder(root: str, names: Sequence[str] = ()) -> int:
@@ -49,6 +55,17 @@ def open_folder(root: str, names: Sequence[str] = ()) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_own_folder(root: str, names: Sequence[str]) -> int:
+    """`open_folder` of one of the inbox's own folders: `PlantedFolder`,
+    naming the folder, when one on the way is a symlink or not a folder."""
+    try:
+        return open_folder(root, names)
+    except OSError as exc:
+        if planted(exc):
+            raise PlantedFolder(exc.errno, FOLDER_PLANTED, os.path.join(root, *names)) from exc
+        raise
 
 
 @contextmanager

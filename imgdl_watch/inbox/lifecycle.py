@@ -40,7 +40,7 @@ from collections.abc import Iterable
 
 from ..naming import job_stem
 from .claims import Claim, claim_here, leftovers_here
-from .folders import open_folder, opened, planted
+from .folders import PlantedFolder, open_folder, open_own_folder, opened, planted
 from .layout import (
     CATEGORY_NOT_A_FOLDER,
     CATEGORY_SYMLINK,
@@ -77,10 +77,6 @@ __all__ = [
 ]
 
 
-class PlantedFolder(OSError):
-    """One of the inbox's own folders is a symlink, or not a folder: refused."""
-
-
 class Inbox:
     """An inbox folder: its lists, its processing/, done/ and failed/, and its
     categories (each an `Inbox` of its own, over a subfolder)."""
@@ -106,7 +102,10 @@ class Inbox:
         # a category's are its inbox's, with its locks in a folder of their own.
         self.state = state or os.path.join(self.root, STATE)
         self.category = category
-        self.locks = os.path.join(self.state, LOCKS, *([category] if category else []))
+        # The locks' folder, as the way to it from `top` (never followed)
+        # and as a path (to say, and to make).
+        self.locks_way = (STATE, LOCKS, *([category] if category else []))
+        self.locks = os.path.join(self.top, *self.locks_way)
         self.categories: tuple[str, ...] = ()
         self.set_categories(categories)
 
@@ -155,13 +154,7 @@ class Inbox:
     def _check_way(self, way: tuple[str, ...]) -> None:
         """Open and close `top/way...`: raise `PlantedFolder` when a folder on
         the way is a symlink or not a folder, its OSError when it is missing."""
-        try:
-            os.close(open_folder(self.top, way))
-        except OSError as exc:
-            if planted(exc):
-                where = os.path.join(self.top, *way)
-                raise PlantedFolder(exc.errno, FOLDER_PLANTED, where) from exc
-            raise
+        os.close(open_own_folder(self.top, way))
 
     def category_folders(self) -> list[str]:
         return [os.path.join(self.root, name) for name in self.categories]

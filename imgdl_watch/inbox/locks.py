@@ -18,6 +18,12 @@ does not grow with every stem ever seen. A file may therefore be unlinked
 (or replaced) between our `open` and our `flock`: after locking, we check
 that the name still leads to the very file we locked, and try again if not
 (the usual lock-file protocol; `_TRIES` bounds it).
+
+The locks' folder is opened as the inbox's own folders are (`folders`),
+never through a symlink, and each lock file is opened, checked and removed
+relative to that descriptor: a symlink put in place of the state folder,
+even just after a claim checked it, never has a lock file made or removed
+wherever it leads.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import structlog
+
+from .folders import open_own_folder
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -49,12 +57,15 @@ LOCK_REFUSED = (
 
 
 class HeldLock:
-    """An flock held on `path`. `release` removes the file, then lets go."""
+    """An flock held on `name` in the folder open at `folder_fd` (both the
+    lock's). `release` removes the file, then lets go."""
 
-    __slots__ = ("fd", "path")
+    __slots__ = ("fd", "folder_fd", "name", "path")
 
-    def __init__(self, path: str, fd: int) -> None:
+    def __init__(self, path: str, folder_fd: int, name: str, fd: int) -> None:
         self.path = path
+        self.folder_fd = folder_fd
+        self.name = name
         self.fd = fd
 
     def release(self) -> None:
@@ -62,48 +73,65 @@ class HeldLock:
         if self.fd < 0:
             return
         # Unlinked while we still hold it: whoever opened this file meanwhile
-        # finds, after its flock, that the name no longer leads here. (Any
-        # error: the state folder may have been replaced by a file meanwhile;
-        # a lock file left behind is free for the next to take.)
+        # finds, after its flock, that the name no longer leads here. (In the
+        # folder we locked in, whatever its name leads to now; any error: a
+        # lock file left behind is free for the next to take.)
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            os.unlink(self.name, dir_fd=self.folder_fd)
         os.close(self.fd)
-        self.fd = -1
+        os.close(self.folder_fd)
+        self.fd = self.folder_fd = -1
 
 
-def try_lock(folder: str, name: str) -> HeldLock | None:
-    """Take the lock `folder/name` if nobody holds it; None if somebody does,
-    or if it cannot be taken there now (the state folder replaced by a file,
-    or a symlink put under the lock's name: the scan says what is wrong)."""
+def try_lock(top: str, way: Sequence[str], name: str) -> HeldLock | None:
+    """Take the lock `name` in the folder `top/way...` if nobody holds it;
+    None if somebody does, or if it cannot be taken there now (a folder on
+    the way replaced by a symlink or a file, or a symlink put under the
+    lock's name: the scan says what is wrong)."""
+    folder = os.path.join(top, *way)
     path = os.path.join(folder, name)
-    for _ in range(_TRIES):
-        try:
-            fd = os.open(path, _OPEN_FLAGS, 0o660)
-        except FileNotFoundError:
-            # The state folder itself went away (an `rm -rf` of the inbox):
-            # make it again, as a scan would.
+    try:
+        folder_fd = _open_locks_folder(top, way)
+    except OSError as exc:
+        _cannot_lock(path, exc)
+        return None
+    try:
+        for _ in range(_TRIES):
             try:
-                os.makedirs(folder, exist_ok=True)
+                fd = os.open(name, _OPEN_FLAGS, 0o660, dir_fd=folder_fd)
             except OSError as exc:
                 _cannot_lock(path, exc)
                 return None
-            continue
-        except OSError as exc:
-            _cannot_lock(path, exc)
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        if _leads_to(path, fd):
-            _locked_in(folder)
-            return HeldLock(path, fd)
-        os.close(fd)  # its holder removed it after our open: take the new one
-    return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except BaseException:
+                os.close(fd)
+                raise
+            if _leads_to(folder_fd, name, fd):
+                _locked_in(folder)
+                lock = HeldLock(path, folder_fd, name, fd)
+                folder_fd = -1  # the lock's now
+                return lock
+            os.close(fd)  # its holder removed it after our open: take the new one
+        return None
+    finally:
+        if folder_fd >= 0:
+            os.close(folder_fd)
+
+
+def _open_locks_folder(top: str, way: Sequence[str]) -> int:
+    """The locks' folder, open; made first when it is missing (an `rm -rf`
+    of the inbox: as a scan would; what a symlink on the way leads to is
+    then refused by the open). Raises `PlantedFolder` when a folder on the
+    way is a symlink or a file."""
+    try:
+        return open_own_folder(top, way)
+    except FileNotFoundError:
+        os.makedirs(os.path.join(top, *way), exist_ok=True)
+        return open_own_folder(top, way)
 
 
 # Why locks could not be taken, by folder: said once for each cause, until a
@@ -131,23 +159,24 @@ def _locked_in(folder: str) -> None:
 
 
 @contextlib.contextmanager
-def holding(folder: str, name: str) -> Iterator[None]:
-    """Hold the lock `folder/name` for a short critical section, waiting for it."""
-    path = os.path.join(folder, name)
-    while True:
-        try:
-            fd = os.open(path, _OPEN_FLAGS, 0o660)
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _leads_to(path, fd):
-                break
-        except BaseException:
+def holding(top: str, way: Sequence[str], name: str) -> Iterator[None]:
+    """Hold the lock `name` in the folder `top/way...` for a short critical
+    section, waiting for it. Raises `PlantedFolder` when a folder on the way
+    is a symlink or a file."""
+    folder_fd = _open_locks_folder(top, way)
+    try:
+        while True:
+            fd = os.open(name, _OPEN_FLAGS, 0o660, dir_fd=folder_fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _leads_to(folder_fd, name, fd):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
             os.close(fd)
-            raise
-        os.close(fd)
+    finally:
+        os.close(folder_fd)
     try:
         yield
     finally:
@@ -156,9 +185,9 @@ def holding(folder: str, name: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _leads_to(path: str, fd: int) -> bool:
+def _leads_to(folder_fd: int, name: str, fd: int) -> bool:
     try:
-        named = os.stat(path, follow_symlinks=False)
+        named = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
     except FileNotFoundError:
         return False
     held = os.fstat(fd)

@@ -32,7 +32,7 @@ def finish_here(inbox: Inbox, claim: Claim, *, failed: int) -> str:
     # Both folders are opened before anything moves: one that cannot be (a
     # symlink in its place) leaves the job whole in processing/.
     with (
-        holding(inbox.locks, PUBLISH_LOCK),
+        holding(inbox.top, inbox.locks_way, PUBLISH_LOCK),
         inbox.folder(DONE) as done_fd,
         inbox.folder(FAILED) as failed_fd,
     ):
@@ -51,7 +51,7 @@ def fail_here(inbox: Inbox, claim: Claim) -> str:
     failed/ as it is, to retry later; its report parts go."""
     report = inbox.parts(claim.stem)
     source = claim.folder_fd
-    with holding(inbox.locks, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
+    with holding(inbox.top, inbox.locks_way, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
         name = move_unique(source, claim.entry, failed_fd, claim.published_name)
     _unlink_quietly(source, _entry(report.report))
     _unlink_quietly(source, _entry(report.failed))
