@@ -255,5 +255,8 @@ def first_leaf(exc: BaseException) -> BaseException:
 
 
 def inbox_error_detail(exc: OSError) -> str:
-    """An `inbox_error`'s detail: what the system said, and where."""
+    """An `inbox_error`'s detail: what the system said, and where (both
+    paths of a move)."""
+    if exc.filename2 is not None:
+        return f"{exc.strerror or exc} moving {exc.filename} to {exc.filename2}"
     return f"{exc.strerror or exc} in {exc.filename or 'the inbox'}"

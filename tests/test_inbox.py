@@ -534,6 +534,23 @@ def test_a_state_folder_swapped_after_its_check_takes_no_lock_through_it(
     assert waiting == ["dogs.txt", "left.txt"]  # whole, with the held job's report parts
 
 
+def test_a_move_that_fails_names_both_paths_in_full(inbox: Inbox) -> None:
+    # Its renames are relative to the folders' descriptors, so the error
+    # named the entry alone: "No such file or directory in cats.txt".
+    from imgdl_watch.errors import inbox_error_detail
+
+    (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
+    claim = inbox.claim("cats.txt")
+    assert claim is not None
+    os.unlink(os.path.join(inbox.processing, "cats.txt"))  # someone's `rm`
+    with pytest.raises(FileNotFoundError) as raised:
+        _publish(inbox, claim)
+    source, target = (os.path.join(f, "cats.txt") for f in (inbox.processing, inbox.done))
+    assert (raised.value.filename, raised.value.filename2) == (source, target)
+    detail = inbox_error_detail(raised.value)
+    assert detail == f"No such file or directory moving {source} to {target}"
+
+
 def test_a_job_is_not_published_through_a_planted_state_folder(
     inbox: Inbox, tmp_path: Path
 ) -> None:

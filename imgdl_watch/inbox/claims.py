@@ -194,7 +194,8 @@ def _open_claimed(
     moved: str | None = None
     try:
         with holding(inbox.top, inbox.locks_way, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
-            moved = move_unique(folder_fd, entry, failed_fd, entry)
+            to_failed = (inbox.processing, inbox.failed)
+            moved = move_unique(folder_fd, entry, failed_fd, entry, paths=to_failed)
     except OSError as exc:
         # failed/ is gone or planted (the scan's inbox_unusable says so, once),
         # or the daemon may not write in it: the entry waits in processing/,

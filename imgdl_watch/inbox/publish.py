@@ -36,11 +36,14 @@ def finish_here(inbox: Inbox, claim: Claim, *, failed: int) -> str:
         inbox.folder(DONE) as done_fd,
         inbox.folder(FAILED) as failed_fd,
     ):
-        done_name = move_unique(source, claim.entry, done_fd, claim.published_name)
+        to_done, to_failed = (inbox.processing, inbox.done), (inbox.processing, inbox.failed)
+        done_name = move_unique(source, claim.entry, done_fd, claim.published_name, paths=to_done)
         done_stem = done_name[: -len(claim.suffix)]
-        move_unique(source, _entry(report.report), done_fd, f"{done_stem}.report.jsonl")
+        report_name = f"{done_stem}.report.jsonl"
+        move_unique(source, _entry(report.report), done_fd, report_name, paths=to_done)
         if failed:
-            move_unique(source, _entry(report.failed), failed_fd, claim.published_name)
+            failures = _entry(report.failed)
+            move_unique(source, failures, failed_fd, claim.published_name, paths=to_failed)
         else:
             _unlink_quietly(source, _entry(report.failed))
     return os.path.join(inbox.done, done_name)
@@ -52,7 +55,8 @@ def fail_here(inbox: Inbox, claim: Claim) -> str:
     report = inbox.parts(claim.stem)
     source = claim.folder_fd
     with holding(inbox.top, inbox.locks_way, PUBLISH_LOCK), inbox.folder(FAILED) as failed_fd:
-        name = move_unique(source, claim.entry, failed_fd, claim.published_name)
+        to_failed = (inbox.processing, inbox.failed)
+        name = move_unique(source, claim.entry, failed_fd, claim.published_name, paths=to_failed)
     _unlink_quietly(source, _entry(report.report))
     _unlink_quietly(source, _entry(report.failed))
     return os.path.join(inbox.failed, name)
@@ -69,9 +73,13 @@ def _unlink_quietly(folder_fd: int, name: str) -> None:
         pass
 
 
-def move_unique(source_fd: int, source: str, folder_fd: int, name: str) -> str:
+def move_unique(
+    source_fd: int, source: str, folder_fd: int, name: str, *, paths: tuple[str, str]
+) -> str:
     """Move `source`, in the folder open at `source_fd`, into the folder open
     at `folder_fd` as `name`, or `stem.N.ext` if that is taken; the name it got.
+    `paths`: the two folders' paths, which an OSError of the move names (the
+    calls are relative to the descriptors, and would name the entries alone).
 
     Call under the publish lock. (A rename, not a link and an unlink: the
     list may belong to another user, see `claims`.)
@@ -90,6 +98,13 @@ def move_unique(source_fd: int, source: str, folder_fd: int, name: str) -> str:
             continue
         except FileNotFoundError:
             pass
-        os.rename(source, candidate, src_dir_fd=source_fd, dst_dir_fd=folder_fd)
+        try:
+            os.rename(source, candidate, src_dir_fd=source_fd, dst_dir_fd=folder_fd)
+        except OSError as exc:
+            source_path, target_path = (
+                os.path.join(paths[0], source),
+                os.path.join(paths[1], candidate),
+            )
+            raise OSError(exc.errno, exc.strerror, source_path, None, target_path) from exc
         return candidate
     raise FileExistsError(errno.EEXIST, f"no free name for {name}")
