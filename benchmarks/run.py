@@ -65,7 +65,10 @@ OURS = (PRODUCT, DAEMON, NOSYNC, DAEMON_NOSYNC, DAEMON_ONE)
 BARE = "trio (bare)"
 AIOHTTP = "aiohttp (bare)"
 SEED = "aiohttp (seed-style)"
-REFERENCES = (BARE, AIOHTTP, SEED, NOSYNC, DAEMON_NOSYNC, DAEMON_ONE)
+# wget2, then one `sync -f` of the filesystem its files are on: what getting
+# them all onto the disk at once costs, the least any durability can cost.
+WGET2_SYNC = "wget2, then sync -f"
+REFERENCES = (BARE, AIOHTTP, SEED, NOSYNC, DAEMON_NOSYNC, DAEMON_ONE, WGET2_SYNC)
 PEERS = ("wget2", "aria2c", "curl")
 # How long a timed daemon job may take before the run gives up on it.
 JOB_TIMEOUT_S = 300
@@ -181,9 +184,17 @@ def peer_commands(concurrency: int) -> list[Command]:
         rows.append(script(AIOHTTP, sys.executable, "aiohttp_bare.py"))
         rows.append(script(SEED, sys.executable, "aiohttp_seed.py"))
     if shutil.which("wget2"):
-        rows.append(Command("wget2", lambda lst, out: [
-            "wget2", f"--max-threads={c}", "-q", "-i", str(lst), "-P", str(out),
-            "--no-robots", "--no-compression", "--tries=1",
+
+        def wget2(lst: Path, out: Path) -> list[str]:
+            return [
+                "wget2", f"--max-threads={c}", "-q", "-i", str(lst), "-P", str(out),
+                "--no-robots", "--no-compression", "--tries=1",
+            ]  # fmt: skip
+
+        rows.append(Command("wget2", wget2))
+        # A shell runs both; no shell word comes from the list (paths only).
+        rows.append(Command(WGET2_SYNC, lambda lst, out: [
+            "sh", "-c", 'wget2 "$@" && sync -f "$0"', str(out), *wget2(lst, out)[1:],
         ]))  # fmt: skip
     if shutil.which("aria2c"):
         rows.append(Command("aria2c", lambda lst, out: [
@@ -385,6 +396,7 @@ def table(
         (PRODUCT, SEED, "no fsync, a task per URL"),
         (PRODUCT, NOSYNC, "what fsync costs in fetch"),
         (DAEMON, DAEMON_NOSYNC, "what fsync costs in the daemon"),
+        (WGET2_SYNC, "wget2", "what one sync of all its files costs wget2"),
         (DAEMON, PRODUCT, "a warm daemon against a fresh process"),
         (DAEMON, DAEMON_ONE, "what the download workers buy"),
     ]
