@@ -193,6 +193,14 @@ class DiskFull(WriteFailed):
 class InternalError(PermanentError):
     reason = "internal_error"
 
+    @classmethod
+    def of(cls, bug: Exception, *, attempts: int = 0) -> InternalError:
+        """The failure of a URL that met `bug` (its cause), after `attempts` tries."""
+        error = cls(f"{type(bug).__name__}: {bug}")
+        error.attempts = attempts
+        error.__cause__ = bug
+        return error
+
 
 class AlreadyThere(Exception):
     """Not a failure: this URL's own file is under the download's name (or,

@@ -440,6 +440,32 @@ async def test_a_bug_met_on_one_url_fails_that_url_alone(
     assert sorted(os.listdir(tmp_path / "out" / "cats")) == ["a.jpg", "b.jpg"]
 
 
+async def test_a_bug_met_after_a_retry_is_reported_with_the_tries_it_took(
+    server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The crew, which logs the bug, could not see the fetcher's count: an
+    # internal_error always said `attempts: 0`.
+    from imgdl_watch.download import fetcher as fetcher_module
+
+    real_alias = fetcher_module.alias_name  # type: ignore[attr-defined]
+
+    def alias_name(name: str, file: str, url: str) -> str:
+        if "bug" in url:
+            raise ValueError("a bug met once the body was whole")
+        return real_alias(name, file, url)
+
+    monkeypatch.setattr(fetcher_module, "alias_name", alias_name)
+    urls = [f"{server.base}/flaky/1/503/bug.jpg", f"{server.base}/img/a.jpg"]
+    with capture_logs() as logs:
+        summary = await run(write_list(tmp_path / "cats.txt", urls), tmp_path / "out")
+    assert (summary.ok, summary.failed) == (1, 1)
+    (crashed,) = events(logs, "download_crashed")
+    assert crashed["error"] == "ValueError: a bug met once the body was whole"
+    assert "in alias_name" in crashed["traceback"]  # where the bug was, not the wrapper
+    (failed,) = events(logs, "download_failed")
+    assert (failed["reason"], failed["attempts"]) == ("internal_error", 2)
+
+
 async def test_a_bug_met_in_a_download_worker_is_logged_with_the_workers_traceback(
     server: ImageServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

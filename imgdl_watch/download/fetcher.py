@@ -345,6 +345,12 @@ class Fetcher:
         except (err.DownloadError, err.Filtered) as exc:
             exc.attempts = attempts.count
             raise
+        except (err.Interrupted, err.AlreadyThere):
+            raise
+        except Exception as exc:
+            # A bug of ours met on this URL: it fails alone, with the tries
+            # it took (the crew logs the bug, `download_crashed`).
+            raise err.InternalError.of(exc, attempts=attempts.count) from exc
         return Downloaded(
             url,
             file,

@@ -81,6 +81,19 @@ class Crew:
 
             crew.start_soon(feed.run, send, hire)
 
+    def _crashed(self, item: Work, failure: err.InternalError) -> None:
+        """A bug of ours met on this URL (a header no one foresaw, say): this
+        URL fails, with its traceback logged, and the job goes on, rather than
+        the whole list failing with `job_crashed`."""
+        bug = failure.__cause__ or failure
+        where = "".join(traceback.format_exception(bug))
+        # A worker's bug: where it raised it, in the worker, too.
+        remote = getattr(bug, "remote_traceback", "")
+        if remote:
+            where += f"\nIn the download worker:\n{remote}"
+        log.error("download_crashed", url=log_url(item.url), error=str(failure), traceback=where)
+        self._outcomes.failed(item, failure)
+
     async def _work(self, feed: Feed, receive: trio.MemoryReceiveChannel[Work]) -> None:
         async with receive:
             async for item in receive:
@@ -109,6 +122,9 @@ class Crew:
             )
         except err.Interrupted:
             return False
+        except err.InternalError as exc:
+            self._crashed(item, exc)
+            return True
         except err.DownloadError as exc:
             outcomes.failed(item, exc)
             if isinstance(exc, err.DiskFull):
@@ -120,18 +136,8 @@ class Crew:
         except err.Filtered as exc:
             outcomes.filtered(item, exc)
             return True
-        except Exception as exc:
-            # A bug of ours met on this URL (a header no one foresaw, say):
-            # this URL fails, with its traceback logged, and the job goes on,
-            # rather than the whole list failing with `job_crashed`.
-            error = f"{type(exc).__name__}: {exc}"
-            where = "".join(traceback.format_exception(exc))
-            # A worker's bug: where it raised it, in the worker, too.
-            remote = getattr(exc, "remote_traceback", "")
-            if remote:
-                where += f"\nIn the download worker:\n{remote}"
-            log.error("download_crashed", url=log_url(item.url), error=error, traceback=where)
-            outcomes.failed(item, err.InternalError(error))
+        except Exception as exc:  # a bug outside the download (the archive's, say)
+            self._crashed(item, err.InternalError.of(exc))
             return True
         outcomes.ok(item, result)
         if archive_log is not None and result.sha256:
