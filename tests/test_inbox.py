@@ -116,6 +116,25 @@ def test_claim_is_exclusive_and_finish_never_overwrites(inbox: Inbox) -> None:
     assert os.listdir(inbox.processing) == []
 
 
+def test_lists_of_one_stem_in_several_formats_each_have_the_report_named_after_them(
+    inbox: Inbox,
+) -> None:
+    # pair.txt, then pair.csv: the csv kept its name and its report became
+    # pair.report.1.jsonl, which nothing named (the status and the hooks
+    # said pair.report.jsonl, the txt's).
+    done = []
+    for name in ("pair.txt", "pair.csv", "pair.csv.gz", "pair.txt"):
+        (Path(inbox.root) / name).write_bytes(b"http://x/a.jpg\n")
+        claim = inbox.claim(name)
+        assert claim is not None
+        done.append(os.path.basename(_publish(inbox, claim)))
+    assert done == ["pair.txt", "pair.1.csv", "pair.2.csv.gz", "pair.3.txt"]
+    stems = ["pair", "pair.1", "pair.2", "pair.3"]
+    assert sorted(os.listdir(inbox.done)) == sorted(
+        done + [f"{stem}.report.jsonl" for stem in stems]
+    )
+
+
 def test_leftovers_of_a_dead_owner_are_resumable(inbox: Inbox) -> None:
     (Path(inbox.processing) / "left.txt").write_text("x\n")
     first = inbox.leftovers()

@@ -24,6 +24,8 @@ FAILED = "failed"
 STATE = ".imgdl-watch"
 # The daemons' locks, inside the state folder.
 LOCKS = "locks"
+# A finished list's report, in done/ beside it: `cats.txt`, `cats.report.jsonl`.
+REPORT_SUFFIX = ".report.jsonl"
 # Editors and downloaders write these while a file is not finished yet.
 TEMP_PREFIXES = (".", "~", "#")
 

@@ -16,7 +16,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..naming import list_suffix
-from .layout import DONE, FAILED
+from .layout import DONE, FAILED, REPORT_SUFFIX
 from .locks import PUBLISH_LOCK, holding
 
 if TYPE_CHECKING:
@@ -37,9 +37,16 @@ def finish_here(inbox: Inbox, claim: Claim, *, failed: int) -> str:
         inbox.folder(FAILED) as failed_fd,
     ):
         to_done, to_failed = (inbox.processing, inbox.done), (inbox.processing, inbox.failed)
-        done_name = move_unique(source, claim.entry, done_fd, claim.published_name, paths=to_done)
-        done_stem = done_name[: -len(claim.suffix)]
-        report_name = f"{done_stem}.report.jsonl"
+        done_name = move_unique(
+            source,
+            claim.entry,
+            done_fd,
+            claim.published_name,
+            paths=to_done,
+            companion=REPORT_SUFFIX,
+        )
+        # Free, as the list's move made sure: the report is named after it.
+        report_name = done_name[: -len(claim.suffix)] + REPORT_SUFFIX
         move_unique(source, _entry(report.report), done_fd, report_name, paths=to_done)
         if failed:
             failures = _entry(report.failed)
@@ -62,6 +69,14 @@ def fail_here(inbox: Inbox, claim: Claim) -> str:
     return os.path.join(inbox.failed, name)
 
 
+def _taken(folder_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _entry(path: str) -> str:
     return os.path.basename(path)
 
@@ -74,12 +89,21 @@ def _unlink_quietly(folder_fd: int, name: str) -> None:
 
 
 def move_unique(
-    source_fd: int, source: str, folder_fd: int, name: str, *, paths: tuple[str, str]
+    source_fd: int,
+    source: str,
+    folder_fd: int,
+    name: str,
+    *,
+    paths: tuple[str, str],
+    companion: str = "",
 ) -> str:
     """Move `source`, in the folder open at `source_fd`, into the folder open
     at `folder_fd` as `name`, or `stem.N.ext` if that is taken; the name it got.
     `paths`: the two folders' paths, which an OSError of the move names (the
     calls are relative to the descriptors, and would name the entries alone).
+    `companion`: the suffix of a file that goes beside it under the same
+    stem (`.report.jsonl`), whose name must be free too: so `pair.csv`
+    after `pair.txt` is `pair.1.csv`, beside `pair.1.report.jsonl`.
 
     Call under the publish lock. (A rename, not a link and an unlink: the
     list may belong to another user, see `claims`.)
@@ -92,12 +116,10 @@ def move_unique(
         suffix = f".{ext}" if dot else ""
     base = name[: len(name) - len(suffix)]
     for n in range(100_000):
-        candidate = name if n == 0 else f"{base}.{n}{suffix}"
-        try:
-            os.stat(candidate, dir_fd=folder_fd, follow_symlinks=False)
+        stem = base if n == 0 else f"{base}.{n}"
+        candidate = stem + suffix
+        if _taken(folder_fd, candidate) or (companion and _taken(folder_fd, stem + companion)):
             continue
-        except FileNotFoundError:
-            pass
         try:
             os.rename(source, candidate, src_dir_fd=source_fd, dst_dir_fd=folder_fd)
         except OSError as exc:

@@ -23,6 +23,7 @@ from ..config import Settings, category_settings, download_rules, job_options
 from ..download.fetcher import Fetcher
 from ..errors import JobError, first_leaf, inbox_error_detail
 from ..inbox.intake import Intake
+from ..inbox.layout import REPORT_SUFFIX
 from ..inbox.lifecycle import Claim, Inbox
 from ..job.job import Job
 from ..job.listformat import ListFormat
@@ -183,7 +184,7 @@ class _InboxEnd:
         inbox, claim = self._inbox, self._claim
         done = await trio.to_thread.run_sync(lambda: inbox.finish(claim, failed=summary.failed))
         # `Inbox.finish` puts the report beside the list, under the list's stem.
-        name = os.path.basename(done)[: -len(claim.suffix)] + ".report.jsonl"
+        name = os.path.basename(done)[: -len(claim.suffix)] + REPORT_SUFFIX
         self.report = os.path.join(os.path.dirname(done), name)
         fields = summary.finished_fields()
         # The status page serves it as /report/NAME, or /report/CATEGORY/NAME.
