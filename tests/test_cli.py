@@ -426,6 +426,33 @@ print("ok")
     assert done.stdout.strip() == "ok" and (tmp_path / "a.db").exists()
 
 
+def test_a_list_typed_at_a_terminal_ends_at_one_ctrl_d(server: ImageServer, tmp_path: Path) -> None:
+    # Read through a buffered stream, a line and Ctrl-D came back as a short
+    # read, and a second Ctrl-D was needed; nothing said where URLs were read.
+    leader, follower = os.openpty()
+    command = [sys.executable, "-m", "imgdl_watch", "fetch", "-", "--output", "out"]
+    with subprocess.Popen(
+        [*command, "--log-format", "json"],
+        cwd=tmp_path,
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as typed:
+        os.close(follower)
+        try:
+            os.write(leader, f"{server.base}/img/t1.jpg\n".encode())
+            os.write(leader, b"\x04")  # Ctrl-D, at the start of a line: the end
+            _, err = typed.communicate(timeout=30)
+        finally:
+            os.close(leader)
+    assert typed.returncode == 0, err
+    assert [p.name for p in (tmp_path / "out" / "stdin").iterdir()] == ["t1.jpg"]
+    assert err.splitlines()[0] == (
+        "imgdl-watch: reading the list from the terminal, one URL a line; end it with Ctrl-D"
+    )
+
+
 def test_a_list_can_come_from_standard_input_or_a_pipe(server: ImageServer, tmp_path: Path) -> None:
     text = f"{server.base}/img/s1.jpg\n{server.base}/img/s2.jpg\n"
     command = [

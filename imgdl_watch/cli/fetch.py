@@ -11,7 +11,6 @@ import enum
 import os
 import re
 import shlex
-import shutil
 import signal
 import stat
 import sys
@@ -235,6 +234,12 @@ def _list_name(path: str) -> str:
     return path
 
 
+# What `fetch -` says when its list is typed at a terminal.
+TYPED_LIST = "reading the list from the terminal, one URL a line; end it with Ctrl-D"
+# Each read of a list from a pipe or a terminal, into its spool file.
+SPOOL_READ_BYTES = 1 << 16
+
+
 def _open_list(path: str) -> int | None:
     """A readable, seekable descriptor of the list at `path` (`-`: standard input).
 
@@ -254,10 +259,18 @@ def _open_list(path: str) -> int | None:
     if not streamed and not (path == "-" and stat.S_ISCHR(mode)):
         os.close(source)
         return None
-    with os.fdopen(source, "rb") as stream:
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 - its descriptor outlives this call
-        shutil.copyfileobj(stream, spool)
+    if os.isatty(source):
+        print(f"{PROG}: {TYPED_LIST}", file=sys.stderr, flush=True)
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - its descriptor outlives this call
+    try:
+        # Read as the stream gives it, not through a buffered reader: at a
+        # terminal, Ctrl-D after a line is a read of 0 bytes, the end; one
+        # that waits to fill its buffer took it for a short read, and
+        # needed a second Ctrl-D.
+        while chunk := os.read(source, SPOOL_READ_BYTES):
+            spool.write(chunk)
         spool.flush()
-    fd = os.dup(spool.fileno())
-    spool.close()
-    return fd
+        return os.dup(spool.fileno())
+    finally:
+        spool.close()
+        os.close(source)
