@@ -154,7 +154,14 @@ def test_the_open_file_limit_is_raised_as_far_as_the_settings_need(
             gzip.compress(b"url\nhttp://a.example/1.jpg\n")[:-9],
             "cut short or corrupt",
         ),
-        ("cols.csv", b"link,caption\nhttp://a.example/1.jpg,x\n", "url"),
+        ("cols.csv", b"link,caption\nhttp://a.example/1.jpg,x\n", "or give --url-column NAME"),
+        # A csv whose columns are separated by ";" is one column to the reader.
+        (
+            "semi.csv",
+            b"url;caption\nhttp://a.example/1.jpg;x\n",
+            "its one column holds ';': a .csv list's columns are separated by ','",
+        ),
+        ("tabs.tsv", b"url,caption\nhttp://a.example/1.jpg,x\n", "by a tab"),
     ],
 )
 def test_a_list_that_cannot_be_read_exits_2_with_one_line(
@@ -164,7 +171,7 @@ def test_a_list_that_cannot_be_read_exits_2_with_one_line(
     result = fetch(tmp_path, name)
     assert result.returncode == 2, result.stderr
     line = one_clean_line(result.stderr)
-    assert line.startswith(f"imgdl-watch: cannot read list {name}: ") and says in line
+    assert line.startswith(f"imgdl-watch: error: cannot read list {name}: ") and says in line
 
 
 def test_a_list_whose_folder_cannot_be_used_exits_1(tmp_path: Path) -> None:
@@ -172,7 +179,8 @@ def test_a_list_whose_folder_cannot_be_used_exits_1(tmp_path: Path) -> None:
     (tmp_path / "cats").write_text("a file where the job's folder would be")
     result = fetch(tmp_path, "cats.txt")
     assert result.returncode == 1, result.stderr
-    assert one_clean_line(result.stderr).startswith("imgdl-watch: list cats.txt could not run: ")
+    line = one_clean_line(result.stderr)
+    assert line.startswith("imgdl-watch: error: list cats.txt could not run: ")
 
 
 def test_usage_error_exits_2(tmp_path: Path) -> None:

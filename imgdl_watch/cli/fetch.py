@@ -120,9 +120,9 @@ async def _run_lists(
         summary = await job.run()
         if summary.failure in UNREADABLE_LIST:
             unreadable = True
-            tell(f"cannot read list {path}: {summary.failure_detail}")
+            tell(f"error: cannot read list {path}: {summary.failure_detail}")
         elif summary.failure is not None:
-            tell(f"list {path} could not run: {summary.failure_detail}")
+            tell(f"error: list {path} could not run: {summary.failure_detail}")
         all_ok = all_ok and summary.failure is None and not (summary.failed or summary.invalid)
     if unreadable:
         return Outcome.UNREADABLE

@@ -175,7 +175,7 @@ def parse_delimited(
             continue  # a blank line
         line = source.first_line
         if header is None:
-            header = _header(cells, url_column)
+            header = _header(cells, url_column, dialect)
             continue
         if len(cells) != len(header.names):
             yield InvalidLine(line, "bad_row", source.first_excerpt())
@@ -190,7 +190,7 @@ def parse_delimited(
         yield entry
 
 
-def _header(cells: list[str], url_column: str | None) -> Header:
+def _header(cells: list[str], url_column: str | None, dialect: str) -> Header:
     names = [c.strip() for c in cells]
     if names and names[0].startswith(_UTF8_BOM):
         names[0] = names[0][1:]
@@ -205,9 +205,26 @@ def _header(cells: list[str], url_column: str | None) -> Header:
         shown = ", ".join(repr(n) for n in names[:10])
         raise ListError(
             f"the list's first row names no {wanted} column (it names {shown}); "
-            "name the URLs' column in the first row, or set url_column"
+            "name the URLs' column in the first row, or give --url-column NAME"
+            f" (url_column in the config){_separator_hint(names, dialect)}"
         )
     return Header(tuple(names), names.index(column))
+
+
+# How each dialect's columns are separated, as a user would say it.
+_SEPARATORS = {"excel": (",", ".csv", "','"), "excel-tab": ("\t", ".tsv", "a tab")}
+
+
+def _separator_hint(names: list[str], dialect: str) -> str:
+    """Why a header read as one column may be several: another separator."""
+    separator, suffix, said = _SEPARATORS[dialect]
+    if len(names) != 1:
+        return ""
+    for other in (";", ",", "\t", "|"):
+        if other != separator and other in names[0]:
+            held = f"; its one column holds {other!r}"
+            return f"{held}: a {suffix} list's columns are separated by {said}"
+    return ""
 
 
 def _finite(text: str) -> float:
