@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -568,6 +569,29 @@ def test_a_move_that_fails_names_both_paths_in_full(inbox: Inbox) -> None:
     assert (raised.value.filename, raised.value.filename2) == (source, target)
     detail = inbox_error_detail(raised.value)
     assert detail == f"No such file or directory moving {source} to {target}"
+
+
+@pytest.mark.parametrize("planted", ["state", "locks"])
+def test_no_folder_is_made_through_a_planted_state_folder_or_locks(
+    tmp_path: Path, planted: str
+) -> None:
+    # Making the inbox's folders (at start, and at each scan for a category)
+    # ran `os.makedirs(STATE/locks/art)`, which follows a symlink on the way:
+    # the folders were made wherever it led.
+    box = Inbox(str(tmp_path / "inbox"), categories=["art"])
+    box.ensure_layout()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    shutil.rmtree(box.state if planted == "state" else os.path.dirname(box._of("art").locks))
+    os.symlink(victim, box.state if planted == "state" else os.path.dirname(box._of("art").locks))
+    box.ensure_layout()
+    with capture_logs():
+        with pytest.raises(PlantedFolder):
+            box.scan()
+        (Path(box.root) / "art" / "cats.txt").write_text("http://x/a.jpg\n")
+        assert box.claim("art/cats.txt") is None
+        assert box.leftovers() == []
+    assert list(victim.iterdir()) == []
 
 
 def test_a_job_is_not_published_through_a_planted_state_folder(

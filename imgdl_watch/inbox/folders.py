@@ -68,6 +68,33 @@ def open_own_folder(root: str, names: Sequence[str]) -> int:
         raise
 
 
+def make_own_folders(root: str, names: Sequence[str]) -> None:
+    """Make `root/names[0]/names[1]/...` where missing, each made and then
+    opened relative to the one before it, never through a symlink (`root`
+    itself is the operator's path, followed). `PlantedFolder` when one on
+    the way is a symlink or not a folder: nothing is made wherever it leads,
+    as `os.makedirs`, which follows a symlink on the way, would."""
+    fd = os.open(root, _ROOT)
+    try:
+        for name in names:
+            try:
+                os.mkdir(name, 0o777, dir_fd=fd)  # the umask applies, as for makedirs
+            except FileExistsError:
+                pass  # a folder already, or planted: the open says which
+            try:
+                inner = os.open(name, _FOLDER, dir_fd=fd)
+            except OSError as exc:
+                if planted(exc):
+                    raise PlantedFolder(
+                        exc.errno, FOLDER_PLANTED, os.path.join(root, *names)
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def opened(root: str, names: Sequence[str] = ()) -> Iterator[int]:
     """`open_folder`, closed on the way out."""

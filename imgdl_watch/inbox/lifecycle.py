@@ -40,7 +40,14 @@ from collections.abc import Iterable
 
 from ..naming import job_stem
 from .claims import Claim, claim_here, leftovers_here
-from .folders import PlantedFolder, open_folder, open_own_folder, opened, planted
+from .folders import (
+    PlantedFolder,
+    make_own_folders,
+    open_folder,
+    open_own_folder,
+    opened,
+    planted,
+)
 from .layout import (
     CATEGORY_NOT_A_FOLDER,
     CATEGORY_SYMLINK,
@@ -141,6 +148,11 @@ class Inbox:
         a symlink."""
         return opened(self.top, (STATE,))
 
+    def _own_ways(self) -> list[tuple[str, ...]]:
+        """The ways from `top` to this inbox's own folders, made by
+        `ensure_layout`: processing/, done/ and failed/, and its locks'."""
+        return [(*self._under, name) for name in OWN_FOLDERS] + [self.locks_way]
+
     def _check_own_folders(self) -> None:
         """Raise FileNotFoundError when one of processing/, done/ and failed/
         (and at the top, the state folder and its locks) is missing,
@@ -164,14 +176,12 @@ class Inbox:
         category's folder that cannot be one (a file, a symlink, planted by a
         user of the inbox) is the scan's to report, and stops nothing else;
         so is one of the inbox's own folders that is a symlink or a file."""
-        for folder in (self.root, self.processing, self.done, self.failed, self.state, self.locks):
+        os.makedirs(self.root, exist_ok=True)
+        for way in self._own_ways():
             try:
-                os.makedirs(folder, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                if folder == self.root:
-                    raise
-                # A file (or a dangling symlink) where an own folder goes, or
-                # on the way to it: `scan` raises `PlantedFolder`.
+                make_own_folders(self.top, way)
+            except PlantedFolder:
+                pass  # a file or a symlink where an own folder goes: `scan` says so
         for name in self.categories:
             self._of(name).usable()
 
@@ -187,9 +197,9 @@ class Inbox:
         if st is not None and not stat.S_ISDIR(st.st_mode):
             return CATEGORY_NOT_A_FOLDER
         try:
-            for folder in (self.root, self.processing, self.done, self.failed, self.locks):
-                os.makedirs(folder, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
+            for way in self._own_ways():
+                make_own_folders(self.top, way)
+        except PlantedFolder:
             pass  # a file where an own folder goes: said below
         except OSError as exc:
             return f"{CATEGORY_NOT_A_FOLDER}: {exc.strerror}"

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 
 import structlog
 
-from .folders import open_own_folder
+from .folders import make_own_folders, open_own_folder
 
 log = structlog.get_logger("imgdl_watch")
 
@@ -124,13 +124,12 @@ def try_lock(top: str, way: Sequence[str], name: str) -> HeldLock | None:
 
 def _open_locks_folder(top: str, way: Sequence[str]) -> int:
     """The locks' folder, open; made first when it is missing (an `rm -rf`
-    of the inbox: as a scan would; what a symlink on the way leads to is
-    then refused by the open). Raises `PlantedFolder` when a folder on the
-    way is a symlink or a file."""
+    of the inbox: as a scan would). Raises `PlantedFolder` when a folder on
+    the way is a symlink or a file."""
     try:
         return open_own_folder(top, way)
     except FileNotFoundError:
-        os.makedirs(os.path.join(top, *way), exist_ok=True)
+        make_own_folders(top, way)
         return open_own_folder(top, way)
 
 
