@@ -37,6 +37,7 @@ from .download.hostrules import HostRule, HostTable, is_host_name
 from .download.options import FetchOptions
 from .download.rules import DownloadRules
 from .job.job import JobOptions
+from .naming import LOCK_SUFFIX
 from .version import PROG, __version__
 
 ENV_PREFIX = "IMGDL_WATCH_"
@@ -91,8 +92,15 @@ _RESERVED_FOLDERS = frozenset({"processing", "done", "failed"})
 
 
 def is_category_name(name: str) -> bool:
-    """Whether `name` may name a category: one plain folder name, not the inbox's own."""
-    return bool(_CATEGORY_NAME.fullmatch(name)) and name.lower() not in _RESERVED_FOLDERS
+    """Whether `name` may name a category: one plain folder name, not the
+    inbox's own, and not a lock file's (a category's locks are a folder of
+    its name beside the top-level stems' `<stem>.lock` files)."""
+    lowered = name.lower()
+    return (
+        bool(_CATEGORY_NAME.fullmatch(name))
+        and lowered not in _RESERVED_FOLDERS
+        and not lowered.endswith(LOCK_SUFFIX)
+    )
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
@@ -928,7 +936,8 @@ def _read_categories(raw: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
         if not is_category_name(name):
             raise ConfigError(
                 f"{where}: a category's name is its inbox folder's: letters, digits, '.', '-'"
-                " and '_', not starting with '.', and none of processing, done, failed"
+                " and '_', not starting with '.', not ending in '.lock', and none of"
+                " processing, done, failed"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table of options")

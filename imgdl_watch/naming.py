@@ -40,6 +40,9 @@ HASH_CHARS = 8
 # ("cats.99999.report.jsonl"). The hidden part files (".cats.report.part")
 # need less.
 JOB_NAME_ROOM = len(".99999.report.jsonl")
+# The suffix of a stem's lock file in an inbox's state folder (`inbox.locks`),
+# which no category's name may end in: a category's locks are a folder of its name there.
+LOCK_SUFFIX = ".lock"
 # What a list's name ends with: its format, then optionally its compression
 # (`cats.csv.gz`). Longest first, so that `.csv.gz` is found before `.gz`
 # could be taken for anything.

@@ -132,6 +132,9 @@ def test_limits_at_or_below_the_global_ones_are_fine(tmp_path: Path) -> None:
     [
         ('[category."../up"]\n', "a category's name is its inbox folder's"),
         ("[category.done]\n", "none of processing, done, failed"),
+        # Its locks' folder would take the name of stem cats's lock file.
+        ('[category."cats.lock"]\n', "not ending in '.lock'"),
+        ('[category."CATS.LOCK"]\n', "not ending in '.lock'"),
         ('[category.".hidden"]\n', "not starting with '.'"),
         ("[category.art]\nper_hots = 2\n", "[category.art]: unknown key 'per_hots'"),
         ("[category.art]\nper_host = 0\n", "[category.art]: per-host must be 1 to 1000"),

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ..naming import JOB_NAME_ROOM, MAX_NAME_BYTES, job_stem, list_suffix
+from ..naming import JOB_NAME_ROOM, LOCK_SUFFIX, MAX_NAME_BYTES, job_stem, list_suffix
 from .folders import planted
 from .layout import (
     FAILED,
@@ -41,7 +41,7 @@ from .layout import (
     WAITING_CLAIMED,
     is_list_name,
 )
-from .locks import LOCK_SUFFIX, PUBLISH_LOCK, HeldLock, holding, try_lock
+from .locks import PUBLISH_LOCK, HeldLock, holding, try_lock
 from .publish import move_unique
 
 if TYPE_CHECKING:

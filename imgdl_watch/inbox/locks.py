@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 
 import structlog
 
+from ..naming import LOCK_SUFFIX
 from .folders import make_own_folders, open_own_folder
 
 log = structlog.get_logger("imgdl_watch")
@@ -42,7 +43,6 @@ log = structlog.get_logger("imgdl_watch")
 # Each try loses only to a holder that let go (and removed the file) between
 # our open and our flock; a few in a row mean the stem is changing hands.
 _TRIES = 8
-LOCK_SUFFIX = ".lock"
 # The lock that publishing into done/ and failed/ takes, so that two daemons
 # never pick the same free name there. Not a stem's name: stems never start
 # with a dot.
