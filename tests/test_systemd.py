@@ -73,6 +73,16 @@ def test_sighup_reloads_limits_and_reopens_the_log(server: ImageServer, tmp_path
             2,
         )
         assert "config_reloaded" not in rotated.read_text()
+        assert not daemon.events("config_not_reloaded")  # all of that edit was reloaded
+        # Settings a reload cannot change are named, not dropped without a word:
+        # an operator must not believe the address guard on when it is not.
+        guarded = 'block_private = true\nmax_bytes = "100K"\n'
+        config.write_text("concurrency = 5\nper-host = 3\nmax_jobs = 2\n" + guarded)
+        daemon.signal(signal.SIGHUP)
+        (partly,) = daemon.wait_event("config_not_reloaded")
+        assert partly["settings"] == ["block_private", "max_bytes"]
+        assert "restart" in partly["detail"]
+        assert len(daemon.wait_event("config_reloaded", count=2)) == 2
         config.write_text("concurrency = 0\n")
         daemon.signal(signal.SIGHUP)
         failed = daemon.wait_event("config_reload_failed")

@@ -25,6 +25,7 @@ stop never waits for them: they are cancelled once the jobs have stopped
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -72,6 +73,20 @@ RELOADED = (
     "on_disk_full",
     "hook_timeout",
 )
+# What `config_not_reloaded` says of the settings a reload left as they were.
+NOT_RELOADED = (
+    "a reload does not change these; the running values stay until the daemon is"
+    " restarted (systemctl restart imgdl-watch)"
+)
+
+
+def unreloaded(running: Settings, new: Settings) -> list[str]:
+    """The settings that `new` changes and a reload does not apply (`RELOADED`), by name."""
+    return sorted(
+        f.name
+        for f in dataclasses.fields(new)
+        if f.name not in RELOADED and getattr(new, f.name) != getattr(running, f.name)
+    )
 
 
 class Daemon:
@@ -241,6 +256,8 @@ class Daemon:
             log.error("config_reload_failed", detail=str(exc))
             await self._notifier.ready()
             return
+        # Before the running settings take the new ones, which they keep out.
+        kept = unreloaded(self.settings, new)
         self.fetcher.set_limits(concurrency=new.concurrency, per_host=new.per_host)
         self.fetcher.set_politeness(fetch_options(new))
         self._job_slots.total_tokens = new.max_jobs
@@ -266,4 +283,8 @@ class Daemon:
             hosts=len(new.hosts.rules),
             categories=names,
         )
+        if kept:
+            # Said, not dropped without a word: an operator must not believe
+            # `block_private` on, say, when it is not.
+            log.warning("config_not_reloaded", settings=kept, detail=NOT_RELOADED)
         await self._notifier.ready()
