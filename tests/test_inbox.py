@@ -5,16 +5,20 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 from structlog.testing import capture_logs
 
+from imgdl_watch.inbox.layout import FOLDER_NOT_A_LIST, SYMLINK_NOT_A_LIST
 from imgdl_watch.inbox.lifecycle import (
     CATEGORY_NOT_A_FOLDER,
     CATEGORY_SYMLINK,
     FOLDER_PLANTED,
     NOT_A_CATEGORY,
     NOT_A_LIST,
+    STRANDED,
     Claim,
     Inbox,
     PlantedFolder,
@@ -78,9 +82,49 @@ def test_scan_ignores_symlinks_dirs_and_others(inbox: Inbox, tmp_path: Path) -> 
     assert sorted(found) == ["a.txt", "b.csv"]
     assert sorted(ignored) == [
         ("c.xlsx", NOT_A_LIST),
-        ("dir.txt", NOT_A_LIST),
-        ("link.txt", NOT_A_LIST),
+        # A list's name, but said for what it is (it said "not a regular list
+        # file (*.txt, ...)" of names that end in .txt).
+        ("dir.txt", FOLDER_NOT_A_LIST),
+        ("link.txt", SYMLINK_NOT_A_LIST),
         ("photos", NOT_A_CATEGORY),
+    ]
+
+
+def test_a_job_left_by_a_category_taken_out_of_the_config_is_said(
+    tmp_path: Path,
+) -> None:
+    # Its job interrupted, the category's table taken out and the daemon
+    # restarted: the list stayed in photo/processing/ for good, and the only
+    # word was that photo/ is a folder no category names.
+    box = Inbox(str(tmp_path / "inbox"), categories=["photo"])
+    box.ensure_layout()
+    (Path(box.root) / "photo" / "processing" / "ph2.txt").write_text("http://x/a.jpg\n")
+    (Path(box.root) / "photo" / "processing" / ".ph2.report.part").write_text("")
+    box.set_categories([])
+    assert box.leftovers() == []  # its settings are gone: not resumed ...
+    _, ignored = box.scan()
+    # ... but said, each list.
+    assert sorted(ignored) == [("photo", NOT_A_CATEGORY), ("photo/processing/ph2.txt", STRANDED)]
+    from imgdl_watch.inbox.intake import Intake
+
+    async def never(folder: str, stop: object) -> Any:
+        yield None
+
+    intake = Intake(
+        box,
+        source=never,
+        settle_s=0,
+        rescan_interval_s=1,
+        job_slots=trio.CapacityLimiter(1),
+        prepare_folders=box.ensure_layout,
+    )
+    with capture_logs() as logs:
+        intake._report_ignored(ignored)
+        intake._report_ignored(ignored)  # once
+    said = [(e["event"], e["log_level"], e["file"]) for e in logs]
+    assert said == [
+        ("file_ignored", "info", "photo"),
+        ("job_stranded", "warning", "photo/processing/ph2.txt"),
     ]
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from .lifecycle import Claim, Inbox, PlantedFolder
+from .lifecycle import STRANDED, Claim, Inbox, PlantedFolder
 from .settle import SettleTracker
 from .watcher import ChangeSource, WatchBroken, watch
 
@@ -263,4 +263,7 @@ class Intake:
                 if len(self._ignored) >= MAX_IGNORED_REMEMBERED:
                     self._ignored.clear()
                 self._ignored.add(name)
-                log.info("file_ignored", file=name, reason=reason)
+                if reason == STRANDED:  # a job nobody will resume: a warning
+                    log.warning("job_stranded", file=name, reason=reason)
+                else:
+                    log.info("file_ignored", file=name, reason=reason)

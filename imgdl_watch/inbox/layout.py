@@ -35,6 +35,17 @@ OWN_FOLDERS = (PROCESSING, DONE, FAILED)
 # Why `scan` passes over an entry, as `file_ignored` says it.
 NOT_A_LIST = "not a regular list file (*.txt, *.csv, *.tsv, *.jsonl, optionally .gz or .zst)"
 NOT_A_CATEGORY = "a folder that no category of the config names"
+# A list's name on something that is not a regular file.
+SYMLINK_NOT_A_LIST = "a symlink, never followed: move or copy the list itself into the inbox"
+FOLDER_NOT_A_LIST = "a folder, not a list file"
+# A job left in processing/ by a category that the config no longer names (a
+# restart, or a reload, after its table was taken out): not resumed, since
+# its settings are gone, and said rather than left there without a word.
+STRANDED = (
+    "an unfinished job of a category the config no longer names: not resumed; add its"
+    " [category.NAME] table back to finish it, or move the list into the inbox to run"
+    " it again with the inbox's settings"
+)
 NAMED_AS_CATEGORY = "a top-level list may not be named after a category (its output folder)"
 CATEGORY_SYMLINK = "a category's folder, but a symlink: not followed, its lists wait"
 CATEGORY_NOT_A_FOLDER = "a category's name, but not a folder: its lists wait"

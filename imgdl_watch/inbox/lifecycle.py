@@ -53,6 +53,7 @@ from .layout import (
     CATEGORY_SYMLINK,
     DONE,
     FAILED,
+    FOLDER_NOT_A_LIST,
     FOLDER_PLANTED,
     LOCKS,
     NAMED_AS_CATEGORY,
@@ -61,6 +62,8 @@ from .layout import (
     OWN_FOLDERS,
     PROCESSING,
     STATE,
+    STRANDED,
+    SYMLINK_NOT_A_LIST,
     TEMP_PREFIXES,
     Parts,
     is_list_name,
@@ -76,6 +79,7 @@ __all__ = [
     "NAMED_AS_CATEGORY",
     "NOT_A_CATEGORY",
     "NOT_A_LIST",
+    "STRANDED",
     "Claim",
     "Inbox",
     "Parts",
@@ -242,11 +246,14 @@ class Inbox:
                     continue
                 if not is_list_name(name):
                     if not name.startswith(TEMP_PREFIXES):
-                        ignored.append((prefix + name, self._why_not(entry)))
+                        why = self._why_not(entry)
+                        ignored.append((prefix + name, why))
+                        if why == NOT_A_CATEGORY:
+                            ignored += [(job, STRANDED) for job in _stranded(fd, name)]
                     continue
                 try:
                     if not entry.is_file(follow_symlinks=False):
-                        ignored.append((prefix + name, NOT_A_LIST))
+                        ignored.append((prefix + name, _not_a_file(entry)))
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
@@ -330,3 +337,35 @@ class Inbox:
         later. The claim is still held: the caller releases it."""
         self._refuse_planted_locks()
         return fail_here(self._own(claim), claim)
+
+
+def _not_a_file(entry: os.DirEntry[str]) -> str:
+    """Why an entry with a list's name is not taken: a symlink, a folder, or else."""
+    try:
+        if entry.is_symlink():
+            return SYMLINK_NOT_A_LIST
+        if entry.is_dir(follow_symlinks=False):
+            return FOLDER_NOT_A_LIST
+    except OSError:
+        pass
+    return NOT_A_LIST
+
+
+def _stranded(inbox_fd: int, folder: str) -> list[str]:
+    """The lists in `folder/processing/` (a folder of the inbox that no
+    category names): jobs of a category taken out of the config, which
+    nobody resumes. Never through a symlink; [] when there is none."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        outer = os.open(folder, flags, dir_fd=inbox_fd)
+        try:
+            listed = os.open(PROCESSING, flags, dir_fd=outer)
+        finally:
+            os.close(outer)
+        try:
+            names = os.listdir(listed)
+        finally:
+            os.close(listed)
+    except OSError:
+        return []
+    return [f"{folder}/{PROCESSING}/{name}" for name in sorted(names) if is_list_name(name)]
