@@ -14,6 +14,13 @@ brings. We never run httpx's tool, so its module is marked absent before
 httpx is first imported, and httpx falls back to its stub (`httpx.main`
 then says the tool is not installed).
 
+And `imgdl-watch run` ignores SIGHUP, a reload, until the daemon's own
+handler takes it: Python's default action would end the process, and the
+imports and start-up before that handler take ~0.3 s, in which a
+logrotate `postrotate` landing during a restart used to stop the service.
+(Ignored, not caught: a SIG_IGN outlives `exec`, and the only processes
+started before the handler are the download workers, which ignore it too.)
+
 Importing this module does it: the command line imports it first, before
 anything else can import structlog. A one-shot `fetch` pays for its imports
 in wall time, a daemon once. What it saves, measured as in
@@ -23,6 +30,7 @@ benchmarks/README.md ("Start-up"), is written there.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import types
 
@@ -55,5 +63,12 @@ def keep_httpx_tool_out() -> None:
         sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
+def hold_reloads() -> None:
+    """`run`: SIGHUP ignored until the daemon handles it (see the module's notes)."""
+    if sys.argv[1:2] == ["run"]:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+hold_reloads()
 import_structlog_lean()
 keep_httpx_tool_out()

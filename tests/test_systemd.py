@@ -96,6 +96,37 @@ def test_sighup_reloads_limits_and_reopens_the_log(server: ImageServer, tmp_path
         daemon.stop_cleanly()
 
 
+def _ignores_sighup(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def test_a_reload_asked_for_while_the_daemon_starts_does_not_stop_it(tmp_path: Path) -> None:
+    # Until trio's handler was in place (~0.3 s of imports and start-up),
+    # SIGHUP had Python's default action: a logrotate `postrotate` that
+    # landed during a restart ended the service, without a word.
+    config = tmp_path / "config.toml"
+    config.write_text("concurrency = 2\n")
+    daemon = DaemonProcess(tmp_path, "--config", str(config))
+    try:
+        # The command line's first step: from then on, a reload is no stop.
+        deadline = time.monotonic() + 30
+        while not _ignores_sighup(daemon.proc.pid):
+            assert time.monotonic() < deadline, "SIGHUP is never ignored at start"
+            time.sleep(0.001)
+        while not daemon.events("daemon_started"):
+            daemon.signal(signal.SIGHUP)
+            assert daemon.proc.poll() is None, daemon.stderr_path.read_text()
+            time.sleep(0.01)
+        daemon.signal(signal.SIGHUP)  # once it runs, a reload as ever
+        daemon.wait_event("config_reloaded")
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop_cleanly()
+
+
 def _stub_root(tmp_path: Path) -> Path:
     """A root with the unit, a stand-in for its binary and the host's targets."""
     root = tmp_path / "root"
