@@ -292,6 +292,14 @@ def test_second_signal_stops_at_once(server: ImageServer, tmp_path: Path) -> Non
     daemon.wait_for(lambda _: len(server.counts) >= 4, timeout=20)
     daemon.signal(signal.SIGINT)
     daemon.wait_event("daemon_stopping")
+    # Within its grace, the daemon says it is stopping: `status` said
+    # "running", with its jobs' ETAs, until the end.
+    status = [sys.executable, "-m", "imgdl_watch", "status", "--inbox", str(daemon.inbox)]
+    shown = subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=30)
+    (mine,) = json.loads(shown.stdout)["daemons"]
+    assert (mine["state"], mine["alive"]) == ("stopping", True)
+    text = subprocess.run(status, capture_output=True, text=True, timeout=30).stdout
+    assert text.startswith(f"daemon: stopping (pid {daemon.proc.pid} on ")
     started = time.monotonic()
     daemon.signal(signal.SIGINT)
     assert daemon.proc.wait(10) == 0

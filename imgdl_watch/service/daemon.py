@@ -230,6 +230,7 @@ class Daemon:
                 jobs=len(self.jobs.running),
             )
             await self._notifier.stopping()
+            await self.reporter.stopping()
             self.intake.stop()
             intake.cancel()
             self.fetcher.stop()

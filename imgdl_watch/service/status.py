@@ -33,6 +33,9 @@ from ..redact import printable
 STATUS_INTERVAL_S = 1.0
 # A status file older than this belongs to a daemon that is not running.
 STALE_AFTER_S = 10.0
+# What a live daemon's status file says it is doing: its work, or a stop's
+# grace, within which its running jobs end or are interrupted.
+LIVE_STATES = ("running", "stopping")
 # Finished jobs kept in the status file.
 RECENT_JOBS = 10
 _PREFIX = "status-"
@@ -168,7 +171,7 @@ def _recent(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _alive(document: dict[str, Any], mtime: float) -> bool:
-    if document.get("state") != "running" or time.time() - mtime > STALE_AFTER_S:
+    if document.get("state") not in LIVE_STATES or time.time() - mtime > STALE_AFTER_S:
         return False
     if document.get("host") == socket.gethostname():
         pid = document.get("pid")
@@ -322,8 +325,11 @@ def render(report: dict[str, Any]) -> str:
     lines = []
     live = [d for d in report["daemons"] if d["alive"]]
     if live:
-        who = ", ".join(f"pid {d['pid']} on {d['host']}" for d in live)
-        lines.append(f"daemon: running ({who}) on {report['inbox']}")
+        for state in LIVE_STATES:  # running ones first, then those stopping
+            if who := ", ".join(
+                f"pid {d['pid']} on {d['host']}" for d in live if d["state"] == state
+            ):
+                lines.append(f"daemon: {state} ({who}) on {report['inbox']}")
     else:
         lines.append(f"daemon: no daemon is running on {report['inbox']}")
     lines.append("")

@@ -68,6 +68,9 @@ class StatusReporter:
         self._snapshots: list[Snapshot] = []
         # Each shown host's last samples of (time, requests sent), for its rate.
         self._host_samples: dict[str, deque[tuple[float, int]]] = {}
+        # What the status file says the daemon is doing: "running", then
+        # "stopping" within a stop's grace (`stopping`), "stopped" at the end.
+        self._state = "running"
 
     def text(self) -> str:
         """One line for systemd's STATUS=."""
@@ -150,9 +153,14 @@ class StatusReporter:
         self._host_samples = samples
         return rows
 
+    async def stopping(self) -> None:
+        """A stop began: the status file says so at once, and until the end."""
+        self._state = "stopping"
+        await self.write(self._state)
+
     async def _status_loop(self) -> None:
         while True:
-            await self.write("running")
+            await self.write(self._state)
             await trio.sleep(STATUS_INTERVAL_S)
 
     async def _notify_loop(self) -> None:
