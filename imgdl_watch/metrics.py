@@ -99,6 +99,12 @@ class Recorder:
     def notification(self, result: str) -> None:
         pass
 
+    def workers(self, *, ready: int, count: int) -> None:
+        pass
+
+    def worker_lost(self) -> None:
+        pass
+
 
 class PrometheusRecorder(Recorder):
     def __init__(self) -> None:
@@ -187,6 +193,14 @@ class PrometheusRecorder(Recorder):
         self._notifications = self._counter(
             "imgdl_notifications", "Notifications by result", "result"
         )
+        self._workers = gauge("imgdl_download_workers", "Download workers asked for (--workers)")
+        self._workers_ready = gauge(
+            "imgdl_download_workers_ready",
+            "Download workers ready now (the slots of the others run in the daemon's process)",
+        )
+        self._workers_lost = self._counter(
+            "imgdl_download_workers_lost", "Download workers that died or hung, and were replaced"
+        )
 
     def _label(self, host: str) -> str:
         """The host's label: itself, or "_other" past `MAX_HOST_LABELS` hosts."""
@@ -255,6 +269,13 @@ class PrometheusRecorder(Recorder):
 
     def notification(self, result: str) -> None:
         self._notifications.labels(result).inc()
+
+    def workers(self, *, ready: int, count: int) -> None:
+        self._workers.set(count)
+        self._workers_ready.set(ready)
+
+    def worker_lost(self) -> None:
+        self._workers_lost.inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The registry in Prometheus' text format, and its Content-Type."""

@@ -35,7 +35,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_checks_the_rules() -> None:
     done = promtool("check", "rules", RULES.name)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    assert "SUCCESS: 7 rules found" in done.stdout
 
 
 @needs_promtool
@@ -49,7 +49,7 @@ def test_every_alert_has_a_unit_test_where_it_fires() -> None:
     alerts = set(re.findall(r"^\s*- alert: (\w+)$", RULES.read_text(), re.M))
     assert alerts == {
         "ImgdlWatchStalled", "ImgdlWatchFailureRatioHigh", "ImgdlWatchHostThrottled",
-        "ImgdlWatchDiskFull", "ImgdlWatchDown", "ImgdlWatchHung",
+        "ImgdlWatchDiskFull", "ImgdlWatchDown", "ImgdlWatchHung", "ImgdlWatchWorkersDown",
     }  # fmt: skip
     # An alertname followed, before the next one, by an expected alert.
     firing = set(

@@ -159,6 +159,23 @@ def test_status_and_metrics_of_a_running_daemon(server: ImageServer, tmp_path: P
     assert "no daemon is running" in status(daemon.inbox).stdout
 
 
+def test_status_says_when_a_daemon_has_fewer_workers_ready_than_asked() -> None:
+    from imgdl_watch.service.status import render
+
+    def report(ready: int) -> dict[str, Any]:
+        daemon = {"pid": 7, "host": "vm", "state": "running", "alive": True,
+                  "workers": {"ready": ready, "count": 2}}  # fmt: skip
+        return {"inbox": "/in", "daemons": [daemon], "running": [], "queued": [], "recent": []}
+
+    lines = render(report(1)).splitlines()
+    assert lines[:2] == [
+        "daemon: running (pid 7 on vm) on /in",
+        "  pid 7: 1 of 2 download workers ready; the others' downloads run in the daemon's"
+        " own process (see worker_lost and workers_unavailable in its log)",
+    ]
+    assert "download workers" not in render(report(2))
+
+
 def test_status_without_any_daemon(tmp_path: Path) -> None:
     (tmp_path / "inbox").mkdir()
     result = status(tmp_path / "inbox")

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ import trio
 
 from imgdl_watch.download.filesink import TEMP_PREFIX
 from imgdl_watch.download.prefork import Forked
+from imgdl_watch.service.status import collect
 from tests.daemonproc import DaemonProcess, drop
 from tests.imageserver import ImageServer, image_bytes
+from tests.test_operator import free_port, wait_for_status
 
 
 def python(script: str) -> dict[str, object]:
@@ -154,7 +157,11 @@ def parent_of(pid: int) -> int:
 def test_the_daemons_worker_is_forked_and_one_started_again_is_a_program(
     server: ImageServer, tmp_path: Path
 ) -> None:
-    daemon = DaemonProcess(tmp_path, "--workers", "1", "--concurrency", "4", "--log-level", "debug")
+    port = free_port()
+    daemon = DaemonProcess(
+        tmp_path, "--workers", "1", "--concurrency", "4", "--log-level", "debug",
+        "--metrics-port", str(port),
+    )  # fmt: skip
     (started,) = daemon.wait_event("worker_started")
     first = int(started["pid"])
     # Forked from the daemon: its child, running the daemon's own command line.
@@ -182,6 +189,18 @@ def test_the_daemons_worker_is_forked_and_one_started_again_is_a_program(
     for path in again:
         name = path.rsplit("/", 1)[1]
         assert (daemon.output / "again" / name).read_bytes() == image_bytes(path)
+    # An operator sees it too, not only in the log: the metrics count the
+    # lost worker, and say how many are ready of how many; so does `status`.
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    for sample in (
+        "imgdl_download_workers 1.0",
+        "imgdl_download_workers_ready 1.0",
+        "imgdl_download_workers_lost_total 1.0",
+    ):
+        assert sample in scraped.decode().splitlines(), sample
+    wait_for_status(daemon.inbox, lambda r: bool(r["daemons"]))
+    (shown,) = collect(str(daemon.inbox))["daemons"]
+    assert shown["workers"] == {"ready": 1, "count": 1}
     daemon.stop_cleanly()
     left = [n for d in ("fork", "again") for n in os.listdir(daemon.output / d)]
     assert not [n for n in left if n.startswith(TEMP_PREFIX)]

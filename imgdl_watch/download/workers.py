@@ -52,6 +52,7 @@ from typing import Any, Final, Protocol
 import structlog
 import trio
 
+from .. import metrics
 from . import errands as e
 from .body import BodyRules
 from .filesink import TEMP_PREFIX, sweep_temp_files
@@ -433,6 +434,7 @@ class Workers:
             if await link.serve(self._setup, ready=ready, spare=spare):
                 failures = 0
                 log.warning("worker_lost", worker=link.index, pid=link.pid)
+                metrics.recorder.worker_lost()
             else:
                 failures += 1
                 ready()

@@ -162,6 +162,13 @@ class Daemon:
     def hosts(self, count: int) -> list[HostState]:
         return self.fetcher.policy.states(count)
 
+    @property
+    def workers(self) -> tuple[int, int]:
+        workers = self.fetcher.workers
+        if workers is None:
+            return 0, 0
+        return sum(link.ready for link in workers.links), len(workers.links)
+
     # -- the tree ---------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -76,6 +76,7 @@ class StatusFile:
         queued: int,
         free_bytes: int | None = None,
         hosts: list[dict[str, Any]] | None = None,
+        workers: dict[str, int] | None = None,
     ) -> None:
         document = {
             "state": state,
@@ -88,6 +89,8 @@ class StatusFile:
             "in_flight": in_flight,
             "queued": queued,
             "output_free_bytes": free_bytes,
+            # The download workers: {"ready": n, "count": N} (N = 0: none asked for).
+            "workers": workers or {"ready": 0, "count": 0},
             "running": [dataclasses.asdict(s) for s in jobs],
             "recent": self.recent,
             # The busiest hosts (`statusreport.STATUS_HOSTS` at most).
@@ -230,6 +233,7 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
                     "updated_at",
                     "in_flight",
                     "output_free_bytes",
+                    "workers",
                 )
             }
             for d in daemons
@@ -302,6 +306,24 @@ def _host_lines(hosts: list[dict[str, Any]]) -> list[str]:
     return [f"hosts: {len(hosts)}", *_each(_host_line, hosts)]
 
 
+def _workers_short(daemon: dict[str, Any]) -> bool:
+    """Whether a daemon has fewer download workers ready than it asked for."""
+    workers = daemon.get("workers")
+    if not isinstance(workers, dict):
+        return False
+    ready, count = workers.get("ready"), workers.get("count")
+    return isinstance(ready, int) and isinstance(count, int) and ready < count
+
+
+def _workers_line(daemon: dict[str, Any]) -> str:
+    workers = daemon["workers"]
+    return (
+        f"  pid {daemon['pid']}: {workers['ready']} of {workers['count']} download workers"
+        " ready; the others' downloads run in the daemon's own process (see worker_lost"
+        " and workers_unavailable in its log)"
+    )
+
+
 def _host_line(host: dict[str, Any]) -> str:
     limit = f"{host['in_flight']}/{host['limit']} in flight"
     if host["limit"] < host["ceiling"]:
@@ -330,6 +352,7 @@ def render(report: dict[str, Any]) -> str:
                 f"pid {d['pid']} on {d['host']}" for d in live if d["state"] == state
             ):
                 lines.append(f"daemon: {state} ({who}) on {report['inbox']}")
+        lines.extend(_workers_line(d) for d in live if _workers_short(d))
     else:
         lines.append(f"daemon: no daemon is running on {report['inbox']}")
     lines.append("")

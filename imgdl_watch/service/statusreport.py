@@ -46,6 +46,11 @@ class DaemonView(Protocol):
 
     def hosts(self, count: int) -> Sequence[HostState]: ...
 
+    @property
+    def workers(self) -> tuple[int, int]:
+        """The download workers: (ready now, asked for)."""
+        ...
+
 
 # Hosts in the status file: those with downloads in flight first, then those
 # seen last.
@@ -99,6 +104,8 @@ class StatusReporter:
             del self._meters[gone]
         waiting, in_flight = self._view.waiting, self._view.in_flight
         metrics.recorder.gauges(jobs=len(running), queued=waiting, in_flight=in_flight)
+        ready, count = self._view.workers
+        metrics.recorder.workers(ready=ready, count=count)
         metrics.recorder.heartbeat()
         states = self._view.hosts(STATUS_HOSTS)
         metrics.recorder.hosts(states)
@@ -106,7 +113,9 @@ class StatusReporter:
         snapshots = self._snapshots
         try:
             free = await trio.to_thread.run_sync(
-                lambda: self._write(state, snapshots, in_flight, waiting, hosts)
+                lambda: self._write(
+                    state, snapshots, in_flight, waiting, hosts=hosts, workers=(ready, count)
+                )
             )
         except OSError as exc:  # the inbox may be gone for a moment: the scan recreates it
             log.debug("status_write_failed", detail=str(exc))
@@ -120,7 +129,9 @@ class StatusReporter:
         jobs: list[Snapshot],
         in_flight: int,
         queued: int,
+        *,
         hosts: list[dict[str, Any]],
+        workers: tuple[int, int],
     ) -> int | None:
         """The output's free bytes, then the status file (in a worker thread)."""
         try:
@@ -135,6 +146,7 @@ class StatusReporter:
             queued=queued,
             free_bytes=free,
             hosts=hosts,
+            workers={"ready": workers[0], "count": workers[1]},
         )
         return free
 
