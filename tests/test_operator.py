@@ -294,6 +294,19 @@ def test_fetch_at_a_terminal_shows_a_bar_and_a_summary(server: ImageServer, tmp_
     assert "Traceback" not in text
 
 
+def test_the_summary_counts_in_words_and_names_repeated_lines() -> None:
+    from imgdl_watch.cli.terminal import summary_paragraph
+    from imgdl_watch.job.progress import JobSummary
+
+    one = JobSummary("cats", ok=1, skipped=1, duplicates=2, bytes=2_000_000)
+    text = summary_paragraph([one], "out")
+    assert text.startswith("Fetched 1 image (2.0 MB) in ")
+    assert "; 1 was already there. 2 lines repeated a URL of the list, fetched once." in text
+    many = summary_paragraph([JobSummary("dogs", ok=3, skipped=2)], "out")
+    assert "Fetched 3 images" in many and "2 were already there." in many
+    assert "repeated" not in many
+
+
 def test_a_new_daemon_adopts_the_history_of_dead_ones(server: ImageServer, tmp_path: Path) -> None:
     first = DaemonProcess(tmp_path, name="first")
     try:

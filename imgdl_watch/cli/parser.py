@@ -98,7 +98,8 @@ def build_parser() -> _Parser:
         help="show what a daemon on an inbox is doing (running jobs, queue, last finished)",
         description="Show the running jobs with their progress and rates, the lists queued in "
         "the inbox, the last finished jobs, and whether a daemon is alive on the inbox. "
-        "Works from any shell while the daemon runs; exits 0.",
+        "Works from any shell while the daemon runs; exits 0, or 2 when there is no inbox"
+        " at the path given (--inbox, IMGDL_WATCH_INBOX or the config).",
     )
     status.add_argument("--json", action="store_true", help="print one JSON document instead")
     for sub, name in ((run, "run"), (fetch, "fetch"), (status, "status")):

@@ -99,6 +99,10 @@ class ProgressView:
             self._refresh()
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def summary_paragraph(summaries: list[JobSummary], output: str) -> str:
     ok = sum(s.ok for s in summaries)
     skipped = sum(s.skipped for s in summaries)
@@ -106,13 +110,16 @@ def summary_paragraph(summaries: list[JobSummary], output: str) -> str:
     filtered = sum(s.filtered for s in summaries)
     failed = sum(s.failed for s in summaries)
     invalid = sum(s.invalid for s in summaries)
+    duplicates = sum(s.duplicates for s in summaries)
     size = sum(s.bytes for s in summaries)
     elapsed = max((s.elapsed_s for s in summaries), default=0.0)
     lists = ", ".join(s.job for s in summaries)
     text = (
-        f"Fetched {ok} images ({_mb(size)}) in {elapsed:.1f} s into {output} ({lists})"
-        f"; {skipped} were already there."
+        f"Fetched {_count(ok, 'image')} ({_mb(size)}) in {elapsed:.1f} s into {output} ({lists})"
+        f"; {skipped} {'was' if skipped == 1 else 'were'} already there."
     )
+    if duplicates:
+        text += f" {_count(duplicates, 'line')} repeated a URL of the list, fetched once."
     if reused:
         text += f" {reused} came from the archive (--archive), not fetched."
     if filtered:
