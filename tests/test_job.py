@@ -109,6 +109,10 @@ async def test_mixed_list_end_to_end(server: ImageServer, tmp_path: Path) -> Non
             assert record["file"] and record["bytes"] > 0 and record["attempts"] >= 1
         if record["outcome"] == "failed":
             assert record["reason"] and record["attempts"] >= 1
+    # What the log says of a failure, the report says too (it had no detail).
+    logged = {e["url"]: e["detail"] for e in events(logs, "download_failed")}
+    recorded = {r["url"]: r["detail"] for r in report_lines if r["outcome"] == "failed"}
+    assert recorded == logged and all(recorded.values())
 
 
 async def test_second_run_fetches_nothing(server: ImageServer, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ record to the report.
     skipped     download_skipped        {result="skipped"}        line, url, file
     reused      download_reused         {result="reused"}         line, url, file, bytes,
                                                                   sha256, source
-    failed      download_failed         {result="failed"}         line, url, reason, attempts,
-                                                                  status
+    failed      download_failed         {result="failed"}         line, url, reason, detail,
+                                                                  attempts, status
     filtered    download_filtered       {result="filtered"}       line, url, reason, detail,
                                                                   bytes, sha256, content_type,
                                                                   width, height, attempts
@@ -121,11 +121,12 @@ class Outcomes:
         self.summary.failed += 1
         metrics.recorder.download("failed", reason=exc.reason)
         extra = {"status": exc.status} if exc.status is not None else {}
+        detail = excerpt(exc.detail, DETAIL_CHARS)
         log.warning(
             "download_failed",
             url=log_url(item.url),
             reason=exc.reason,
-            detail=excerpt(exc.detail, DETAIL_CHARS),
+            detail=detail,
             attempts=exc.attempts,
             **extra,
         )
@@ -133,6 +134,7 @@ class Outcomes:
             {"outcome": "failed", "line": item.line, "url": item.url},
             item.row,
             reason=exc.reason,
+            detail=detail,
             attempts=exc.attempts,
             **extra,
         )
