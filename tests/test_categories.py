@@ -312,8 +312,9 @@ def test_the_failed_csv_retries_exactly_its_rows(server: ImageServer, tmp_path: 
         drop(daemon.inbox, "set.csv", "url,caption\n" + "\n".join(lines) + "\n")
         daemon.wait_event("job_finished")
         failed = daemon.inbox / "failed" / "set.csv"
+        # Its rows end as the list's did, in LF (they came back in CRLF).
         assert failed.read_bytes().decode() == (
-            f'url,caption\r\n{b}/flaky/1/404/once.jpg,"flaky, then fine"\r\n'
+            f'url,caption\n{b}/flaky/1/404/once.jpg,"flaky, then fine"\n'
         )
         os.rename(failed, daemon.inbox / "set.csv")  # mv inbox/failed/set.csv inbox/
         daemon.wait_event("job_finished", count=2)

@@ -217,12 +217,13 @@ _URLS = st.sampled_from(["http://a.example/1.jpg", "https://b.example/x/y.png?q=
     name=st.sampled_from(["f.csv", "f.tsv", "f.csv.gz", "f.tsv.zst"]),
     extra=st.lists(_cell.filter(lambda c: c.strip() and c.strip() == c), max_size=3, unique=True),
     rows=st.lists(st.tuples(_URLS, st.lists(_cell, min_size=3, max_size=3)), min_size=1),
+    line_end=st.sampled_from(["\n", "\r\n"]),
 )
 def test_any_row_the_writer_emits_reads_back_identically(
-    tmp_path: Path, name: str, extra: list[str], rows: list[tuple[str, list[str]]]
+    tmp_path: Path, name: str, extra: list[str], rows: list[tuple[str, list[str]]], line_end: str
 ) -> None:
     names = ("url", *[e for e in extra if e.lower() not in ("url", "image_url")])
-    header = Header(names, 0)
+    header = Header(names, 0, line_end)
     written = [Row(header, (url, *cells[: len(names) - 1])) for url, cells in rows]
     path = tmp_path / name
     failed = FailedList(str(path), ListFormat.of(name), buffering=4096)
@@ -255,6 +256,24 @@ def test_any_jsonl_row_the_writer_emits_reads_back_identically(
     failed.close()
     read = [e for e in _entries(path) if isinstance(e, ListedUrl)]
     assert [e.row.record if e.row else None for e in read] == [r.record for r in written]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("name", ["f.csv", "f.tsv"])
+def test_the_failed_list_ends_its_lines_as_the_list_did(
+    tmp_path: Path, name: str, ending: bytes
+) -> None:
+    # A csv's failed rows came back with CRLF line ends (the csv module's
+    # default) whatever the list had.
+    sep = b"," if name.endswith(".csv") else b"\t"
+    rows = [b"url" + sep + b"caption", b"http://a.example/1.jpg" + sep + b"one"]
+    listed = _write(tmp_path / name, b"".join(r + ending for r in rows))
+    (entry,) = [e for e in _entries(listed) if isinstance(e, ListedUrl)]
+    failed_path = tmp_path / f"failed-{name}"
+    failed = FailedList(str(failed_path), ListFormat.of(name), buffering=4096)
+    failed.add(entry.url, entry.row)
+    failed.close()
+    assert failed_path.read_bytes() == b"".join(r + ending for r in rows)
 
 
 @pytest.mark.parametrize(

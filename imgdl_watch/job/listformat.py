@@ -185,6 +185,7 @@ class FailedList:
             self._packed or self._raw, encoding="utf-8", newline="", write_through=True
         )
         self._csv: Any = None
+        self._quoted: Any = None
         self.closed = False
 
     def add(self, url: str, row: Row | None) -> None:
@@ -195,10 +196,22 @@ class FailedList:
             self._text.write(json.dumps(row.record, ensure_ascii=False) + "\n")
         else:
             if self._csv is None:
-                # The header first, once: every row of a list shares it.
-                self._csv = csv.writer(self._text, _DIALECTS.get(self.fmt.kind, "excel"))
+                # The header first, once: every row of a list shares it. Its
+                # rows end as the list's did (csv's own default is CRLF).
+                dialect = _DIALECTS.get(self.fmt.kind, "excel")
+                ending = row.header.line_end
+                self._csv = csv.writer(self._text, dialect, lineterminator=ending)
+                # A cell holding a CR is quoted only when CR ends the rows:
+                # with LF ends, such a row is written with every cell quoted,
+                # so that it reads back as it was.
+                self._quoted = csv.writer(
+                    self._text, dialect, lineterminator=ending, quoting=csv.QUOTE_ALL
+                )
                 self._csv.writerow(row.header.names)
-            self._csv.writerow(row.cells)
+            writer = self._csv
+            if row.header.line_end == "\n" and any("\r" in cell for cell in row.cells):
+                writer = self._quoted
+            writer.writerow(row.cells)
 
     def fileno(self) -> int:
         return self._raw.fileno()

@@ -52,6 +52,8 @@ class Header:
 
     names: tuple[str, ...]
     url_index: int
+    # How the list's first row ended: its failed list ends each row the same.
+    line_end: str = "\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,11 @@ class _Lines:
         raw = self.row[0][1]
         return line_excerpt(raw.head if isinstance(raw, OverlongLine) else raw)
 
+    def ends_with_cr(self) -> bool:
+        """Whether the row's last line ended in CRLF (its LF is the split's)."""
+        raw = self.row[-1][1] if self.row else b""
+        return isinstance(raw, bytes) and raw.endswith(b"\r")
+
     def read_again(self) -> None:
         """Give back the row's lines after its first, to be read next."""
         self._again.extendleft(reversed(self.row[1:]))
@@ -175,7 +182,7 @@ def parse_delimited(
             continue  # a blank line
         line = source.first_line
         if header is None:
-            header = _header(cells, url_column, dialect)
+            header = _header(cells, url_column, dialect, crlf=source.ends_with_cr())
             continue
         if len(cells) != len(header.names):
             yield InvalidLine(line, "bad_row", source.first_excerpt())
@@ -190,7 +197,7 @@ def parse_delimited(
         yield entry
 
 
-def _header(cells: list[str], url_column: str | None, dialect: str) -> Header:
+def _header(cells: list[str], url_column: str | None, dialect: str, *, crlf: bool) -> Header:
     names = [c.strip() for c in cells]
     if names and names[0].startswith(_UTF8_BOM):
         names[0] = names[0][1:]
@@ -208,7 +215,7 @@ def _header(cells: list[str], url_column: str | None, dialect: str) -> Header:
             "name the URLs' column in the first row, or give --url-column NAME"
             f" (url_column in the config){_separator_hint(names, dialect)}"
         )
-    return Header(tuple(names), names.index(column))
+    return Header(tuple(names), names.index(column), "\r\n" if crlf else "\n")
 
 
 # How each dialect's columns are separated, as a user would say it.
