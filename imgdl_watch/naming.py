@@ -323,6 +323,31 @@ def job_stem(file_name: str) -> str:
     return safe_name(stem, fallback=FALLBACK_JOB, reserve=JOB_NAME_ROOM)
 
 
+# A failed list says in this attribute the job stem it failed in (`cats`),
+# so that one published under a number (failed/cats.1.txt: failed/cats.txt
+# was taken) and dropped again runs as that job, into the same folder.
+STEM_XATTR = "user.imgdl-watch.stem"
+
+
+def tagged_stem(file_name: str, tag: bytes | None) -> str:
+    """The job stem of the list `file_name` whose attribute `STEM_XATTR` is
+    `tag` (None: it has none): the tag's stem when the name is that stem's
+    with a number (`cats.1.txt` of `cats`), else the name's (`job_stem`).
+    So a tag can only take a number off, never rename a job."""
+    stem = job_stem(file_name)
+    suffix = list_suffix(file_name)
+    if tag is None or suffix is None:
+        return stem
+    head, dot, number = file_name[: -len(suffix)].rpartition(".")
+    if not (dot and number.isascii() and number.isdigit()):
+        return stem
+    try:
+        told = tag.decode("utf-8")
+    except UnicodeDecodeError:
+        return stem
+    return told if job_stem(head + suffix) == told else stem
+
+
 class FingerprintSet:
     """A set of strings that keeps only their 60-bit fingerprints (`key`: small
     ints, for this process only).

@@ -434,6 +434,19 @@ print("ok")
     assert done.stdout.strip() == "ok" and (tmp_path / "a.db").exists()
 
 
+def test_fetch_runs_a_numbered_failed_list_as_the_job_it_failed_in(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    from imgdl_watch.naming import STEM_XATTR
+
+    listed = tmp_path / "cats.1.txt"  # as the inbox publishes it, failed/cats.txt taken
+    listed.write_text(f"{server.base}/img/n1.jpg\n")
+    os.setxattr(listed, STEM_XATTR, b"cats")
+    done = fetch(tmp_path, "cats.1.txt", "--output", "out")
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["cats"]
+
+
 def test_a_list_typed_at_a_terminal_ends_at_one_ctrl_d(server: ImageServer, tmp_path: Path) -> None:
     # Read through a buffered stream, a line and Ctrl-D came back as a short
     # read, and a second Ctrl-D was needed; nothing said where URLs were read.

@@ -25,6 +25,7 @@ from imgdl_watch.inbox.lifecycle import (
     is_list_name,
 )
 from imgdl_watch.inbox.settle import Seen, SettleTracker
+from imgdl_watch.naming import STEM_XATTR
 
 
 def test_list_names() -> None:
@@ -178,6 +179,34 @@ def test_lists_of_one_stem_in_several_formats_each_have_the_report_named_after_t
     assert sorted(os.listdir(inbox.done)) == sorted(
         done + [f"{stem}.report.jsonl" for stem in stems]
     )
+
+
+def test_a_numbered_failed_list_dropped_again_runs_as_the_job_it_failed_in(
+    inbox: Inbox,
+) -> None:
+    # failed/cats.txt was there, so the next failures went to failed/cats.1.txt;
+    # dropped again, that ran as job cats.1, into another folder.
+    for _ in range(2):
+        (Path(inbox.root) / "cats.txt").write_text("http://x/a.jpg\n")
+        claim = inbox.claim("cats.txt")
+        assert claim is not None
+        _publish(inbox, claim, failed=1)
+    assert sorted(os.listdir(inbox.failed)) == ["cats.1.txt", "cats.txt"]
+    os.rename(os.path.join(inbox.failed, "cats.1.txt"), os.path.join(inbox.root, "cats.1.txt"))
+    again = inbox.claim("cats.1.txt")
+    assert again is not None and (again.stem, again.job) == ("cats", "cats")
+    assert os.path.basename(_publish(inbox, again)) == "cats.1.1.txt"  # the name it came with
+    # A user's own numbered list (no attribute) is the job its name says ...
+    (Path(inbox.root) / "dogs.1.txt").write_text("http://x/a.jpg\n")
+    own = inbox.claim("dogs.1.txt")
+    assert own is not None and own.stem == "dogs.1"
+    own.release()
+    # ... and an attribute can only take a number off, never rename a job.
+    (Path(inbox.root) / "emus.1.txt").write_text("http://x/a.jpg\n")
+    os.setxattr(Path(inbox.root) / "emus.1.txt", STEM_XATTR, b"cats")
+    other = inbox.claim("emus.1.txt")
+    assert other is not None and other.stem == "emus.1"
+    other.release()
 
 
 def test_leftovers_of_a_dead_owner_are_resumable(inbox: Inbox) -> None:

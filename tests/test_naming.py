@@ -210,3 +210,18 @@ def test_the_fast_base_name_is_the_full_ways(url: str, pad: int) -> None:
     long = f"{head}/{'y' * pad}{tail}" if tail else url  # names about the length limit
     for each in (url, long):
         assert base_name(each) == base_name_fully(each)
+
+
+def test_a_tag_can_take_a_lists_number_off_and_nothing_else() -> None:
+    from imgdl_watch.naming import tagged_stem
+
+    assert tagged_stem("cats.1.txt", b"cats") == "cats"
+    assert tagged_stem("cats.12.csv.gz", b"cats") == "cats"
+    assert tagged_stem("cats.1.txt", None) == "cats.1"
+    assert tagged_stem("cats.1.txt", b"dogs") == "cats.1"  # never another job
+    assert tagged_stem("cats.txt", b"cat") == "cats"  # no number to take off
+    assert tagged_stem("cats.x.txt", b"cats") == "cats.x"
+    assert (
+        tagged_stem("cats.\u0661.txt", b"cats") == "cats.\u0661"
+    )  # an Arabic-Indic one is no number
+    assert tagged_stem("cats.1.txt", b"\xff") == "cats.1"

@@ -25,9 +25,10 @@ from ..config import Settings, download_rules, fetch_options, job_options
 from ..download.fetcher import Fetcher
 from ..download.options import FetchOptions
 from ..download.prefork import Spare, end_spares, fork_spares
+from ..inbox.publish import stem_tag
 from ..job.job import Job
 from ..job.listformat import ListFormat
-from ..naming import job_stem
+from ..naming import tagged_stem
 from ..version import PROG
 from .common import (
     check_writable_folder,
@@ -106,7 +107,8 @@ async def _run_lists(
     for path, fd in lists:
         name = os.path.basename(path)
         job = Job(
-            name=job_stem(name),
+            # A failed list the inbox numbered (cats.1.txt) runs as the job it failed in.
+            name=tagged_stem(name, stem_tag(fd)),
             list_fd=fd,
             output=output,
             fetcher=fetcher,

@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ..naming import JOB_NAME_ROOM, LOCK_SUFFIX, MAX_NAME_BYTES, job_stem, list_suffix
+from ..naming import (
+    JOB_NAME_ROOM,
+    LOCK_SUFFIX,
+    MAX_NAME_BYTES,
+    job_stem,
+    list_suffix,
+    tagged_stem,
+)
 from .folders import planted
 from .layout import (
     FAILED,
@@ -42,7 +49,7 @@ from .layout import (
     is_list_name,
 )
 from .locks import PUBLISH_LOCK, HeldLock, holding, try_lock
-from .publish import move_unique
+from .publish import move_unique, stem_tag
 
 if TYPE_CHECKING:
     from .lifecycle import Inbox
@@ -103,7 +110,7 @@ class Claim:
 
 def claim_here(inbox: Inbox, name: str) -> Claim | None:
     """Take `name`, a list at the top of `inbox`'s own folder, into its processing/."""
-    stem = job_stem(name)
+    stem = _stem_of(inbox, name)
     lock = try_lock(inbox.top, inbox.locks_way, stem + LOCK_SUFFIX)
     if lock is None:
         return None
@@ -133,6 +140,22 @@ def claim_here(inbox: Inbox, name: str) -> Claim | None:
         lock.release()
         raise
     return _open_claimed(inbox, stem, folder_fd, entry, original=name, lock=lock)
+
+
+def _stem_of(inbox: Inbox, name: str) -> str:
+    """The job stem of the list `name`: its name's, or, for a failed list
+    published under a number and dropped again (`cats.1.txt`), the stem it
+    failed in (`naming.tagged_stem`), so that it runs into the same folder."""
+    try:
+        with inbox.folder() as root_fd:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(name, flags, dir_fd=root_fd)
+    except OSError:
+        return job_stem(name)  # gone, or not a file: the claim says so
+    try:
+        return tagged_stem(name, stem_tag(fd))
+    finally:
+        os.close(fd)
 
 
 def _waiting(folder_fd: int, stem: str) -> bool:

@@ -15,7 +15,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from ..naming import list_suffix
+from ..naming import STEM_XATTR, list_suffix
 from .layout import DONE, FAILED, REPORT_SUFFIX
 from .locks import PUBLISH_LOCK, holding
 
@@ -50,6 +50,7 @@ def finish_here(inbox: Inbox, claim: Claim, *, failed: int) -> str:
         move_unique(source, _entry(report.report), done_fd, report_name, paths=to_done)
         if failed:
             failures = _entry(report.failed)
+            _tag_stem(source, failures, claim.stem)
             move_unique(source, failures, failed_fd, claim.published_name, paths=to_failed)
         else:
             _unlink_quietly(source, _entry(report.failed))
@@ -67,6 +68,30 @@ def fail_here(inbox: Inbox, claim: Claim) -> str:
     _unlink_quietly(source, _entry(report.report))
     _unlink_quietly(source, _entry(report.failed))
     return os.path.join(inbox.failed, name)
+
+
+def _tag_stem(folder_fd: int, name: str, stem: str) -> None:
+    """Say in the failed list `name` (ours: the job wrote it) which stem it
+    failed in (`naming.STEM_XATTR`): published under a number and dropped
+    again, it runs as that job. Without user attributes, it runs as its name's."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+    except OSError:
+        return  # the move says what is wrong
+    try:
+        os.setxattr(fd, STEM_XATTR, stem.encode("utf-8"))
+    except OSError:
+        pass  # no user attributes on this filesystem
+    finally:
+        os.close(fd)
+
+
+def stem_tag(fd: int) -> bytes | None:
+    """The stem a list says it failed in (`naming.STEM_XATTR`), if it says one."""
+    try:
+        return os.getxattr(fd, STEM_XATTR)
+    except OSError:  # no tag (most lists), or no user attributes here
+        return None
 
 
 def _taken(folder_fd: int, name: str) -> bool:
