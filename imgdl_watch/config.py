@@ -958,13 +958,26 @@ def _read_categories(raw: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+# The options whose values are paths: relative ones in a config file are
+# the file's own (beside it), as a shell's flags are the shell's.
+_PATH_METAVARS = ("DIR", "FILE")
+
+
+def _beside(option: Option, raw: Any, config_path: str) -> Any:
+    """A config file's value of `option`: a relative path joined to the
+    file's folder; any other value as it is."""
+    if option.metavar in _PATH_METAVARS and isinstance(raw, str) and raw:
+        return os.path.join(os.path.dirname(os.path.abspath(config_path)), raw)
+    return raw
+
+
 def _category(name: str, raw: dict[str, Any], path: str, values: Mapping[str, Any]) -> Category:
     """A category's options, parsed, with each limit checked against its global value."""
     where = f"config file {path}: [category.{name}]"
     parsed: dict[str, Any] = {}
     for key, raw_value in raw.items():
         option = OPTION_BY_NAME[key]
-        value = _parse(option, raw_value, where)
+        value = _parse(option, _beside(option, raw_value, path), where)
         if option.limit and _above(option, value, values[key]):
             raise ConfigError(
                 f"{where}: {key} = {raw_value} is above the global {key} ({values[key]}):"
@@ -1013,8 +1026,11 @@ def resolve(
         elif env_name(option.name) in env:
             values[option.name] = _parse(option, env[env_name(option.name)], env_name(option.name))
         elif option.name in file_values:
+            assert config_path is not None  # file values come from one
             values[option.name] = _parse(
-                option, file_values[option.name], f"config file {config_path}"
+                option,
+                _beside(option, file_values[option.name], config_path),
+                f"config file {config_path}",
             )
         else:
             values[option.name] = option.default

@@ -235,6 +235,36 @@ def test_config_errors_are_one_line(name: str, value: str, message: str) -> None
     assert str(info.value) == f"IMGDL_WATCH_{name}: {message}"
 
 
+def test_relative_paths_in_a_config_file_are_the_config_files_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `inbox = "cfgin"` in /etc/imgdl-watch/config.toml named ./cfgin of
+    # whatever folder the command ran in: `status --config` elsewhere said
+    # "no inbox at cfgin".
+    from imgdl_watch.config import category_settings, resolve
+
+    here = tmp_path / "etc"
+    here.mkdir()
+    (here / "digests.txt").write_text("0" * 64 + "\n")
+    (here / "config.toml").write_text(
+        'inbox = "cfgin"\noutput = "../out"\nlog_file = "logs/d.log"\narchive = "/abs/a.db"\n'
+        '[category.art]\nskip_sha256 = "digests.txt"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    flags = {"output": "flagged"}  # a flag's, or the environment's, is the shell's
+    settings = resolve("run", flags, env={}, config_path=str(here / "config.toml"))
+    assert settings.inbox == str(here / "cfgin")
+    assert settings.output == "flagged"
+    assert settings.log_file == str(here / "logs" / "d.log")
+    assert settings.archive == "/abs/a.db"
+    digests = category_settings(settings, "art").skip_sha256
+    assert digests is not None and digests.source == str(here / "digests.txt")
+    plain = resolve("run", {}, env={}, config_path=str(here / "config.toml"))
+    assert plain.output == str(here / ".." / "out")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
