@@ -181,6 +181,24 @@ def test_status_without_any_daemon(tmp_path: Path) -> None:
     result = status(tmp_path / "inbox")
     assert result.returncode == 0
     assert "no daemon is running" in result.stdout
+    assert "unfinished" not in result.stdout
+
+
+def test_status_shows_the_jobs_left_unfinished_in_processing(tmp_path: Path) -> None:
+    # A half-done job left by a stopped daemon was nowhere in `status`.
+    inbox = tmp_path / "inbox"
+    (inbox / "processing").mkdir(parents=True)
+    (inbox / "processing" / "cats.txt").write_text("http://x/a.jpg\n")
+    (inbox / "processing" / ".cats.report.part").write_text("")
+    (inbox / "art" / "processing").mkdir(parents=True)
+    (inbox / "art" / "processing" / "dogs.csv").write_text("url\nhttp://x/a.jpg\n")
+    config = tmp_path / "config.toml"
+    config.write_text("[category.art]\n")
+    report = json.loads(status(inbox, "--json", "--config", str(config)).stdout)
+    assert report["unfinished"] == ["art/processing/dogs.csv", "processing/cats.txt"]
+    text = status(inbox, "--config", str(config)).stdout
+    assert "unfinished jobs, not running now (a daemon resumes them): 2" in text
+    assert "  processing/cats.txt" in text.splitlines()
 
 
 @pytest.mark.parametrize("args", [(), ("--json",)], ids=["text", "json"])

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import is_category_name
 from ..inbox.folders import open_regular
+from ..inbox.layout import PROCESSING
 from ..inbox.lifecycle import Inbox, is_list_name
 from ..job.progress import Snapshot
 from ..naming import job_stem
@@ -213,6 +214,7 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
     }
     inbox = Inbox(inbox_root, categories=reported | set(categories))
     queued = _queued(inbox)
+    running = [job for d in live for job in _records(d, "running")]
     recent = sorted(
         (j for d in daemons for j in _recent(d)),
         key=lambda j: j["finished_at"],
@@ -238,9 +240,10 @@ def collect(inbox_root: str, categories: Iterable[str] = ()) -> dict[str, Any]:
             }
             for d in daemons
         ],
-        "running": [job for d in live for job in _records(d, "running")],
+        "running": running,
         "hosts": [host for d in live for host in _records(d, "hosts")],
         "queued": queued,
+        "unfinished": _unfinished(inbox, {str(job.get("job")) for job in running}),
         "recent": recent[:RECENT_JOBS],
     }
 
@@ -254,6 +257,27 @@ def _queued(inbox: Inbox) -> list[str]:
         if os.path.isdir(folder) and not os.path.islink(folder):
             queued.extend(f"{category}/{n}" for n in _lists_in(folder))
     return sorted(queued)
+
+
+def _unfinished(inbox: Inbox, running: set[str]) -> list[str]:
+    """The lists in processing/ (the inbox's and its categories') whose job is
+    not running now: interrupted, or held back, to be resumed by a daemon on
+    this inbox. Read only, as `_queued`."""
+    unfinished = []
+    for category in ("", *inbox.categories):
+        folder = os.path.join(inbox.root, category) if category else inbox.root
+        if category and (os.path.islink(folder) or not os.path.isdir(folder)):
+            continue
+        prefix = f"{category}/" if category else ""
+        processing = os.path.join(folder, PROCESSING)
+        if os.path.islink(processing):
+            continue
+        unfinished += [
+            f"{prefix}{PROCESSING}/{name}"
+            for name in _lists_in(processing)
+            if prefix + job_stem(name) not in running
+        ]
+    return sorted(unfinished)
 
 
 def _lists_in(folder: str) -> list[str]:
@@ -363,6 +387,11 @@ def render(report: dict[str, Any]) -> str:
     lines.extend(f"  {name}" for name in report["queued"][:20])
     if len(report["queued"]) > 20:
         lines.append(f"  ... and {len(report['queued']) - 20} more")
+    if unfinished := report.get("unfinished", []):
+        lines.append(f"unfinished jobs, not running now (a daemon resumes them): {len(unfinished)}")
+        lines.extend(f"  {name}" for name in unfinished[:20])
+        if len(unfinished) > 20:
+            lines.append(f"  ... and {len(unfinished) - 20} more")
     lines.append(f"last finished: {len(report['recent'])}")
     lines.extend(_each(_finished_line, report["recent"]))
     # A list's name may hold what a terminal would act on (ESC's sequences).
