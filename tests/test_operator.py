@@ -176,6 +176,27 @@ def test_status_says_when_a_daemon_has_fewer_workers_ready_than_asked() -> None:
     assert "download workers" not in render(report(2))
 
 
+def test_status_tells_finished_lists_of_one_stem_apart_by_their_reports() -> None:
+    from imgdl_watch.service.status import render
+
+    def finished(job: str, report: str) -> dict[str, Any]:
+        return {"job": job, "finished_at": "T", "ok": 1, "failed": 0, "skipped": 0,
+                "invalid": 0, "elapsed_s": 1.0, "report": report}  # fmt: skip
+
+    recent = [
+        finished("pair", "pair.1.report.jsonl"),
+        finished("pair", "pair.report.jsonl"),
+        finished("art/cats", "art/cats.report.jsonl"),
+    ]
+    report = {"inbox": "/in", "daemons": [], "running": [], "queued": [], "recent": recent}
+    lines = render(report).splitlines()
+    assert lines[-3:] == [
+        "  pair (pair.1.report.jsonl) at T: 1 ok, 0 failed, 0 skipped, 0 invalid (1.0 s)",
+        "  pair at T: 1 ok, 0 failed, 0 skipped, 0 invalid (1.0 s)",
+        "  art/cats at T: 1 ok, 0 failed, 0 skipped, 0 invalid (1.0 s)",
+    ]
+
+
 def test_status_without_any_daemon(tmp_path: Path) -> None:
     (tmp_path / "inbox").mkdir()
     result = status(tmp_path / "inbox")

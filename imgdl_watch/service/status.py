@@ -24,7 +24,7 @@ from typing import Any
 
 from ..config import is_category_name
 from ..inbox.folders import open_regular
-from ..inbox.layout import PROCESSING
+from ..inbox.layout import PROCESSING, REPORT_SUFFIX
 from ..inbox.lifecycle import Inbox, is_list_name
 from ..job.progress import Snapshot
 from ..naming import job_stem
@@ -401,8 +401,12 @@ def render(report: dict[str, Any]) -> str:
 def _finished_line(job: dict[str, Any]) -> str:
     reused = f"{job['reused']} reused, " if job.get("reused") else ""
     filtered = f", {job['filtered']} filtered" if job.get("filtered") else ""
+    # Lists of one stem are one job name: a report of another name tells them apart.
+    name, report = job["job"], job.get("report")
+    if isinstance(report, str) and report != f"{name}{REPORT_SUFFIX}":
+        name = f"{name} ({report})"
     return (
-        f"  {job['job']} at {job['finished_at']}: {job['ok']} ok, {reused}{job['failed']} "
+        f"  {name} at {job['finished_at']}: {job['ok']} ok, {reused}{job['failed']} "
         f"failed, {job['skipped']} skipped, {job['invalid']} invalid{filtered} "
         f"({job['elapsed_s']:.1f} s)"
     )
