@@ -197,6 +197,20 @@ def test_status_tells_finished_lists_of_one_stem_apart_by_their_reports() -> Non
     ]
 
 
+def test_a_hosts_limit_lowered_below_what_is_in_flight_is_said_so() -> None:
+    from imgdl_watch.service.status import render
+
+    host = {"host": "h.example", "in_flight": 6, "limit": 4, "ceiling": 8, "waiting": 0,
+            "req_s": 1.0, "rate": None, "min_gap_s": 0, "paused_s": 0, "paused_for_s": 0,
+            "opt_outs": 0}  # fmt: skip
+    report = {"inbox": "/in", "daemons": [], "running": [], "queued": [], "recent": []}
+    text = render({**report, "hosts": [host]})
+    # It said "6/4 in flight (ceiling 8)".
+    assert "  h.example: 6 in flight, over its limit of 4 (lowered) (ceiling 8), 1.0 req/s" in (
+        text.splitlines()
+    )
+
+
 def test_status_without_any_daemon(tmp_path: Path) -> None:
     (tmp_path / "inbox").mkdir()
     result = status(tmp_path / "inbox")

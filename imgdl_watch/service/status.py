@@ -350,6 +350,9 @@ def _workers_line(daemon: dict[str, Any]) -> str:
 
 def _host_line(host: dict[str, Any]) -> str:
     limit = f"{host['in_flight']}/{host['limit']} in flight"
+    if host["in_flight"] > host["limit"]:
+        # Lowered while more were out (a 429 or 503): they end, new ones wait.
+        limit = f"{host['in_flight']} in flight, over its limit of {host['limit']} (lowered)"
     if host["limit"] < host["ceiling"]:
         limit += f" (ceiling {host['ceiling']})"
     if host.get("waiting"):
