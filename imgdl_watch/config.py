@@ -966,8 +966,8 @@ _PATH_METAVARS = ("DIR", "FILE")
 def _beside(option: Option, raw: Any, config_path: str) -> Any:
     """A config file's value of `option`: a relative path joined to the
     file's folder; any other value as it is."""
-    if option.metavar in _PATH_METAVARS and isinstance(raw, str) and raw:
-        return os.path.join(os.path.dirname(os.path.abspath(config_path)), raw)
+    if option.metavar in _PATH_METAVARS and isinstance(raw, str) and raw.strip():
+        return os.path.join(os.path.dirname(os.path.abspath(config_path)), raw.strip())
     return raw
 
 

@@ -263,6 +263,10 @@ def test_relative_paths_in_a_config_file_are_the_config_files_own(
     assert digests is not None and digests.source == str(here / "digests.txt")
     plain = resolve("run", {}, env={}, config_path=str(here / "config.toml"))
     assert plain.output == str(here / ".." / "out")
+    # Blank is no path beside the file: refused, as a flag's blank is.
+    (here / "config.toml").write_text('inbox = "  "\n')
+    with pytest.raises(ConfigError, match="must not be empty"):
+        resolve("run", {}, env={}, config_path=str(here / "config.toml"))
 
 
 @pytest.mark.parametrize(

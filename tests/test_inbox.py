@@ -209,6 +209,18 @@ def test_a_numbered_failed_list_dropped_again_runs_as_the_job_it_failed_in(
     other.release()
 
 
+def test_a_stem_tag_never_makes_a_list_a_categorys_namesake(tmp_path: Path) -> None:
+    # The scan refuses a top-level art.txt when art is a category; a tag on
+    # art.1.txt made it job art, writing into the category's output.
+    box = Inbox(str(tmp_path / "inbox"), categories=["art"])
+    box.ensure_layout()
+    (Path(box.root) / "art.1.txt").write_text("http://x/a.jpg\n")
+    os.setxattr(Path(box.root) / "art.1.txt", STEM_XATTR, b"art")
+    claim = box.claim("art.1.txt")
+    assert claim is not None and claim.stem == "art.1"
+    claim.release()
+
+
 def test_leftovers_of_a_dead_owner_are_resumable(inbox: Inbox) -> None:
     (Path(inbox.processing) / "left.txt").write_text("x\n")
     first = inbox.leftovers()

@@ -153,9 +153,12 @@ def _stem_of(inbox: Inbox, name: str) -> str:
     except OSError:
         return job_stem(name)  # gone, or not a file: the claim says so
     try:
-        return tagged_stem(name, stem_tag(fd))
+        stem = tagged_stem(name, stem_tag(fd))
     finally:
         os.close(fd)
+    # A tag never makes a top-level list a category's namesake, which the
+    # scan refuses by name (its job would write into the category's output).
+    return job_stem(name) if stem in inbox.categories else stem
 
 
 def _waiting(folder_fd: int, stem: str) -> bool:

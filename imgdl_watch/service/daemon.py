@@ -236,12 +236,12 @@ class Daemon:
                 grace_s=self.settings.grace,
                 jobs=len(self.jobs.running),
             )
-            await self._notifier.stopping()
-            await self.reporter.stopping()
             self.intake.stop()
             intake.cancel()
             self.fetcher.stop()
             work.cancel_scope.deadline = trio.current_time() + self.settings.grace
+            self.reporter.stopping()
+            await self._notifier.stopping()
 
     async def _reload_config(self) -> None:
         if self._log_output is not None:

@@ -115,8 +115,13 @@ def _table(head: list[str], rows: list[str]) -> str:
 
 def _health(doc: dict[str, Any]) -> str:
     alive = bool(doc.get("daemon_alive"))
+    stopping = alive and all(
+        d.get("state") == "stopping" for d in doc.get("daemons") or [] if d.get("alive")
+    )
     badge = (
-        '<span class="ok">daemon running</span>'
+        '<span class="bad">daemon stopping</span>'
+        if stopping
+        else '<span class="ok">daemon running</span>'
         if alive
         else '<span class="bad">no daemon is running</span>'
     )

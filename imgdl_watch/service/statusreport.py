@@ -76,6 +76,8 @@ class StatusReporter:
         # What the status file says the daemon is doing: "running", then
         # "stopping" within a stop's grace (`stopping`), "stopped" at the end.
         self._state = "running"
+        # Set to have the status file written now, not at the next second.
+        self._wake = trio.Event()
 
     def text(self) -> str:
         """One line for systemd's STATUS=."""
@@ -165,15 +167,21 @@ class StatusReporter:
         self._host_samples = samples
         return rows
 
-    async def stopping(self) -> None:
-        """A stop began: the status file says so at once, and until the end."""
+    def stopping(self) -> None:
+        """A stop began: the status file says so at once, and until the end.
+        Not awaited: the stop must not wait for a disk (a hung NFS inbox) to
+        begin; the one writer, `_status_loop`, writes it now."""
         self._state = "stopping"
-        await self.write(self._state)
+        self._wake.set()
 
     async def _status_loop(self) -> None:
+        # The status file's one writer: two writes at once would share its
+        # temporary file.
         while True:
             await self.write(self._state)
-            await trio.sleep(STATUS_INTERVAL_S)
+            with trio.move_on_after(STATUS_INTERVAL_S):
+                await self._wake.wait()
+            self._wake = trio.Event()
 
     async def _notify_loop(self) -> None:
         """systemd's STATUS= line, sent when it changes."""
