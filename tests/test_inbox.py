@@ -197,16 +197,20 @@ def test_a_numbered_failed_list_dropped_again_runs_as_the_job_it_failed_in(
     assert again is not None and (again.stem, again.job) == ("cats", "cats")
     assert os.path.basename(_publish(inbox, again)) == "cats.1.1.txt"  # the name it came with
     # A user's own numbered list (no attribute) is the job its name says ...
-    (Path(inbox.root) / "dogs.1.txt").write_text("http://x/a.jpg\n")
-    own = inbox.claim("dogs.1.txt")
-    assert own is not None and own.stem == "dogs.1"
-    own.release()
+    assert _claimed_stem(inbox, "dogs.1.txt", None) == "dogs.1"
     # ... and an attribute can only take a number off, never rename a job.
-    (Path(inbox.root) / "emus.1.txt").write_text("http://x/a.jpg\n")
-    os.setxattr(Path(inbox.root) / "emus.1.txt", STEM_XATTR, b"cats")
-    other = inbox.claim("emus.1.txt")
-    assert other is not None and other.stem == "emus.1"
-    other.release()
+    assert _claimed_stem(inbox, "emus.1.txt", b"cats") == "emus.1"
+
+
+def _claimed_stem(box: Inbox, name: str, tag: bytes | None) -> str:
+    """The stem a claim of a new list `name`, with the stem attribute `tag`, takes."""
+    (Path(box.root) / name).write_text("http://x/a.jpg\n")
+    if tag is not None:
+        os.setxattr(Path(box.root) / name, STEM_XATTR, tag)
+    claim = box.claim(name)
+    assert claim is not None
+    claim.release()
+    return claim.stem
 
 
 def test_a_stem_tag_never_makes_a_list_a_categorys_namesake(tmp_path: Path) -> None:
@@ -214,11 +218,7 @@ def test_a_stem_tag_never_makes_a_list_a_categorys_namesake(tmp_path: Path) -> N
     # art.1.txt made it job art, writing into the category's output.
     box = Inbox(str(tmp_path / "inbox"), categories=["art"])
     box.ensure_layout()
-    (Path(box.root) / "art.1.txt").write_text("http://x/a.jpg\n")
-    os.setxattr(Path(box.root) / "art.1.txt", STEM_XATTR, b"art")
-    claim = box.claim("art.1.txt")
-    assert claim is not None and claim.stem == "art.1"
-    claim.release()
+    assert _claimed_stem(box, "art.1.txt", b"art") == "art.1"
 
 
 def test_leftovers_of_a_dead_owner_are_resumable(inbox: Inbox) -> None:
